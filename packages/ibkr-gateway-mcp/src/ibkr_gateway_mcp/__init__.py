@@ -1,0 +1,1 @@
+"""ibkr-agent-gateway package."""
