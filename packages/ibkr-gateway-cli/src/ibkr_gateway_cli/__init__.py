@@ -1,1 +1,3 @@
-"""ibkr-agent-gateway package."""
+"""The `ibkr-agent` command line of ibkr-agent-gateway."""
+
+__all__: list[str] = []

@@ -101,7 +101,7 @@ class AuditConfig(_Section):
     """Where the tamper-evident audit log lives and which key chains it."""
 
     sqlite_path: Path | None = None
-    """Defaults to `audit.sqlite3` in the state directory."""
+    """The state database (audit log and workflow state); defaults to `state.sqlite3` in the state directory."""
     hmac_secret_env: str | None = None
     """Name of the environment variable holding the chain key (>= 32 bytes); required with a real broker."""
 
@@ -215,8 +215,8 @@ class GatewayConfig(_Section):
         return self.state.directory or default_state_dir()
 
     def audit_path(self) -> Path:
-        """The audit database file."""
-        return self.audit.sqlite_path or self.state_dir() / "audit.sqlite3"
+        """The state database file that holds the audit log."""
+        return self.audit.sqlite_path or self.state_dir() / "state.sqlite3"
 
 
 def _config_error(exc: ValidationError) -> GatewayError:

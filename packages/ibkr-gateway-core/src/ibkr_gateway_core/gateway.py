@@ -1,0 +1,536 @@
+"""The one door: every CLI command, MCP tool and library call goes through `Gateway.call`.
+
+`call` looks the operation up in the registry, checks the caller's scope, validates the input,
+checks the account, runs the operation and appends exactly one audit event, whatever happened:
+completed, refused, denied or failed. Surfaces only parse and render.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Generic, Literal, Self, TypeVar, cast
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from .audit import AuditEvent, AuditLog, load_audit_key, new_event_id
+from .backend import Backend, BackendFactory, load_backend_factory
+from .config import GatewayConfig
+from .errors import ErrorCode, GatewayError
+from .models import (
+    AccountSummary,
+    BrokerAccount,
+    BrokerSessionStatus,
+    ContractCandidate,
+    Execution,
+    HealthStatus,
+    HistoricalBars,
+    MarketSnapshot,
+    OrderRecord,
+    PortfolioSnapshot,
+    Position,
+    SessionCheck,
+    SessionRequirements,
+)
+from .principal import Principal
+from .redaction import redact
+from .registry import Operation, operation
+from .requests import (
+    AccountInput,
+    BarsInput,
+    ContractInput,
+    ContractQueryInput,
+    ExecutionsInput,
+    NoInput,
+    OperationInput,
+    OrderLookupInput,
+)
+from .scopes import Scope
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_WRITE_SCOPES: Final = frozenset(
+    {
+        Scope.ORDERS_PREVIEW,
+        Scope.ORDERS_PAPER_SUBMIT,
+        Scope.ORDERS_PAPER_CANCEL,
+        Scope.ORDERS_PAPER_MODIFY,
+        Scope.APPROVALS_CREATE,
+        Scope.ORDERS_LIVE_SUBMIT,
+        Scope.ORDERS_LIVE_CANCEL,
+        Scope.ORDERS_LIVE_MODIFY,
+    }
+)
+
+_INPUT_CODES: Final = {
+    "account_id": ErrorCode.INPUT_MISSING_ACCOUNT,
+    "contract_id": ErrorCode.INPUT_INVALID_CONTRACT,
+    "duration": ErrorCode.INPUT_INVALID_TIME_RANGE,
+    "bar_size": ErrorCode.INPUT_INVALID_TIME_RANGE,
+}
+"""Which code a bad value of a field gets; other fields get `INPUT_INVALID_ARGUMENT`."""
+
+Outcome = tuple[Literal["allow", "deny", "refuse"], str, str]
+"""(decision, result status, event type) of one call."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult(Generic[T]):
+    """What one operation returned, with the audit event that recorded it."""
+
+    operation: Operation
+    value: T
+    audit_event_id: str
+
+    def to_jsonable(self) -> Any:
+        """The value as JSON-compatible data (Decimals as strings)."""
+        return to_jsonable(self.value)
+
+
+def to_jsonable(value: object) -> Any:
+    """JSON-compatible form of a model, a list of models or plain data."""
+    return TypeAdapter(type(value)).dump_python(value, mode="json") if value is not None else None
+
+
+class Gateway:
+    """The service behind every surface.
+
+    Build it with `Gateway.from_config(config)` and use it as an async context manager; the broker
+    backend is opened lazily on the first call that needs it, so `health` never touches the broker.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        audit: AuditLog,
+        *,
+        backend_factory: BackendFactory | None = None,
+        principal: Principal | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.config = config
+        self.audit = audit
+        self._backend_factory = backend_factory
+        self._backend: Backend | None = None
+        self._clock = clock
+        self._accounts: list[BrokerAccount] | None = None
+        self.session_id = str(uuid.uuid4())
+        """Correlates every audit event this gateway instance writes."""
+        self.default_principal = principal or Principal(
+            kind="local_operator", subject="local-operator", scopes=config.auth.scopes()
+        )
+        """The caller assumed when a call names none."""
+        self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {
+            "health": self._health,
+            "backend_status": self._backend_status,
+            "session_requirements": self._session_requirements,
+            "list_accounts": self._list_accounts,
+            "account_summary": self._account_summary,
+            "portfolio_snapshot": self._portfolio_snapshot,
+            "list_positions": self._list_positions,
+            "search_contracts": self._search_contracts,
+            "resolve_contract": self._resolve_contract,
+            "market_snapshot": self._market_snapshot,
+            "historical_bars": self._historical_bars,
+            "list_orders": self._list_orders,
+            "order_status": self._order_status,
+            "list_executions": self._list_executions,
+        }
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, *, principal: Principal | None = None) -> Gateway:
+        """A gateway with the audit log and backend the config names.
+
+        Raises:
+            GatewayError: `CONFIG_*` when the audit key or backend cannot be set up.
+        """
+        audit = AuditLog.open(config.audit_path(), load_audit_key(config))
+        return cls(config, audit, principal=principal)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the backend (if opened) and the audit log."""
+        backend, self._backend = self._backend, None
+        try:
+            if backend is not None:
+                await backend.aclose()
+        finally:
+            self.audit.close()
+
+    @property
+    def backend(self) -> Backend:
+        """The broker backend, opened on first use."""
+        if self._backend is None:
+            factory = self._backend_factory or load_backend_factory(self.config.broker.backend)
+            self._backend = factory(self.config)
+        return self._backend
+
+    # ------------------------------------------------------------------ the door
+
+    async def call(
+        self,
+        name: str,
+        arguments: Mapping[str, object] | BaseModel | None = None,
+        *,
+        principal: Principal | None = None,
+        request_id: str | None = None,
+    ) -> CallResult[Any]:
+        """Run one operation by method or tool name, audited whatever happens.
+
+        Raises:
+            GatewayError: with a stable code; its `audit_event_id` names the event that recorded it.
+        """
+        caller = principal or self.default_principal
+        event_id = new_event_id()
+        started = time.perf_counter()
+        op: Operation | None = None
+        args: OperationInput | None = None
+        value: Any = None
+        failure: GatewayError | None = None
+        try:
+            op = self._lookup(name)
+            if not caller.has(op.scope):
+                raise GatewayError(
+                    ErrorCode.AUTH_MISSING_SCOPE,
+                    f"{op.cli_command!r} needs the scope {op.scope.value!r}, which this caller does not hold.",
+                    details={"required_scope": op.scope.value},
+                )
+            args = self._validate(op, arguments)
+            account_id = getattr(args, "account_id", None)
+            if isinstance(account_id, str):
+                await self._check_account(account_id)
+            value = await self._handlers[op.name](args)
+        except GatewayError as exc:
+            failure = exc
+        except Exception as exc:  # a bug must still be audited and shown without a traceback
+            logger.exception("operation %s failed unexpectedly", name)
+            failure = GatewayError(ErrorCode.INTERNAL_ERROR, f"Internal error ({type(exc).__name__}).")
+        await self._record(event_id, name, op, caller, args, arguments, value, failure, started, request_id)
+        if failure is not None:
+            failure.audit_event_id = event_id
+            raise failure
+        assert op is not None
+        return CallResult(operation=op, value=value, audit_event_id=event_id)
+
+    def _lookup(self, name: str) -> Operation:
+        try:
+            return operation(name)
+        except KeyError:
+            raise GatewayError(ErrorCode.INPUT_UNKNOWN_OPERATION, f"Unknown operation {name!r}.") from None
+
+    def _validate(self, op: Operation, arguments: Mapping[str, object] | BaseModel | None) -> OperationInput:
+        if isinstance(arguments, op.input_model):
+            return arguments
+        raw = arguments.model_dump() if isinstance(arguments, BaseModel) else dict(arguments or {})
+        try:
+            return op.input_model.model_validate(raw)
+        except ValidationError as exc:
+            raise _input_error(exc) from None
+
+    async def _check_account(self, account_id: str) -> None:
+        accounts = await self._visible_accounts()
+        if account_id not in {account.account_id for account in accounts}:
+            raise GatewayError(
+                ErrorCode.INPUT_UNAUTHORIZED_ACCOUNT,
+                f"Account {account_id!r} is not visible in this broker session.",
+            )
+
+    async def _visible_accounts(self) -> list[BrokerAccount]:
+        if self._accounts is None:
+            self._accounts = await self.backend.list_accounts()
+        return self._accounts
+
+    async def _record(
+        self,
+        event_id: str,
+        name: str,
+        op: Operation | None,
+        caller: Principal,
+        args: OperationInput | None,
+        raw_arguments: object,
+        value: object,
+        failure: GatewayError | None,
+        started: float,
+        request_id: str | None,
+    ) -> None:
+        decision, status, event_type = _outcome(op, failure)
+        arguments = args.model_dump(mode="json") if args is not None else _raw_jsonable(raw_arguments)
+        account_id = arguments.pop("account_id", None) if isinstance(arguments, dict) else None
+        metadata, redactions = redact({"arguments": arguments} if arguments else {})
+        event = AuditEvent(
+            event_id=event_id,
+            event_type=event_type,
+            timestamp=self._clock(),
+            principal_kind=caller.kind,
+            principal_subject=caller.subject,
+            principal_issuer=caller.issuer,
+            principal_token_id_hash=caller.token_id_hash,
+            principal_client_id=caller.client_id,
+            scopes=sorted(scope.value for scope in caller.scopes),
+            operation=op.name if op else None,
+            tool_name=op.tool if op else name[:64],
+            decision=decision,
+            result_status=status,
+            error_code=failure.code.value if failure else None,
+            account_id_hash=self.audit.account_hash(account_id) if isinstance(account_id, str) else None,
+            request_id=request_id,
+            session_id=self.session_id,
+            input_hash=self.audit.hash_payload(_raw_jsonable(raw_arguments)),
+            output_hash=self.audit.hash_payload(to_jsonable(value)) if failure is None else None,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            redactions=redactions,
+            metadata=cast(dict[str, Any], metadata),
+        )
+        await self.audit.append(event)
+
+    # ------------------------------------------------------------- named methods
+
+    async def health(self) -> HealthStatus:
+        """Liveness of the gateway; no broker call."""
+        return (await self.call("health")).value
+
+    async def backend_status(self) -> BrokerSessionStatus:
+        """Broker session status."""
+        return (await self.call("backend_status")).value
+
+    async def session_requirements(self) -> SessionRequirements:
+        """What a person must do for broker calls to work."""
+        return (await self.call("session_requirements")).value
+
+    async def list_accounts(self) -> list[BrokerAccount]:
+        """Accounts visible in the broker session."""
+        return (await self.call("list_accounts")).value
+
+    async def account_summary(self, account_id: str) -> AccountSummary:
+        """Balances and margin of one account."""
+        return (await self.call("account_summary", {"account_id": account_id})).value
+
+    async def portfolio_snapshot(self, account_id: str) -> PortfolioSnapshot:
+        """Summary, cash and positions of one account."""
+        return (await self.call("portfolio_snapshot", {"account_id": account_id})).value
+
+    async def list_positions(self, account_id: str) -> list[Position]:
+        """Positions of one account."""
+        return (await self.call("list_positions", {"account_id": account_id})).value
+
+    async def search_contracts(self, query: str, **filters: object) -> list[ContractCandidate]:
+        """Contracts matching a symbol."""
+        return (await self.call("search_contracts", {"query": query, **filters})).value
+
+    async def resolve_contract(self, query: str, **filters: object) -> ContractCandidate:
+        """The one contract a symbol means."""
+        return (await self.call("resolve_contract", {"query": query, **filters})).value
+
+    async def market_snapshot(self, contract_id: int) -> MarketSnapshot:
+        """A quote for one contract."""
+        return (await self.call("market_snapshot", {"contract_id": contract_id})).value
+
+    async def historical_bars(self, contract_id: int, duration: str, bar_size: str) -> HistoricalBars:
+        """Bars of one contract."""
+        args = {"contract_id": contract_id, "duration": duration, "bar_size": bar_size}
+        return (await self.call("historical_bars", args)).value
+
+    async def list_orders(self, account_id: str) -> list[OrderRecord]:
+        """Orders of one account."""
+        return (await self.call("list_orders", {"account_id": account_id})).value
+
+    async def order_status(self, account_id: str, broker_order_id: str) -> OrderRecord:
+        """One order by broker or client order id."""
+        args = {"account_id": account_id, "broker_order_id": broker_order_id}
+        return (await self.call("order_status", args)).value
+
+    async def list_executions(self, account_id: str, days: int = 1) -> list[Execution]:
+        """Fills of one account."""
+        return (await self.call("list_executions", {"account_id": account_id, "days": days})).value
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _health(self, _: NoInput) -> HealthStatus:
+        from importlib.metadata import version
+
+        return HealthStatus(
+            version=version("ibkr-gateway-core"),
+            backend=self.config.broker.backend,
+            read_only=not (self.default_principal.scopes & _WRITE_SCOPES),
+        )
+
+    async def _backend_status(self, _: NoInput) -> BrokerSessionStatus:
+        return await self.backend.session_status()
+
+    async def _session_requirements(self, _: NoInput) -> SessionRequirements:
+        status = await self.backend.session_status()
+        reachable = status.status != "unavailable"
+        checks = [
+            SessionCheck(
+                name="gateway_reachable",
+                satisfied=reachable,
+                detail="The Client Portal Gateway answers." if reachable else "The Client Portal Gateway does not answer.",
+            ),
+            SessionCheck(
+                name="brokerage_session_authenticated",
+                satisfied=status.authenticated,
+                detail="Logged in." if status.authenticated else "Nobody is logged in to the gateway.",
+            ),
+            SessionCheck(
+                name="no_competing_session",
+                satisfied=not status.competing,
+                detail="No other session." if not status.competing else "Another session of this user is active.",
+            ),
+            SessionCheck(
+                name="connected",
+                satisfied=status.connected,
+                detail="Connected to IBKR." if status.connected else "Not connected to IBKR's servers.",
+            ),
+        ]
+        usable = status.status == "usable"
+        return SessionRequirements(
+            usable=usable,
+            manual_action="none" if usable else (status.user_action or "Log in to the Client Portal Gateway."),
+            checks=checks,
+        )
+
+    async def _list_accounts(self, _: NoInput) -> list[BrokerAccount]:
+        self._accounts = await self.backend.list_accounts()
+        return self._accounts
+
+    async def _account_summary(self, args: AccountInput) -> AccountSummary:
+        return await self.backend.account_summary(args.account_id)
+
+    async def _portfolio_snapshot(self, args: AccountInput) -> PortfolioSnapshot:
+        summary = await self.backend.account_summary(args.account_id)
+        cash = await self.backend.cash_balances(args.account_id)
+        positions = await self.backend.positions(args.account_id)
+        return PortfolioSnapshot(
+            account_id=args.account_id,
+            base_currency=summary.currency,
+            summary=summary,
+            cash=cash,
+            positions=positions,
+            as_of=summary.as_of or self._clock(),
+        )
+
+    async def _list_positions(self, args: AccountInput) -> list[Position]:
+        return await self.backend.positions(args.account_id)
+
+    async def _search_contracts(self, args: ContractQueryInput) -> list[ContractCandidate]:
+        return await self._candidates(args)
+
+    async def _resolve_contract(self, args: ContractQueryInput) -> ContractCandidate:
+        candidates = await self._candidates(args)
+        unique = [candidate for candidate in candidates if candidate.is_unique_match]
+        if len(unique) == 1:
+            return unique[0]
+        if not candidates:
+            raise GatewayError(ErrorCode.INPUT_UNKNOWN_CONTRACT, f"No contract matches {args.query!r}.")
+        listed = "; ".join(
+            f"{c.contract_id} {c.symbol} {c.company_name or ''} {c.exchange or ''} {c.currency or ''}".strip()
+            for c in candidates[:10]
+        )
+        raise GatewayError(
+            ErrorCode.INPUT_AMBIGUOUS_CONTRACT,
+            f"{args.query!r} matches {len(candidates)} contracts: {listed}.",
+            details={"candidates": [c.contract_id for c in candidates[:10]]},
+        )
+
+    async def _candidates(self, args: ContractQueryInput) -> list[ContractCandidate]:
+        """Search, filter, and flag the single exact-symbol match as unique."""
+        found = await self.backend.search_contracts(args.query)
+        kept = [
+            candidate
+            for candidate in found
+            if (args.asset_class is None or candidate.asset_class == args.asset_class)
+            and (args.currency is None or candidate.currency == args.currency)
+            and (args.exchange is None or (candidate.exchange or "").upper() == args.exchange.upper())
+        ]
+        exact = [candidate for candidate in kept if candidate.symbol.upper() == args.query.upper()]
+        unique_id = exact[0].contract_id if len(exact) == 1 else None
+        return [candidate.model_copy(update={"is_unique_match": candidate.contract_id == unique_id}) for candidate in kept]
+
+    async def _market_snapshot(self, args: ContractInput) -> MarketSnapshot:
+        return await self.backend.market_snapshot(args.contract_id)
+
+    async def _historical_bars(self, args: BarsInput) -> HistoricalBars:
+        bars = await self.backend.historical_bars(
+            args.contract_id, period=args.duration, bar=args.bar_size, outside_regular_hours=args.outside_regular_hours
+        )
+        return bars
+
+    async def _list_orders(self, args: AccountInput) -> list[OrderRecord]:
+        return await self.backend.live_orders(args.account_id)
+
+    async def _order_status(self, args: OrderLookupInput) -> OrderRecord:
+        wanted = args.broker_order_id
+        for order in await self.backend.live_orders(args.account_id):
+            if wanted in (order.broker_order_id, order.client_order_id):
+                return order
+        if wanted.isdigit():
+            found = await self.backend.order_status(args.account_id, wanted)
+            if found.account_id == args.account_id:
+                return found
+        raise GatewayError(ErrorCode.INPUT_UNKNOWN_ORDER, f"No order {wanted!r} in account {args.account_id!r}.")
+
+    async def _list_executions(self, args: ExecutionsInput) -> list[Execution]:
+        return await self.backend.executions(args.account_id, args.days)
+
+
+def _outcome(op: Operation | None, failure: GatewayError | None) -> Outcome:
+    if failure is None:
+        assert op is not None
+        return "allow", "completed", op.event_type
+    if failure.family == "auth":
+        return "deny", "denied_scope", "tool_denied_scope"
+    if failure.family == "refusal" and failure.code not in (ErrorCode.INTERNAL_ERROR, ErrorCode.AUDIT_WRITE_FAILED):
+        return "refuse", "refused", "tool_refused"
+    return "allow", "failed", "tool_failed"
+
+
+def _input_error(exc: ValidationError) -> GatewayError:
+    """One clear message per bad field; the code comes from the first bad field."""
+    errors = exc.errors()
+    first = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else ""
+    code = _INPUT_CODES.get(first, ErrorCode.INPUT_INVALID_ARGUMENT)
+    parts: list[str] = []
+    for error in errors:
+        where = ".".join(str(part) for part in error["loc"]) or "arguments"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "is not a known argument"
+        elif error["type"] == "missing":
+            message = "is required"
+        parts.append(f"{where} {message}" if error["type"] in ("extra_forbidden", "missing") else f"{where}: {message}")
+    return GatewayError(code, "Invalid arguments: " + "; ".join(parts) + ".", details={"fields": [first]})
+
+
+def _raw_jsonable(value: object) -> Any:
+    """Arguments as given, reduced to JSON-safe data for hashing and the audit trail."""
+    if value is None:
+        return {}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        mapping = cast(Mapping[object, object], value)
+        return {str(key): _raw_jsonable(item) for key, item in mapping.items()}
+    if isinstance(value, list | tuple):
+        items = cast(list[object], value)
+        return [_raw_jsonable(item) for item in items]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
