@@ -104,6 +104,10 @@ class AuditConfig(_Section):
     """The state database (audit log and workflow state); defaults to `state.sqlite3` in the state directory."""
     hmac_secret_env: str | None = None
     """Name of the environment variable holding the chain key (>= 32 bytes); required with a real broker."""
+    checkpoint_key_env: str | None = None
+    """Name of the environment variable holding the Ed25519 checkpoint signing key (PEM, or base64 of 32 bytes)."""
+    checkpoint_key_file: Path | None = None
+    """File holding the checkpoint signing key (PEM PKCS#8, mode 0600); the simulator default is generated."""
 
 
 class StateConfig(_Section):
@@ -192,7 +196,9 @@ class GatewayConfig(_Section):
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise GatewayError(ErrorCode.CONFIG_INVALID, f"Config file {path.name!r} is not valid YAML{where}.") from None
+            raise GatewayError(
+                ErrorCode.CONFIG_INVALID, f"Config file {path.name!r} is not valid YAML{where}."
+            ) from None
         config = cls.from_mapping(data)
         return config._anchored(path.parent)
 

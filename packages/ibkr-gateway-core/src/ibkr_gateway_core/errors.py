@@ -75,6 +75,7 @@ class ErrorCode(StrEnum):
     HISTORICAL_BARS_UNAVAILABLE = "HISTORICAL_BARS_UNAVAILABLE"
     OUTPUT_UNSAFE = "OUTPUT_UNSAFE"
     AUDIT_WRITE_FAILED = "AUDIT_WRITE_FAILED"
+    STATE_DATABASE_UNAVAILABLE = "STATE_DATABASE_UNAVAILABLE"
     READONLY_WRITE_FORBIDDEN = "READONLY_WRITE_FORBIDDEN"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -167,6 +168,12 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ),
     ErrorCode.AUDIT_WRITE_FAILED: ErrorInfo(
         "refusal", True, "Check the audit database path, disk space and permissions, then retry."
+    ),
+    ErrorCode.STATE_DATABASE_UNAVAILABLE: ErrorInfo(
+        "config",
+        False,
+        "Check that the state directory is a writable local directory holding a database from this or an older "
+        "version.",
     ),
     ErrorCode.READONLY_WRITE_FORBIDDEN: ErrorInfo(
         "refusal", False, "Use the gated commands: orders preview, approvals create, orders submit."

@@ -1,0 +1,117 @@
+"""Signed checkpoints of the audit chain head, kept outside the database.
+
+A hash chain alone cannot show that its newest rows were cut off, or that the whole file was
+replaced by an older copy: what remains is still a valid chain. A checkpoint signs (sequence, chain
+hash) with an Ed25519 key that is not the chain key; `AuditLog.verify` then fails when the log is
+shorter than a checkpoint or differs from it at the checkpoint's sequence.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_serializer
+
+from ._timestamps import UtcDatetime, format_timestamp
+from .audit_keys import public_key_id
+from .errors import ErrorCode, GatewayError
+
+HexDigest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+CHECKPOINT_HEADER: Final = "ibkr-agent-gateway audit checkpoint v1"
+"""First line of the signed text; changing the format means a new version line."""
+
+
+class Checkpoint(BaseModel):
+    """A signed statement that the audit log had `sequence` events ending in `chain_hash`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    sequence: Annotated[int, Field(ge=0)]
+    """Number of events covered (the head's sequence); 0 for an empty log."""
+    chain_hash: HexDigest
+    """Chain hash of the event at `sequence` (64 zeros for an empty log)."""
+    created_at: UtcDatetime
+    """When the checkpoint was signed (UTC)."""
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    """Fingerprint of the signing key's public half (see `public_key_id`)."""
+    signature: str
+    """Base64 Ed25519 signature of `signed_text()`."""
+
+    @field_serializer("created_at", when_used="json")
+    def _serialise_created_at(self, value: datetime) -> str:
+        return format_timestamp(value)
+
+    @classmethod
+    def sign(cls, sequence: int, chain_hash: str, created_at: datetime, signing_key: Ed25519PrivateKey) -> Checkpoint:
+        """A checkpoint of (sequence, chain_hash), signed now with `signing_key`."""
+        unsigned = cls(
+            sequence=sequence,
+            chain_hash=chain_hash,
+            created_at=created_at,
+            key_id=public_key_id(signing_key.public_key()),
+            signature="",
+        )
+        signature = base64.b64encode(signing_key.sign(unsigned.signed_text().encode("utf-8"))).decode("ascii")
+        return unsigned.model_copy(update={"signature": signature})
+
+    def signed_text(self) -> str:
+        """The exact text the signature covers: every field but the signature, one per line."""
+        return (
+            f"{CHECKPOINT_HEADER}\nsequence {self.sequence}\nchain_hash {self.chain_hash}\n"
+            f"created_at {format_timestamp(self.created_at)}\nkey_id {self.key_id}\n"
+        )
+
+    def is_signed_by(self, public_key: Ed25519PublicKey) -> bool:
+        """True when `public_key` made this checkpoint and nothing in it changed since."""
+        if self.key_id != public_key_id(public_key):
+            return False
+        try:
+            public_key.verify(base64.b64decode(self.signature, validate=True), self.signed_text().encode("utf-8"))
+        except (InvalidSignature, binascii.Error, ValueError):
+            return False
+        return True
+
+    def to_json(self) -> str:
+        """One line of JSON, as written to a checkpoint file."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> Checkpoint:
+        """Parse a checkpoint written by `to_json`.
+
+        Raises:
+            GatewayError: `INPUT_INVALID_ARGUMENT` when the text is not a checkpoint.
+        """
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError:
+            raise GatewayError(
+                ErrorCode.INPUT_INVALID_ARGUMENT, "The checkpoint is not valid checkpoint JSON."
+            ) from None
+
+    def save(self, path: Path) -> None:
+        """Write the checkpoint to `path` (replacing it), followed by a newline."""
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Checkpoint:
+        """Read a checkpoint file.
+
+        Raises:
+            GatewayError: `INPUT_INVALID_ARGUMENT` when the file is missing, unreadable or not a checkpoint.
+        """
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise GatewayError(
+                ErrorCode.INPUT_INVALID_ARGUMENT, f"The checkpoint file {path.name!r} cannot be read."
+            ) from None
+        return cls.from_json(text)

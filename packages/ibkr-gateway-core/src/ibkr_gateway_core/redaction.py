@@ -1,0 +1,138 @@
+"""Redaction of secrets before anything is stored or shown.
+
+`redact` replaces the values of sensitive keys (at any depth) and values that look like secrets
+with `"[REDACTED]"`, and says where it did so. A key whose own name would trip the output guard
+(say `refresh_token`) is renamed too, so a redacted value can always be exported.
+`find_secret_markers` is that output guard: text containing a marker is refused with `OUTPUT_UNSAFE`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, JsonValue
+
+REDACTED: Final = "[REDACTED]"
+"""What a redacted value (or renamed key) becomes."""
+
+REASON_SENSITIVE_KEY: Final = "sensitive key"
+REASON_SECRET_VALUE: Final = "secret-like value"
+REASON_LOCAL_PATH: Final = "local path"
+
+SENSITIVE_KEY_PARTS: Final = (
+    "authorization",
+    "cookie",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "session",
+    "api_key",
+    "apikey",
+    "credential",
+    "private_key",
+    "privatekey",
+    "header",
+)
+"""A key is sensitive when its lower-cased name, with `-` read as `_`, contains one of these."""
+
+SECRET_MARKERS: Final = (
+    "bearer ",
+    "client_secret",
+    "cookie=",
+    "refresh_token",
+    "password=",
+    "/home/",
+    "\\users\\",
+    "authorization:",
+)
+"""Lower-case fragments that must never reach an output; matched case-insensitively."""
+
+_BEARER: Final = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+_JWT: Final = re.compile(
+    r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|^[A-Za-z0-9_-]{16,}(\.[A-Za-z0-9_-]{16,}){2}$"
+)
+_LOCAL_PATH: Final = re.compile(r"/home/[^/\s]+|/Users/[^/\s]+|(^|[\s\"'=:(])/root(/|$)|(?i:[a-z]:\\+users\\+)")
+
+
+class Redaction(BaseModel):
+    """One replaced value: where it was and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    field_path: str
+    """Location such as `metadata.arguments.headers[2].authorization`."""
+    reason: str
+    """`sensitive key`, `secret-like value` or `local path`."""
+
+
+def redact(value: JsonValue, *, root: str = "metadata") -> tuple[JsonValue, list[Redaction]]:
+    """A copy of `value` with secrets replaced, and the trail of what was replaced.
+
+    Args:
+        value: JSON data (dicts, lists, scalars) to clean; it is not modified.
+        root: Name of the top of `value` in the field paths of the trail.
+    """
+    trail: list[Redaction] = []
+    return _redact(value, root, trail), trail
+
+
+def secret_reason(text: str) -> str | None:
+    """Why `text` must not be stored or shown as is, or None when it looks harmless."""
+    if _LOCAL_PATH.search(text):
+        return REASON_LOCAL_PATH
+    if _BEARER.search(text) or _JWT.search(text) or find_secret_markers(text):
+        return REASON_SECRET_VALUE
+    return None
+
+
+def is_sensitive_key(key: str) -> bool:
+    """True when values under `key` are secrets by name (authorization, cookie, token, ...)."""
+    name = key.lower().replace("-", "_")
+    return any(part in name for part in SENSITIVE_KEY_PARTS)
+
+
+def find_secret_markers(text: str) -> list[str]:
+    r"""The secret markers that occur in `text` (case-insensitive), never the text around them.
+
+    JSON escapes a backslash as two, so `C:\\Users\\` in JSON text is found as well.
+    """
+    lowered = text.lower()
+    unescaped = lowered.replace("\\\\", "\\")
+    return [marker for marker in SECRET_MARKERS if marker in lowered or marker in unescaped]
+
+
+def _redact(value: JsonValue, path: str, trail: list[Redaction]) -> JsonValue:
+    if isinstance(value, dict):
+        cleaned: dict[str, JsonValue] = {}
+        for key, item in value.items():
+            safe_key = _safe_key(key, cleaned)
+            child = f"{path}.{safe_key}" if path else safe_key
+            if safe_key != key or is_sensitive_key(key):
+                cleaned[safe_key] = REDACTED
+                if item == REDACTED and safe_key == key:
+                    continue  # redacted before; the earlier trail already says so
+                trail.append(Redaction(field_path=child, reason=REASON_SENSITIVE_KEY))
+            else:
+                cleaned[safe_key] = _redact(item, child, trail)
+        return cleaned
+    if isinstance(value, list):
+        return [_redact(item, f"{path}[{index}]", trail) for index, item in enumerate(value)]
+    if isinstance(value, str) and value != REDACTED:
+        reason = secret_reason(value)
+        if reason is not None:
+            trail.append(Redaction(field_path=path, reason=reason))
+            return REDACTED
+    return value
+
+
+def _safe_key(key: str, taken: dict[str, JsonValue]) -> str:
+    """The key itself, or a neutral `[REDACTED]`, `[REDACTED]2`, ... when its name would trip the output guard."""
+    if secret_reason(key) is None:
+        return key
+    candidate, number = REDACTED, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{REDACTED}{number}"
+    return candidate
