@@ -196,9 +196,7 @@ class GatewayConfig(_Section):
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise GatewayError(
-                ErrorCode.CONFIG_INVALID, f"Config file {path.name!r} is not valid YAML{where}."
-            ) from None
+            raise GatewayError(ErrorCode.CONFIG_INVALID, f"Config file {path.name!r} is not valid YAML{where}.") from None
         config = cls.from_mapping(data)
         return config._anchored(path.parent)
 
