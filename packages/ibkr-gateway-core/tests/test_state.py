@@ -1,0 +1,164 @@
+"""The state database factory: durable settings on every connection, versioned migrations, write locks."""
+
+import os
+import sqlite3
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_core.state import (
+    MIGRATIONS,
+    Migration,
+    open_database,
+    read_transaction,
+    schema_version,
+    write_transaction,
+)
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+"""`packages/`: every source tree of the workspace."""
+
+
+def test_every_connection_from_the_factory_is_durable(tmp_path: Path) -> None:
+    """WAL and synchronous=FULL are per connection in SQLite, so each one must set them (R32)."""
+    path = tmp_path / "state.sqlite3"
+    connections = [open_database(path) for _ in range(3)]
+    try:
+        for db in connections:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+            assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+            assert db.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+            assert db.isolation_level is None
+    finally:
+        for db in connections:
+            db.close()
+
+
+def test_no_source_file_opens_sqlite_outside_the_factory() -> None:
+    """A connection opened elsewhere would skip the durability pragmas (R32 static check)."""
+    offenders = [
+        path.relative_to(SOURCE_ROOT).as_posix()
+        for path in SOURCE_ROOT.glob("*/src/**/*.py")
+        if "sqlite3.connect(" in path.read_text(encoding="utf-8") and path.name != "state.py"
+    ]
+    assert offenders == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
+def test_new_database_and_directories_are_private_to_the_owner(tmp_path: Path) -> None:
+    """The state holds hashed account ids and workflow state: nobody else may read it."""
+    path = tmp_path / "a" / "b" / "state.sqlite3"
+    open_database(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+
+
+def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
+    """Reopening a current database changes nothing; the version table names each step."""
+    path = tmp_path / "state.sqlite3"
+    open_database(path).close()
+    db = open_database(path)
+    try:
+        rows = db.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+        assert rows == [(m.version, m.name) for m in MIGRATIONS]
+        assert schema_version(db) == MIGRATIONS[-1].version
+    finally:
+        db.close()
+
+
+def test_an_appended_migration_upgrades_an_existing_database(tmp_path: Path) -> None:
+    """Later issues add tables by appending one `Migration`; existing files catch up on open."""
+    path = tmp_path / "state.sqlite3"
+    open_database(path).close()
+    extra = Migration(len(MIGRATIONS) + 1, "kill switch", ("CREATE TABLE kill_switch (id INTEGER PRIMARY KEY)",))
+    db = open_database(path, migrations=(*MIGRATIONS, extra))
+    try:
+        assert schema_version(db) == extra.version
+        assert db.execute("SELECT count(*) FROM kill_switch").fetchone() == (0,)
+    finally:
+        db.close()
+
+
+def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    """Running old code on a newer schema could corrupt it, so opening stops with a clear code."""
+    path = tmp_path / "state.sqlite3"
+    extra = Migration(len(MIGRATIONS) + 1, "future", ("CREATE TABLE future (id INTEGER)",))
+    open_database(path, migrations=(*MIGRATIONS, extra)).close()
+    with pytest.raises(GatewayError) as caught:
+        open_database(path)
+    assert caught.value.code is ErrorCode.STATE_DATABASE_UNAVAILABLE
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    """Pointing the state path at some other file fails with a code, never a traceback or the path."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(GatewayError) as caught:
+        open_database(path)
+    assert caught.value.code is ErrorCode.STATE_DATABASE_UNAVAILABLE
+    assert str(tmp_path) not in str(caught.value)
+
+
+def test_write_transaction_rolls_back_everything_on_error(tmp_path: Path) -> None:
+    """A failed write leaves nothing half-written."""
+    db = open_database(tmp_path / "state.sqlite3")
+    try:
+        db.execute("CREATE TABLE t (x INTEGER)")
+        with pytest.raises(RuntimeError), write_transaction(db):
+            db.execute("INSERT INTO t VALUES (1)")
+            raise RuntimeError("boom")
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        assert not db.in_transaction
+    finally:
+        db.close()
+
+
+def test_write_transaction_holds_the_write_lock_from_the_start(tmp_path: Path) -> None:
+    """`BEGIN IMMEDIATE`: a second writer waits for the first instead of failing later with BUSY."""
+    path = tmp_path / "state.sqlite3"
+    first, second = open_database(path), open_database(path)
+    first.execute("CREATE TABLE t (x INTEGER)")
+    second.execute("PRAGMA busy_timeout=0")
+    try:
+        with write_transaction(first):
+            first.execute("INSERT INTO t VALUES (1)")
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                second.execute("BEGIN IMMEDIATE")
+        with write_transaction(second):
+            second.execute("INSERT INTO t VALUES (2)")
+        assert first.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,)]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_read_transaction_sees_one_snapshot_while_others_write(tmp_path: Path) -> None:
+    """Verify streams on a snapshot: rows committed meanwhile by another connection are not seen."""
+    path = tmp_path / "state.sqlite3"
+    reader, writer = open_database(path), open_database(path)
+    writer.execute("CREATE TABLE t (x INTEGER)")
+    writer.execute("INSERT INTO t VALUES (1)")
+    try:
+        with read_transaction(reader):
+            assert reader.execute("SELECT count(*) FROM t").fetchone() == (1,)
+            with write_transaction(writer):
+                writer.execute("INSERT INTO t VALUES (2)")
+            assert reader.execute("SELECT count(*) FROM t").fetchone() == (1,)
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    finally:
+        reader.close()
+        writer.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
+def test_existing_directories_keep_their_mode(tmp_path: Path) -> None:
+    """Only directories the factory creates are made private; the user's own are left alone."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    open_database(shared / "state.sqlite3").close()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
