@@ -175,12 +175,31 @@ def test_cli_lists_the_simulator_accounts_outside_the_checkout(install_alone: In
     assert Path(venv.work, "state").is_dir()
 
 
-def test_mcp_installs_and_its_module_entry_point_answers(install_alone: InstallAlone) -> None:
-    """ibkr-gateway-mcp installs alone; `python -m ibkr_gateway_mcp --help` runs once it has an entry point."""
+def test_mcp_installs_alone_and_serves_stdio(install_alone: InstallAlone) -> None:
+    """`python -m ibkr_gateway_mcp` runs without the CLI: `--describe` lists tools, stdio answers `initialize`."""
     venv = install_alone("ibkr-gateway-mcp")
     installed = venv.distributions()
     assert {"ibkr-gateway-core", "ibkr-gateway-cpapi", "mcp"} <= installed
     assert "ibkr-gateway-cli" not in installed
-    if not (ROOT / "packages" / "ibkr-gateway-mcp" / "src" / "ibkr_gateway_mcp" / "__main__.py").exists():
-        pytest.skip("ibkr_gateway_mcp has no __main__ module yet")
-    assert venv.run(str(venv.python), "-m", "ibkr_gateway_mcp", "--help").strip()
+    described = json.loads(venv.run(str(venv.python), "-m", "ibkr_gateway_mcp", "--describe"))
+    assert "ibkr_accounts_list" in described["tools"]
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
+    }
+    proc = subprocess.run(
+        [str(venv.python), "-m", "ibkr_gateway_mcp"],
+        input=json.dumps(initialize) + "\n",
+        cwd=venv.work,
+        env=venv.env(),
+        capture_output=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout.splitlines()[0])
+    assert answer["id"] == 1
+    assert answer["result"]["serverInfo"]["name"]
