@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAPABILITIES_TOOL",
-    "INSTRUCTIONS",
     "Capabilities",
     "GatewayMCPServer",
+    "INSTRUCTIONS",
     "build_server",
     "describe",
     "error_result",

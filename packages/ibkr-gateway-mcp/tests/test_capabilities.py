@@ -1,0 +1,92 @@
+from ibkr_gateway_core.config import GatewayConfig
+from ibkr_gateway_core.models import HealthStatus
+from ibkr_gateway_core.principal import Principal
+from ibkr_gateway_core.registry import OPERATIONS, Operation
+from ibkr_gateway_core.requests import NoInput
+from ibkr_gateway_core.scopes import Scope, parse_scopes
+from ibkr_gateway_mcp.capabilities import build_capabilities
+from ibkr_gateway_mcp.catalog import tool_scopes
+
+HEALTH = HealthStatus(version="0.1.0", backend="fake", read_only=True)
+PREVIEW = Operation(
+    name="preview_order",
+    tool="ibkr_order_preview",
+    cli=("orders", "preview"),
+    scope=Scope.ORDERS_PREVIEW,
+    title="Preview an order",
+    description="test",
+    input_model=NoInput,
+    output_model=HealthStatus,
+    read_only=False,
+    idempotent=False,
+)
+LIVE = Operation(
+    name="submit_live",
+    tool="ibkr_live_order_submit",
+    cli=("orders", "submit"),
+    scope=Scope.ORDERS_LIVE_SUBMIT,
+    title="Submit a live order",
+    description="test",
+    input_model=NoInput,
+    output_model=HealthStatus,
+    read_only=False,
+    destructive=True,
+    idempotent=False,
+)
+WITH_WRITES = {op.tool: op for op in (*OPERATIONS.values(), PREVIEW, LIVE)}
+WITH_WRITES_SCOPES = {**tool_scopes(), PREVIEW.tool: PREVIEW.scope, LIVE.tool: LIVE.scope}
+
+
+def agent(*scopes: str) -> Principal:
+    return Principal(kind="local_agent", subject="stdio", scopes=parse_scopes(scopes))
+
+
+def test_read_only_caller_learns_it_may_only_read() -> None:
+    """Today's registry has no writes: the answer says so instead of letting the agent try."""
+    caps = build_capabilities(
+        principal=agent("read_only"), config=GatewayConfig.fake_local(), health=HEALTH, tool_scopes=tool_scopes()
+    )
+    assert caps.read_only is True
+    assert caps.write_tools == []
+    assert caps.withheld_tools == {}
+    assert caps.simulated is True
+    assert caps.kill_switch == "unknown"
+    assert "This gateway version offers read operations only." in caps.notes
+
+
+def test_write_tools_count_only_with_their_scope() -> None:
+    """A preview tool in the registry is a write only for a caller holding ibkr:orders:preview."""
+    reader = build_capabilities(
+        principal=agent("read_only"),
+        config=GatewayConfig.fake_local(),
+        health=HEALTH,
+        tool_scopes=WITH_WRITES_SCOPES,
+        operations=WITH_WRITES,
+    )
+    assert reader.order_preview_allowed is False
+    assert reader.withheld_tools["ibkr_order_preview"] == "ibkr:orders:preview"
+    assert any("auth.enabled_scopes" in note for note in reader.notes)
+    previewer = build_capabilities(
+        principal=agent("with_preview"),
+        config=GatewayConfig.fake_local(),
+        health=HEALTH,
+        tool_scopes=WITH_WRITES_SCOPES,
+        operations=WITH_WRITES,
+    )
+    assert previewer.order_preview_allowed is True
+    assert previewer.write_tools == ["ibkr_order_preview"]
+    assert previewer.read_only is False
+
+
+def test_live_submit_needs_the_config_switch_as_well_as_the_scope() -> None:
+    """Holding the live scope is not enough while safety.live_trading_enabled is off."""
+    caps = build_capabilities(
+        principal=agent("with_live"),
+        config=GatewayConfig.fake_local(),
+        health=HEALTH,
+        tool_scopes=WITH_WRITES_SCOPES,
+        operations=WITH_WRITES,
+    )
+    assert caps.live_trading_enabled is False
+    assert caps.live_submit_allowed is False
+    assert any("safety.live_trading_enabled" in note for note in caps.notes)
