@@ -1,0 +1,416 @@
+"""`CpapiBackend`: core's `Backend` over `CpapiClient`, and the two entry-point factories.
+
+Both backends are the same class over the same client: `client_portal_gateway` sends real HTTP to
+`broker.base_url`; `fake` sends it through `httpx2.ASGITransport` into the in-process simulator,
+so fake mode exercises the real client and mapping. Factories do no I/O; the simulator (and
+starlette with it) is imported on the first request of a fake backend only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import anyio
+import httpx2
+from ibkr_gateway_core.backend import Backend
+from ibkr_gateway_core.config import GatewayConfig
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_core.models import (
+    AccountSummary,
+    BrokerAccount,
+    BrokerSessionStatus,
+    CashBalance,
+    ContractCandidate,
+    Execution,
+    HistoricalBars,
+    MarketSnapshot,
+    OrderRecord,
+    Position,
+)
+
+from . import _mapping as mapping
+from . import _wire as wire
+from .client import BrokerHttpError, CpapiClient
+
+if TYPE_CHECKING:
+    from .simulator import SimulatorState
+
+_T = TypeVar("_T")
+
+FAKE_BASE_URL: Final = "http://cpapi-simulator.invalid"
+"""Base URL of the in-process simulator; the `.invalid` host can never resolve to a real server."""
+
+POSITIONS_PAGE_SIZE: Final = 100
+"""CPAPI's positions page size; a shorter page is the last one."""
+
+MAX_POSITION_PAGES: Final = 500
+"""Upper bound on pages read, so a misbehaving broker cannot loop us forever."""
+
+MAX_CONTRACT_LOOKUPS: Final = 10
+"""Stock candidates of one search that get a contract-info call."""
+
+SNAPSHOT_FIELDS: Final = "31,84,85,86,88,87,7762,55,6509,7059"
+"""Last, bid, ask size, ask, bid size, volume (formatted, raw), symbol, availability, last size."""
+
+DEFAULT_PREFLIGHT_DELAYS_S: Final = (0.05, 0.1, 0.2, 0.4, 0.4)
+"""Waits before re-polling a snapshot whose first answer was only the pre-flight (6 tries in all)."""
+
+_SESSION_ACTION: Final = "Log in to the Client Portal Gateway in a browser, then retry."
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CpapiBackend:
+    """Reads one broker through CPAPI; satisfies core's `Backend` Protocol."""
+
+    def __init__(
+        self,
+        client: CpapiClient,
+        *,
+        name: str,
+        clock: Callable[[], datetime] = _utcnow,
+        preflight_delays_s: Sequence[float] = DEFAULT_PREFLIGHT_DELAYS_S,
+    ) -> None:
+        """Wrap a client.
+
+        Args:
+            client: The CPAPI client; the backend closes it in `aclose`.
+            name: `fake` or `client_portal_gateway`.
+            clock: Source of `checked_at` and `received_at` times.
+            preflight_delays_s: Waits between snapshot re-polls after a pre-flight answer.
+        """
+        self.name = name
+        self._client = client
+        self._clock = clock
+        self._preflight_delays_s = tuple(preflight_delays_s)
+        self._currencies: dict[int, str | None] = {}
+        self._live_orders_warmed = False
+
+    async def __aenter__(self) -> CpapiBackend:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client and its connections."""
+        await self._client.aclose()
+
+    # -- session ---------------------------------------------------------------------------------
+
+    async def session_status(self) -> BrokerSessionStatus:
+        """Brokerage-session state; an absent session or unreachable broker is reported, not raised."""
+        return await self._status_from(lambda: self._client.post("/iserver/auth/status"), tickle=False)
+
+    async def keepalive(self) -> BrokerSessionStatus:
+        """Tickle the session and report its state."""
+        return await self._status_from(lambda: self._client.post("/tickle"), tickle=True)
+
+    async def _status_from(self, call: Callable[[], Awaitable[object]], *, tickle: bool) -> BrokerSessionStatus:
+        try:
+            data = await call()
+        except GatewayError as exc:
+            return self._status_for_error(exc)
+        if tickle:
+            auth = wire.parse(wire.WireTickle, data, "tickle")
+            status = auth.iserver.auth_status if auth.iserver and auth.iserver.auth_status else None
+            if status is None:
+                status = wire.WireAuthStatus()
+        else:
+            status = wire.parse(wire.WireAuthStatus, data, "auth status")
+        checked_at = self._clock()
+        if status.authenticated and status.connected and not status.competing:
+            return BrokerSessionStatus(
+                status="usable",
+                backend=self.name,
+                authenticated=True,
+                connected=True,
+                competing=False,
+                checked_at=checked_at,
+                message=status.message or None,
+            )
+        if status.competing:
+            message = "Another IBKR platform holds the brokerage session (competing)."
+        elif not status.connected:
+            message = "The Client Portal Gateway is not connected to IBKR."
+        else:
+            message = "The brokerage session is not authenticated."
+        return BrokerSessionStatus(
+            status="manual_action_required",
+            backend=self.name,
+            authenticated=status.authenticated,
+            connected=status.connected,
+            competing=status.competing,
+            checked_at=checked_at,
+            message=message,
+            user_action=_SESSION_ACTION,
+            error_code=ErrorCode.BROKER_SESSION_REQUIRED,
+        )
+
+    def _status_for_error(self, exc: GatewayError) -> BrokerSessionStatus:
+        session_missing = exc.code in (ErrorCode.BROKER_SESSION_REQUIRED, ErrorCode.BROKER_SESSION_EXPIRED)
+        return BrokerSessionStatus(
+            status="manual_action_required" if session_missing else "unavailable",
+            backend=self.name,
+            authenticated=False,
+            connected=not session_missing and exc.code != ErrorCode.BROKER_BACKEND_UNAVAILABLE,
+            competing=False,
+            checked_at=self._clock(),
+            message=exc.message,
+            user_action=exc.user_action,
+            error_code=exc.code,
+        )
+
+    # -- accounts and portfolio ------------------------------------------------------------------
+
+    async def list_accounts(self) -> list[BrokerAccount]:
+        """Accounts of the brokerage session, with `isPaper` cross-checked against each id."""
+        iserver = wire.parse(wire.WireIserverAccounts, await self._client.get("/iserver/accounts"), "accounts")
+        portfolio = wire.parse_portfolio_accounts(await self._client.get("/portfolio/accounts"))
+        by_id = {row.key: row for row in portfolio if row.key}
+        return _mapped(lambda: [mapping.to_broker_account(a, iserver, by_id.get(a)) for a in iserver.accounts])
+
+    async def account_summary(self, account_id: str) -> AccountSummary:
+        """Balances and margin from `/portfolio/{id}/summary`."""
+        data = await self._account_get(account_id, f"/portfolio/{account_id}/summary")
+        metrics = wire.parse_keyed(wire.WireSummaryValue, data, "account summary")
+        currency = mapping.summary_currency(metrics) or await self._account_currency(account_id)
+        return _mapped(lambda: mapping.to_account_summary(account_id, metrics, currency))
+
+    async def _account_currency(self, account_id: str) -> str:
+        meta = wire.parse(
+            wire.WirePortfolioAccount, await self._account_get(account_id, f"/portfolio/{account_id}/meta"), "meta"
+        )
+        if meta.currency is None:
+            raise wire.invalid_response("account meta")
+        return meta.currency
+
+    async def cash_balances(self, account_id: str) -> list[CashBalance]:
+        """Cash per currency from the ledger, without `BASE`."""
+        data = await self._account_get(account_id, f"/portfolio/{account_id}/ledger")
+        ledger = wire.parse_keyed(wire.WireLedgerEntry, data, "ledger")
+        return _mapped(lambda: mapping.to_cash_balances(ledger))
+
+    async def positions(self, account_id: str) -> list[Position]:
+        """Every position, reading pages of 100 until an empty or short page."""
+        rows: list[wire.WirePosition] = []
+        for page in range(MAX_POSITION_PAGES):
+            batch = wire.parse_positions(
+                await self._account_get(account_id, f"/portfolio/{account_id}/positions/{page}")
+            )
+            rows.extend(batch)
+            if len(batch) < POSITIONS_PAGE_SIZE:
+                break
+        return _mapped(lambda: [mapping.to_position(row, account_id) for row in rows])
+
+    async def _account_get(self, account_id: str, path: str) -> object:
+        try:
+            return await self._client.get(path)
+        except BrokerHttpError as exc:
+            if exc.status_code in (400, 403, 404):
+                raise GatewayError(
+                    ErrorCode.INPUT_UNAUTHORIZED_ACCOUNT,
+                    f"The broker session does not serve account {account_id!r}.",
+                    details={"status_code": exc.status_code},
+                ) from None
+            raise
+
+    # -- contracts and market data ---------------------------------------------------------------
+
+    async def search_contracts(self, symbol: str) -> list[ContractCandidate]:
+        """Candidates for `symbol`; the first stock candidates are enriched with contract info."""
+        try:
+            data = await self._client.get("/iserver/secdef/search", {"symbol": symbol})
+        except BrokerHttpError as exc:
+            if exc.status_code in (400, 404) or "no symbol" in (exc.broker_message or "").lower():
+                return []
+            raise
+        if wire.error_text(data) is not None:
+            return []  # "No symbol found" arrives as an error body on some gateways
+        results = wire.parse_search(data)
+        infos: dict[int, wire.WireContractInfo] = {}
+        stocks = [int(r.conid) for r in results if mapping.primary_sec_type(r) == "STK"][:MAX_CONTRACT_LOOKUPS]
+        for conid in stocks:
+            info = await self._contract_info(conid)
+            if info is not None:
+                infos[conid] = info
+        return _mapped(lambda: [mapping.to_search_candidate(r, infos.get(int(r.conid))) for r in results])
+
+    async def contract(self, contract_id: int) -> ContractCandidate:
+        """One contract by id; `INPUT_UNKNOWN_CONTRACT` when the broker does not know it."""
+        info = await self._contract_info(contract_id)
+        if info is None:
+            raise GatewayError(ErrorCode.INPUT_UNKNOWN_CONTRACT, f"The broker knows no contract {contract_id}.")
+        return _mapped(lambda: mapping.to_contract_candidate(info))
+
+    async def _contract_info(self, contract_id: int) -> wire.WireContractInfo | None:
+        try:
+            data = await self._client.get(f"/iserver/contract/{contract_id}/info")
+        except BrokerHttpError as exc:
+            if exc.status_code in (400, 404):
+                self._currencies[contract_id] = None
+                return None
+            raise
+        if wire.error_text(data) is not None:
+            return None
+        info = wire.parse(wire.WireContractInfo, data, "contract info")
+        self._currencies[contract_id] = info.currency
+        return info
+
+    async def _currency_of(self, contract_id: int) -> str | None:
+        if contract_id not in self._currencies:
+            await self._contract_info(contract_id)
+        return self._currencies.get(contract_id)
+
+    async def market_snapshot(self, contract_id: int) -> MarketSnapshot:
+        """A quote; the pre-flight answer is re-polled with a short bounded backoff."""
+        params = {"conids": str(contract_id), "fields": SNAPSHOT_FIELDS}
+        row = await self._snapshot_row(contract_id, params)
+        for delay in self._preflight_delays_s:
+            if row is not None and row.has_prices:
+                break
+            await anyio.sleep(delay)
+            row = await self._snapshot_row(contract_id, params)
+        currency = await self._currency_of(contract_id)
+        if row is None:
+            row = wire.WireSnapshotRow(conid=contract_id)
+        final_row = row
+        return _mapped(
+            lambda: mapping.to_market_snapshot(
+                final_row, contract_id=contract_id, currency=currency, received_at=self._clock()
+            )
+        )
+
+    async def _snapshot_row(self, contract_id: int, params: dict[str, str]) -> wire.WireSnapshotRow | None:
+        rows = wire.parse_snapshot(await self._client.get("/iserver/marketdata/snapshot", params))
+        return next((r for r in rows if str(r.conid) == str(contract_id)), None)
+
+    async def historical_bars(
+        self, contract_id: int, *, period: str, bar: str, outside_regular_hours: bool
+    ) -> HistoricalBars:
+        """Bars from `/iserver/marketdata/history`; "No data." becomes `HISTORICAL_BARS_UNAVAILABLE`."""
+        params = {
+            "conid": str(contract_id),
+            "period": period,
+            "bar": bar,
+            "outsideRth": "true" if outside_regular_hours else "false",
+        }
+        try:
+            data = await self._client.get("/iserver/marketdata/history", params)
+        except BrokerHttpError as exc:
+            raise _history_error(contract_id, exc.status_code, exc.broker_message) from None
+        broker_error = wire.error_text(data)
+        if broker_error is not None:
+            raise _history_error(contract_id, 200, broker_error)
+        history = wire.parse(wire.WireHistory, data, "history")
+        return _mapped(
+            lambda: mapping.to_historical_bars(
+                history,
+                contract_id=contract_id,
+                period=period,
+                bar=bar,
+                outside_regular_hours=outside_regular_hours,
+            )
+        )
+
+    # -- orders and executions -------------------------------------------------------------------
+
+    async def live_orders(self, account_id: str) -> list[OrderRecord]:
+        """Working orders and those finished in this session, for one account."""
+        params = {"accountId": account_id}
+        if not self._live_orders_warmed:
+            await self._client.get("/iserver/account/orders", {**params, "force": "true"})  # answers [] the first time
+            self._live_orders_warmed = True
+        orders = wire.parse(wire.WireLiveOrders, await self._client.get("/iserver/account/orders", params), "orders")
+        rows = [row for row in orders.orders if row.account_id in (None, account_id)]
+        return _mapped(lambda: [mapping.to_order_record(row, account_id) for row in rows])
+
+    async def order_status(self, account_id: str, broker_order_id: str) -> OrderRecord:
+        """One order; `INPUT_UNKNOWN_ORDER` when the broker does not know it in this account."""
+        unknown = GatewayError(
+            ErrorCode.INPUT_UNKNOWN_ORDER, f"The broker knows no order {broker_order_id!r} in this account."
+        )
+        if not broker_order_id.isdigit():
+            raise unknown
+        try:
+            data = await self._client.get(f"/iserver/account/order/status/{broker_order_id}")
+        except BrokerHttpError as exc:
+            if exc.status_code in (400, 404):
+                raise unknown from None
+            raise
+        if wire.error_text(data) is not None:
+            raise unknown
+        status = wire.parse(wire.WireOrderStatus, data, "order status")
+        if status.account not in (None, account_id):
+            raise unknown
+        return _mapped(lambda: mapping.to_order_record_from_status(status, account_id))
+
+    async def executions(self, account_id: str, days: int) -> list[Execution]:
+        """Fills of the last `days` days (1 to 7) in one account."""
+        if not 1 <= days <= 7:
+            raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "days must be between 1 and 7.")
+        data = await self._client.get("/iserver/account/trades", {"days": str(days), "accountId": account_id})
+        trades = [t for t in wire.parse_trades(data) if t.account_id in (None, account_id)]
+        return _mapped(lambda: [mapping.to_execution(t, account_id) for t in trades])
+
+
+def _history_error(contract_id: int, status_code: int, broker_message: str | None) -> GatewayError:
+    if "no data" in (broker_message or "").lower():
+        return GatewayError(
+            ErrorCode.HISTORICAL_BARS_UNAVAILABLE, f"The broker has no bars for contract {contract_id} in that range."
+        )
+    if status_code == 400:
+        return GatewayError(
+            ErrorCode.INPUT_INVALID_TIME_RANGE,
+            f"The broker refused the period or bar size: {broker_message or 'bad request'}",
+        )
+    return GatewayError(
+        ErrorCode.BROKER_BACKEND_UNAVAILABLE, f"The broker failed the history request (HTTP {status_code})."
+    )
+
+
+def _mapped(build: Callable[[], _T]) -> _T:
+    """Run a mapping; a payload that cannot become a domain model is `BROKER_RESPONSE_INVALID`."""
+    try:
+        return build()
+    except ValueError:  # pydantic's ValidationError is a ValueError too
+        raise GatewayError(
+            ErrorCode.BROKER_RESPONSE_INVALID, "The broker's response is missing fields the gateway needs."
+        ) from None
+
+
+def open_client_portal_backend(config: GatewayConfig) -> Backend:
+    """The `client_portal_gateway` entry point: real HTTP to `broker.base_url`; no I/O until first use."""
+    return CpapiBackend(CpapiClient.from_config(config.broker), name="client_portal_gateway")
+
+
+def open_fake_backend(config: GatewayConfig) -> Backend:
+    """The `fake` entry point: the same backend and client over the in-process simulator."""
+    return open_simulator_backend(
+        timeout_s=config.broker.timeout_seconds, max_response_bytes=config.broker.max_response_bytes
+    )
+
+
+def open_simulator_backend(
+    state: SimulatorState | None = None,
+    *,
+    timeout_s: float = 10.0,
+    max_response_bytes: int = 4 * 1024 * 1024,
+    preflight_delays_s: Sequence[float] = DEFAULT_PREFLIGHT_DELAYS_S,
+    clock: Callable[[], datetime] = _utcnow,
+) -> CpapiBackend:
+    """A `fake` backend over a simulator; pass `state` to drive the simulator from a test."""
+
+    def transport() -> httpx2.AsyncBaseTransport:
+        from .simulator.app import create_simulator_app  # lazy: starlette only when fake mode is used
+
+        return httpx2.ASGITransport(app=create_simulator_app(state))
+
+    client = CpapiClient(
+        FAKE_BASE_URL, timeout_s=timeout_s, max_response_bytes=max_response_bytes, transport_factory=transport
+    )
+    return CpapiBackend(client, name="fake", clock=clock, preflight_delays_s=preflight_delays_s)

@@ -1,0 +1,322 @@
+"""The CPAPI HTTP client: one place where transport and HTTP failures become `GatewayError`s.
+
+`CpapiClient` speaks JSON to a Client Portal Gateway (or the simulator) and hides CPAPI's
+session chores: it primes `/iserver/accounts` before the first brokerage call and
+`/portfolio/accounts` before the first per-account portfolio call, and when the broker says
+"Please query /accounts first" (priming lost, e.g. after the nightly reset) it primes again and
+retries that request once. No httpx2 type leaves this module; error messages name at most the
+broker's host and port, never a path, header, cookie or token.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Final, Literal, Self
+from urllib.parse import urlsplit
+
+import anyio
+import httpx2
+from ibkr_gateway_core.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_SECONDS, BrokerConfig
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
+
+from ._wire import error_text
+
+API_PREFIX: Final = "/v1/api"
+"""CPAPI's path prefix; added to a base URL that does not already end with it."""
+
+USER_AGENT: Final = "ibkr-agent-gateway"
+
+Method = Literal["GET", "POST", "DELETE"]
+
+_ERROR_TEXT_LIMIT: Final = 200
+"""Longest broker error text quoted in a message."""
+
+_NO_BRIDGE_ACTION: Final = (
+    "Log in to the Client Portal Gateway, then open the brokerage session "
+    "(POST /iserver/auth/ssodh/init, or reload the gateway's login page) and retry."
+)
+
+_UNPRIMED_ISERVER: Final = ("/iserver/auth/", "/iserver/reauthenticate", "/iserver/accounts")
+"""`/iserver` paths that work without (or are) the priming call."""
+
+
+class BrokerHttpError(GatewayError):
+    """The broker answered with an HTTP error; `status_code` lets the backend name input mistakes."""
+
+    def __init__(self, code: ErrorCode, message: str, *, status_code: int, broker_message: str | None) -> None:
+        super().__init__(code, message, details={"status_code": status_code})
+        self.status_code = status_code
+        self.broker_message = broker_message
+        """The `error` text of the broker's body, if it sent one (truncated)."""
+
+
+class _PrimingLostError(Exception):
+    """The broker wants `/accounts` queried first; handled inside the client, never escapes."""
+
+
+def api_base_url(base_url: str) -> str:
+    """`base_url` with `/v1/api` appended unless it already ends with it (or the `/v1/portal` alias)."""
+    trimmed = base_url.rstrip("/")
+    if trimmed.endswith((API_PREFIX, "/v1/portal")):
+        return trimmed
+    return trimmed + API_PREFIX
+
+
+def _endpoint_label(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    host = parts.hostname or "the broker"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{host}:{port}"
+
+
+def _needs_iserver_priming(path: str) -> bool:
+    return path.startswith("/iserver/") and not path.startswith(_UNPRIMED_ISERVER)
+
+
+def _needs_portfolio_priming(path: str) -> bool:
+    parts = path.split("/")
+    return len(parts) > 3 and parts[1] == "portfolio" and parts[2] not in ("accounts", "subaccounts")
+
+
+class CpapiClient:
+    """Async JSON client for CPAPI; an async context manager that closes only the HTTP client it made."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_SECONDS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        verify_tls: bool = True,
+        http_client: httpx2.AsyncClient | None = None,
+        transport_factory: Callable[[], httpx2.AsyncBaseTransport] | None = None,
+    ) -> None:
+        """Configure the client; nothing is opened until the first request.
+
+        Args:
+            base_url: Client Portal Gateway URL; `/v1/api` is appended when missing.
+            timeout_s: Connect, read and write timeout of each request.
+            max_response_bytes: Larger bodies are refused as `BROKER_RESPONSE_INVALID`.
+            verify_tls: Check the server certificate (config allows off only for localhost).
+            http_client: A client to use (tests); it is not closed here.
+            transport_factory: Builds the transport of the client made here (the simulator's ASGI app).
+        """
+        self._base_url = api_base_url(base_url)
+        self._label = _endpoint_label(self._base_url)
+        self._timeout_s = timeout_s
+        self._max_response_bytes = max_response_bytes
+        self._verify_tls = verify_tls
+        self._transport_factory = transport_factory
+        self._owns_http = http_client is None
+        self._http = http_client
+        self._closed = False
+        self._prime_lock = anyio.Lock()
+        self._iserver_primed = False
+        self._portfolio_primed = False
+
+    @classmethod
+    def from_config(cls, broker: BrokerConfig, *, http_client: httpx2.AsyncClient | None = None) -> CpapiClient:
+        """A client for `broker.base_url` with the configured timeout, size cap and TLS check.
+
+        Raises:
+            GatewayError: `CONFIG_MISSING_BROKER_BASE_URL` when the config names no URL.
+        """
+        if broker.base_url is None:
+            raise GatewayError(ErrorCode.CONFIG_MISSING_BROKER_BASE_URL, "broker.base_url is not set.")
+        return cls(
+            broker.base_url,
+            timeout_s=broker.timeout_seconds,
+            max_response_bytes=broker.max_response_bytes,
+            verify_tls=broker.verify_tls,
+            http_client=http_client,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """`host:port` of the broker, safe to show."""
+        return self._label
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this object made it; the client cannot be used afterwards."""
+        self._closed = True
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> object:
+        """GET `path` (below `/v1/api`) and return the decoded JSON."""
+        return await self.request("GET", path, params=params)
+
+    async def post(self, path: str, body: object = None, *, params: Mapping[str, str] | None = None) -> object:
+        """POST a JSON body (`{}` when none: some CPAPI endpoints refuse empty POSTs)."""
+        return await self.request("POST", path, params=params, body={} if body is None else body)
+
+    async def delete(self, path: str, params: Mapping[str, str] | None = None) -> object:
+        """DELETE `path` and return the decoded JSON."""
+        return await self.request("DELETE", path, params=params)
+
+    async def request(
+        self, method: Method, path: str, *, params: Mapping[str, str] | None = None, body: object = None
+    ) -> object:
+        """Send one request, priming the session first when CPAPI needs it.
+
+        Returns:
+            The decoded JSON body (None for an empty body).
+
+        Raises:
+            GatewayError: `BROKER_SESSION_REQUIRED`, `BROKER_RATE_LIMITED`, `BROKER_BACKEND_UNAVAILABLE`
+                (a `BrokerHttpError` for HTTP errors) or `BROKER_RESPONSE_INVALID`.
+        """
+        await self._prime_for(path)
+        try:
+            return await self._send(method, path, params, body)
+        except _PrimingLostError:
+            self._forget_priming(path)
+            await self._prime_for(path)
+        try:
+            return await self._send(method, path, params, body)
+        except _PrimingLostError:
+            raise self._http_error(500, "Please query /accounts first") from None
+
+    def _forget_priming(self, path: str) -> None:
+        if path.startswith("/portfolio"):
+            self._portfolio_primed = False
+        else:
+            self._iserver_primed = False
+
+    async def _prime_for(self, path: str) -> None:
+        if _needs_iserver_priming(path) and not self._iserver_primed:
+            async with self._prime_lock:  # one priming call even when requests race
+                if not self._iserver_primed:
+                    await self._send_primed("/iserver/accounts")
+        if _needs_portfolio_priming(path) and not self._portfolio_primed:
+            async with self._prime_lock:
+                if not self._portfolio_primed:
+                    await self._send_primed("/portfolio/accounts")
+
+    async def _send_primed(self, path: str) -> None:
+        try:
+            await self._send("GET", path, None, None)
+        except _PrimingLostError:
+            raise self._http_error(500, "Please query /accounts first") from None
+
+    def _mark_primed(self, path: str) -> None:
+        if path == "/iserver/accounts":
+            self._iserver_primed = True
+        elif path in ("/portfolio/accounts", "/portfolio/subaccounts"):
+            self._portfolio_primed = True
+
+    def _client(self) -> httpx2.AsyncClient:
+        if self._closed:
+            raise GatewayError(ErrorCode.INTERNAL_ERROR, "The broker client was used after it was closed.")
+        if self._http is None:
+            transport = self._transport_factory() if self._transport_factory is not None else None
+            self._http = httpx2.AsyncClient(
+                timeout=httpx2.Timeout(self._timeout_s),
+                verify=self._verify_tls,
+                transport=transport,
+                headers={"User-Agent": USER_AGENT},
+                follow_redirects=False,
+            )
+        return self._http
+
+    async def _send(self, method: Method, path: str, params: Mapping[str, str] | None, body: object) -> object:
+        client = self._client()
+        url = self._base_url + path
+        try:
+            async with client.stream(method, url, params=params, json=body) as response:
+                status = response.status_code
+                content = await self._read_capped(response)
+        except httpx2.TimeoutException:
+            raise GatewayError(
+                ErrorCode.BROKER_BACKEND_UNAVAILABLE, f"The broker at {self._label} did not answer in time."
+            ) from None
+        except httpx2.TransportError:
+            raise GatewayError(
+                ErrorCode.BROKER_BACKEND_UNAVAILABLE, f"The broker at {self._label} cannot be reached."
+            ) from None
+        except httpx2.HTTPError:  # e.g. a body that fails content decoding
+            raise GatewayError(
+                ErrorCode.BROKER_RESPONSE_INVALID, f"The broker at {self._label} sent an unreadable response."
+            ) from None
+        data = self._interpret(status, content)
+        if 200 <= status < 300:
+            self._mark_primed(path)
+        return data
+
+    async def _read_capped(self, response: httpx2.Response) -> bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_response_bytes:
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_response_bytes:
+                raise self._too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self) -> GatewayError:
+        return GatewayError(
+            ErrorCode.BROKER_RESPONSE_INVALID,
+            f"The broker at {self._label} sent a response larger than {self._max_response_bytes} bytes.",
+        )
+
+    def _interpret(self, status: int, content: bytes) -> object:
+        decoded, is_json = _decode(content)
+        broker_error = error_text(decoded) if is_json else None
+        if status == 401:
+            raise GatewayError(
+                ErrorCode.BROKER_SESSION_REQUIRED,
+                f"The Client Portal Gateway at {self._label} has no authenticated session.",
+            )
+        if status == 429:
+            raise GatewayError(ErrorCode.BROKER_RATE_LIMITED, f"The broker at {self._label} is pacing requests (429).")
+        lowered = (broker_error or "").lower()
+        if status in (400, 500) and "accounts first" in lowered:
+            raise _PrimingLostError
+        if status == 400 and "no bridge" in lowered:
+            raise GatewayError(
+                ErrorCode.BROKER_SESSION_REQUIRED,
+                f"The Client Portal Gateway at {self._label} has no brokerage session (no bridge).",
+                user_action=_NO_BRIDGE_ACTION,
+            )
+        if not 200 <= status < 300:
+            raise self._http_error(status, broker_error)
+        if not is_json:
+            raise GatewayError(ErrorCode.BROKER_RESPONSE_INVALID, f"The broker at {self._label} sent invalid JSON.")
+        if lowered == "no session":
+            raise GatewayError(
+                ErrorCode.BROKER_SESSION_REQUIRED,
+                f"The Client Portal Gateway at {self._label} has no authenticated session.",
+            )
+        return decoded
+
+    def _http_error(self, status: int, broker_error: str | None) -> BrokerHttpError:
+        quoted = broker_error[:_ERROR_TEXT_LIMIT] if broker_error else None
+        suffix = f": {quoted}" if quoted else "."
+        return BrokerHttpError(
+            ErrorCode.BROKER_BACKEND_UNAVAILABLE,
+            f"The broker at {self._label} answered HTTP {status}{suffix}",
+            status_code=status,
+            broker_message=quoted,
+        )
+
+
+def _decode(content: bytes) -> tuple[object, bool]:
+    """The JSON value of a body and whether it decoded; an empty body is JSON `null`."""
+    if not content.strip():
+        return None, True
+    try:
+        value: object = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None, False
+    return value, True

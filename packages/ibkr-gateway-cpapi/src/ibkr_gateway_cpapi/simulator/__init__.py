@@ -1,0 +1,29 @@
+"""A stateful CPAPI simulator: real shapes and quirks, deterministic data, test hooks.
+
+Importing this package imports starlette; the backend imports it only when fake mode is used.
+"""
+
+from ._book import SimAccount, SimBook, SimContract, SimExecution, SimOrder, SimPosition, SimProfile, load_seed_book
+from ._session import AuthState, SimHttpError, SimRequest
+from ._tickets import DEFAULT_QUESTION_RULES, OrderTicket, QuestionRule
+from .app import create_simulator_app
+from .state import SimulatorState
+
+__all__ = [
+    "DEFAULT_QUESTION_RULES",
+    "AuthState",
+    "OrderTicket",
+    "QuestionRule",
+    "SimAccount",
+    "SimBook",
+    "SimContract",
+    "SimExecution",
+    "SimHttpError",
+    "SimOrder",
+    "SimPosition",
+    "SimProfile",
+    "SimRequest",
+    "SimulatorState",
+    "create_simulator_app",
+    "load_seed_book",
+]

@@ -1,0 +1,304 @@
+"""What the simulator holds: profiles, accounts, contracts, positions, orders and executions.
+
+The seed set ships as package data (`simulator/data/*.json`) and is read with `importlib.resources`,
+so fake mode works from an installed wheel. Times in the seed are ages relative to the simulator's
+clock at start, so "today's" executions stay today's whenever the simulator runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from importlib.resources import files
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SEED_PACKAGE: Final = "ibkr_gateway_cpapi.simulator"
+SEED_DIRECTORY: Final = "data"
+"""Folder of `SEED_PACKAGE` holding the seed JSON files."""
+
+Side = Literal["BUY", "SELL"]
+
+
+@dataclass(frozen=True, slots=True)
+class SimProfile:
+    """One login of the simulator: a paper or a live user and the accounts it sees."""
+
+    name: str
+    user_name: str
+    user_id: int
+    is_paper: bool
+    accounts: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class SimAccount:
+    """One account and its cash per currency."""
+
+    account_id: str
+    title: str
+    currency: str
+    account_type: str
+    cash: dict[str, Decimal]
+
+
+@dataclass(slots=True)
+class SimContract:
+    """One instrument and its (static, deterministic) quote."""
+
+    conid: int
+    symbol: str
+    company_name: str
+    sec_type: str
+    listing_exchange: str
+    currency: str
+    category: str | None
+    industry: str | None
+    stock_type: str
+    valid_exchanges: str
+    bid: Decimal | None
+    ask: Decimal | None
+    last: Decimal | None
+    prior_close: Decimal | None
+    bid_size: int | None
+    ask_size: int | None
+    volume: int | None
+    availability: str
+    """Field 6509: `RpB` real time, `DPB` delayed."""
+    last_is_prior_close: bool = False
+
+
+@dataclass(slots=True)
+class SimPosition:
+    """Holdings of one contract in one account."""
+
+    account_id: str
+    conid: int
+    quantity: Decimal
+    avg_cost: Decimal
+    realized_pnl: Decimal = Decimal(0)
+
+
+@dataclass(slots=True)
+class SimOrder:
+    """One order the simulator's engine knows."""
+
+    order_id: int
+    account_id: str
+    conid: int
+    side: Side
+    order_type: str
+    """CPAPI ticket spelling: `LMT`, `MKT`, `STP`, `STOP_LIMIT`."""
+    quantity: Decimal
+    price: Decimal | None
+    aux_price: Decimal | None
+    tif: str
+    c_oid: str | None
+    status: str
+    """CPAPI status word: `Submitted`, `Filled`, `Cancelled`…"""
+    created_at: datetime
+    updated_at: datetime
+    filled: Decimal = Decimal(0)
+    avg_fill_price: Decimal | None = None
+    outside_rth: bool = False
+
+    @property
+    def remaining(self) -> Decimal:
+        """Quantity not yet filled."""
+        return self.quantity - self.filled
+
+    @property
+    def is_working(self) -> bool:
+        """True while the order can still fill or be cancelled."""
+        return self.status in ("PendingSubmit", "PreSubmitted", "Submitted")
+
+
+@dataclass(slots=True)
+class SimExecution:
+    """One fill."""
+
+    execution_id: str
+    account_id: str
+    order_id: int | None
+    c_oid: str | None
+    conid: int
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    commission: Decimal
+    exchange: str
+    executed_at: datetime
+
+
+@dataclass(slots=True)
+class SimBook:
+    """Everything the simulator serves; tests change it through `SimulatorState`'s hooks."""
+
+    profiles: dict[str, SimProfile]
+    accounts: dict[str, SimAccount]
+    contracts: dict[int, SimContract]
+    fx_rates_to_usd: dict[str, Decimal]
+    positions: dict[tuple[str, int], SimPosition] = field(default_factory=dict[tuple[str, int], SimPosition])
+    orders: dict[int, SimOrder] = field(default_factory=dict[int, SimOrder])
+    executions: list[SimExecution] = field(default_factory=list[SimExecution])
+
+    def positions_of(self, account_id: str) -> list[SimPosition]:
+        """Non-zero positions of one account, in conid order (stable paging)."""
+        rows = [p for (acct, _), p in self.positions.items() if acct == account_id and p.quantity != 0]
+        return sorted(rows, key=lambda p: p.conid)
+
+    def fx_rate(self, currency: str, base: str) -> Decimal:
+        """Units of `base` per unit of `currency`."""
+        to_usd = self.fx_rates_to_usd.get(currency, Decimal(1))
+        base_to_usd = self.fx_rates_to_usd.get(base, Decimal(1))
+        return (to_usd / base_to_usd).quantize(Decimal("0.000001"))
+
+
+class _Seed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ProfileSeed(_Seed):
+    name: str
+    user_name: str
+    user_id: int
+    is_paper: bool
+    accounts: list[str]
+
+
+class _AccountSeed(_Seed):
+    account_id: str
+    title: str
+    currency: str
+    type: str
+    cash: dict[str, Decimal]
+
+
+class _AccountsFile(_Seed):
+    profiles: list[_ProfileSeed]
+    accounts: list[_AccountSeed]
+    fx_rates_to_usd: dict[str, Decimal]
+
+
+class _ContractSeed(_Seed):
+    conid: int
+    symbol: str
+    company_name: str
+    sec_type: str
+    listing_exchange: str
+    currency: str
+    category: str | None
+    industry: str | None
+    stock_type: str
+    valid_exchanges: str
+    bid: Decimal | None
+    ask: Decimal | None
+    last: Decimal | None
+    prior_close: Decimal | None
+    bid_size: int | None
+    ask_size: int | None
+    volume: int | None
+    availability: str
+    last_is_prior_close: bool = False
+
+
+class _PositionSeed(_Seed):
+    account_id: str
+    conid: int
+    quantity: Decimal
+    avg_cost: Decimal
+
+
+class _OrderSeed(_Seed):
+    order_id: int
+    account_id: str
+    conid: int
+    side: Side
+    order_type: str
+    quantity: Decimal
+    price: Decimal | None = None
+    tif: str
+    c_oid: str | None = None
+    age_minutes: int = Field(ge=0)
+
+
+class _ExecutionSeed(_Seed):
+    execution_id: str
+    account_id: str
+    order_id: int | None
+    c_oid: str | None
+    conid: int
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    commission: Decimal
+    exchange: str
+    age_minutes: int = Field(ge=0)
+
+
+class _BookFile(_Seed):
+    positions: list[_PositionSeed]
+    orders: list[_OrderSeed]
+    executions: list[_ExecutionSeed]
+
+
+def _read(name: str) -> str:
+    return (files(SEED_PACKAGE) / SEED_DIRECTORY / name).read_text(encoding="utf-8")
+
+
+def load_seed_book(now: datetime) -> SimBook:
+    """A fresh book from the packaged seed files; ages in the seed count back from `now`."""
+    accounts_file = _AccountsFile.model_validate(json.loads(_read("accounts.json")))
+    contracts = [_ContractSeed.model_validate(item) for item in json.loads(_read("contracts.json"))]
+    book_file = _BookFile.model_validate(json.loads(_read("book.json")))
+    book = SimBook(
+        profiles={
+            p.name: SimProfile(p.name, p.user_name, p.user_id, p.is_paper, tuple(p.accounts))
+            for p in accounts_file.profiles
+        },
+        accounts={
+            a.account_id: SimAccount(a.account_id, a.title, a.currency, a.type, dict(a.cash))
+            for a in accounts_file.accounts
+        },
+        contracts={c.conid: SimContract(**c.model_dump()) for c in contracts},
+        fx_rates_to_usd=dict(accounts_file.fx_rates_to_usd),
+    )
+    for p in book_file.positions:
+        book.positions[(p.account_id, p.conid)] = SimPosition(p.account_id, p.conid, p.quantity, p.avg_cost)
+    for o in book_file.orders:
+        at = now - timedelta(minutes=o.age_minutes)
+        book.orders[o.order_id] = SimOrder(
+            order_id=o.order_id,
+            account_id=o.account_id,
+            conid=o.conid,
+            side=o.side,
+            order_type=o.order_type,
+            quantity=o.quantity,
+            price=o.price,
+            aux_price=None,
+            tif=o.tif,
+            c_oid=o.c_oid,
+            status="Submitted",
+            created_at=at,
+            updated_at=at,
+        )
+    for e in book_file.executions:
+        book.executions.append(
+            SimExecution(
+                execution_id=e.execution_id,
+                account_id=e.account_id,
+                order_id=e.order_id,
+                c_oid=e.c_oid,
+                conid=e.conid,
+                side=e.side,
+                quantity=e.quantity,
+                price=e.price,
+                commission=e.commission,
+                exchange=e.exchange,
+                executed_at=now - timedelta(minutes=e.age_minutes),
+            )
+        )
+    return book

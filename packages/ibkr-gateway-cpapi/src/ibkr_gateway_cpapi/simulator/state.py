@@ -1,0 +1,412 @@
+"""`SimulatorState`: everything the simulator knows, the CPAPI operations over it, and test hooks.
+
+The Starlette app (`simulator.app`) only parses requests and renders what these methods return;
+a `SimHttpError` becomes an HTTP error answer. Tests drive the simulator through the hooks here
+(`log_out`, `set_competing`, `expire_session`, `set_question_rules`, `set_position`…), never over HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from . import _market, _order_views, _portfolio
+from ._book import SimAccount, SimBook, SimContract, SimOrder, SimPosition, SimProfile, load_seed_book
+from ._orders import OrderEngine
+from ._session import AuthState, SessionMachine, SimHttpError, SimRequest, error_body
+from ._tickets import QuestionRule
+
+_MAC = "02:5C:51:4D:00:01"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SimulatorState:
+    """The simulated Client Portal Gateway: login, brokerage session, book and order engine."""
+
+    def __init__(
+        self,
+        *,
+        profile: str = "paper",
+        clock: Callable[[], datetime] = _utcnow,
+        idle_timeout: timedelta | None = None,
+        session_lifetime: timedelta | None = None,
+        book: SimBook | None = None,
+    ) -> None:
+        """A logged-in simulator with an open brokerage session, seeded from the packaged data.
+
+        Args:
+            profile: `paper` (DU1234567 and DU7654321, `isPaper` true) or `live` (U7654321).
+            clock: Time source for expiry, timestamps and seed ages; tests pass a frozen clock.
+            idle_timeout: Drop the session after this long without a request (CPAPI: about 6 minutes).
+            session_lifetime: Drop the session this long after login (CPAPI: 24 hours).
+            book: A book to serve instead of the packaged seed.
+        """
+        self._clock = clock
+        self.book = book if book is not None else load_seed_book(clock())
+        self._profile = self._profile_named(profile)
+        self.session = SessionMachine(clock, idle_timeout=idle_timeout, session_lifetime=session_lifetime)
+        self.engine = OrderEngine(self.book, clock)
+
+    # -- inspection ------------------------------------------------------------------------------
+
+    @property
+    def profile(self) -> SimProfile:
+        """The logged-in user and its accounts."""
+        return self._profile
+
+    @property
+    def auth_state(self) -> AuthState:
+        """Where the login stands."""
+        return self.session.state
+
+    @property
+    def session_id(self) -> str:
+        """The tickle `session` id of the current login (random, never a real secret)."""
+        return self.session.session_id
+
+    @property
+    def requests(self) -> list[SimRequest]:
+        """Every request seen, oldest first."""
+        return self.session.requests
+
+    def paths(self) -> list[str]:
+        """`METHOD /path` of every request seen, for assertions on call order."""
+        return [f"{r.method} {r.path}" for r in self.session.requests]
+
+    # -- test hooks ------------------------------------------------------------------------------
+
+    def log_in(self, profile: str | None = None) -> None:
+        """Log in (optionally as another profile) with a fresh brokerage session."""
+        if profile is not None:
+            self._profile = self._profile_named(profile)
+        self.session.log_in()
+
+    def log_in_sso_only(self) -> None:
+        """Log in without a brokerage session: `/iserver` answers "no bridge" until `ssodh/init`."""
+        self.session.log_in_sso_only()
+
+    def log_out(self) -> None:
+        """End the login; every endpoint answers 401."""
+        self.session.log_out()
+
+    def expire_session(self) -> None:
+        """The session timed out: same as a logout from the client's point of view."""
+        self.session.log_out()
+
+    def set_competing(self) -> None:
+        """Another platform took the brokerage session (`competing: true`)."""
+        self.session.set_competing()
+
+    def reset_brokerage_session(self) -> None:
+        """The nightly reset: priming, pre-flights and live-order subscriptions are lost."""
+        self.session.reset_brokerage_session()
+
+    def answer_no_session_with_body(self, enabled: bool = True) -> None:
+        """Without a login, answer 200 `{"error": "no session"}` instead of 401."""
+        self.session.no_session_body = enabled
+
+    def fail_next(self, status: int, body: object = None, *, times: int = 1) -> None:
+        """Answer the next `times` requests with `status` and `body` (text when a `str`)."""
+        self.session.fail_next(status, body, times=times)
+
+    def set_question_rules(self, rules: Iterable[QuestionRule]) -> None:
+        """Replace the reply prompts placement raises (an empty list accepts every valid ticket)."""
+        self.engine.question_rules = list(rules)
+
+    def add_contract(self, contract: SimContract) -> None:
+        """Add or replace an instrument."""
+        self.book.contracts[contract.conid] = contract
+
+    def set_quote(
+        self, conid: int, *, bid: Decimal | None = None, ask: Decimal | None = None, last: Decimal | None = None
+    ) -> None:
+        """Move a quote; working orders it crosses fill."""
+        contract = self.book.contracts[conid]
+        contract.bid = bid if bid is not None else contract.bid
+        contract.ask = ask if ask is not None else contract.ask
+        contract.last = last if last is not None else contract.last
+        self.engine.match_working()
+
+    def set_position(self, account_id: str, conid: int, quantity: Decimal, avg_cost: Decimal) -> None:
+        """Set (or with quantity 0 remove) a position; the contract must exist."""
+        if conid not in self.book.contracts:
+            raise KeyError(conid)
+        self.book.positions[(account_id, conid)] = SimPosition(account_id, conid, quantity, avg_cost)
+
+    def fill_order(self, order_id: int, price: Decimal | None = None) -> None:
+        """Fill a working order now."""
+        self.engine.fill(order_id, price)
+
+    def _profile_named(self, name: str) -> SimProfile:
+        if name not in self.book.profiles:
+            raise KeyError(f"unknown simulator profile {name!r}; known: {sorted(self.book.profiles)}")
+        return self.book.profiles[name]
+
+    # -- session endpoints -----------------------------------------------------------------------
+
+    def admit(self, method: str, path: str, query: str) -> None:
+        """Record a request and refuse it as CPAPI would (raises `SimHttpError`)."""
+        self.session.admit(method, path, query)
+
+    def auth_status(self) -> dict[str, object]:
+        """`/iserver/auth/status`."""
+        state = self.session.state
+        return {
+            "authenticated": state == AuthState.AUTHENTICATED,
+            "competing": state == AuthState.COMPETING,
+            "connected": True,
+            "message": "",
+            "MAC": _MAC,
+            "serverInfo": dict(_portfolio.SERVER_INFO),
+            "hardware_info": f"5c1d7a09|{_MAC}",
+            "fail": "",
+        }
+
+    def open_brokerage_session(self, *, compete: bool) -> dict[str, object]:
+        """`/iserver/auth/ssodh/init` and `/iserver/reauthenticate`."""
+        opened = self.session.open_brokerage_session(compete=compete)
+        return {**self.auth_status(), "passed": opened, "established": opened}
+
+    def tickle(self) -> dict[str, object]:
+        """`/tickle`: session id, SSO time left and the brokerage auth status."""
+        return {
+            "session": self.session.session_id,
+            "ssoExpires": self.session.sso_expires_ms(),
+            "collission": False,
+            "userId": self._profile.user_id,
+            "hmds": {"error": "no bridge"},
+            "iserver": {"authStatus": self.auth_status()},
+        }
+
+    def logout(self) -> dict[str, object]:
+        """`/logout`."""
+        self.session.log_out()
+        return {"status": True}
+
+    def sso_validate(self) -> dict[str, object]:
+        """`/sso/validate`: `LOGIN_TYPE` 2 for paper, 1 for live."""
+        now_ms = int(self._clock().timestamp() * 1000)
+        user = self._profile.user_name
+        return {
+            "USER_ID": self._profile.user_id,
+            "USER_NAME": user,
+            "RESULT": True,
+            "AUTH_TIME": int(self.session.logged_in_at.timestamp() * 1000),
+            "SF_ENABLED": False,
+            "IS_FREE_TRIAL": False,
+            "CREDENTIAL": user,
+            "IP": "127.0.0.1",
+            "EXPIRES": self.session.sso_expires_ms(),
+            "QUALIFIED_FOR_MOBILE_AUTH": None,
+            "LANDING_APP": "UNIVERSAL",
+            "IS_MASTER": False,
+            "lastAccessed": now_ms,
+            "LOGIN_TYPE": 2 if self._profile.is_paper else 1,
+            "PAPER_USER_NAME": user if self._profile.is_paper else None,
+            "features": {"env": "PROD", "wlms": True, "realtime": True, "bond": True, "optionChains": True},
+            "region": "NJ",
+        }
+
+    # -- accounts and portfolio ------------------------------------------------------------------
+
+    def _account(self, account_id: str) -> SimAccount:
+        if account_id not in self._profile.accounts or account_id not in self.book.accounts:
+            raise SimHttpError(400, error_body(f"Account {account_id} is not available in this session"))
+        return self.book.accounts[account_id]
+
+    def iserver_accounts(self) -> dict[str, object]:
+        """`/iserver/accounts` (also primes the brokerage session)."""
+        return _portfolio.iserver_accounts(self.book, self._profile, self.session.session_id)
+
+    def portfolio_accounts(self) -> list[dict[str, object]]:
+        """`/portfolio/accounts`."""
+        created = int(self.session.logged_in_at.timestamp() * 1000) - 86_400_000 * 365
+        return [_portfolio.portfolio_account(self._account(a), created) for a in self._profile.accounts]
+
+    def portfolio_meta(self, account_id: str) -> dict[str, object]:
+        """`/portfolio/{id}/meta`."""
+        created = int(self.session.logged_in_at.timestamp() * 1000) - 86_400_000 * 365
+        return _portfolio.portfolio_account(self._account(account_id), created)
+
+    def summary(self, account_id: str) -> dict[str, object]:
+        """`/portfolio/{id}/summary`."""
+        return _portfolio.summary(self.book, self._account(account_id), self._clock())
+
+    def ledger(self, account_id: str) -> dict[str, object]:
+        """`/portfolio/{id}/ledger`."""
+        return _portfolio.ledger(self.book, self._account(account_id), self._clock())
+
+    def positions(self, account_id: str, page: int) -> list[dict[str, object]]:
+        """`/portfolio/{id}/positions/{page}`."""
+        return _portfolio.positions_page(self.book, self._account(account_id).account_id, page)
+
+    # -- contracts and market data ---------------------------------------------------------------
+
+    def secdef_search(self, symbol: str, *, by_name: bool = False) -> list[dict[str, object]]:
+        """`/iserver/secdef/search`: `conid` is a string here, as in CPAPI."""
+        wanted = symbol.strip().upper()
+        results: list[dict[str, object]] = []
+        for contract in self.book.contracts.values():
+            matches = contract.symbol == wanted or (by_name and wanted in contract.company_name.upper())
+            if not matches:
+                continue
+            sections: list[dict[str, object]] = [{"secType": contract.sec_type}]
+            if contract.sec_type == "STK":
+                sections.append({"secType": "OPT", "months": "JUL24;AUG24;SEP24", "exchange": "SMART;AMEX;CBOE"})
+            results.append(
+                {
+                    "conid": str(contract.conid),
+                    "companyHeader": f"{contract.company_name} - {contract.listing_exchange}",
+                    "companyName": contract.company_name,
+                    "symbol": contract.symbol,
+                    "description": contract.listing_exchange,
+                    "restricted": None,
+                    "sections": sections,
+                }
+            )
+        return results
+
+    def _contract(self, conid: int) -> SimContract:
+        contract = self.book.contracts.get(conid)
+        if contract is None:
+            raise SimHttpError(400, error_body(f"Contract info not found for conid {conid}"))
+        return contract
+
+    def contract_info(self, conid: int) -> dict[str, object]:
+        """`/iserver/contract/{conid}/info` (snake case)."""
+        contract = self._contract(conid)
+        return {
+            "con_id": contract.conid,
+            "symbol": contract.symbol,
+            "company_name": contract.company_name,
+            "instrument_type": contract.sec_type,
+            "exchange": "SMART" if contract.sec_type == "STK" else contract.listing_exchange,
+            "currency": contract.currency,
+            "local_symbol": contract.symbol,
+            "trading_class": "NMS" if contract.listing_exchange == "NASDAQ" else contract.symbol,
+            "valid_exchanges": contract.valid_exchanges,
+            "r_t_h": True,
+            "allow_sell_long": False,
+            "is_zero_commission_security": False,
+            "smart_available": contract.sec_type == "STK",
+            "category": contract.category,
+            "industry": contract.industry,
+            "underlying_con_id": 0,
+        }
+
+    def snapshot(self, conids: Sequence[int], fields: Sequence[str]) -> list[dict[str, object]]:
+        """`/iserver/marketdata/snapshot`: the first request per conid only opens the stream."""
+        brokerage = self.session.brokerage
+        updated_ms = int(self._clock().timestamp() * 1000)
+        rows: list[dict[str, object]] = []
+        for conid in conids:
+            contract = self.book.contracts.get(conid)
+            if contract is None:
+                continue
+            remembered = brokerage.snapshot_fields.setdefault(conid, [])
+            remembered.extend(code for code in fields if code not in remembered)
+            if conid not in brokerage.preflighted:
+                brokerage.preflighted.add(conid)
+                rows.append(_market.preflight_row(conid))
+                continue
+            server_id = f"q{sorted(brokerage.preflighted).index(conid)}"
+            wanted = remembered or list(_market.DEFAULT_FIELDS)
+            rows.append(_market.snapshot_row(contract, wanted, server_id=server_id, updated_ms=updated_ms))
+        return rows
+
+    def unsubscribe(self, conid: int) -> dict[str, object]:
+        """`/iserver/marketdata/unsubscribe`: 404 for a conid with no open stream."""
+        brokerage = self.session.brokerage
+        if conid not in brokerage.preflighted:
+            raise SimHttpError(404, error_body("Not Found"))
+        brokerage.preflighted.discard(conid)
+        brokerage.snapshot_fields.pop(conid, None)
+        return {"success": True}
+
+    def unsubscribe_all(self) -> dict[str, object]:
+        """`/iserver/marketdata/unsubscribeall`."""
+        self.session.brokerage.preflighted.clear()
+        self.session.brokerage.snapshot_fields.clear()
+        return {"unsubscribed": True}
+
+    def history(self, conid: int, *, period: str, bar: str, outside_rth: bool) -> dict[str, object]:
+        """`/iserver/marketdata/history`."""
+        contract = self.book.contracts.get(conid)
+        return _market.history(contract, period=period, bar=bar, outside_rth=outside_rth, now=self._clock())
+
+    # -- orders ----------------------------------------------------------------------------------
+
+    def _visible_order(self, order: SimOrder) -> bool:
+        return order.account_id in self._profile.accounts
+
+    def live_orders(self, *, account_id: str | None, filters: Sequence[str], force: bool) -> dict[str, object]:
+        """`/iserver/account/orders`: empty on the first call of a session and on every `force=true`."""
+        brokerage = self.session.brokerage
+        if force or not brokerage.live_orders_warmed:
+            brokerage.live_orders_warmed = True
+            return {"orders": [], "snapshot": True}
+        since = self.session.logged_in_at
+        rows: list[dict[str, object]] = []
+        for order in sorted(self.book.orders.values(), key=lambda o: o.order_id, reverse=True):
+            if not self._visible_order(order) or account_id not in (None, order.account_id):
+                continue
+            if not order.is_working and order.updated_at < since:
+                continue
+            if filters and _order_views.FILTER_KEYS.get(order.status) not in filters:
+                continue
+            rows.append(_order_views.live_order_row(order, self.book.contracts[order.conid]))
+        return {"orders": rows, "snapshot": True}
+
+    def order_status(self, order_id: int) -> dict[str, object]:
+        """`/iserver/account/order/status/{id}`."""
+        order = self.book.orders.get(order_id)
+        if order is None or not self._visible_order(order):
+            raise SimHttpError(400, error_body(f"OrderID {order_id} doesn't exist"))
+        return _order_views.order_status_body(order, self.book.contracts[order.conid])
+
+    def trades(self, *, days: int, account_id: str | None) -> list[dict[str, object]]:
+        """`/iserver/account/trades`: executions of the last `days` days (1 to 7)."""
+        cutoff = self._clock() - timedelta(days=min(max(days, 1), 7))
+        return [
+            _order_views.trade_row(e, self.book.contracts[e.conid], self._profile.user_name)
+            for e in sorted(self.book.executions, key=lambda e: e.executed_at, reverse=True)
+            if e.account_id in self._profile.accounts and account_id in (None, e.account_id) and e.executed_at >= cutoff
+        ]
+
+    def place_orders(self, account_id: str, body: object) -> object:
+        """`POST /iserver/account/{acct}/orders`."""
+        self._account(account_id)
+        return self.engine.place(account_id, body, self.session.brokerage)
+
+    def reply(self, reply_id: str, confirmed: bool) -> object:
+        """`POST /iserver/reply/{id}`."""
+        return self.engine.reply(reply_id, confirmed)
+
+    def whatif(self, account_id: str, body: object) -> dict[str, object]:
+        """`POST /iserver/account/{acct}/orders/whatif`."""
+        self._account(account_id)
+        return self.engine.whatif(account_id, body)
+
+    def cancel_order(self, account_id: str, order_id: int) -> dict[str, object]:
+        """`DELETE /iserver/account/{acct}/order/{id}`."""
+        self._account(account_id)
+        return self.engine.cancel(account_id, order_id)
+
+    def modify_order(self, account_id: str, order_id: int, body: object) -> list[dict[str, object]]:
+        """`POST /iserver/account/{acct}/order/{id}`."""
+        self._account(account_id)
+        return self.engine.modify(account_id, order_id, body)
+
+    def suppress_questions(self, message_ids: Iterable[str]) -> dict[str, object]:
+        """`/iserver/questions/suppress`: for this brokerage session only."""
+        self.session.brokerage.suppressed.update(message_ids)
+        return {"status": "submitted"}
+
+    def reset_suppressed_questions(self) -> dict[str, object]:
+        """`/iserver/questions/suppress/reset`."""
+        self.session.brokerage.suppressed.clear()
+        return {"status": "submitted"}
