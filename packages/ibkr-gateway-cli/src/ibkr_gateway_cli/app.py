@@ -16,7 +16,9 @@ from .runner import CliOptions, run_operation
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="YAML config file; without it the embedded CPAPI simulator is used.", show_default=False),
+    typer.Option(
+        "--config", help="YAML config file; without it the embedded CPAPI simulator is used.", show_default=False
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (errors as JSON on stderr).")]
 RequestIdOption = Annotated[
@@ -47,6 +49,7 @@ market_app = typer.Typer(help="Market data.", no_args_is_help=True)
 orders_app = typer.Typer(help="Orders.", no_args_is_help=True)
 executions_app = typer.Typer(help="Executions (fills).", no_args_is_help=True)
 simulator_app = typer.Typer(help="The embedded CPAPI simulator.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 for _name, _sub in (
     ("backend", backend_app),
     ("session", session_app),
@@ -59,6 +62,7 @@ for _name, _sub in (
     ("orders", orders_app),
     ("executions", executions_app),
     ("simulator", simulator_app),
+    ("audit", audit_app),
 ):
     app.add_typer(_sub, name=_name)
 
@@ -86,19 +90,25 @@ def _r(result: Any) -> Any:
 
 
 @app.command("health")
-def health(ctx: typer.Context, config: ConfigOption = None, json_output: JsonOption = False, request_id: RequestIdOption = None) -> None:
+def health(
+    ctx: typer.Context, config: ConfigOption = None, json_output: JsonOption = False, request_id: RequestIdOption = None
+) -> None:
     """Liveness of the gateway itself; makes no broker call."""
     run_operation(
         _options(ctx, config, json_output, request_id),
         "health",
         {},
-        lambda r: f"gateway: {_r(r).gateway} (version {_r(r).version}, backend {_r(r).backend}, "
-        f"{'read-only' if _r(r).read_only else 'write scopes enabled'})",
+        lambda r: (
+            f"gateway: {_r(r).gateway} (version {_r(r).version}, backend {_r(r).backend}, "
+            f"{'read-only' if _r(r).read_only else 'write scopes enabled'})"
+        ),
     )
 
 
 @backend_app.command("status")
-def backend_status(ctx: typer.Context, config: ConfigOption = None, json_output: JsonOption = False, request_id: RequestIdOption = None) -> None:
+def backend_status(
+    ctx: typer.Context, config: ConfigOption = None, json_output: JsonOption = False, request_id: RequestIdOption = None
+) -> None:
     """Whether the broker session is usable, without any session material."""
     run_operation(_options(ctx, config, json_output, request_id), "backend_status", {}, lambda r: block(_r(r)))
 
@@ -122,7 +132,9 @@ def session_requirements(
 
 
 @accounts_app.command("list")
-def accounts_list(ctx: typer.Context, config: ConfigOption = None, json_output: JsonOption = False, request_id: RequestIdOption = None) -> None:
+def accounts_list(
+    ctx: typer.Context, config: ConfigOption = None, json_output: JsonOption = False, request_id: RequestIdOption = None
+) -> None:
     """Accounts visible in the broker session, marked paper or live."""
     run_operation(
         _options(ctx, config, json_output, request_id),
@@ -142,11 +154,23 @@ def account_summary(
 ) -> None:
     """Net liquidation, cash, buying power and margin of one account."""
     run_operation(
-        _options(ctx, config, json_output, request_id), "account_summary", {"account_id": account}, lambda r: block(_r(r))
+        _options(ctx, config, json_output, request_id),
+        "account_summary",
+        {"account_id": account},
+        lambda r: block(_r(r)),
     )
 
 
-_POSITION_COLUMNS = ["contract_id", "symbol", "asset_class", "quantity", "market_price", "market_value", "currency", "unrealized_pnl"]
+_POSITION_COLUMNS = [
+    "contract_id",
+    "symbol",
+    "asset_class",
+    "quantity",
+    "market_price",
+    "market_value",
+    "currency",
+    "unrealized_pnl",
+]
 
 
 @portfolio_app.command("snapshot")
@@ -193,7 +217,9 @@ def positions_list(
 # ----------------------------------------------------------------------------- contracts and market data
 
 QueryArgument = Annotated[str | None, typer.Argument(help="Symbol, e.g. AAPL.", show_default=False)]
-AssetClassOption = Annotated[str | None, typer.Option("--asset-class", help="stock, etf, option, future, ...", show_default=False)]
+AssetClassOption = Annotated[
+    str | None, typer.Option("--asset-class", help="stock, etf, option, future, ...", show_default=False)
+]
 CurrencyOption = Annotated[str | None, typer.Option("--currency", help="ISO currency, e.g. USD.", show_default=False)]
 ExchangeOption = Annotated[str | None, typer.Option("--exchange", help="Exchange, e.g. NASDAQ.", show_default=False)]
 _CONTRACT_COLUMNS = ["contract_id", "symbol", "asset_class", "exchange", "currency", "company_name", "is_unique_match"]
@@ -249,7 +275,10 @@ def market_snapshot(
 ) -> None:
     """Bid, ask and last of one contract, with data status and staleness."""
     run_operation(
-        _options(ctx, config, json_output, request_id), "market_snapshot", {"contract_id": contract_id}, lambda r: block(_r(r))
+        _options(ctx, config, json_output, request_id),
+        "market_snapshot",
+        {"contract_id": contract_id},
+        lambda r: block(_r(r)),
     )
 
 
@@ -257,9 +286,15 @@ def market_snapshot(
 def market_bars(
     ctx: typer.Context,
     contract_id: ContractIdOption = None,
-    duration: Annotated[str | None, typer.Option("--duration", help="How far back, e.g. '1 D', '2 W'.", show_default=False)] = None,
-    bar_size: Annotated[str | None, typer.Option("--bar-size", help="e.g. '5 mins', '1 hour', '1 day'.", show_default=False)] = None,
-    outside_rth: Annotated[bool, typer.Option("--outside-rth", help="Include bars outside regular trading hours.")] = False,
+    duration: Annotated[
+        str | None, typer.Option("--duration", help="How far back, e.g. '1 D', '2 W'.", show_default=False)
+    ] = None,
+    bar_size: Annotated[
+        str | None, typer.Option("--bar-size", help="e.g. '5 mins', '1 hour', '1 day'.", show_default=False)
+    ] = None,
+    outside_rth: Annotated[
+        bool, typer.Option("--outside-rth", help="Include bars outside regular trading hours.")
+    ] = False,
     config: ConfigOption = None,
     json_output: JsonOption = False,
     request_id: RequestIdOption = None,
@@ -269,19 +304,36 @@ def market_bars(
     def render(result: Any) -> str:
         value = _r(result)
         head = f"{value.symbol or value.contract_id}: {len(value.bars)} bars of {value.bar_size} over {value.duration}"
-        return head + "\n" + table(value.bars, ["timestamp", "open", "high", "low", "close", "volume"], empty="(no bars)")
+        return (
+            head + "\n" + table(value.bars, ["timestamp", "open", "high", "low", "close", "volume"], empty="(no bars)")
+        )
 
     run_operation(
         _options(ctx, config, json_output, request_id),
         "historical_bars",
-        {"contract_id": contract_id, "duration": duration, "bar_size": bar_size, "outside_regular_hours": outside_rth or None},
+        {
+            "contract_id": contract_id,
+            "duration": duration,
+            "bar_size": bar_size,
+            "outside_regular_hours": outside_rth or None,
+        },
         render,
     )
 
 
 # ----------------------------------------------------------------------------- orders and executions
 
-_ORDER_COLUMNS = ["broker_order_id", "client_order_id", "symbol", "side", "order_type", "quantity", "filled_quantity", "limit_price", "status"]
+_ORDER_COLUMNS = [
+    "broker_order_id",
+    "client_order_id",
+    "symbol",
+    "side",
+    "order_type",
+    "quantity",
+    "filled_quantity",
+    "limit_price",
+    "status",
+]
 
 
 @orders_app.command("list")
@@ -306,7 +358,8 @@ def orders_status(
     ctx: typer.Context,
     account: AccountOption = None,
     broker_order_id: Annotated[
-        str | None, typer.Option("--broker-order-id", help="Broker order id or client order id (cOID).", show_default=False)
+        str | None,
+        typer.Option("--broker-order-id", help="Broker order id or client order id (cOID).", show_default=False),
     ] = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
@@ -325,7 +378,9 @@ def orders_status(
 def executions_list(
     ctx: typer.Context,
     account: AccountOption = None,
-    days: Annotated[int | None, typer.Option("--days", help="Days back, 1 to 7 (default 1).", show_default=False)] = None,
+    days: Annotated[
+        int | None, typer.Option("--days", help="Days back, 1 to 7 (default 1).", show_default=False)
+    ] = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
     request_id: RequestIdOption = None,
@@ -335,8 +390,93 @@ def executions_list(
         _options(ctx, config, json_output, request_id),
         "list_executions",
         {"account_id": account, "days": days},
-        lambda r: table(_r(r), ["execution_id", "symbol", "side", "quantity", "price", "commission", "executed_at"], empty="(no executions)"),
+        lambda r: table(
+            _r(r),
+            ["execution_id", "symbol", "side", "quantity", "price", "commission", "executed_at"],
+            empty="(no executions)",
+        ),
     )
+
+
+# ----------------------------------------------------------------------------- audit
+
+
+@audit_app.command("tail")
+def audit_tail(
+    ctx: typer.Context,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="How many events, 1 to 1000 (default 100).", show_default=False)
+    ] = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    request_id: RequestIdOption = None,
+) -> None:
+    """The newest audit events, newest first (reads only those rows)."""
+
+    def render(result: Any) -> str:
+        lines = [
+            f"{r.sequence:>8}  {r.event.timestamp.isoformat()}  {r.event.tool_name or '-':<28} "
+            f"{r.event.result_status:<12} {r.event.error_code or ''}".rstrip()
+            for r in _r(result).events
+        ]
+        return "\n".join(lines) or "(no events)"
+
+    run_operation(_options(ctx, config, json_output, request_id), "audit_tail", {"limit": limit}, render)
+
+
+@audit_app.command("export")
+def audit_export(
+    ctx: typer.Context,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="How many events, 1 to 100000 (default 500).", show_default=False)
+    ] = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    request_id: RequestIdOption = None,
+) -> None:
+    """The newest events as redacted JSONL; with --json, an object holding the JSONL and its SHA-256."""
+    run_operation(
+        _options(ctx, config, json_output, request_id), "audit_export", {"limit": limit}, lambda r: _r(r).jsonl
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="A checkpoint file from `audit checkpoint`.", show_default=False)
+    ] = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    request_id: RequestIdOption = None,
+) -> None:
+    """Recompute the whole chain; exit 2 with AUDIT_CHAIN_INVALID at the first break."""
+    from .audit_cli import read_checkpoint, verify_with_progress
+
+    options = _options(ctx, config, json_output, request_id)
+    verify_with_progress(options, read_checkpoint(checkpoint, options) if checkpoint else None)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Also write the checkpoint to this file.", show_default=False)
+    ] = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    request_id: RequestIdOption = None,
+) -> None:
+    """A signed head of the chain; keep it outside the database to detect truncation and rollback."""
+    from .audit_cli import save_checkpoint
+
+    def render(result: Any) -> str:
+        value = _r(result)
+        if output is not None:
+            save_checkpoint(value, output)
+        return f"checkpoint at sequence {value.sequence}: {value.chain_hash} (key {value.key_id})"
+
+    run_operation(_options(ctx, config, json_output, request_id), "audit_checkpoint", {}, render)
 
 
 def main() -> None:

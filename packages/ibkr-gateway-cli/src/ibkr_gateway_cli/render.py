@@ -29,7 +29,10 @@ def table(rows: Sequence[BaseModel], columns: Sequence[str], *, empty: str = "(n
     header = [column.upper() for column in columns]
     body = [[cell(getattr(row, column)) for column in columns] for row in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(columns))]
-    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip() for line in [header, *body]]
+    lines = [
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *body]
+    ]
     return "\n".join(lines)
 
 

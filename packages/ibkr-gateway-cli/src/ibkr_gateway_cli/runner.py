@@ -77,11 +77,15 @@ def run_operation(
     name: str,
     arguments: Mapping[str, object],
     render: "Callable[[CallResult[Any]], str]",
+    *,
+    setup: "Callable[[Gateway], None] | None" = None,
 ) -> None:
     """Call one operation and print its result: JSON with `--json`, else `render`'s text."""
     given = {key: value for key, value in arguments.items() if value is not None}
 
     async def work(gateway: "Gateway") -> "CallResult[Any]":
+        if setup is not None:
+            setup(gateway)
         return await gateway.call(name, given, request_id=options.request_id)
 
     result = with_gateway(options, work)

@@ -1,4 +1,4 @@
-"""Core of ibkr-agent-gateway: models, configuration, errors, scopes, the operation registry, the audit log and the Gateway."""
+"""Core of ibkr-agent-gateway: models, config, errors, scopes, the operation registry, the audit log, the Gateway."""
 
 from .audit import AuditEvent, AuditExport, AuditLog, AuditRecord, VerifyReport
 from .backend import Backend

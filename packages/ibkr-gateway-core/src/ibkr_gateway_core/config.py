@@ -190,13 +190,17 @@ class GatewayConfig(_Section):
                 user_action="Pass --config with the path of an existing YAML file, or omit it for the simulator.",
             ) from None
         except OSError as exc:
-            raise GatewayError(ErrorCode.CONFIG_INVALID, f"Config file {path.name!r} cannot be read: {exc.strerror}.")
+            raise GatewayError(
+                ErrorCode.CONFIG_INVALID, f"Config file {path.name!r} cannot be read: {exc.strerror}."
+            ) from None
         try:
             data: Any = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise GatewayError(ErrorCode.CONFIG_INVALID, f"Config file {path.name!r} is not valid YAML{where}.") from None
+            raise GatewayError(
+                ErrorCode.CONFIG_INVALID, f"Config file {path.name!r} is not valid YAML{where}."
+            ) from None
         config = cls.from_mapping(data)
         return config._anchored(path.parent)
 

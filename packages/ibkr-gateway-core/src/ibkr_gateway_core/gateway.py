@@ -18,8 +18,18 @@ from typing import Any, Final, Generic, Literal, Self, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from .audit import AuditEvent, AuditLog, load_audit_key, new_event_id
+from .audit import (
+    AuditEvent,
+    AuditExport,
+    AuditLog,
+    ResultStatus,
+    VerifyReport,
+    load_audit_key,
+    load_checkpoint_key,
+    new_event_id,
+)
 from .backend import Backend, BackendFactory, load_backend_factory
+from .checkpoint import Checkpoint
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
 from .models import (
@@ -39,9 +49,12 @@ from .models import (
 )
 from .principal import Principal
 from .redaction import redact
-from .registry import Operation, operation
+from .registry import AuditTail, Operation, operation
 from .requests import (
     AccountInput,
+    AuditExportInput,
+    AuditTailInput,
+    AuditVerifyInput,
     BarsInput,
     ContractInput,
     ContractQueryInput,
@@ -77,7 +90,7 @@ _INPUT_CODES: Final = {
 }
 """Which code a bad value of a field gets; other fields get `INPUT_INVALID_ARGUMENT`."""
 
-Outcome = tuple[Literal["allow", "deny", "refuse"], str, str]
+Outcome = tuple[Literal["allow", "deny", "refuse"], ResultStatus, str]
 """(decision, result status, event type) of one call."""
 
 
@@ -146,7 +159,13 @@ class Gateway:
             "list_orders": self._list_orders,
             "order_status": self._order_status,
             "list_executions": self._list_executions,
+            "audit_tail": self._audit_tail,
+            "audit_export": self._audit_export,
+            "audit_verify": self._audit_verify,
+            "audit_checkpoint": self._audit_checkpoint,
         }
+        self.verify_progress: Callable[[int, int], None] | None = None
+        """Called with (rows checked, rows expected) while `audit_verify` runs; the CLI shows it on a terminal."""
 
     @classmethod
     def from_config(cls, config: GatewayConfig, *, principal: Principal | None = None) -> Gateway:
@@ -272,8 +291,8 @@ class Gateway:
         request_id: str | None,
     ) -> None:
         decision, status, event_type = _outcome(op, failure)
-        arguments = args.model_dump(mode="json") if args is not None else _raw_jsonable(raw_arguments)
-        account_id = arguments.pop("account_id", None) if isinstance(arguments, dict) else None
+        arguments: dict[str, Any] = args.model_dump(mode="json") if args is not None else _raw_mapping(raw_arguments)
+        account_id = arguments.pop("account_id", None)
         metadata, redactions = redact({"arguments": arguments} if arguments else {})
         event = AuditEvent(
             event_id=event_id,
@@ -382,7 +401,9 @@ class Gateway:
             SessionCheck(
                 name="gateway_reachable",
                 satisfied=reachable,
-                detail="The Client Portal Gateway answers." if reachable else "The Client Portal Gateway does not answer.",
+                detail="The Client Portal Gateway answers."
+                if reachable
+                else "The Client Portal Gateway does not answer.",
             ),
             SessionCheck(
                 name="brokerage_session_authenticated",
@@ -462,7 +483,9 @@ class Gateway:
         ]
         exact = [candidate for candidate in kept if candidate.symbol.upper() == args.query.upper()]
         unique_id = exact[0].contract_id if len(exact) == 1 else None
-        return [candidate.model_copy(update={"is_unique_match": candidate.contract_id == unique_id}) for candidate in kept]
+        return [
+            candidate.model_copy(update={"is_unique_match": candidate.contract_id == unique_id}) for candidate in kept
+        ]
 
     async def _market_snapshot(self, args: ContractInput) -> MarketSnapshot:
         return await self.backend.market_snapshot(args.contract_id)
@@ -489,6 +512,29 @@ class Gateway:
 
     async def _list_executions(self, args: ExecutionsInput) -> list[Execution]:
         return await self.backend.executions(args.account_id, args.days)
+
+    async def _audit_tail(self, args: AuditTailInput) -> AuditTail:
+        return AuditTail(events=await self.audit.tail(args.limit))
+
+    async def _audit_export(self, args: AuditExportInput) -> AuditExport:
+        return await self.audit.export(args.limit)
+
+    async def _audit_verify(self, args: AuditVerifyInput) -> VerifyReport:
+        public_key = load_checkpoint_key(self.config).public_key() if args.checkpoint is not None else None
+        report = await self.audit.verify(
+            checkpoint=args.checkpoint, checkpoint_key=public_key, progress=self.verify_progress
+        )
+        if not report.chain_valid:
+            raise GatewayError(
+                ErrorCode.AUDIT_CHAIN_INVALID,
+                f"The audit chain is broken at sequence {report.first_break_sequence}"
+                f" (event {report.first_break_event_id or 'unknown'}): {report.reason}",
+                details={"report": report.model_dump(mode="json")},
+            )
+        return report
+
+    async def _audit_checkpoint(self, _: NoInput) -> Checkpoint:
+        return await self.audit.checkpoint(load_checkpoint_key(self.config))
 
 
 def _outcome(op: Operation | None, failure: GatewayError | None) -> Outcome:
@@ -517,6 +563,12 @@ def _input_error(exc: ValidationError) -> GatewayError:
             message = "is required"
         parts.append(f"{where} {message}" if error["type"] in ("extra_forbidden", "missing") else f"{where}: {message}")
     return GatewayError(code, "Invalid arguments: " + "; ".join(parts) + ".", details={"fields": [first]})
+
+
+def _raw_mapping(value: object) -> dict[str, Any]:
+    """Raw arguments as a JSON-safe mapping (anything else is kept under `value`)."""
+    data = _raw_jsonable(value)
+    return cast(dict[str, Any], data) if isinstance(data, dict) else {"value": data}
 
 
 def _raw_jsonable(value: object) -> Any:

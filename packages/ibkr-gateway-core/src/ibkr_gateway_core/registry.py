@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
+from .audit import AuditExport, AuditRecord, VerifyReport
+from .checkpoint import Checkpoint
 from .models import (
     AccountSummary,
     BrokerAccount,
@@ -29,6 +31,9 @@ from .models import (
 )
 from .requests import (
     AccountInput,
+    AuditExportInput,
+    AuditTailInput,
+    AuditVerifyInput,
     BarsInput,
     ContractInput,
     ContractQueryInput,
@@ -222,7 +227,63 @@ _READS: Final = (
     ),
 )
 
-OPERATIONS: Final[Mapping[str, Operation]] = {op.name: op for op in _READS}
+
+class AuditTail(BaseModel):
+    """The newest audit events, newest first."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    events: list[AuditRecord]
+
+
+_AUDIT: Final = (
+    Operation(
+        name="audit_tail",
+        tool="ibkr_audit_tail",
+        cli=("audit", "tail"),
+        scope=Scope.AUDIT_READ,
+        title="Audit tail",
+        description="The newest audit events, newest first; reads only those rows, it does not re-verify the chain.",
+        input_model=AuditTailInput,
+        output_model=AuditTail,
+        open_world=False,
+    ),
+    Operation(
+        name="audit_export",
+        tool="ibkr_audit_export",
+        cli=("audit", "export"),
+        scope=Scope.AUDIT_EXPORT,
+        title="Audit export",
+        description="The newest audit events as redacted JSONL with its SHA-256; refused if a secret marker remains.",
+        input_model=AuditExportInput,
+        output_model=AuditExport,
+        open_world=False,
+    ),
+    Operation(
+        name="audit_verify",
+        tool="ibkr_audit_verify",
+        cli=("audit", "verify"),
+        scope=Scope.AUDIT_READ,
+        title="Audit verify",
+        description="Recompute the whole HMAC chain and check a signed checkpoint; names the first break.",
+        input_model=AuditVerifyInput,
+        output_model=VerifyReport,
+        open_world=False,
+    ),
+    Operation(
+        name="audit_checkpoint",
+        tool="ibkr_audit_checkpoint",
+        cli=("audit", "checkpoint"),
+        scope=Scope.AUDIT_EXPORT,
+        title="Audit checkpoint",
+        description="A signed head of the audit chain (sequence, chain hash, time); keep it outside the database.",
+        input_model=NoInput,
+        output_model=Checkpoint,
+        open_world=False,
+    ),
+)
+
+OPERATIONS: Final[Mapping[str, Operation]] = {op.name: op for op in (*_READS, *_AUDIT)}
 """Every operation by Gateway method name."""
 
 OPERATIONS_BY_TOOL: Final[Mapping[str, Operation]] = {op.tool: op for op in OPERATIONS.values()}

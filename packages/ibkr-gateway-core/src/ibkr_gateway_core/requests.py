@@ -11,6 +11,7 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from .checkpoint import Checkpoint
 from .models import AccountId, AssetClass, ContractId, Currency
 
 
@@ -141,3 +142,23 @@ class ExecutionsInput(AccountInput):
     """Fills of one account."""
 
     days: Annotated[int, Field(ge=1, le=7)] = Field(default=1, description="How many days back, 1 to 7.")
+
+
+class AuditTailInput(OperationInput):
+    """The newest audit events."""
+
+    limit: Annotated[int, Field(ge=1, le=1000)] = Field(default=100, description="How many events, 1 to 1000.")
+
+
+class AuditExportInput(OperationInput):
+    """A redacted JSONL export of the newest audit events."""
+
+    limit: Annotated[int, Field(ge=1, le=100_000)] = Field(default=500, description="How many events, 1 to 100000.")
+
+
+class AuditVerifyInput(OperationInput):
+    """A full verification of the audit chain, optionally against a signed checkpoint."""
+
+    checkpoint: Checkpoint | None = Field(
+        default=None, description="A signed checkpoint from `audit checkpoint`; detects truncation and rollback."
+    )

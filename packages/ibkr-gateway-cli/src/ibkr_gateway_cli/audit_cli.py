@@ -1,0 +1,48 @@
+"""Audit commands that need more than render: checkpoint files and verify progress on a terminal."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .render import block
+from .runner import CliOptions, fail, run_operation
+
+if TYPE_CHECKING:
+    from ibkr_gateway_core.checkpoint import Checkpoint
+
+
+def read_checkpoint(path: Path, options: CliOptions) -> dict[str, Any]:
+    """A checkpoint file as JSON data; an unreadable file is an input error."""
+    from ibkr_gateway_core.checkpoint import Checkpoint
+    from ibkr_gateway_core.errors import ErrorCode, GatewayError
+
+    try:
+        return Checkpoint.load(path).model_dump(mode="json")
+    except GatewayError as error:
+        fail(error, options)
+    except (OSError, ValueError):
+        fail(GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, f"Checkpoint file {path.name!r} cannot be read."), options)
+
+
+def save_checkpoint(checkpoint: "Checkpoint", path: Path) -> None:
+    """Write the checkpoint file (mode 0600)."""
+    checkpoint.save(path)
+
+
+def verify_with_progress(options: CliOptions, checkpoint: dict[str, Any] | None) -> None:
+    """Run `audit_verify`, showing progress on stderr when it is a terminal."""
+    from ibkr_gateway_core.gateway import Gateway
+
+    show = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        sys.stderr.write(f"\rverified {done:,} of {total:,} events")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    def setup(gateway: Gateway) -> None:
+        if show:
+            gateway.verify_progress = progress
+
+    run_operation(options, "audit_verify", {"checkpoint": checkpoint}, lambda r: block(r.value), setup=setup)
