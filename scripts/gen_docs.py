@@ -157,6 +157,15 @@ def render_cli() -> str:
 # ----------------------------------------------------------------------------- configuration reference
 
 
+FALLBACK_DESCRIPTIONS: dict[str, str] = {
+    "broker.timeout_seconds": "Seconds to wait for one broker answer.",
+    "broker.max_response_bytes": "Largest broker answer accepted, in bytes; a larger one is refused.",
+    "safety.remote_mcp_enabled": "Independent safety switch for the remote (HTTP) MCP server; off by default.",
+    "safety.live_trading_enabled": "Independent safety switch for live trading; off by default.",
+}
+"""Descriptions of keys whose field has no attribute docstring yet; a docstring in the code wins."""
+
+
 def attribute_docstrings(cls: type) -> dict[str, str]:
     """Attribute docstrings (a string literal right below a field) of one class, by field name."""
     try:
@@ -313,7 +322,7 @@ def render_config() -> str:
             limits = _constraints(list(field.metadata))
             if limits:
                 type_text += f" ({limits})"
-            description = field.description or docs.get(name, "")
+            description = field.description or docs.get(name) or FALLBACK_DESCRIPTIONS.get(key, "")
             default = _yaml_value(_config_default(field))
             out.append(f"| {_code(key)} | {type_text} | {default} | {_cell(description)} |")
         out.append("")
