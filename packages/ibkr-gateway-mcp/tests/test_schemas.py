@@ -76,7 +76,7 @@ def test_list_outputs_are_wrapped_in_result() -> None:
     """MCP structured content is an object, so a list operation returns {"result": [...]}."""
     schema = output_schema(OPERATIONS["list_positions"])
     assert schema["type"] == "object"
-    assert schema["required"] == ["result"]
+    assert schema["anyOf"][0]["required"] == ["result"]
     position = Position(
         account_id="DU1", contract_id=1, symbol="X", asset_class="stock", quantity=Decimal("1.5"), currency="USD"
     )
@@ -86,8 +86,24 @@ def test_list_outputs_are_wrapped_in_result() -> None:
 
 def test_output_decimals_are_described_as_strings() -> None:
     """Results carry Decimals as strings (serialization mode), so a float is not what the schema promises."""
-    items = output_schema(OPERATIONS["list_positions"])["properties"]["result"]["items"]
+    items = output_schema(OPERATIONS["list_positions"])["anyOf"][0]["properties"]["result"]["items"]
     assert items["properties"]["quantity"]["type"] == "string"
+
+
+def test_output_schema_has_an_error_arm_and_the_arms_exclude_each_other() -> None:
+    """A tool error's content matches the schema (TypeScript clients check it), and only the error arm."""
+    schema = output_schema(OPERATIONS["account_summary"])
+    error = {
+        "code": "AUTH_MISSING_SCOPE",
+        "message": "m",
+        "retryable": False,
+        "user_action": "u",
+        "audit_event_id": None,
+    }
+    assert _valid(schema, error)
+    assert not _valid(schema["anyOf"][0], error)
+    assert not _valid(schema, {**error, "code": "not a code"})
+    assert not _valid(schema, {"anything": 1})
 
 
 @pytest.mark.parametrize("op", list(OPERATIONS_BY_TOOL.values()), ids=list(OPERATIONS_BY_TOOL))

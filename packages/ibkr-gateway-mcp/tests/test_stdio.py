@@ -9,6 +9,7 @@ import anyio
 import pytest
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import GatewayError
+from ibkr_gateway_core.registry import OPERATIONS
 from ibkr_gateway_mcp.stdio import describe
 from mcp import Client, StdioServerParameters
 from mcp.types import TextContent
@@ -17,8 +18,8 @@ from .conftest import make_config
 
 pytestmark = pytest.mark.anyio
 
-READ_ONLY_TOOL_COUNT: Final = 15
-"""ibkr_capabilities plus the 14 read operations of the registry."""
+READ_ONLY_TOOL_COUNT: Final = 1 + sum(op.read_only for op in OPERATIONS.values())
+"""ibkr_capabilities plus every read operation of the registry."""
 
 
 def child_env(state_dir: Path) -> dict[str, str]:

@@ -4,17 +4,17 @@ Input schemas use pydantic's validation mode, so a `Decimal` field (money, quant
 number or a decimal string, and both arms are documented; references are inlined because several MCP
 hosts mishandle `$ref` in tool arguments. Output schemas use serialization mode (Decimals are strings,
 as the gateway returns them), lists are wrapped as `{"result": [...]}` because MCP structured content
-is an object, and broker-supplied text is marked (see `untrusted`).
+is an object, broker-supplied text is marked (see `untrusted`), and the error shape is a second arm.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Final, cast
+from typing import Annotated, Any, Final, cast
 
 from ibkr_gateway_core.registry import Operation
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
@@ -23,8 +23,8 @@ from .untrusted import UNTRUSTED_NOTE, UNTRUSTED_SCHEMA_KEY, untrusted_fields
 RESULT_KEY: Final = "result"
 """Key that wraps a list result in structured content."""
 
-_DROPPED_ROOT_KEYS: Final = frozenset({"title"})
-"""Root keys left out of a tool schema: the tool has its own title."""
+_DROPPED_ROOT_KEYS: Final = frozenset({"title", "description"})
+"""Root keys left out of a tool schema: the tool has its own title and description."""
 
 
 class _ToolJsonSchema(GenerateJsonSchema):
@@ -60,21 +60,59 @@ def input_schema(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
-def output_schema(op: Operation) -> dict[str, Any]:
-    """The `outputSchema` of the operation's tool: the output model, or `{"result": [model]}` for lists."""
-    schema = op.output_model.model_json_schema(mode="serialization", schema_generator=_ToolJsonSchema)
+class ErrorContent(BaseModel):
+    """Structured content of a tool error: the stable error shape every surface shows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="ToolError")
+
+    code: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")]
+    """Stable machine code from the error catalogue, e.g. `AUTH_MISSING_SCOPE`."""
+    message: str
+    """What went wrong, for people."""
+    retryable: bool
+    """True when the same call may succeed later unchanged."""
+    user_action: str
+    """What to do next."""
+    audit_event_id: str | None
+    """The audit event that recorded the failed call."""
+
+
+def result_schema(model: type[BaseModel], *, many: bool = False) -> dict[str, Any]:
+    """The schema of a successful result: `model`, or `{"result": [model]}` when `many`."""
+    schema = model.model_json_schema(mode="serialization", schema_generator=_ToolJsonSchema)
     schema = {key: value for key, value in schema.items() if key not in _DROPPED_ROOT_KEYS}
-    if not op.many:
+    if not many:
         return schema
     defs = schema.pop("$defs", None)
     wrapped: dict[str, Any] = {
         "type": "object",
         "properties": {RESULT_KEY: {"type": "array", "items": schema}},
         "required": [RESULT_KEY],
+        "additionalProperties": False,
     }
     if defs is not None:  # nested references still point at the root's definitions
         wrapped["$defs"] = defs
     return wrapped
+
+
+def output_schema(op: Operation) -> dict[str, Any]:
+    """The `outputSchema` of the operation's tool; see `tool_output_schema`."""
+    return tool_output_schema(op.output_model, many=op.many)
+
+
+def tool_output_schema(model: type[BaseModel], *, many: bool = False) -> dict[str, Any]:
+    """An `outputSchema` with two arms: the result, or the `ErrorContent` of a tool error.
+
+    MCP clients built on the TypeScript SDK validate `structuredContent` against the output schema
+    even when `isError` is true, so the error shape must be part of it.
+    """
+    success = result_schema(model, many=many)
+    defs = cast(dict[str, Any], success.pop("$defs", {}))
+    error = ErrorContent.model_json_schema(mode="serialization")
+    schema: dict[str, Any] = {"type": "object", "anyOf": [success, error]}
+    if defs:
+        schema["$defs"] = defs
+    return schema
 
 
 def _inline(node: object, defs: Mapping[str, Any], seen: frozenset[str]) -> object:
