@@ -146,7 +146,8 @@ def render_cli() -> str:
                 for name in command.list_commands(sub_ctx)
                 if not getattr(command.get_command(sub_ctx, name), "hidden", False)
             ]
-            out.append("Commands: " + ", ".join(f"`{name}`" for name in subcommands) + ".\n")
+            listed = ", ".join(f"`{name}`" for name in subcommands)
+            out.append(f"Commands: {listed}.\n" if subcommands else "No commands.\n")
             if not command.params:
                 continue
         out.extend(_cli_params_table(command, sub_ctx))
