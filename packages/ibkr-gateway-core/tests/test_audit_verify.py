@@ -371,3 +371,23 @@ async def test_async_verify_reports_progress(copy: Path) -> None:
         log.close()
     assert report.chain_valid
     assert seen[-1] == (EVENTS, EVENTS)
+
+
+def test_a_checkpoint_of_an_empty_log_verifies_and_later_growth_is_fine(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    """Checkpoints only pin the past: an empty-log checkpoint holds for any later, longer log."""
+    path = tmp_path / "state.sqlite3"
+    checkpoint = take_checkpoint(path, signing_key)
+    assert (checkpoint.sequence, checkpoint.chain_hash) == (0, "0" * 64)
+    build_log(path, count=3)
+    report = verify(path, checkpoint=checkpoint, checkpoint_key=signing_key.public_key())
+    assert report.chain_valid and report.checkpoint_checked
+
+
+def test_checkpointing_a_damaged_head_is_refused(copy: Path, signing_key: Ed25519PrivateKey) -> None:
+    """Signing garbage would bless it: a damaged newest row stops the checkpoint with AUDIT_CHAIN_INVALID."""
+    execute(copy, "UPDATE audit_events SET chain_hash = 'nope' WHERE sequence = ?", EVENTS)
+    with pytest.raises(GatewayError) as caught:
+        take_checkpoint(copy, signing_key)
+    assert caught.value.code is ErrorCode.AUDIT_CHAIN_INVALID

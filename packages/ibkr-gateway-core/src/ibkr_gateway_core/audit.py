@@ -21,53 +21,55 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import os
+import re
 import sqlite3
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Final
 
 import anyio
 import anyio.to_thread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    JsonValue,
-    StringConstraints,
-    ValidationError,
-    field_serializer,
-)
-from pydantic_core import to_jsonable_python
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._timestamps import UtcDatetime, format_timestamp
+from ._timestamps import format_timestamp
+from .audit_events import (
+    AuditEvent,
+    AuditPrincipalKind,
+    Decision,
+    ResultStatus,
+    canonical_json,
+    new_event_id,
+    redact_event,
+)
 from .audit_keys import MIN_KEY_BYTES, load_audit_key, load_checkpoint_key, public_key_id
 from .checkpoint import Checkpoint
 from .errors import ErrorCode, GatewayError
-from .redaction import REDACTED, Redaction, find_secret_markers, redact, secret_reason
+from .redaction import find_secret_markers
 from .state import open_database, read_transaction, write_transaction
 
 __all__ = [
     "AuditEvent",
     "AuditExport",
     "AuditLog",
+    "AuditPrincipalKind",
     "AuditRecord",
     "Checkpoint",
+    "Decision",
+    "ResultStatus",
     "VerifyReport",
     "canonical_json",
     "load_audit_key",
     "load_checkpoint_key",
     "new_event_id",
     "public_key_id",
+    "redact_event",
 ]
+
+_HEX64: Final = re.compile(r"[0-9a-f]{64}")
 
 GENESIS_HASH: Final = bytes(32)
 """The "previous chain hash" of the first row."""
@@ -77,9 +79,6 @@ MAX_TAIL_LIMIT: Final = 1_000
 
 MAX_EXPORT_LIMIT: Final = 100_000
 """Most events one `export` renders (it is held in memory)."""
-
-MAX_TEXT_CHARS: Final = 256
-"""Free-text fields (subject, tool name, request id, ...) are cut to this length."""
 
 VERIFY_BATCH_ROWS: Final = 4_096
 """Rows fetched per step of `verify`: memory stays flat whatever the log size."""
@@ -91,16 +90,6 @@ _SUBKEY_LABELS: Final = {
     "token": b"ibkr-agent-gateway/audit/token-id/v1",
     "key_id": b"ibkr-agent-gateway/audit/key-id/v1",
 }
-_FREE_TEXT_FIELDS: Final = (
-    "principal_subject",
-    "principal_issuer",
-    "principal_token_id_hash",
-    "principal_client_id",
-    "operation",
-    "tool_name",
-    "request_id",
-    "session_id",
-)
 _HEAD_SQL: Final = "SELECT sequence, key_id, chain_hash FROM audit_events ORDER BY sequence DESC LIMIT 1"
 _TAIL_SQL: Final = "SELECT sequence, payload, chain_hash FROM audit_events ORDER BY sequence DESC LIMIT ?"
 _SCAN_SQL: Final = (
@@ -110,90 +99,6 @@ _INSERT_SQL: Final = (
     "INSERT INTO audit_events (sequence, key_id, event_id, event_type, timestamp, payload, chain_hash)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def _cut(text: str) -> str:
-    return text[:MAX_TEXT_CHARS]
-
-
-def _sorted_unique(items: list[str]) -> list[str]:
-    return sorted(set(items))
-
-
-_Text = Annotated[str, AfterValidator(_cut)]
-_Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-
-Decision = Literal["allow", "deny", "refuse"]
-ResultStatus = Literal["completed", "failed", "refused", "denied_scope", "denied_auth", "authenticated"]
-AuditPrincipalKind = Literal["local_operator", "local_agent", "remote", "system", "anonymous"]
-
-
-def new_event_id() -> str:
-    """A fresh UUIDv7 (RFC 9562) as 36 lower-case characters: time-ordered, 74 random bits."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (millis & (1 << 48) - 1) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62
-    return str(uuid.UUID(int=value | rand & (1 << 62) - 1))
-
-
-def canonical_json(value: object) -> str:
-    """Sorted keys, no whitespace, no NaN: equal data always gives equal text (and bytes, as UTF-8)."""
-    return json.dumps(
-        to_jsonable_python(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-class AuditEvent(BaseModel):
-    """What one call did, who made it, and what it touched (as hashes only)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    event_id: Annotated[
-        str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-    ] = Field(default_factory=new_event_id)
-    """UUIDv7, also in `GatewayError.audit_event_id` and `CallResult.audit_event_id`."""
-    event_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-    """Snake case: `tool_completed`, `tool_refused`, `tool_denied_scope`, `remote_auth_denied`, ..."""
-    timestamp: UtcDatetime
-    """When the call finished (UTC, from the gateway's clock)."""
-    principal_kind: AuditPrincipalKind
-    principal_subject: _Text
-    principal_issuer: _Text | None = None
-    principal_token_id_hash: _Text | None = None
-    """Keyed hash of the OAuth token id; never the token."""
-    principal_client_id: _Text | None = None
-    scopes: Annotated[list[str], AfterValidator(_sorted_unique)] = Field(default_factory=list[str])
-    """The caller's scopes, sorted."""
-    operation: _Text | None = None
-    """Gateway operation name, e.g. `list_positions`; None when the caller named an unknown one."""
-    tool_name: _Text | None = None
-    """MCP tool name (`ibkr_positions_list`), or what the caller asked for when it is unknown."""
-    decision: Decision
-    result_status: ResultStatus
-    error_code: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")] | None = None
-    account_id_hash: _Digest | None = None
-    """`AuditLog.account_hash` of the account; raw account ids are never stored."""
-    request_id: _Text | None = None
-    """Caller's correlation id (`--request-id`)."""
-    session_id: _Text | None = None
-    """Correlates the events of one gateway instance."""
-    input_hash: _Digest | None = None
-    """`AuditLog.hash_payload` of the arguments as given."""
-    output_hash: _Digest | None = None
-    """`AuditLog.hash_payload` of the result, for completed calls."""
-    duration_ms: Annotated[float, Field(ge=0)] | None = None
-    redactions: list[Redaction] = Field(default_factory=list[Redaction])
-    """Where values were replaced by `[REDACTED]`, and why."""
-    metadata: dict[str, JsonValue] = Field(default_factory=dict[str, JsonValue])
-    """Free-form context; redacted on append (sensitive keys at any depth, secret-like values)."""
-
-    @field_serializer("timestamp", when_used="json")
-    def _serialise_timestamp(self, value: datetime) -> str:
-        return format_timestamp(value)
-
-    def canonical_bytes(self) -> bytes:
-        """The bytes that are stored and chained: canonical JSON of every field, UTF-8."""
-        return canonical_json(self.model_dump(mode="json")).encode("utf-8")
 
 
 class AuditRecord(BaseModel):
@@ -360,7 +265,7 @@ class AuditLog:
         Raises:
             GatewayError: `AUDIT_WRITE_FAILED` when nothing was written.
         """
-        event = _sanitised(event)
+        event = redact_event(event)
         payload = event.canonical_bytes().decode("utf-8")
         timestamp = format_timestamp(event.timestamp)
         with self._thread_lock:
@@ -391,7 +296,7 @@ class AuditLog:
                 sequence, previous = self._head_for_append(db)
                 rows: list[tuple[int, str, str, str, str, str, str]] = []
                 for event in events:
-                    clean = _sanitised(event)
+                    clean = redact_event(event)
                     payload = clean.canonical_bytes().decode("utf-8")
                     timestamp = format_timestamp(clean.timestamp)
                     sequence += 1
@@ -472,7 +377,11 @@ class AuditLog:
         """`checkpoint` for threads and scripts."""
         with self._thread_lock:
             row = self._open_db().execute(_HEAD_SQL).fetchone()
-        sequence, chain_hash = (0, GENESIS_HASH.hex()) if row is None else (int(row[0]), str(row[2]))
+        sequence, chain_hash = (0, GENESIS_HASH.hex()) if row is None else (row[0], row[2])
+        if not isinstance(sequence, int) or not isinstance(chain_hash, str) or not _HEX64.fullmatch(chain_hash):
+            raise GatewayError(
+                ErrorCode.AUDIT_CHAIN_INVALID, "The newest audit record is damaged; run `ibkr-agent audit verify`."
+            )
         return Checkpoint.sign(sequence, chain_hash, self._clock(), signing_key)
 
     # ------------------------------------------------------------------- verify
@@ -610,26 +519,6 @@ class AuditLog:
         return self._db
 
 
-def _sanitised(event: AuditEvent) -> AuditEvent:
-    """The event with metadata redacted and secret-like free text replaced, the trail extended."""
-    metadata, trail = redact(event.metadata)
-    updates: dict[str, object] = {}
-    for name in _FREE_TEXT_FIELDS:
-        text = getattr(event, name)
-        if isinstance(text, str) and text != REDACTED:
-            reason = secret_reason(text)
-            if reason is not None:
-                updates[name] = REDACTED
-                trail.append(Redaction(field_path=name, reason=reason))
-    if not trail:
-        return event
-    merged = list(event.redactions)
-    merged.extend(item for item in trail if item not in merged)
-    updates["redactions"] = merged
-    updates["metadata"] = metadata if isinstance(metadata, dict) else {}
-    return event.model_copy(update=updates)
-
-
 def _record(row: tuple[object, ...]) -> AuditRecord:
     sequence, payload, chain_hash = row
     try:
@@ -649,7 +538,7 @@ def _render_export(rows: list[tuple[object, ...]]) -> AuditExport:
         canonical_json(
             {
                 "sequence": record.sequence,
-                "event": _sanitised(record.event).model_dump(mode="json"),
+                "event": redact_event(record.event).model_dump(mode="json"),
                 "chain_hash": record.chain_hash,
             }
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -98,8 +99,10 @@ class Checkpoint(BaseModel):
             ) from None
 
     def save(self, path: Path) -> None:
-        """Write the checkpoint to `path` (replacing it), followed by a newline."""
-        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        """Write the checkpoint to `path` (replacing it, mode 0600 when created), followed by a newline."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:

@@ -49,11 +49,18 @@ SECRET_MARKERS: Final = (
 )
 """Lower-case fragments that must never reach an output; matched case-insensitively."""
 
-_BEARER: Final = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-_JWT: Final = re.compile(
-    r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|^[A-Za-z0-9_-]{16,}(\.[A-Za-z0-9_-]{16,}){2}$"
+_LOCAL_PATH_PATTERN: Final = r"/home/[^/\s]+|/Users/[^/\s]+|(?:^|[\s\"'=:(])/root(?:/|$)|(?i:[a-z]:\\+users\\+)"
+_SECRET_VALUE_PATTERN: Final = "|".join(
+    (
+        r"(?i:\b(?:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,})",  # an Authorization header value
+        r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",  # a JWT (its header always starts eyJ)
+        r"^[A-Za-z0-9_-]{16,}(?:\.[A-Za-z0-9_-]{16,}){2}$",  # any other three-part base64url token
+        "(?i:" + "|".join(re.escape(marker) for marker in SECRET_MARKERS) + ")",
+    )
 )
-_LOCAL_PATH: Final = re.compile(r"/home/[^/\s]+|/Users/[^/\s]+|(^|[\s\"'=:(])/root(/|$)|(?i:[a-z]:\\+users\\+)")
+_LOCAL_PATH: Final = re.compile(_LOCAL_PATH_PATTERN)
+_ANY_SECRET: Final = re.compile(f"{_LOCAL_PATH_PATTERN}|{_SECRET_VALUE_PATTERN}")
+"""One pass over the text decides the common case: nothing to redact."""
 
 
 class Redaction(BaseModel):
@@ -80,11 +87,9 @@ def redact(value: JsonValue, *, root: str = "metadata") -> tuple[JsonValue, list
 
 def secret_reason(text: str) -> str | None:
     """Why `text` must not be stored or shown as is, or None when it looks harmless."""
-    if _LOCAL_PATH.search(text):
-        return REASON_LOCAL_PATH
-    if _BEARER.search(text) or _JWT.search(text) or find_secret_markers(text):
-        return REASON_SECRET_VALUE
-    return None
+    if not _ANY_SECRET.search(text):
+        return None
+    return REASON_LOCAL_PATH if _LOCAL_PATH.search(text) else REASON_SECRET_VALUE
 
 
 def is_sensitive_key(key: str) -> bool:
