@@ -10,8 +10,8 @@ from .app import create_simulator_app
 from .state import SimulatorState
 
 __all__ = [
-    "DEFAULT_QUESTION_RULES",
     "AuthState",
+    "DEFAULT_QUESTION_RULES",
     "OrderTicket",
     "QuestionRule",
     "SimAccount",

@@ -157,6 +157,7 @@ def parse_ticket(raw: object, account_id: str) -> OrderTicket:
             raise SimHttpError(400, error_body(f"Missing required field: {key}"))
     if ticket.get("acctId") not in (None, account_id):
         raise SimHttpError(400, error_body("acctId does not match the account in the path"))
+    conid = _conid(ticket)
     order_type, side, tif = str(ticket["orderType"]), str(ticket["side"]), str(ticket["tif"])
     if order_type not in ORDER_TYPES:
         raise SimHttpError(400, error_body(f"Invalid orderType: {order_type}"))
@@ -171,7 +172,7 @@ def parse_ticket(raw: object, account_id: str) -> OrderTicket:
     c_oid = ticket.get("cOID")
     return OrderTicket(
         account_id=account_id,
-        conid=_conid(ticket),
+        conid=conid,
         side="BUY" if side == "BUY" else "SELL",
         order_type=order_type,
         quantity=_decimal(ticket["quantity"], "quantity"),

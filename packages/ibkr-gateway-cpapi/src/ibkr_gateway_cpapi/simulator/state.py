@@ -50,6 +50,8 @@ class SimulatorState:
         self._profile = self._profile_named(profile)
         self.session = SessionMachine(clock, idle_timeout=idle_timeout, session_lifetime=session_lifetime)
         self.engine = OrderEngine(self.book, clock)
+        self.withheld_quotes: set[int] = set()
+        """Conids whose snapshot never gets past the pre-flight answer (a stalled market-data stream)."""
 
     # -- inspection ------------------------------------------------------------------------------
 
@@ -309,7 +311,7 @@ class SimulatorState:
                 continue
             remembered = brokerage.snapshot_fields.setdefault(conid, [])
             remembered.extend(code for code in fields if code not in remembered)
-            if conid not in brokerage.preflighted:
+            if conid not in brokerage.preflighted or conid in self.withheld_quotes:
                 brokerage.preflighted.add(conid)
                 rows.append(_market.preflight_row(conid))
                 continue

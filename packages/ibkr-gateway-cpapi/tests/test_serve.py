@@ -1,0 +1,74 @@
+"""The simulator over real HTTPS on loopback, as `ibkr-agent simulator serve` runs it."""
+
+import anyio
+import pytest
+from dirty_equals import IsStr
+from ibkr_gateway_core.config import GatewayConfig
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_cpapi.backend import open_client_portal_backend
+from ibkr_gateway_cpapi.serve import serve_simulator, serving_simulator
+from ibkr_gateway_cpapi.simulator import SimulatorState
+
+pytestmark = [pytest.mark.anyio]
+
+pytest.importorskip("uvicorn")
+
+
+async def test_https_simulator_on_a_free_port_serves_accounts_with_verify_tls_off() -> None:
+    """The printed base URL works as broker.base_url with verify_tls false (the localhost rule)."""
+    sim = SimulatorState()
+    with anyio.fail_after(20):
+        async with serving_simulator(port=0, state=sim) as base_url:
+            assert base_url == IsStr(regex=r"^https://127\.0\.0\.1:\d+$")
+            backend = open_client_portal_backend(GatewayConfig.client_portal(base_url, verify_tls=False))
+            try:
+                accounts = await backend.list_accounts()
+                status = await backend.session_status()
+            finally:
+                await backend.aclose()
+    assert [a.account_id for a in accounts] == ["DU1234567", "DU7654321"]
+    assert status.status == "usable"
+    assert "GET /iserver/accounts" in sim.paths()
+
+
+async def test_the_self_signed_certificate_is_refused_when_tls_is_verified() -> None:
+    """It is really HTTPS with a self-signed certificate: a verifying client cannot connect."""
+    with anyio.fail_after(20):
+        async with serving_simulator() as base_url:
+            backend = open_client_portal_backend(GatewayConfig.client_portal(base_url))
+            try:
+                with pytest.raises(GatewayError) as caught:
+                    await backend.list_accounts()
+            finally:
+                await backend.aclose()
+    assert caught.value.code == ErrorCode.BROKER_BACKEND_UNAVAILABLE
+
+
+async def test_serve_simulator_announces_the_url_and_stops_when_cancelled() -> None:
+    """The CLI entry: on_ready gets the URL once listening; cancelling stops the server."""
+    announced: list[str] = []
+    ready = anyio.Event()
+
+    def on_ready(url: str) -> None:
+        announced.append(url)
+        ready.set()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: serve_simulator(port=0, on_ready=on_ready))
+            await ready.wait()
+            backend = open_client_portal_backend(GatewayConfig.client_portal(announced[0], verify_tls=False))
+            try:
+                assert (await backend.keepalive()).status == "usable"
+            finally:
+                await backend.aclose()
+            tg.cancel_scope.cancel()
+    assert announced == [IsStr(regex=r"^https://127\.0\.0\.1:\d+$")]
+
+
+async def test_serving_refuses_a_non_loopback_host() -> None:
+    """The simulator has no authentication of its own, so it never listens beyond loopback."""
+    with pytest.raises(GatewayError) as caught:
+        async with serving_simulator(host="0.0.0.0"):
+            pass
+    assert caught.value.code == ErrorCode.INPUT_INVALID_ARGUMENT
