@@ -334,6 +334,25 @@ async def test_live_orders_warm_up_with_force_then_read(backend: CpapiBackend, s
     ]
 
 
+async def test_live_orders_after_the_nightly_reset_warm_up_again(backend: CpapiBackend, sim: SimulatorState) -> None:
+    """A new brokerage session repeats the empty-first-call quirk; the first read after it still has data."""
+    assert len(await backend.live_orders("DU1234567")) == 2
+    sim.reset_brokerage_session()
+    assert len(await backend.live_orders("DU1234567")) == 2
+    sim.log_in()
+    assert len(await backend.live_orders("DU1234567")) == 2
+
+
+async def test_snapshot_of_an_unknown_contract_is_input_unknown_contract(
+    backend: CpapiBackend, sim: SimulatorState
+) -> None:
+    """No quote polling for a conid the broker does not know."""
+    with pytest.raises(GatewayError) as caught:
+        await backend.market_snapshot(1)
+    assert caught.value.code == ErrorCode.INPUT_UNKNOWN_CONTRACT
+    assert not any(p.endswith("/snapshot") for p in sim.paths())
+
+
 async def test_live_orders_keep_only_the_asked_account(sim: SimulatorState) -> None:
     """Rows of other accounts are dropped even if the broker sends them."""
     sim.log_in("live")

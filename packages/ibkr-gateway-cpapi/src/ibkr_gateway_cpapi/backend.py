@@ -87,8 +87,10 @@ class CpapiBackend:
         self._client = client
         self._clock = clock
         self._preflight_delays_s = tuple(preflight_delays_s)
-        self._currencies: dict[int, str | None] = {}
-        self._live_orders_warmed = False
+        self._contracts: dict[int, wire.WireContractInfo | None] = {}
+        """Contract info per conid (None: unknown to the broker); conids are stable, so it never expires."""
+        self._live_orders_generation: int | None = None
+        """The client's brokerage generation when live orders were last warmed up."""
 
     async def __aenter__(self) -> CpapiBackend:
         return self
@@ -248,26 +250,29 @@ class CpapiBackend:
         return _mapped(lambda: mapping.to_contract_candidate(info))
 
     async def _contract_info(self, contract_id: int) -> wire.WireContractInfo | None:
+        if contract_id in self._contracts:
+            return self._contracts[contract_id]
+        info: wire.WireContractInfo | None = None
         try:
             data = await self._client.get(f"/iserver/contract/{contract_id}/info")
         except BrokerHttpError as exc:
-            if exc.status_code in (400, 404):
-                self._currencies[contract_id] = None
-                return None
-            raise
-        if wire.error_text(data) is not None:
-            return None
-        info = wire.parse(wire.WireContractInfo, data, "contract info")
-        self._currencies[contract_id] = info.currency
+            if exc.status_code not in (400, 404):
+                raise
+        else:
+            if wire.error_text(data) is None:
+                info = wire.parse(wire.WireContractInfo, data, "contract info")
+        self._contracts[contract_id] = info
         return info
 
-    async def _currency_of(self, contract_id: int) -> str | None:
-        if contract_id not in self._currencies:
-            await self._contract_info(contract_id)
-        return self._currencies.get(contract_id)
-
     async def market_snapshot(self, contract_id: int) -> MarketSnapshot:
-        """A quote; the pre-flight answer is re-polled with a short bounded backoff."""
+        """A quote; the pre-flight answer is re-polled with a short bounded backoff.
+
+        Raises:
+            GatewayError: `INPUT_UNKNOWN_CONTRACT` when the broker does not know the conid.
+        """
+        info = await self._contract_info(contract_id)
+        if info is None:
+            raise GatewayError(ErrorCode.INPUT_UNKNOWN_CONTRACT, f"The broker knows no contract {contract_id}.")
         params = {"conids": str(contract_id), "fields": SNAPSHOT_FIELDS}
         row = await self._snapshot_row(contract_id, params)
         for delay in self._preflight_delays_s:
@@ -275,7 +280,7 @@ class CpapiBackend:
                 break
             await anyio.sleep(delay)
             row = await self._snapshot_row(contract_id, params)
-        currency = await self._currency_of(contract_id)
+        currency = info.currency
         if row is None:
             row = wire.WireSnapshotRow(conid=contract_id)
         final_row = row
@@ -322,10 +327,15 @@ class CpapiBackend:
     async def live_orders(self, account_id: str) -> list[OrderRecord]:
         """Working orders and those finished in this session, for one account."""
         params = {"accountId": account_id}
-        if not self._live_orders_warmed:
-            await self._client.get("/iserver/account/orders", {**params, "force": "true"})  # answers [] the first time
-            self._live_orders_warmed = True
-        orders = wire.parse(wire.WireLiveOrders, await self._client.get("/iserver/account/orders", params), "orders")
+        data: object = None
+        for _ in range(2):  # a second round when the brokerage session changed during the read
+            if self._live_orders_generation != self._client.brokerage_generation:
+                await self._client.get("/iserver/account/orders", {**params, "force": "true"})  # [] while warming
+                self._live_orders_generation = self._client.brokerage_generation
+            data = await self._client.get("/iserver/account/orders", params)
+            if self._live_orders_generation == self._client.brokerage_generation:
+                break
+        orders = wire.parse(wire.WireLiveOrders, data, "orders")
         rows = [row for row in orders.orders if row.account_id in (None, account_id)]
         return _mapped(lambda: [mapping.to_order_record(row, account_id) for row in rows])
 

@@ -114,6 +114,7 @@ class CpapiClient:
         self._prime_lock = anyio.Lock()
         self._iserver_primed = False
         self._portfolio_primed = False
+        self._brokerage_generation = 0
 
     @classmethod
     def from_config(cls, broker: BrokerConfig, *, http_client: httpx2.AsyncClient | None = None) -> CpapiClient:
@@ -136,6 +137,14 @@ class CpapiClient:
     def endpoint(self) -> str:
         """`host:port` of the broker, safe to show."""
         return self._label
+
+    @property
+    def brokerage_generation(self) -> int:
+        """Counts brokerage sessions seen: it grows each time `/iserver/accounts` primes a fresh one.
+
+        Per-session chores beyond priming (the live-orders warm-up) compare it to redo themselves.
+        """
+        return self._brokerage_generation
 
     async def __aenter__(self) -> Self:
         return self
@@ -209,6 +218,8 @@ class CpapiClient:
 
     def _mark_primed(self, path: str) -> None:
         if path == "/iserver/accounts":
+            if not self._iserver_primed:
+                self._brokerage_generation += 1
             self._iserver_primed = True
         elif path in ("/portfolio/accounts", "/portfolio/subaccounts"):
             self._portfolio_primed = True
