@@ -463,3 +463,13 @@ async def test_backend_clock_stamps_checked_at() -> None:
     moment = datetime(2030, 1, 1, tzinfo=UTC)
     async with open_simulator_backend(clock=lambda: moment) as backend:
         assert (await backend.session_status()).checked_at == moment
+
+
+async def test_broker_pacing_surfaces_as_rate_limited(backend: CpapiBackend, sim: SimulatorState) -> None:
+    """CPAPI allows one /iserver/account/trades per 5 s; the second call is BROKER_RATE_LIMITED."""
+    await backend.list_accounts()
+    sim.enable_pacing(penalty=timedelta(0))
+    await backend.executions("DU1234567", 1)
+    with pytest.raises(GatewayError) as caught:
+        await backend.executions("DU1234567", 1)
+    assert caught.value.code == ErrorCode.BROKER_RATE_LIMITED

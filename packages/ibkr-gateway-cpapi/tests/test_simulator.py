@@ -373,3 +373,33 @@ async def test_injected_failures_answer_before_anything_else(http: httpx2.AsyncC
     response = await http.get("/tickle")
     assert (response.status_code, response.text) == (429, "Too Many Requests")
     assert (await http.get("/tickle")).status_code == 200
+
+
+async def test_pacing_is_off_by_default_and_refuses_with_429_when_enabled(
+    http: httpx2.AsyncClient, sim: SimulatorState
+) -> None:
+    """IBKR's per-endpoint windows (tickle 1/s) and the penalty box, on the simulator's clock (reference §4)."""
+    for _ in range(3):
+        assert (await http.get("/tickle")).status_code == 200
+    pacer = sim.enable_pacing(penalty=timedelta(minutes=10))
+    assert (await http.get("/tickle")).status_code == 200
+    refused = await http.get("/tickle")
+    assert (refused.status_code, refused.text) == (429, "Too Many Requests")
+    assert (await http.get("/iserver/auth/status")).status_code == 429  # the penalty box refuses everything
+    assert pacer.refused == 2
+    sim.disable_pacing()
+    assert (await http.get("/tickle")).status_code == 200
+
+
+async def test_pacing_windows_slide_on_the_virtual_clock() -> None:
+    """Once the window has passed, the endpoint answers again; no penalty box when it is zero."""
+    now = [NOW]
+    sim = SimulatorState(clock=lambda: now[0])
+    sim.enable_pacing(penalty=timedelta(0))
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=create_simulator_app(sim)), base_url=API) as http:
+        await http.get("/iserver/accounts")
+        assert (await http.get("/iserver/account/trades")).status_code == 200
+        assert (await http.get("/iserver/account/trades")).status_code == 429
+        assert (await http.get("/iserver/accounts")).status_code == 200
+        now[0] += timedelta(seconds=5)
+        assert (await http.get("/iserver/account/trades")).status_code == 200

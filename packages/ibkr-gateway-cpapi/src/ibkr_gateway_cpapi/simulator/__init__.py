@@ -4,6 +4,7 @@ Importing this package imports starlette; the backend imports it only when fake 
 """
 
 from ._book import SimAccount, SimBook, SimContract, SimExecution, SimOrder, SimPosition, SimProfile, load_seed_book
+from ._pacing import DEFAULT_PACING_RULES, Pacer, PacingRule
 from ._session import AuthState, SimHttpError, SimRequest
 from ._tickets import DEFAULT_QUESTION_RULES, OrderTicket, QuestionRule
 from .app import create_simulator_app
@@ -11,8 +12,11 @@ from .state import SimulatorState
 
 __all__ = [
     "AuthState",
+    "DEFAULT_PACING_RULES",
     "DEFAULT_QUESTION_RULES",
     "OrderTicket",
+    "Pacer",
+    "PacingRule",
     "QuestionRule",
     "SimAccount",
     "SimBook",

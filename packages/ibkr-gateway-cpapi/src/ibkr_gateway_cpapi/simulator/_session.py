@@ -105,6 +105,8 @@ class SessionMachine:
         self.logged_in_at = clock()
         self.last_request_at = self.logged_in_at
         self.requests: list[SimRequest] = []
+        self.pace: Callable[[str], None] | None = None
+        """Counts each request against the pacing limits (raises 429); None while pacing is off."""
         self._failures: deque[_Failure] = deque()
 
     # -- transitions -----------------------------------------------------------------------------
@@ -156,7 +158,7 @@ class SessionMachine:
         """Record the request and refuse it the way CPAPI would.
 
         Raises:
-            SimHttpError: 401, 400 no bridge, 500 priming, or an injected failure.
+            SimHttpError: 401, 400 no bridge, 500 priming, 429 from `pace`, or an injected failure.
         """
         now = self._clock()
         self.requests.append(SimRequest(method, path, query))
@@ -166,6 +168,8 @@ class SessionMachine:
         if self._failures:
             failure = self._failures.popleft()
             raise SimHttpError(failure.status, failure.body)
+        if self.pace is not None:
+            self.pace(path)
         if self.state == AuthState.NO_SESSION:
             if self.no_session_body:
                 raise SimHttpError(200, error_body("no session"))

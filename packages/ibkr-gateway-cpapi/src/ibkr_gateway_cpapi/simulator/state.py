@@ -14,6 +14,7 @@ from decimal import Decimal
 from . import _market, _order_views, _portfolio
 from ._book import SimAccount, SimBook, SimContract, SimOrder, SimPosition, SimProfile, load_seed_book
 from ._orders import OrderEngine
+from ._pacing import DEFAULT_PACING_RULES, DEFAULT_PENALTY, GLOBAL_PER_SECOND, Pacer, PacingRule
 from ._session import AuthState, SessionMachine, SimHttpError, SimRequest, error_body
 from ._tickets import QuestionRule
 
@@ -114,6 +115,22 @@ class SimulatorState:
     def fail_next(self, status: int, body: object = None, *, times: int = 1) -> None:
         """Answer the next `times` requests with `status` and `body` (text when a `str`)."""
         self.session.fail_next(status, body, times=times)
+
+    def enable_pacing(
+        self,
+        *,
+        rules: Sequence[PacingRule] = DEFAULT_PACING_RULES,
+        global_per_second: int = GLOBAL_PER_SECOND,
+        penalty: timedelta = DEFAULT_PENALTY,
+    ) -> Pacer:
+        """Refuse requests over IBKR's pacing limits with 429, then everything for `penalty` (0: no box)."""
+        pacer = Pacer(self._clock, rules=rules, global_per_second=global_per_second, penalty=penalty)
+        self.session.pace = pacer.check
+        return pacer
+
+    def disable_pacing(self) -> None:
+        """Serve every request regardless of rate (the default)."""
+        self.session.pace = None
 
     def set_question_rules(self, rules: Iterable[QuestionRule]) -> None:
         """Replace the reply prompts placement raises (an empty list accepts every valid ticket)."""
