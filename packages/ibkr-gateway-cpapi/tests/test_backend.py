@@ -473,3 +473,13 @@ async def test_broker_pacing_surfaces_as_rate_limited(backend: CpapiBackend, sim
     with pytest.raises(GatewayError) as caught:
         await backend.executions("DU1234567", 1)
     assert caught.value.code == ErrorCode.BROKER_RATE_LIMITED
+
+
+async def test_session_status_without_a_brokerage_session_points_at_ssodh_init(
+    backend: CpapiBackend, sim: SimulatorState
+) -> None:
+    """Logged in but no brokerage session: the one step is opening it."""
+    sim.log_in_sso_only()
+    status = await backend.session_status()
+    assert (status.status, status.authenticated, status.connected) == ("manual_action_required", False, True)
+    assert status.user_action is not None and "ssodh/init" in status.user_action

@@ -19,7 +19,7 @@ WireNumber = int | float | str
 class WireModel(BaseModel):
     """Base of every wire model: unknown fields are ignored, aliases are the CPAPI spellings."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class WireAuthStatus(WireModel):

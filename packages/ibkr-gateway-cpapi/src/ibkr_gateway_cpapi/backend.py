@@ -58,6 +58,13 @@ DEFAULT_PREFLIGHT_DELAYS_S: Final = (0.05, 0.1, 0.2, 0.4, 0.4)
 """Waits before re-polling a snapshot whose first answer was only the pre-flight (6 tries in all)."""
 
 _SESSION_ACTION: Final = "Log in to the Client Portal Gateway in a browser, then retry."
+_OPEN_BROKERAGE_ACTION: Final = (
+    "Open the brokerage session (POST /iserver/auth/ssodh/init) or log in to the Client Portal Gateway again."
+)
+_COMPETING_ACTION: Final = (
+    "Another IBKR platform uses this login: close it, or take the session back "
+    "(POST /iserver/auth/ssodh/init with compete=true)."
+)
 
 
 def _utcnow() -> datetime:
@@ -137,10 +144,13 @@ class CpapiBackend:
             )
         if status.competing:
             message = "Another IBKR platform holds the brokerage session (competing)."
+            action = _COMPETING_ACTION
         elif not status.connected:
             message = "The Client Portal Gateway is not connected to IBKR."
+            action = _SESSION_ACTION
         else:
-            message = "The brokerage session is not authenticated."
+            message = "The brokerage session is not open."
+            action = _OPEN_BROKERAGE_ACTION
         return BrokerSessionStatus(
             status="manual_action_required",
             backend=self.name,
@@ -149,7 +159,7 @@ class CpapiBackend:
             competing=status.competing,
             checked_at=checked_at,
             message=message,
-            user_action=_SESSION_ACTION,
+            user_action=action,
             error_code=ErrorCode.BROKER_SESSION_REQUIRED,
         )
 
