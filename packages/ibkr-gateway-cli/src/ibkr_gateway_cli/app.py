@@ -50,6 +50,7 @@ orders_app = typer.Typer(help="Orders.", no_args_is_help=True)
 executions_app = typer.Typer(help="Executions (fills).", no_args_is_help=True)
 simulator_app = typer.Typer(help="The embedded CPAPI simulator.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+mcp_app = typer.Typer(help="The MCP server.", no_args_is_help=True)
 for _name, _sub in (
     ("backend", backend_app),
     ("session", session_app),
@@ -63,6 +64,7 @@ for _name, _sub in (
     ("executions", executions_app),
     ("simulator", simulator_app),
     ("audit", audit_app),
+    ("mcp", mcp_app),
 ):
     app.add_typer(_sub, name=_name)
 
@@ -398,6 +400,48 @@ def executions_list(
     )
 
 
+# ----------------------------------------------------------------------------- simulator and MCP
+
+
+@simulator_app.command("serve")
+def simulator_serve(
+    host: Annotated[str, typer.Option("--host", help="Loopback address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port; 0 picks a free one.")] = 5000,
+    json_output: JsonOption = False,
+) -> None:
+    """Serve the CPAPI simulator over HTTPS on loopback (self-signed certificate); prints its base URL."""
+    from .serve_cli import serve_simulator
+
+    serve_simulator(host=host, port=port, options=CliOptions(json=json_output))
+
+
+@mcp_app.command("serve")
+def mcp_serve(
+    ctx: typer.Context,
+    transport: Annotated[str, typer.Option("--transport", help="stdio, or http (remote, OAuth-protected).")] = "stdio",
+    describe: Annotated[bool, typer.Option("--describe", help="Print what would be served, then exit.")] = False,
+    enable_remote_mcp: Annotated[
+        bool, typer.Option("--enable-remote-mcp", help="Required, with the config's switches, to serve HTTP.")
+    ] = False,
+    bind: Annotated[
+        str | None, typer.Option("--bind", help="host:port for HTTP (default from config).", show_default=False)
+    ] = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    request_id: RequestIdOption = None,
+) -> None:
+    """Run the MCP server; stdout carries only protocol bytes, logs go to stderr."""
+    from .serve_cli import serve_mcp
+
+    serve_mcp(
+        _options(ctx, config, json_output, request_id),
+        transport=transport,
+        describe=describe,
+        enable_remote_mcp=enable_remote_mcp,
+        bind=bind,
+    )
+
+
 # ----------------------------------------------------------------------------- audit
 
 
@@ -481,18 +525,19 @@ def audit_checkpoint(
 
 def main() -> None:
     """Console-script entry point: usage errors get the stable error shape too."""
-    import click
-
     try:
         app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
+    except typer.Abort:
         raise SystemExit(130) from None
-    except click.ClickException as exc:
+    except typer.TyperException as exc:
         from ibkr_gateway_core.errors import ErrorCode, GatewayError
 
         from .runner import fail
 
-        options = CliOptions(json="--json" in sys.argv[1:])
-        fail(GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, exc.format_message()), options)
+        format_message = getattr(exc, "format_message", None)
+        message = str(format_message()) if callable(format_message) else str(exc)
+        if not message:  # a command group called without a command: its help was shown
+            raise SystemExit(0) from None
+        fail(GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, message), CliOptions(json="--json" in sys.argv[1:]))

@@ -1,0 +1,58 @@
+"""Long-running commands: the HTTPS simulator and the MCP server. Their heavy imports stay in here."""
+
+import json
+import sys
+
+from .runner import CliOptions, fail, load_config
+
+
+def serve_simulator(*, host: str, port: int, options: CliOptions) -> None:
+    """Serve the simulator until interrupted; the base URL is the first line on stdout."""
+    import anyio
+    from ibkr_gateway_core.errors import GatewayError
+    from ibkr_gateway_cpapi.serve import serve_simulator as serve
+
+    def ready(base_url: str) -> None:
+        line = json.dumps({"base_url": base_url}) if options.json else base_url
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    async def main() -> None:
+        await serve(host=host, port=port, on_ready=ready)
+
+    try:
+        anyio.run(main)
+    except GatewayError as error:
+        fail(error, options)
+    except KeyboardInterrupt:
+        raise SystemExit(0) from None
+
+
+def serve_mcp(
+    options: CliOptions, *, transport: str, describe: bool, enable_remote_mcp: bool, bind: str | None
+) -> None:
+    """Describe or run the MCP server for the configured gateway."""
+    from ibkr_gateway_core.errors import ErrorCode, GatewayError
+
+    try:
+        config = load_config(options)
+        if transport == "http":
+            raise GatewayError(
+                ErrorCode.CONFIG_REMOTE_MCP_FORBIDDEN,
+                "Remote MCP over HTTP is not enabled: it needs remote_mcp.enabled, safety.remote_mcp_enabled "
+                "and --enable-remote-mcp.",
+            )
+        from ibkr_gateway_mcp.stdio import describe as describe_server
+        from ibkr_gateway_mcp.stdio import run_stdio
+
+        if describe:
+            description = describe_server(config, transport)
+            if options.json:
+                sys.stdout.write(json.dumps(description, indent=2) + "\n")
+            else:
+                sys.stdout.write(f"{description['status']}\n" + "\n".join(description["tools"]) + "\n")
+            return
+        describe_server(config, transport)  # refuses an unknown transport before anything opens
+        run_stdio(config)
+    except GatewayError as error:
+        fail(error, options)
