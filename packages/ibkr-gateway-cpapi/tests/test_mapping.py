@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from ibkr_gateway_cpapi import _mapping as mapping
+from ibkr_gateway_cpapi import _order_mapping as order_mapping
 from ibkr_gateway_cpapi import _wire as wire
 
 RECEIVED = datetime(2024, 6, 10, 7, 10, 13, tzinfo=UTC)
@@ -89,7 +90,7 @@ def test_account_mode_needs_the_flag_and_the_prefix_to_agree(is_paper: bool | No
 )
 def test_order_status_words_map_to_the_domain_statuses(word: str | None, status: str) -> None:
     """The statuses live orders and order status report."""
-    assert mapping.order_status(word) == status
+    assert order_mapping.order_status(word) == status
 
 
 @pytest.mark.parametrize(
@@ -115,7 +116,7 @@ def test_security_types_map_to_asset_classes(sec_type: str | None, is_etf: bool,
 
 def test_sides_accept_both_spellings() -> None:
     """Live orders say BUY/SELL, order status and trades say B/S."""
-    assert [mapping.order_side(w) for w in ("BUY", "B", "SELL", "S", "X")] == ["buy", "buy", "sell", "sell", None]
+    assert [order_mapping.order_side(w) for w in ("BUY", "B", "SELL", "S", "X")] == ["buy", "buy", "sell", "sell", None]
 
 
 def test_account_combines_iserver_paper_flag_with_portfolio_currency_and_title() -> None:
@@ -372,7 +373,7 @@ def test_live_order_row_maps_string_prices_and_order_ref() -> None:
         },
         "orders",
     ).orders
-    record = mapping.to_order_record(rows[0], "DU7654321")
+    record = order_mapping.to_order_record(rows[0], "DU7654321")
     assert record.model_dump() == {
         "account_id": "DU7654321",
         "broker_order_id": "1873266401",
@@ -415,7 +416,7 @@ def test_order_status_body_computes_remaining_and_parses_compact_time() -> None:
         },
         "status",
     )
-    record = mapping.to_order_record_from_status(status, "DU7654321")
+    record = order_mapping.to_order_record_from_status(status, "DU7654321")
     assert (record.remaining_quantity, record.average_fill_price) == (Decimal("6.0"), Decimal("205.48"))
     assert record.updated_at == datetime(2024, 6, 10, 13, 45, 12, tzinfo=UTC)
 
@@ -441,7 +442,7 @@ def test_trade_row_maps_to_an_execution() -> None:
             }
         ]
     )[0]
-    execution = mapping.to_execution(trade, "DU7654321")
+    execution = order_mapping.to_execution(trade, "DU7654321")
     assert (execution.side, execution.quantity, execution.price, execution.commission) == (
         "buy",
         Decimal("10"),
@@ -457,4 +458,4 @@ def test_trade_without_a_known_side_is_refused() -> None:
         [{"execution_id": "x", "side": "?", "size": 1, "price": "1", "conid": 1, "trade_time_r": 0}]
     )[0]
     with pytest.raises(ValueError):
-        mapping.to_execution(trade, "DU1")
+        order_mapping.to_execution(trade, "DU1")

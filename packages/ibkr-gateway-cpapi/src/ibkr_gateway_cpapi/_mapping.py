@@ -1,4 +1,4 @@
-"""Pure functions from CPAPI wire models to core's domain models.
+"""Pure functions from CPAPI wire models to core's domain models (orders: `_order_mapping`).
 
 No I/O and no clock reads: whatever time a mapping needs is passed in. Numbers go through
 `Decimal(str(x))`, so a float the broker sent never rounds twice.
@@ -20,13 +20,9 @@ from ibkr_gateway_core.models import (
     CashBalance,
     ContractCandidate,
     DataStatus,
-    Execution,
     HistoricalBar,
     HistoricalBars,
     MarketSnapshot,
-    OrderRecord,
-    OrderSide,
-    OrderStatus,
     Position,
 )
 
@@ -35,15 +31,12 @@ from ._wire import (
     WireHistory,
     WireIserverAccounts,
     WireLedgerEntry,
-    WireLiveOrder,
     WireNumber,
-    WireOrderStatus,
     WirePortfolioAccount,
     WirePosition,
     WireSearchResult,
     WireSnapshotRow,
     WireSummaryValue,
-    WireTrade,
 )
 
 _T = TypeVar("_T")
@@ -64,36 +57,6 @@ SEC_TYPES: Final[Mapping[str, AssetClass]] = {
     "CRYPTO": "crypto",
 }
 """CPAPI `secType` / `assetClass` / `instrument_type` → asset class; anything else is `other`."""
-
-ORDER_STATUSES: Final[Mapping[str, OrderStatus]] = {
-    "pendingsubmit": "pending_submit",
-    "presubmitted": "submitted",
-    "submitted": "submitted",
-    "pendingcancel": "pending_cancel",
-    "filled": "filled",
-    "cancelled": "cancelled",
-    "inactive": "inactive",
-}
-"""Broker status word (case and spaces ignored) → order status; anything else is `unknown`."""
-
-ORDER_TYPES: Final[Mapping[str, str]] = {
-    "lmt": "limit",
-    "limit": "limit",
-    "mkt": "market",
-    "market": "market",
-    "stp": "stop",
-    "stop": "stop",
-    "stop_limit": "stop_limit",
-    "stoplimit": "stop_limit",
-    "stp_lmt": "stop_limit",
-    "midprice": "midprice",
-    "trail": "trailing_stop",
-    "trailing_stop": "trailing_stop",
-    "traillmt": "trailing_stop_limit",
-    "moc": "market_on_close",
-    "loc": "limit_on_close",
-}
-"""CPAPI order-type spellings (`LMT`, `Limit`, `LIMIT`, `Stop Limit`…) → one lower-case name."""
 
 PAPER_PREFIXES: Final = ("DU", "DF")
 LIVE_PREFIXES: Final = ("U", "F", "I")
@@ -149,7 +112,7 @@ def ms_to_datetime(value: int | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
-def _required(value: _T | None, what: str) -> _T:
+def required(value: _T | None, what: str) -> _T:
     """`value`, or a `ValueError` naming what the broker left out (the backend reports it as invalid)."""
     if value is None:
         raise ValueError(f"the broker sent no {what}")
@@ -160,7 +123,7 @@ def _currency(value: str | None) -> str | None:
     return value if value is not None and _CURRENCY.match(value) else None
 
 
-def _text(value: str | None) -> str | None:
+def text_or_none(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 
 
@@ -196,7 +159,8 @@ def to_broker_account(
     """One account from `/iserver/accounts` (mode) and `/portfolio/accounts` (currency, title, type)."""
     label = None
     if portfolio is not None:
-        label = _text(portfolio.account_title) or _text(portfolio.display_name) or _text(portfolio.account_alias)
+        names = (portfolio.account_title, portfolio.display_name, portfolio.account_alias)
+        label = next((name for name in map(text_or_none, names) if name), None)
     alias = iserver.aliases.get(account_id)
     if label is None and alias and alias != account_id:
         label = alias
@@ -205,7 +169,7 @@ def to_broker_account(
         account_label=label,
         account_mode=account_mode(iserver.is_paper, account_id),
         base_currency=_currency(portfolio.currency) if portfolio else None,
-        account_type=_text(portfolio.account_type) if portfolio else None,
+        account_type=text_or_none(portfolio.account_type) if portfolio else None,
     )
 
 
@@ -272,14 +236,14 @@ def to_cash_balances(ledger: Mapping[str, WireLedgerEntry]) -> list[CashBalance]
 
 def to_position(row: WirePosition, account_id: str) -> Position:
     """One position; the symbol falls back to `contractDesc` while the row is still cold."""
-    symbol = _text(row.ticker) or _text(row.contract_desc) or str(row.conid)
+    symbol = text_or_none(row.ticker) or text_or_none(row.contract_desc) or str(row.conid)
     return Position(
         account_id=row.acct_id or account_id,
         contract_id=int(row.conid),
         symbol=symbol,
-        description=_text(row.name) or _text(row.contract_desc),
+        description=text_or_none(row.name) or text_or_none(row.contract_desc),
         asset_class=asset_class(row.asset_class, is_etf=info_says_etf(row.stock_type)),
-        quantity=_required(to_decimal(row.position), "position size"),
+        quantity=required(to_decimal(row.position), "position size"),
         currency=row.currency or "",
         market_price=to_decimal(row.mkt_price),
         market_value=to_decimal(row.mkt_value),
@@ -303,27 +267,27 @@ def to_search_candidate(result: WireSearchResult, info: WireContractInfo | None)
     is_etf = info is not None and info_says_etf(info.category, info.industry)
     return ContractCandidate(
         contract_id=int(result.conid),
-        symbol=_text(result.symbol) or (info.symbol if info and info.symbol else str(result.conid)),
-        company_name=_text(result.company_name) or (info.company_name if info else None),
-        description=_text(result.company_header),
+        symbol=text_or_none(result.symbol) or (info.symbol if info and info.symbol else str(result.conid)),
+        company_name=text_or_none(result.company_name) or (info.company_name if info else None),
+        description=text_or_none(result.company_header),
         asset_class=asset_class(sec_type, is_etf=is_etf),
-        exchange=_text(result.description) or (_contract_exchange(info) if info else None),
+        exchange=text_or_none(result.description) or (_contract_exchange(info) if info else None),
         currency=_currency(info.currency) if info else None,
         is_unique_match=False,
     )
 
 
 def _contract_exchange(info: WireContractInfo) -> str | None:
-    return _text(info.listing_exchange) or _text(info.exchange)
+    return text_or_none(info.listing_exchange) or text_or_none(info.exchange)
 
 
 def to_contract_candidate(info: WireContractInfo) -> ContractCandidate:
     """One contract looked up by id: an exact match by construction."""
     return ContractCandidate(
         contract_id=int(info.con_id),
-        symbol=_text(info.symbol) or _text(info.local_symbol) or str(info.con_id),
-        company_name=_text(info.company_name),
-        description=_text(info.local_symbol),
+        symbol=text_or_none(info.symbol) or text_or_none(info.local_symbol) or str(info.con_id),
+        company_name=text_or_none(info.company_name),
+        description=text_or_none(info.local_symbol),
         asset_class=asset_class(info.instrument_type, is_etf=info_says_etf(info.category, info.industry)),
         exchange=_contract_exchange(info),
         currency=_currency(info.currency),
@@ -351,7 +315,7 @@ def to_market_snapshot(
     volume = to_decimal(row.volume) if row.volume is not None else to_decimal(row.volume_formatted)
     return MarketSnapshot(
         contract_id=contract_id,
-        symbol=_text(row.symbol),
+        symbol=text_or_none(row.symbol),
         currency=_currency(currency),
         bid=to_decimal(row.bid),
         ask=to_decimal(row.ask),
@@ -375,122 +339,19 @@ def to_historical_bars(
     bars = [
         HistoricalBar(
             timestamp=datetime.fromtimestamp(item.t / 1000, tz=UTC),
-            open=_required(to_decimal(item.o), "bar price"),
-            high=_required(to_decimal(item.h), "bar price"),
-            low=_required(to_decimal(item.low), "bar price"),
-            close=_required(to_decimal(item.c), "bar price"),
+            open=required(to_decimal(item.o), "bar price"),
+            high=required(to_decimal(item.h), "bar price"),
+            low=required(to_decimal(item.low), "bar price"),
+            close=required(to_decimal(item.c), "bar price"),
             volume=to_decimal(item.v) or Decimal(0),  # indices report no volume
         )
         for item in history.data
     ]
     return HistoricalBars(
         contract_id=contract_id,
-        symbol=_text(history.symbol),
+        symbol=text_or_none(history.symbol),
         duration=period,
         bar_size=bar,
         outside_regular_hours=outside_regular_hours,
         bars=bars,
-    )
-
-
-def order_status(word: str | None) -> OrderStatus:
-    """Order status from the broker's word (`PreSubmitted` → submitted)."""
-    key = (word or "").replace(" ", "").replace("_", "").lower()
-    return ORDER_STATUSES.get(key, "unknown")
-
-
-def order_side(word: str | None) -> OrderSide | None:
-    """`BUY`/`B` → buy, `SELL`/`S` → sell."""
-    key = (word or "").strip().upper()
-    if key in ("BUY", "B", "BOT"):
-        return "buy"
-    if key in ("SELL", "S", "SLD"):
-        return "sell"
-    return None
-
-
-def order_type(word: str | None) -> str | None:
-    """One lower-case order-type name for the broker's many spellings."""
-    if not word:
-        return None
-    key = word.strip().lower().replace(" ", "_")
-    return ORDER_TYPES.get(key, key)
-
-
-def _compact_time(value: str | None, pattern: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, pattern).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def to_order_record(row: WireLiveOrder, account_id: str) -> OrderRecord:
-    """An order from a live-orders row."""
-    return OrderRecord(
-        account_id=row.account_id or account_id,
-        broker_order_id=str(row.order_id),
-        client_order_id=_text(row.order_ref),
-        contract_id=int(row.conid) if row.conid is not None else None,
-        symbol=_text(row.ticker) or _text(row.description1),
-        side=order_side(row.side),
-        order_type=order_type(row.orig_order_type or row.order_type),
-        quantity=to_decimal(row.total_size),
-        filled_quantity=to_decimal(row.filled_quantity),
-        remaining_quantity=to_decimal(row.remaining_quantity),
-        limit_price=to_decimal(row.price),
-        stop_price=to_decimal(row.aux_price if row.aux_price is not None else row.stop_price),
-        average_fill_price=to_decimal(row.avg_price),
-        time_in_force=_text(row.time_in_force),
-        status=order_status(row.status),
-        broker_status=_text(row.status),
-        updated_at=ms_to_datetime(row.last_execution_ms),
-    )
-
-
-def to_order_record_from_status(status: WireOrderStatus, account_id: str) -> OrderRecord:
-    """An order from `/iserver/account/order/status/{id}`."""
-    total = to_decimal(status.total_size)
-    filled = to_decimal(status.cum_fill)
-    remaining = total - filled if total is not None and filled is not None else None
-    return OrderRecord(
-        account_id=status.account or account_id,
-        broker_order_id=str(status.order_id),
-        client_order_id=_text(status.order_ref),
-        contract_id=int(status.conid) if status.conid is not None else None,
-        symbol=_text(status.symbol),
-        side=order_side(status.side),
-        order_type=order_type(status.order_type),
-        quantity=total,
-        filled_quantity=filled,
-        remaining_quantity=remaining,
-        limit_price=to_decimal(status.limit_price),
-        stop_price=to_decimal(status.stop_price),
-        average_fill_price=to_decimal(status.average_price),
-        time_in_force=_text(status.tif),
-        status=order_status(status.order_status),
-        broker_status=_text(status.order_status),
-        updated_at=_compact_time(status.order_time, "%y%m%d%H%M%S"),
-    )
-
-
-def to_execution(trade: WireTrade, account_id: str) -> Execution:
-    """One fill from `/iserver/account/trades`."""
-    executed_at = ms_to_datetime(trade.trade_time_r) or _compact_time(trade.trade_time, "%Y%m%d-%H:%M:%S")
-    side = order_side(trade.side)
-    return Execution(
-        execution_id=trade.execution_id,
-        account_id=trade.account_id or account_id,
-        broker_order_id=str(trade.order_id) if trade.order_id is not None else None,
-        client_order_id=_text(trade.order_ref),
-        contract_id=int(trade.conid),
-        symbol=_text(trade.symbol),
-        side=_required(side, "execution side"),
-        quantity=_required(to_decimal(trade.size), "execution size"),
-        price=_required(to_decimal(trade.price), "execution price"),
-        commission=to_decimal(trade.commission),
-        net_amount=to_decimal(trade.net_amount),
-        exchange=_text(trade.exchange),
-        executed_at=_required(executed_at, "execution time"),
     )

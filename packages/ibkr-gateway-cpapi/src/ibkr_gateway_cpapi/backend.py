@@ -31,6 +31,7 @@ from ibkr_gateway_core.models import (
 )
 
 from . import _mapping as mapping
+from . import _order_mapping as order_mapping
 from . import _wire as wire
 from .client import BrokerHttpError, CpapiClient
 
@@ -347,7 +348,7 @@ class CpapiBackend:
                 break
         orders = wire.parse(wire.WireLiveOrders, data, "orders")
         rows = [row for row in orders.orders if row.account_id in (None, account_id)]
-        return _mapped(lambda: [mapping.to_order_record(row, account_id) for row in rows])
+        return _mapped(lambda: [order_mapping.to_order_record(row, account_id) for row in rows])
 
     async def order_status(self, account_id: str, broker_order_id: str) -> OrderRecord:
         """One order; `INPUT_UNKNOWN_ORDER` when the broker does not know it in this account."""
@@ -367,7 +368,7 @@ class CpapiBackend:
         status = wire.parse(wire.WireOrderStatus, data, "order status")
         if status.account not in (None, account_id):
             raise unknown
-        return _mapped(lambda: mapping.to_order_record_from_status(status, account_id))
+        return _mapped(lambda: order_mapping.to_order_record_from_status(status, account_id))
 
     async def executions(self, account_id: str, days: int) -> list[Execution]:
         """Fills of the last `days` days (1 to 7) in one account."""
@@ -375,7 +376,7 @@ class CpapiBackend:
             raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "days must be between 1 and 7.")
         data = await self._client.get("/iserver/account/trades", {"days": str(days), "accountId": account_id})
         trades = [t for t in wire.parse_trades(data) if t.account_id in (None, account_id)]
-        return _mapped(lambda: [mapping.to_execution(t, account_id) for t in trades])
+        return _mapped(lambda: [order_mapping.to_execution(t, account_id) for t in trades])
 
 
 def _history_error(contract_id: int, status_code: int, broker_message: str | None) -> GatewayError:
