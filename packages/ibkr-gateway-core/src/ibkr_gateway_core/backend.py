@@ -27,6 +27,7 @@ from .models import (
 
 if TYPE_CHECKING:
     from .config import GatewayConfig
+    from .orders import OrderTicket, OrderWriter, WhatIf
 
 BACKEND_ENTRY_POINT_GROUP: Final = "ibkr_gateway.backends"
 
@@ -89,6 +90,14 @@ class Backend(Protocol):
 
     async def executions(self, account_id: str, days: int) -> list[Execution]:
         """Fills of the last `days` days (1 to 7)."""
+        ...
+
+    async def what_if(self, ticket: OrderTicket) -> WhatIf:
+        """The broker's commission and margin estimate for a ticket, placing nothing."""
+        ...
+
+    def order_writer(self) -> OrderWriter:
+        """The writer that places orders through this backend's broker session (`client-portal`)."""
         ...
 
     async def aclose(self) -> None:

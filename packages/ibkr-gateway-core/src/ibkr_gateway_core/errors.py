@@ -71,6 +71,8 @@ class ErrorCode(StrEnum):
     BROKER_RATE_LIMITED = "BROKER_RATE_LIMITED"
     BROKER_CAPABILITY_UNAVAILABLE = "BROKER_CAPABILITY_UNAVAILABLE"
     BROKER_RESPONSE_INVALID = "BROKER_RESPONSE_INVALID"
+    BROKER_OUTCOME_UNKNOWN = "BROKER_OUTCOME_UNKNOWN"
+    ORDER_CONFIRMATION_REFUSED = "ORDER_CONFIRMATION_REFUSED"
     MARKET_DATA_UNAVAILABLE = "MARKET_DATA_UNAVAILABLE"
     HISTORICAL_BARS_UNAVAILABLE = "HISTORICAL_BARS_UNAVAILABLE"
     OUTPUT_UNSAFE = "OUTPUT_UNSAFE"
@@ -156,6 +158,16 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ),
     ErrorCode.BROKER_RESPONSE_INVALID: ErrorInfo(
         "upstream", True, "Retry once; if it persists, check the Client Portal Gateway version and logs."
+    ),
+    ErrorCode.BROKER_OUTCOME_UNKNOWN: ErrorInfo(
+        "broker",
+        False,
+        "The order may have reached the broker: check `ibkr-agent orders list` before trying anything else.",
+    ),
+    ErrorCode.ORDER_CONFIRMATION_REFUSED: ErrorInfo(
+        "refusal",
+        False,
+        "The broker asked for a confirmation the warning policy does not allow; review the warning and the policy.",
     ),
     ErrorCode.MARKET_DATA_UNAVAILABLE: ErrorInfo(
         "upstream", True, "Retry in a moment; check the market-data subscription for this contract."
