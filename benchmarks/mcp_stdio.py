@@ -52,6 +52,7 @@ def serve_constant(payload_path: Path) -> None:
         parameters=listed["inputSchema"],
         fn_metadata=FuncMetadata(arg_model=ArgModelBase, output_schema=listed["outputSchema"]),
         is_async=True,
+        context_kwarg=None,
         annotations=ToolAnnotations.model_validate(listed.get("annotations") or {}),
     )
     MCPServer("constant", tools=[tool]).run("stdio")
@@ -64,7 +65,7 @@ def percentile(samples: list[float], q: int) -> float:
 
 async def time_calls(params: StdioServerParameters, calls: int, mode: str) -> tuple[list[float], CallToolResult, Any]:
     """Latencies (ms) of `calls` sequential calls after a warm-up, one result, and the tool as listed."""
-    async with Client(params, mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(params, mode=mode) as client:
         tools = await client.list_tools()
         listed = next(tool for tool in tools.tools if tool.name == TOOL)
         result = await client.call_tool(TOOL, {})

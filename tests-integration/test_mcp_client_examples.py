@@ -22,7 +22,7 @@ CONFIGS: Final = {
 
 
 def server_entry(name: str) -> dict[str, Any]:
-    data = json.loads((EXAMPLES / name).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads((EXAMPLES / name).read_text(encoding="utf-8"))
     return data[CONFIGS[name]]["ibkr"]
 
 
@@ -46,11 +46,11 @@ def test_example_launches_the_stdio_server(name: str) -> None:
 def test_example_command_describes_what_it_serves(name: str, tmp_path: Path) -> None:
     """The exact command of each example runs (with --describe --json) once the CLI has `mcp serve`."""
     entry = server_entry(name)
-    command = shutil.which(entry["command"])
+    command = shutil.which(str(entry["command"]))
     if command is None:
         pytest.skip("ibkr-agent is not on PATH")
     proc = subprocess.run(
-        [command, *entry["args"], "--describe", "--json"],
+        [command, *map(str, entry["args"]), "--describe", "--json"],
         capture_output=True,
         encoding="utf-8",
         timeout=60,

@@ -12,7 +12,7 @@ from ibkr_gateway_mcp.untrusted import UNTRUSTED_META_KEY
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
-from .conftest import GatewayFactory
+from .conftest import GatewayFactory, schema_accepts, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -131,7 +131,6 @@ async def test_every_read_tool_answers_with_structured_content_and_one_audit_eve
         with anyio.fail_after(10):
             result = await client.call_tool(tool, READ_CALLS[tool])
     assert not result.is_error, text_of(result)
-    assert isinstance(result.structured_content, dict)
     records = await gateway.audit.tail(5)
     audited = {record.event.event_id: record.event for record in records}
     event = audited[(result.meta or {})[AUDIT_META_KEY]]
@@ -147,18 +146,16 @@ async def test_list_results_are_wrapped_and_text_mirrors_structured_content(gate
 
     async with Client(build_server(gateway), mode=mode) as client:
         result = await client.call_tool("ibkr_accounts_list", {})
-    assert isinstance(result.structured_content, dict)
-    accounts = result.structured_content["result"]
+    accounts = structured(result)["result"]
     assert ACCOUNT in [account["account_id"] for account in accounts]
-    assert json.loads(text_of(result)) == result.structured_content
+    assert json.loads(text_of(result)) == structured(result)
 
 
 async def test_decimals_come_back_as_strings(gateway: Gateway, mode: str) -> None:
     """Money and quantities are exact: decimal strings, never floats (our rule)."""
     async with Client(build_server(gateway), mode=mode) as client:
         result = await client.call_tool("ibkr_positions_list", {"account_id": ACCOUNT})
-    assert isinstance(result.structured_content, dict)
-    position = result.structured_content["result"][0]
+    position = structured(result)["result"][0]
     assert isinstance(position["quantity"], str)
 
 
@@ -168,12 +165,11 @@ async def test_out_of_scope_tool_is_denied_and_audited(gateways: GatewayFactory,
     async with Client(build_server(gateway), mode=mode) as client:
         result = await client.call_tool("ibkr_accounts_list", {})
     assert result.is_error
-    assert isinstance(result.structured_content, dict)
-    assert set(result.structured_content) == ERROR_KEYS
-    assert result.structured_content["code"] == "AUTH_MISSING_SCOPE"
+    assert set(structured(result)) == ERROR_KEYS
+    assert structured(result)["code"] == "AUTH_MISSING_SCOPE"
     assert text_of(result).startswith("[AUTH_MISSING_SCOPE] ")
     [record] = await gateway.audit.tail(1)
-    assert record.event.event_id == result.structured_content["audit_event_id"]
+    assert record.event.event_id == structured(result)["audit_event_id"]
     assert record.event.tool_name == "ibkr_accounts_list"
     assert record.event.result_status == "denied_scope"
     assert record.event.error_code == "AUTH_MISSING_SCOPE"
@@ -185,23 +181,20 @@ async def test_capabilities_is_denied_without_the_health_scope(gateways: Gateway
     async with Client(build_server(gateway), mode=mode) as client:
         result = await client.call_tool(CAPABILITIES_TOOL, {})
     assert result.is_error
-    assert isinstance(result.structured_content, dict)
-    assert result.structured_content["code"] == "AUTH_MISSING_SCOPE"
+    assert structured(result)["code"] == "AUTH_MISSING_SCOPE"
     [record] = await gateway.audit.tail(1)
     assert record.event.error_code == "AUTH_MISSING_SCOPE"
 
 
 async def test_error_content_satisfies_the_output_schema(gateway: Gateway, mode: str) -> None:
     """TypeScript-SDK hosts validate structuredContent of errors too: the error must match the tool's schema."""
-    from jsonschema import Draft202012Validator
-
     async with Client(build_server(gateway), mode=mode) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         result = await client.call_tool("ibkr_positions_list", {})
     assert result.is_error
     for tool in tools.values():
         assert tool.output_schema is not None
-        assert Draft202012Validator(tool.output_schema).is_valid(result.structured_content), tool.name
+        assert schema_accepts(tool.output_schema, structured(result)), tool.name
 
 
 @pytest.mark.parametrize(
@@ -237,12 +230,11 @@ async def test_invalid_arguments_get_a_clear_error_and_are_audited(
     async with Client(build_server(gateway), mode=mode) as client:
         result = await client.call_tool(tool, arguments)
     assert result.is_error
-    assert isinstance(result.structured_content, dict)
-    assert result.structured_content["code"] == code
-    assert fragment in result.structured_content["message"]
+    assert structured(result)["code"] == code
+    assert fragment in structured(result)["message"]
     assert text_of(result).startswith(f"[{code}] Invalid arguments")
     [record] = await gateway.audit.tail(1)
-    assert record.event.event_id == result.structured_content["audit_event_id"]
+    assert record.event.event_id == structured(result)["audit_event_id"]
     assert record.event.tool_name == tool
     assert record.event.error_code == code
 
@@ -259,11 +251,10 @@ async def test_unknown_tool_is_an_audited_error(gateway: Gateway, mode: str, nam
     async with Client(build_server(gateway), mode=mode) as client:
         result = await client.call_tool(name, {"account_id": ACCOUNT})
     assert result.is_error
-    assert isinstance(result.structured_content, dict)
-    assert result.structured_content["code"] == "INPUT_UNKNOWN_OPERATION"
+    assert structured(result)["code"] == "INPUT_UNKNOWN_OPERATION"
     assert text_of(result).startswith("[INPUT_UNKNOWN_OPERATION] ")
     [record] = await gateway.audit.tail(1)
-    assert record.event.event_id == result.structured_content["audit_event_id"]
+    assert record.event.event_id == structured(result)["audit_event_id"]
     assert record.event.tool_name == audited_as
     assert record.event.operation is None
     assert record.event.error_code == "INPUT_UNKNOWN_OPERATION"
@@ -313,7 +304,7 @@ async def test_capabilities_reports_scopes_tools_and_backend(gateways: GatewayFa
     async with Client(build_server(gateway), mode=mode) as client:
         result = await client.call_tool(CAPABILITIES_TOOL, {})
     assert not result.is_error
-    capabilities = result.structured_content
+    capabilities = structured(result)
     assert isinstance(capabilities, dict)
     assert capabilities["granted_scopes"] == ["ibkr:accounts:read", "ibkr:health:read"]
     assert capabilities["tools"] == visible_tools(parse_scopes(["ibkr:health:read", "ibkr:accounts:read"]))

@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import pytest
@@ -14,7 +14,7 @@ from ibkr_gateway_mcp.stdio import describe
 from mcp import Client, StdioServerParameters
 from mcp.types import TextContent
 
-from .conftest import make_config
+from .conftest import make_config, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -120,8 +120,7 @@ async def test_stdio_subprocess_lists_tools_and_calls_accounts_list(tmp_path: Pa
     assert len(tools) == READ_ONLY_TOOL_COUNT
     assert "ibkr_accounts_list" in tools
     assert not result.is_error
-    assert isinstance(result.structured_content, dict)
-    assert [a["account_id"] for a in result.structured_content["result"]][0].startswith("DU")
+    assert [a["account_id"] for a in structured(result)["result"]][0].startswith("DU")
     assert denied.is_error
     block = denied.content[0]
     assert isinstance(block, TextContent)
@@ -148,7 +147,7 @@ async def test_stdio_subprocess_takes_scopes_from_the_config_file(tmp_path: Path
 @pytest.mark.slow
 async def test_stdout_carries_only_protocol_messages(tmp_path: Path) -> None:
     """Every stdout line is a JSON-RPC message, even around a failing call; diagnostics go to stderr (MCP spec)."""
-    requests = [
+    requests: list[dict[str, Any]] = [
         {
             "jsonrpc": "2.0",
             "id": 1,

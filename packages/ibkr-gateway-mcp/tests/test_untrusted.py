@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from ibkr_gateway_core.registry import OPERATIONS
 from ibkr_gateway_mcp.schemas import output_schema
@@ -28,7 +29,10 @@ def test_fields_marked_in_the_model_are_untrusted() -> None:
 def test_pointers_reach_nested_lists_and_skip_empty_values() -> None:
     """Pointers name every present value, at any depth; absent or empty ones are not listed."""
     plan = UntrustedPlan.from_schema(_Preview.model_json_schema(mode="serialization"))
-    value = {"warnings": [{"text": "Price is 5% off", "code": 1}, {"text": "", "code": 2}], "message": None}
+    value: dict[str, Any] = {
+        "warnings": [{"text": "Price is 5% off", "code": 1}, {"text": "", "code": 2}],
+        "message": None,
+    }
     assert plan.pointers(value) == ["/warnings/0/text"]
     assert plan.field_names() == ["message", "text"]
 
@@ -36,7 +40,8 @@ def test_pointers_reach_nested_lists_and_skip_empty_values() -> None:
 def test_portfolio_positions_descriptions_are_found_in_a_snapshot() -> None:
     """The registry's own nested outputs are covered: positions inside a portfolio snapshot."""
     plan = UntrustedPlan.from_schema(output_schema(OPERATIONS["portfolio_snapshot"]))
-    value = {"positions": [{"description": "APPLE INC"}, {"description": None}], "summary": {}, "cash": []}
+    positions = [{"description": "APPLE INC"}, {"description": None}]
+    value: dict[str, Any] = {"positions": positions, "summary": {}, "cash": []}
     assert plan.pointers(value) == ["/positions/0/description"]
 
 
