@@ -7,7 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, Final
 
+import anyio
 import pytest
+from mcp import Client, StdioServerParameters
 
 EXAMPLES: Final = Path(__file__).resolve().parent.parent / "examples" / "mcp-clients"
 SERVE: Final = ["mcp", "serve", "--transport", "stdio"]
@@ -63,3 +65,27 @@ def test_example_command_describes_what_it_serves(name: str, tmp_path: Path) -> 
     described = json.loads(proc.stdout)
     assert described["transport"] == "stdio"
     assert "ibkr_accounts_list" in described["tools"]
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_ibkr_agent_mcp_serve_answers_over_stdio(mode: str, tmp_path: Path) -> None:
+    """The Claude Code example's exact command serves both protocol eras: tools listed, a read tool called."""
+    entry = server_entry("claude-code/.mcp.json")
+    command = shutil.which(str(entry["command"]))
+    if command is None:
+        pytest.skip("ibkr-agent is not on PATH")
+    env = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+    params = StdioServerParameters(
+        command=command, args=[*map(str, entry["args"])], env={**env, "IBKR_AGENT_STATE_DIR": str(tmp_path)}
+    )
+    with anyio.fail_after(60):
+        async with Client(params, mode=mode) as client:
+            tools = [tool.name for tool in (await client.list_tools()).tools]
+            result = await client.call_tool("ibkr_accounts_list", {})
+            denied = await client.call_tool("ibkr_order_submit", {})
+    assert tools[0] == "ibkr_capabilities"
+    assert "ibkr_accounts_list" in tools
+    assert not result.is_error
+    assert denied.is_error
