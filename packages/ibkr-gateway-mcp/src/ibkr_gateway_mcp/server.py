@@ -10,7 +10,6 @@ caller holds; `tools/call` is checked again by the Gateway.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from typing import Any, Final
@@ -33,8 +32,6 @@ from .capabilities import Capabilities, build_capabilities
 from .catalog import CAPABILITIES_SCOPE, CAPABILITIES_TOOL, META_PREFIX, SERVER_NAME, tool_scopes
 from .schemas import RESULT_KEY, input_schema, output_schema, tool_output_schema
 from .untrusted import MAX_POINTERS, UNTRUSTED_META_KEY, UntrustedPlan, untrusted_note
-
-logger = logging.getLogger(__name__)
 
 SCOPE_META_KEY: Final = f"{META_PREFIX}scope"
 """Tool `_meta` key holding the scope the tool needs."""
