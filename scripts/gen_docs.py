@@ -483,8 +483,9 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote docs/reference/{name}")
-    if TOOL_REFERENCE_SCRIPT.exists() and not args.check:
-        completed = subprocess.run([sys.executable, str(TOOL_REFERENCE_SCRIPT)], cwd=ROOT, check=False)
+    if TOOL_REFERENCE_SCRIPT.exists():  # the MCP tool reference has its own generator
+        command = [sys.executable, str(TOOL_REFERENCE_SCRIPT), *(["--check"] if args.check else [])]
+        completed = subprocess.run(command, cwd=ROOT, check=False)
         if completed.returncode != 0:
             failed.append(f"{TOOL_REFERENCE_SCRIPT.name}: exit {completed.returncode}")
     for line in failed:
