@@ -24,9 +24,11 @@ DISTRIBUTIONS = ("ibkr-gateway-core", "ibkr-gateway-cpapi", "ibkr-gateway-cli", 
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?(?:\.post\d+)?(?:\.dev\d+)?$")
 """Plain release versions (PEP 440 subset): 1.2.3, 1.2.3rc1, 1.2.3.post1, 1.2.3.dev0."""
 PIN_RE = re.compile(
-    r"""(["'])(?P<name>""" + "|".join(map(re.escape, DISTRIBUTIONS)) + r""")==(?P<version>[^"';\s]+)\1"""
+    r"""(?P<quote>["'])(?P<name>"""
+    + "|".join(map(re.escape, DISTRIBUTIONS))
+    + r""")(?P<extras>\[[^\]]*\])?\s*==\s*(?P<version>[^"';,\s]+)"""
 )
-"""An exact sibling pin inside a quoted dependency string."""
+"""An exact sibling pin at the start of a quoted dependency string, extras allowed (`core[x]==1.0`)."""
 PROJECT_VERSION_RE = re.compile(r"""(?m)^(version\s*=\s*)(["'])(?P<version>[^"']+)\2""")
 
 
@@ -35,9 +37,10 @@ def _pyprojects(root: Path) -> dict[str, Path]:
 
 
 def _pins(data: dict[str, Any]) -> list[str]:
-    """Versions of the sibling pins among a pyproject's `[project] dependencies`."""
-    dependencies: list[str] = data.get("project", {}).get("dependencies", [])
-    return [match.group("version") for dep in dependencies if (match := PIN_RE.search(f'"{dep}"'))]
+    """Versions of the sibling pins among a pyproject's dependencies, optional ones included."""
+    project = data.get("project", {})
+    lists: list[list[str]] = [project.get("dependencies", []), *project.get("optional-dependencies", {}).values()]
+    return [match.group("version") for deps in lists for dep in deps if (match := PIN_RE.search(f'"{dep}'))]
 
 
 def problems(root: Path) -> list[str]:
@@ -71,7 +74,7 @@ def bump(root: Path, new_version: str) -> list[Path]:
     changed: list[Path] = []
     for path in [*_pyprojects(root).values(), root / "pyproject.toml"]:
         text = path.read_text(encoding="utf-8")
-        updated = PIN_RE.sub(lambda m: f"{m.group(1)}{m.group('name')}=={new_version}{m.group(1)}", text)
+        updated = PIN_RE.sub(lambda m: f"{m['quote']}{m['name']}{m['extras'] or ''}=={new_version}", text)
         if path != root / "pyproject.toml":
             updated = _set_project_version(updated, new_version, path)
         if updated != text:

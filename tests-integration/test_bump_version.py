@@ -58,6 +58,16 @@ def test_bump_moves_every_version_and_sibling_pin(workspace: Path) -> None:
     assert bump_version.problems(workspace) == []
 
 
+def test_bump_keeps_extras_on_a_sibling_pin(workspace: Path) -> None:
+    """`ibkr-gateway-cpapi[serve]==X` keeps its extra; only the version moves."""
+    path = workspace / "packages" / "ibkr-gateway-mcp" / "pyproject.toml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('"ibkr-gateway-cpapi==', '"ibkr-gateway-cpapi[serve] == '), encoding="utf-8")
+    assert bump_version.problems(workspace) == []
+    bump_version.main(["--root", str(workspace), "--no-lock", "2.0.0"])
+    assert '"ibkr-gateway-cpapi[serve]==2.0.0"' in path.read_text(encoding="utf-8")
+
+
 def test_bump_keeps_comments_and_leaves_the_root_version(workspace: Path) -> None:
     """Edits are textual: the root's own (unpublished) version and the rest of the files stay as they were."""
     root_before = _read(workspace / "pyproject.toml")
