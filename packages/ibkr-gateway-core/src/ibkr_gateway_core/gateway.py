@@ -7,6 +7,8 @@ completed, refused, denied or failed. Surfaces only parse and render.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
 import uuid
@@ -48,7 +50,7 @@ from .models import (
     SessionRequirements,
 )
 from .principal import Principal
-from .redaction import redact
+from .redaction import redact, scrub_text, secret_reason
 from .registry import AuditTail, Operation, operation
 from .requests import (
     AccountInput,
@@ -96,6 +98,13 @@ Outcome = tuple[Literal["allow", "deny", "refuse"], ResultStatus, str]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@functools.cache
+def _package_version() -> str:
+    from importlib.metadata import version
+
+    return version("ibkr-gateway-core")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +220,11 @@ class Gateway:
         *,
         principal: Principal | None = None,
         request_id: str | None = None,
+        tool_names_only: bool = False,
     ) -> CallResult[Any]:
         """Run one operation by method or tool name, audited whatever happens.
+
+        `tool_names_only` makes a method name an unknown operation: MCP callers address tools only.
 
         Raises:
             GatewayError: with a stable code; its `audit_event_id` names the event that recorded it.
@@ -225,7 +237,7 @@ class Gateway:
         value: Any = None
         failure: GatewayError | None = None
         try:
-            op = self._lookup(name)
+            op = self._lookup(name, tool_names_only=tool_names_only)
             if not caller.has(op.scope):
                 raise GatewayError(
                     ErrorCode.AUTH_MISSING_SCOPE,
@@ -237,8 +249,11 @@ class Gateway:
             if isinstance(account_id, str):
                 await self._check_account(account_id)
             value = await self._handlers[op.name](args)
+            _refuse_unsafe_output(op, value)
         except GatewayError as exc:
             failure = exc
+            failure.message = scrub_text(failure.message)
+            failure.user_action = scrub_text(failure.user_action)
         except Exception as exc:  # a bug must still be audited and shown without a traceback
             logger.exception("operation %s failed unexpectedly", name)
             failure = GatewayError(ErrorCode.INTERNAL_ERROR, f"Internal error ({type(exc).__name__}).")
@@ -249,9 +264,12 @@ class Gateway:
         assert op is not None
         return CallResult(operation=op, value=value, audit_event_id=event_id)
 
-    def _lookup(self, name: str) -> Operation:
+    def _lookup(self, name: str, *, tool_names_only: bool) -> Operation:
         try:
-            return operation(name)
+            found = operation(name)
+            if tool_names_only and found.tool != name:
+                raise KeyError(name)
+            return found
         except KeyError:
             raise GatewayError(ErrorCode.INPUT_UNKNOWN_OPERATION, f"Unknown operation {name!r}.") from None
 
@@ -383,10 +401,8 @@ class Gateway:
     # ------------------------------------------------------------------ handlers
 
     async def _health(self, _: NoInput) -> HealthStatus:
-        from importlib.metadata import version
-
         return HealthStatus(
-            version=version("ibkr-gateway-core"),
+            version=_package_version(),
             backend=self.config.broker.backend,
             read_only=not (self.default_principal.scopes & _WRITE_SCOPES),
         )
@@ -535,6 +551,18 @@ class Gateway:
 
     async def _audit_checkpoint(self, _: NoInput) -> Checkpoint:
         return await self.audit.checkpoint(load_checkpoint_key(self.config))
+
+
+def _refuse_unsafe_output(op: Operation, value: object) -> None:
+    """The last guard before any surface: output that looks like it holds a secret is withheld."""
+    if not op.open_world:
+        return  # local data (audit rows, health) is redacted when it is written
+    text = json.dumps(to_jsonable(value))
+    reason = secret_reason(text)
+    if reason is not None:
+        raise GatewayError(
+            ErrorCode.OUTPUT_UNSAFE, f"The broker's answer to {op.cli_command!r} was withheld: it contains a {reason}."
+        )
 
 
 def _outcome(op: Operation | None, failure: GatewayError | None) -> Outcome:

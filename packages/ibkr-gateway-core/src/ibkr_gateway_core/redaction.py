@@ -92,6 +92,11 @@ def secret_reason(text: str) -> str | None:
     return REASON_LOCAL_PATH if _LOCAL_PATH.search(text) else REASON_SECRET_VALUE
 
 
+def scrub_text(text: str) -> str:
+    """`text` with every secret-looking part (token, header value, local path) replaced by `[REDACTED]`."""
+    return _ANY_SECRET.sub(REDACTED, text) if _ANY_SECRET.search(text) else text
+
+
 def is_sensitive_key(key: str) -> bool:
     """True when values under `key` are secrets by name (authorization, cookie, token, ...)."""
     name = key.lower().replace("-", "_")
