@@ -243,7 +243,7 @@ async def test_invalid_arguments_get_a_clear_error_and_are_audited(
     ("name", "audited_as"),
     [
         pytest.param("ibkr_order_submit", "ibkr_order_submit", id="unknown"),
-        pytest.param("list_accounts", "mcp:list_accounts", id="gateway-method-name"),
+        pytest.param("list_accounts", "list_accounts", id="gateway-method-name"),
     ],
 )
 async def test_unknown_tool_is_an_audited_error(gateway: Gateway, mode: str, name: str, audited_as: str) -> None:

@@ -18,7 +18,7 @@ from ibkr_gateway_core.errors import GatewayError
 from ibkr_gateway_core.gateway import Gateway
 from ibkr_gateway_core.models import HealthStatus
 from ibkr_gateway_core.principal import Principal
-from ibkr_gateway_core.registry import OPERATIONS, OPERATIONS_BY_TOOL, Operation
+from ibkr_gateway_core.registry import OPERATIONS_BY_TOOL, Operation
 from ibkr_gateway_core.requests import NoInput
 from ibkr_gateway_core.scopes import Scope
 from mcp.server.mcpserver import Context, MCPServer
@@ -123,11 +123,13 @@ class GatewayMCPServer(MCPServer[Any]):
     async def _refuse_unknown(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None
     ) -> CallToolResult:
-        # `Gateway.call` also accepts method names ("health"); an MCP client may only use tool names.
-        audited_name = f"mcp:{name}" if name in OPERATIONS else name
         try:
             await self.gateway.call(
-                audited_name, arguments, principal=self.current_principal(), request_id=_request_id(context)
+                name,
+                arguments,
+                principal=self.current_principal(),
+                request_id=_request_id(context),
+                tool_names_only=True,  # an MCP client addresses tools, never Gateway method names
             )
         except GatewayError as error:
             return error_result(error)
