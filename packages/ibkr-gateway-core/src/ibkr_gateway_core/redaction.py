@@ -92,8 +92,23 @@ def secret_reason(text: str) -> str | None:
     return REASON_LOCAL_PATH if _LOCAL_PATH.search(text) else REASON_SECRET_VALUE
 
 
+_SCRUB: Final = re.compile(
+    "|".join(
+        (
+            r"(?i:\b(?:bearer|basic)\s+[^\s\"',;]+)",  # an Authorization value
+            r"(?i:\bauthorization\s*:\s*(?:\w+\s+)?[^\s\"',;]+)",
+            r"(?i:\b[\w-]*(?:cookie|password|passwd|token|secret|api[_-]?key|session)[\w-]*\s*[=:]\s*[^\s\"',;&]+)",
+            r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",  # a JWT
+            r"/home/[^\s\"',;]*|/Users/[^\s\"',;]*|(?<![\w.])/root(?:/[^\s\"',;]*)?|(?i:[a-z]:\\+users\\+[^\s\"',;]*)",
+        )
+    )
+)
+"""Secret-looking spans of free text, each with the value that follows its marker."""
+
+
 def scrub_text(text: str) -> str:
-    """`text` with every secret-looking part (token, header value, local path) replaced by `[REDACTED]`."""
+    """`text` with every secret-looking span (header value, `cookie=...`, token, local path) replaced."""
+    text = _SCRUB.sub(REDACTED, text)
     return _ANY_SECRET.sub(REDACTED, text) if _ANY_SECRET.search(text) else text
 
 
