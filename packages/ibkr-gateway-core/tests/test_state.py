@@ -74,11 +74,11 @@ def test_an_appended_migration_upgrades_an_existing_database(tmp_path: Path) -> 
     """Later issues add tables by appending one `Migration`; existing files catch up on open."""
     path = tmp_path / "state.sqlite3"
     open_database(path).close()
-    extra = Migration(len(MIGRATIONS) + 1, "kill switch", ("CREATE TABLE kill_switch (id INTEGER PRIMARY KEY)",))
+    extra = Migration(len(MIGRATIONS) + 1, "extension", ("CREATE TABLE extension_example (id INTEGER PRIMARY KEY)",))
     db = open_database(path, migrations=(*MIGRATIONS, extra))
     try:
         assert schema_version(db) == extra.version
-        assert db.execute("SELECT count(*) FROM kill_switch").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM extension_example").fetchone() == (0,)
     finally:
         db.close()
 

@@ -11,10 +11,20 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ErrorCode, GatewayError
-from .scopes import Scope, parse_scopes
+from .risk import RiskPolicy
+from .scopes import WITH_LIVE, Scope, parse_scopes
 
 LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 """The only hosts for which TLS verification may be turned off."""
@@ -124,6 +134,275 @@ class SafetyConfig(_Section):
     live_trading_enabled: bool = False
 
 
+WarningAction = Literal["allow", "deny"]
+
+DEFAULT_WARNING_POLICY: Final[dict[str, WarningAction]] = {
+    "o163": "allow",
+    "o354": "deny",
+    "o383": "allow",
+    "o451": "allow",
+}
+"""IBKR order warnings answered without a person: price off market (o163), size (o383) and value (o451)
+are covered by the gateway's own risk policy; an order without market data (o354) is refused."""
+
+
+class OrdersConfig(_Section):
+    """Order previews, paper orders and the broker's order warnings."""
+
+    preview_enabled: bool = False
+    """Whether callers other than the CLI operator (MCP) may preview; the CLI passes --enable-preview per call."""
+    paper_enabled: bool = False
+    """Whether callers other than the CLI operator (MCP) may submit and cancel paper orders."""
+    preview_ttl_seconds: Annotated[int, Field(ge=10, le=3600)] = 300
+    """How long a preview can be approved and submitted."""
+    preview_policy_id: str | None = None
+    """Risk policy for previews (an id under `risk_policies`); without it a built-in policy applies:
+    stocks and ETFs, whole shares, at most 10,000 shares and 1,000,000 USD per order."""
+    warning_policy: dict[str, WarningAction] = Field(default_factory=lambda: dict(DEFAULT_WARNING_POLICY))
+    """Answer per IBKR message id (`o163: allow`); a warning whose id is not listed refuses the order."""
+    max_confirmation_rounds: Annotated[int, Field(ge=1, le=20)] = 5
+    """Most broker questions answered for one order before it is refused."""
+    operator_scopes: list[str] | None = None
+    """Scopes of the CLI operator; default: every scope with the simulator, else `auth.enabled_scopes`."""
+    recovery_min_age_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """Pending idempotency records younger than this belong to a call still running and are left to it."""
+    unknown_resend_after_seconds: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    """An order whose outcome is unknown and that the broker does not show by its cOID is sent again (with
+    the same cOID) only after this long."""
+
+
+class ApprovalsConfig(_Section):
+    """Approvals of previews."""
+
+    default_ttl_seconds: Annotated[int, Field(ge=1)] = 300
+    min_ttl_seconds: Annotated[int, Field(ge=1)] = 30
+    max_ttl_seconds: Annotated[int, Field(ge=1)] = 3600
+    """A TTL outside min..max is refused (APPROVAL_TTL_OUT_OF_RANGE), never clamped."""
+    forbid_self_approval: bool = True
+    """An agent (MCP, local or remote) may not approve a preview it created; the CLI operator always may."""
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Self:
+        if not self.min_ttl_seconds <= self.default_ttl_seconds <= self.max_ttl_seconds:
+            raise ValueError("approvals: min_ttl_seconds <= default_ttl_seconds <= max_ttl_seconds is required")
+        return self
+
+
+class LiveTradingConfig(_Section):
+    """Live orders with a real broker; every item must be set for live to work (fake mode has defaults)."""
+
+    enabled: bool = False
+    """Must agree with `safety.live_trading_enabled`."""
+    allowed_accounts: list[str] = Field(default_factory=list[str])
+    """Accounts live orders may go to; with the simulator, empty means every simulator account."""
+    risk_policy_id: str | None = None
+    """The live risk policy (an id under `risk_policies`); fake mode has a built-in one."""
+    paper_to_live_checklist_acknowledged: bool = False
+    """Set after working through the paper-to-live runbook."""
+    cancel_working_orders_on_close: bool = True
+    """`kill-switch close` also cancels the working live orders the gateway tracks."""
+    trading_day_timezone: str = "America/New_York"
+    """Daily live budgets reset at midnight in this IANA time zone."""
+    writer: Literal["local-candidate", "client-portal", "refusing"] = "local-candidate"
+    """Live writer for callers without `--live-broker` (MCP): `local-candidate` sends nothing."""
+
+    @field_validator("trading_day_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+RemoteAlgorithm = Literal["RS256", "ES256"]
+"""Signature algorithms remote access tokens may use; never HS*, never `none`."""
+
+
+def _is_loopback_host(host: str) -> bool:
+    """True for `localhost` and loopback IP literals (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_bind_address(bind: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) as its parts.
+
+    Raises:
+        GatewayError: `CONFIG_INVALID` when it is not `host:port` with a port in 0..65535.
+    """
+    host, sep, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise GatewayError(ErrorCode.CONFIG_INVALID, f"Bind address {bind!r} is not host:port.")
+    return host, int(port)
+
+
+class RemoteMcpConfig(_Section):
+    """The remote MCP server: streamable HTTP, an OAuth 2.1 resource server; off unless both switches are on."""
+
+    enabled: bool = False
+    """Must agree with `safety.remote_mcp_enabled`; `mcp serve --transport http` also needs `--enable-remote-mcp`."""
+    resource: str | None = None
+    """Canonical URL of the MCP endpoint as clients reach it (`https://gateway.example.com/mcp`); tokens must
+    name it in `aud` (RFC 8707), and the protected-resource metadata advertises it."""
+    issuer: str | None = None
+    """The authorization server's issuer, compared exactly with the token's `iss`."""
+    jwks_url: str | None = None
+    """The issuer's key set; without it, `jwks_uri` of `{issuer}/.well-known/openid-configuration` is used."""
+    audiences: list[str] = Field(default_factory=list[str])
+    """Further accepted `aud` values (an IdP's audience alias); `resource` is always accepted."""
+    allowed_scopes: list[str] = Field(default_factory=list[str])
+    """Scopes (or tiers) a remote caller may ever hold: granted = token scopes ∩ these ∩ `auth.enabled_scopes`."""
+    algorithms: list[RemoteAlgorithm] = Field(default_factory=lambda: list[RemoteAlgorithm](["RS256"]))
+    """Accepted signature algorithms; the key type must match."""
+    token_id_hmac_secret_env: str | None = None
+    """Name of the environment variable holding the key (>= 32 bytes) that hashes token ids (`jti`) for audit."""
+    clock_skew_seconds: Annotated[int, Field(ge=0, le=300)] = 60
+    """Leeway on `exp`, `nbf` and `iat`."""
+    jwks_cache_seconds: Annotated[int, Field(ge=10, le=86_400)] = 600
+    """How long a fetched key set is used before it is fetched again."""
+    jwks_refetch_interval_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """A token with an unknown `kid` refetches the key set at most once per this interval."""
+    jwks_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 5.0
+    """Timeout of one discovery or key-set fetch."""
+    jwks_max_bytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = 256 * 1024
+    """Largest discovery document or key set accepted."""
+    bind_address: str = "127.0.0.1:8080"
+    """Where the HTTP server listens; `--bind` overrides it. Beyond loopback it needs TLS or `behind_proxy`."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain for HTTPS; set together with `tls_key_file`."""
+    tls_key_file: Path | None = None
+    """PEM private key for HTTPS."""
+    behind_proxy: bool = False
+    """True when a TLS-terminating reverse proxy is in front; allows a non-loopback bind without TLS here."""
+    trusted_proxies: list[str] = Field(default_factory=list[str])
+    """Proxy addresses or networks (CIDR) whose `X-Forwarded-For` is believed; nobody else's is."""
+    allowed_hosts: list[str] = Field(default_factory=list[str])
+    """Further accepted `Host` values; the resource's host and the bind address are always accepted."""
+    allowed_origins: list[str] = Field(default_factory=list[str])
+    """Further accepted browser `Origin` values; the resource's origin is always accepted."""
+    rate_limit_max_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 120
+    """Requests one authenticated subject may make per window (429 beyond)."""
+    rate_limit_window_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    """Length of the rate-limit window."""
+    max_sessions: Annotated[int, Field(ge=1, le=100_000)] = 64
+    """Most MCP sessions open at once."""
+    max_request_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 1024 * 1024
+    """Largest request body accepted (413 beyond)."""
+    session_idle_timeout_seconds: Annotated[int, Field(ge=10, le=86_400)] = 1800
+    """An MCP session idle this long is closed."""
+
+    @field_validator("resource", "issuer", "jwks_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment or parts.query:
+            raise ValueError("must be an absolute http(s) URL without query or fragment")
+        if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+            raise ValueError("must use https (plain http is allowed only on loopback)")
+        return value
+
+    @field_validator("allowed_scopes")
+    @classmethod
+    def _known_scopes(cls, value: list[str]) -> list[str]:
+        parse_scopes(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @model_validator(mode="after")
+    def _check_complete(self) -> Self:
+        split_bind_address(self.bind_address)
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("remote_mcp: tls_cert_file and tls_key_file go together")
+        if not self.enabled:
+            return self
+        missing = [
+            f"remote_mcp.{name}"
+            for name, ok in (
+                ("resource", self.resource is not None),
+                ("issuer", self.issuer is not None),
+                ("allowed_scopes", bool(self.allowed_scopes)),
+                ("token_id_hmac_secret_env", bool(self.token_id_hmac_secret_env)),
+            )
+            if not ok
+        ]
+        if missing:
+            raise GatewayError(
+                ErrorCode.CONFIG_INVALID,
+                "Remote MCP is enabled but incomplete: " + ", ".join(missing) + ".",
+                user_action="Fill in the remote_mcp section (see docs/remote-mcp-oauth.md).",
+            )
+        self.check_bind(self.bind_address)
+        return self
+
+    def check_bind(self, bind: str) -> tuple[str, int]:
+        """`bind` as (host, port), refused beyond loopback unless TLS or `behind_proxy` is configured.
+
+        Raises:
+            GatewayError: `CONFIG_REMOTE_MCP_FORBIDDEN` for an exposed bind without TLS or a proxy.
+        """
+        host, port = split_bind_address(bind)
+        if not _is_loopback_host(host) and self.tls_cert_file is None and not self.behind_proxy:
+            raise GatewayError(
+                ErrorCode.CONFIG_REMOTE_MCP_FORBIDDEN,
+                f"Binding the remote MCP server to {host} needs TLS (remote_mcp.tls_cert_file and tls_key_file) "
+                "or remote_mcp.behind_proxy.",
+                user_action="Bind to 127.0.0.1, configure TLS, or declare the TLS-terminating proxy.",
+            )
+        return host, port
+
+    def scopes(self) -> frozenset[Scope]:
+        """The allowed scopes as a set."""
+        return parse_scopes(self.allowed_scopes)
+
+    def token_id_key(self) -> bytes:
+        """The token-id hashing key, read from `token_id_hmac_secret_env`.
+
+        Raises:
+            GatewayError: `CONFIG_INVALID` when the variable is unnamed, unset or shorter than 32 bytes.
+        """
+        name = self.token_id_hmac_secret_env
+        value = os.environ.get(name) if name else None
+        if not name or not value or len(value.encode("utf-8")) < 32:
+            raise GatewayError(
+                ErrorCode.CONFIG_INVALID,
+                f"The environment variable {name or '(unnamed)'} (remote_mcp.token_id_hmac_secret_env) "
+                "must hold a secret of at least 32 bytes.",
+                user_action="Set it to a random secret of at least 32 bytes.",
+            )
+        return value.encode("utf-8")
+
+
+def _remote_mcp_agrees(value: RemoteMcpConfig, info: ValidationInfo) -> RemoteMcpConfig:
+    safety = info.data.get("safety")
+    if isinstance(safety, SafetyConfig) and safety.remote_mcp_enabled != value.enabled:
+        raise GatewayError(
+            ErrorCode.CONFIG_REMOTE_MCP_FORBIDDEN,
+            "safety.remote_mcp_enabled and remote_mcp.enabled must both be true or both false.",
+        )
+    return value
+
+
 class GatewayConfig(_Section):
     """The whole configuration of one gateway."""
 
@@ -132,6 +411,55 @@ class GatewayConfig(_Section):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    orders: OrdersConfig = Field(default_factory=OrdersConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    live_trading: LiveTradingConfig = Field(default_factory=LiveTradingConfig)
+    risk_policies: list[RiskPolicy] = Field(default_factory=list[RiskPolicy])
+    """Named risk policies; `orders.preview_policy_id` and `live_trading.risk_policy_id` pick one."""
+    remote_mcp: Annotated[RemoteMcpConfig, AfterValidator(_remote_mcp_agrees)] = Field(
+        default_factory=RemoteMcpConfig, validate_default=True
+    )
+    """The remote (streamable HTTP, OAuth) MCP server."""
+
+    @model_validator(mode="after")
+    def _check_orders(self) -> Self:
+        ids = [policy.policy_id for policy in self.risk_policies]
+        if len(ids) != len(set(ids)):
+            raise ValueError("risk_policies: policy ids must be unique")
+        if self.orders.preview_policy_id is not None and self.orders.preview_policy_id not in ids:
+            raise ValueError(f"orders.preview_policy_id {self.orders.preview_policy_id!r} is not under risk_policies")
+        live = self.live_trading
+        if self.safety.live_trading_enabled != live.enabled:
+            raise GatewayError(
+                ErrorCode.CONFIG_LIVE_TRADING_FORBIDDEN,
+                "safety.live_trading_enabled and live_trading.enabled must both be true or both false.",
+            )
+        if live.enabled:
+            missing = [
+                name
+                for name, ok in (
+                    ("live_trading.allowed_accounts", bool(live.allowed_accounts)),
+                    ("live_trading.risk_policy_id (a policy under risk_policies)", live.risk_policy_id in ids),
+                    ("live_trading.paper_to_live_checklist_acknowledged", live.paper_to_live_checklist_acknowledged),
+                )
+                if not ok
+            ]
+            if missing:
+                raise GatewayError(
+                    ErrorCode.CONFIG_LIVE_TRADING_FORBIDDEN,
+                    "Live trading is enabled but incomplete: " + ", ".join(missing) + ".",
+                )
+        return self
+
+    def risk_policy(self, policy_id: str | None) -> RiskPolicy | None:
+        """The policy with this id under `risk_policies`, or None."""
+        return next((policy for policy in self.risk_policies if policy.policy_id == policy_id), None)
+
+    def operator_scopes(self) -> frozenset[Scope]:
+        """Scopes of the CLI operator: `orders.operator_scopes`, else all with the simulator, else `auth`'s."""
+        if self.orders.operator_scopes is not None:
+            return parse_scopes(self.orders.operator_scopes)
+        return WITH_LIVE if self.is_fake else self.auth.scopes()
 
     @classmethod
     def fake_local(cls, *, state_dir: Path | None = None) -> GatewayConfig:

@@ -80,6 +80,59 @@ class ErrorCode(StrEnum):
     STATE_DATABASE_UNAVAILABLE = "STATE_DATABASE_UNAVAILABLE"
     READONLY_WRITE_FORBIDDEN = "READONLY_WRITE_FORBIDDEN"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    ORDER_PREVIEW_DISABLED = "ORDER_PREVIEW_DISABLED"
+    ORDER_VALIDATION_FAILED = "ORDER_VALIDATION_FAILED"
+    ORDER_QUANTITY_INVALID = "ORDER_QUANTITY_INVALID"
+    ORDER_PRICE_INVALID = "ORDER_PRICE_INVALID"
+    ORDER_FRACTIONAL_REFUSED = "ORDER_FRACTIONAL_REFUSED"
+    ORDER_LIMIT_PRICE_REQUIRED = "ORDER_LIMIT_PRICE_REQUIRED"
+    ORDER_STOP_PRICE_REQUIRED = "ORDER_STOP_PRICE_REQUIRED"
+    ORDER_TRAILING_OFFSET_REQUIRED = "ORDER_TRAILING_OFFSET_REQUIRED"
+    ORDER_TRAILING_OFFSET_INVALID = "ORDER_TRAILING_OFFSET_INVALID"
+    ORDER_TYPE_REFUSED = "ORDER_TYPE_REFUSED"
+    ORDER_ASSET_CLASS_REFUSED = "ORDER_ASSET_CLASS_REFUSED"
+    ORDER_SYMBOL_REFUSED = "ORDER_SYMBOL_REFUSED"
+    ORDER_QUANTITY_LIMIT_REFUSED = "ORDER_QUANTITY_LIMIT_REFUSED"
+    ORDER_NOTIONAL_LIMIT_REFUSED = "ORDER_NOTIONAL_LIMIT_REFUSED"
+    ORDER_QUOTE_MISSING = "ORDER_QUOTE_MISSING"
+    ORDER_QUOTE_STALE = "ORDER_QUOTE_STALE"
+    ORDER_PRICE_COLLAR_REFUSED = "ORDER_PRICE_COLLAR_REFUSED"
+    ORDER_BROKER_WOULD_REJECT = "ORDER_BROKER_WOULD_REJECT"
+    PREVIEW_NOT_FOUND = "PREVIEW_NOT_FOUND"
+    PREVIEW_EXPIRED = "PREVIEW_EXPIRED"
+    PAPER_APPROVAL_REQUIRED = "PAPER_APPROVAL_REQUIRED"
+    APPROVAL_NOT_FOUND = "APPROVAL_NOT_FOUND"
+    APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
+    APPROVAL_CONSUMED = "APPROVAL_CONSUMED"
+    APPROVAL_REVOKED = "APPROVAL_REVOKED"
+    APPROVAL_ACCOUNT_MISMATCH = "APPROVAL_ACCOUNT_MISMATCH"
+    APPROVAL_PREVIEW_MISMATCH = "APPROVAL_PREVIEW_MISMATCH"
+    APPROVAL_SELF_FORBIDDEN = "APPROVAL_SELF_FORBIDDEN"
+    APPROVAL_TTL_OUT_OF_RANGE = "APPROVAL_TTL_OUT_OF_RANGE"
+    IDEMPOTENCY_KEY_REQUIRED = "IDEMPOTENCY_KEY_REQUIRED"
+    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    IDEMPOTENCY_IN_PROGRESS = "IDEMPOTENCY_IN_PROGRESS"
+    PAPER_TRADING_DISABLED = "PAPER_TRADING_DISABLED"
+    PAPER_ACCOUNT_REQUIRED = "PAPER_ACCOUNT_REQUIRED"
+    LIVE_TRADING_DISABLED = "LIVE_TRADING_DISABLED"
+    LIVE_SCOPE_MISSING = "LIVE_SCOPE_MISSING"
+    LIVE_ACCOUNT_NOT_ALLOWLISTED = "LIVE_ACCOUNT_NOT_ALLOWLISTED"
+    LIVE_MIGRATION_REQUIRED = "LIVE_MIGRATION_REQUIRED"
+    LIVE_POLICY_UNKNOWN = "LIVE_POLICY_UNKNOWN"
+    LIVE_ORDER_TYPE_REFUSED = "LIVE_ORDER_TYPE_REFUSED"
+    LIVE_FRACTIONAL_REFUSED = "LIVE_FRACTIONAL_REFUSED"
+    LIVE_ASSET_CLASS_REFUSED = "LIVE_ASSET_CLASS_REFUSED"
+    LIVE_SYMBOL_REFUSED = "LIVE_SYMBOL_REFUSED"
+    LIVE_QUANTITY_LIMIT_REFUSED = "LIVE_QUANTITY_LIMIT_REFUSED"
+    LIVE_NOTIONAL_LIMIT_REFUSED = "LIVE_NOTIONAL_LIMIT_REFUSED"
+    LIVE_MARKET_SNAPSHOT_MISSING = "LIVE_MARKET_SNAPSHOT_MISSING"
+    LIVE_STALE_QUOTE = "LIVE_STALE_QUOTE"
+    LIVE_PRICE_COLLAR_REFUSED = "LIVE_PRICE_COLLAR_REFUSED"
+    LIVE_FREQUENCY_LIMIT_REFUSED = "LIVE_FREQUENCY_LIMIT_REFUSED"
+    LIVE_DAILY_ORDER_LIMIT_REFUSED = "LIVE_DAILY_ORDER_LIMIT_REFUSED"
+    LIVE_DAILY_NOTIONAL_LIMIT_REFUSED = "LIVE_DAILY_NOTIONAL_LIMIT_REFUSED"
+    LIVE_KILL_SWITCH_CLOSED = "LIVE_KILL_SWITCH_CLOSED"
+    KILL_SWITCH_OPERATOR_ONLY = "KILL_SWITCH_OPERATOR_ONLY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +244,134 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         "refusal", False, "Use the gated commands: orders preview, approvals create, orders submit."
     ),
     ErrorCode.INTERNAL_ERROR: ErrorInfo("refusal", False, "Report this with the audit event id."),
+    ErrorCode.ORDER_PREVIEW_DISABLED: ErrorInfo(
+        "refusal",
+        False,
+        "Pass --enable-preview on the CLI; MCP callers need orders.preview_enabled and the preview scope.",
+    ),
+    ErrorCode.ORDER_VALIDATION_FAILED: ErrorInfo("refusal", False, "Correct the order fields and preview again."),
+    ErrorCode.ORDER_QUANTITY_INVALID: ErrorInfo("refusal", False, "Use a positive, finite quantity."),
+    ErrorCode.ORDER_PRICE_INVALID: ErrorInfo("refusal", False, "Use positive, finite prices."),
+    ErrorCode.ORDER_FRACTIONAL_REFUSED: ErrorInfo(
+        "refusal", False, "Use a whole quantity, or allow fractions in the risk policy."
+    ),
+    ErrorCode.ORDER_LIMIT_PRICE_REQUIRED: ErrorInfo("refusal", False, "Pass --limit-price for limit orders."),
+    ErrorCode.ORDER_STOP_PRICE_REQUIRED: ErrorInfo("refusal", False, "Pass --stop-price for stop orders."),
+    ErrorCode.ORDER_TRAILING_OFFSET_REQUIRED: ErrorInfo(
+        "refusal", False, "Pass exactly one of --trailing-amount and --trailing-percent."
+    ),
+    ErrorCode.ORDER_TRAILING_OFFSET_INVALID: ErrorInfo("refusal", False, "Use a positive trailing offset."),
+    ErrorCode.ORDER_TYPE_REFUSED: ErrorInfo("refusal", False, "Use an order type the risk policy allows."),
+    ErrorCode.ORDER_ASSET_CLASS_REFUSED: ErrorInfo(
+        "refusal", False, "Trade an asset class the risk policy allows (allowed_asset_classes)."
+    ),
+    ErrorCode.ORDER_SYMBOL_REFUSED: ErrorInfo(
+        "refusal", False, "Trade a symbol the risk policy allows (allowed_symbols)."
+    ),
+    ErrorCode.ORDER_QUANTITY_LIMIT_REFUSED: ErrorInfo(
+        "refusal", False, "Reduce the quantity to the policy's max_quantity or below."
+    ),
+    ErrorCode.ORDER_NOTIONAL_LIMIT_REFUSED: ErrorInfo(
+        "refusal", False, "Reduce quantity or price so the notional stays within the policy's max_notional."
+    ),
+    ErrorCode.ORDER_QUOTE_MISSING: ErrorInfo(
+        "refusal", True, "The order needs a reference price and the broker has no quote; retry when it has one."
+    ),
+    ErrorCode.ORDER_QUOTE_STALE: ErrorInfo("refusal", True, "Wait for a fresh quote and preview again."),
+    ErrorCode.ORDER_PRICE_COLLAR_REFUSED: ErrorInfo(
+        "refusal", False, "Bring the price within the policy's max_price_deviation_bps of the market."
+    ),
+    ErrorCode.ORDER_BROKER_WOULD_REJECT: ErrorInfo(
+        "refusal", False, "The broker's what-if says it would reject this order; read its message and adjust."
+    ),
+    ErrorCode.PREVIEW_NOT_FOUND: ErrorInfo("refusal", False, "Run `ibkr-agent orders preview` and use its preview_id."),
+    ErrorCode.PREVIEW_EXPIRED: ErrorInfo("refusal", False, "Preview the order again; previews expire."),
+    ErrorCode.PAPER_APPROVAL_REQUIRED: ErrorInfo(
+        "refusal", False, "Create an approval with `ibkr-agent approvals create` and pass --approval-id."
+    ),
+    ErrorCode.APPROVAL_NOT_FOUND: ErrorInfo("refusal", False, "Run `ibkr-agent approvals list` to see approval ids."),
+    ErrorCode.APPROVAL_EXPIRED: ErrorInfo("refusal", False, "Create a new approval; this one expired."),
+    ErrorCode.APPROVAL_CONSUMED: ErrorInfo(
+        "refusal", False, "An approval is single use: preview and approve the order again."
+    ),
+    ErrorCode.APPROVAL_REVOKED: ErrorInfo("refusal", False, "The approval was revoked; create a new one."),
+    ErrorCode.APPROVAL_ACCOUNT_MISMATCH: ErrorInfo("refusal", False, "Use an approval created for this account."),
+    ErrorCode.APPROVAL_PREVIEW_MISMATCH: ErrorInfo(
+        "refusal", False, "The approval does not match the preview; approve the preview you mean to submit."
+    ),
+    ErrorCode.APPROVAL_SELF_FORBIDDEN: ErrorInfo(
+        "refusal", False, "Ask the operator (the CLI) or another principal to approve this preview."
+    ),
+    ErrorCode.APPROVAL_TTL_OUT_OF_RANGE: ErrorInfo(
+        "refusal", False, "Pass --ttl-seconds within approvals.min_ttl_seconds and approvals.max_ttl_seconds."
+    ),
+    ErrorCode.IDEMPOTENCY_KEY_REQUIRED: ErrorInfo(
+        "refusal", False, "Pass --idempotency-key: 1 to 128 printable characters, unique per order."
+    ),
+    ErrorCode.IDEMPOTENCY_CONFLICT: ErrorInfo(
+        "refusal", False, "This key was used for a different request; use a new key for a new order."
+    ),
+    ErrorCode.IDEMPOTENCY_IN_PROGRESS: ErrorInfo(
+        "refusal", True, "The first request with this key is still running; retry the same call in a moment."
+    ),
+    ErrorCode.PAPER_TRADING_DISABLED: ErrorInfo(
+        "refusal", False, "Pass --enable-paper on the CLI; MCP callers need orders.paper_enabled and the paper scopes."
+    ),
+    ErrorCode.PAPER_ACCOUNT_REQUIRED: ErrorInfo(
+        "refusal", False, "Paper orders go only to accounts the broker marks as paper (isPaper)."
+    ),
+    ErrorCode.LIVE_TRADING_DISABLED: ErrorInfo(
+        "refusal",
+        False,
+        "Pass --enable-live; with a real broker also set safety.live_trading_enabled and live_trading.enabled.",
+    ),
+    ErrorCode.LIVE_SCOPE_MISSING: ErrorInfo("refusal", False, "Pass --live-scope to confirm the live scope."),
+    ErrorCode.LIVE_ACCOUNT_NOT_ALLOWLISTED: ErrorInfo(
+        "refusal", False, "Add the account to live_trading.allowed_accounts (only the operator can)."
+    ),
+    ErrorCode.LIVE_MIGRATION_REQUIRED: ErrorInfo(
+        "refusal",
+        False,
+        "Complete the paper-to-live runbook, set live_trading.paper_to_live_checklist_acknowledged and pass "
+        "--acknowledge-paper-to-live.",
+    ),
+    ErrorCode.LIVE_POLICY_UNKNOWN: ErrorInfo(
+        "refusal", False, "Set live_trading.risk_policy_id to the id of a policy under risk_policies."
+    ),
+    ErrorCode.LIVE_ORDER_TYPE_REFUSED: ErrorInfo("refusal", False, "Use an order type the live risk policy allows."),
+    ErrorCode.LIVE_FRACTIONAL_REFUSED: ErrorInfo("refusal", False, "Use a whole quantity for live orders."),
+    ErrorCode.LIVE_ASSET_CLASS_REFUSED: ErrorInfo(
+        "refusal", False, "Trade an asset class the live risk policy allows."
+    ),
+    ErrorCode.LIVE_SYMBOL_REFUSED: ErrorInfo("refusal", False, "Trade a symbol the live risk policy allows."),
+    ErrorCode.LIVE_QUANTITY_LIMIT_REFUSED: ErrorInfo(
+        "refusal", False, "Reduce the quantity to the live policy's max_quantity or below."
+    ),
+    ErrorCode.LIVE_NOTIONAL_LIMIT_REFUSED: ErrorInfo(
+        "refusal", False, "Reduce the order's notional to the live policy's max_notional or below."
+    ),
+    ErrorCode.LIVE_MARKET_SNAPSHOT_MISSING: ErrorInfo(
+        "refusal", True, "The live policy needs a reference price and the broker has no usable quote; retry later."
+    ),
+    ErrorCode.LIVE_STALE_QUOTE: ErrorInfo("refusal", True, "Wait for a fresh quote, then retry."),
+    ErrorCode.LIVE_PRICE_COLLAR_REFUSED: ErrorInfo(
+        "refusal", False, "Bring the price within the live policy's max_price_deviation_bps of mid or last."
+    ),
+    ErrorCode.LIVE_FREQUENCY_LIMIT_REFUSED: ErrorInfo(
+        "refusal", True, "Too many live orders in the window; wait for the window to pass."
+    ),
+    ErrorCode.LIVE_DAILY_ORDER_LIMIT_REFUSED: ErrorInfo(
+        "refusal", False, "The live order count for this trading day is used up; it resets at the next trading day."
+    ),
+    ErrorCode.LIVE_DAILY_NOTIONAL_LIMIT_REFUSED: ErrorInfo(
+        "refusal", False, "The live notional budget for this trading day is used up; see `ibkr-agent limits status`."
+    ),
+    ErrorCode.LIVE_KILL_SWITCH_CLOSED: ErrorInfo(
+        "refusal", False, "The operator opens the kill switch with `ibkr-agent kill-switch open --reason ...`."
+    ),
+    ErrorCode.KILL_SWITCH_OPERATOR_ONLY: ErrorInfo(
+        "auth", False, "Only the operator at the CLI may open the kill switch; anyone with a write scope may close it."
+    ),
 }
 """Family, retry advice and user action for every code; a test keeps it complete."""
 

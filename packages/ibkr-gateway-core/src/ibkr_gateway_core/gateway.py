@@ -31,6 +31,7 @@ from .audit import (
     new_event_id,
 )
 from .backend import Backend, BackendFactory, load_backend_factory
+from .call_context import CURRENT_CALL, CallContext
 from .checkpoint import Checkpoint
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
@@ -49,6 +50,7 @@ from .models import (
     SessionCheck,
     SessionRequirements,
 )
+from .order_desk import OrderDesk, order_handlers
 from .principal import Principal
 from .redaction import redact, scrub_text, secret_reason
 from .registry import AuditTail, Operation, operation
@@ -89,6 +91,8 @@ _INPUT_CODES: Final = {
     "contract_id": ErrorCode.INPUT_INVALID_CONTRACT,
     "duration": ErrorCode.INPUT_INVALID_TIME_RANGE,
     "bar_size": ErrorCode.INPUT_INVALID_TIME_RANGE,
+    "approval_id": ErrorCode.PAPER_APPROVAL_REQUIRED,
+    "idempotency_key": ErrorCode.IDEMPOTENCY_KEY_REQUIRED,
 }
 """Which code a bad value of a field gets; other fields get `INPUT_INVALID_ARGUMENT`."""
 
@@ -173,6 +177,8 @@ class Gateway:
             "audit_verify": self._audit_verify,
             "audit_checkpoint": self._audit_checkpoint,
         }
+        self._desk: OrderDesk | None = None
+        self._handlers.update(order_handlers(self._order_desk))
         self.verify_progress: Callable[[int, int], None] | None = None
         """Called with (rows checked, rows expected) while `audit_verify` runs; the CLI shows it on a terminal."""
 
@@ -201,7 +207,27 @@ class Gateway:
             if backend is not None:
                 await backend.aclose()
         finally:
+            desk, self._desk = self._desk, None
+            if desk is not None:
+                desk.close()
             self.audit.close()
+
+    def _order_desk(self) -> OrderDesk:
+        """The order desk, opened on the first order operation (read-only commands never open it)."""
+        if self._desk is None:
+            from .order_store import OrderStore
+
+            self._desk = OrderDesk(
+                self.config,
+                OrderStore.open(self.audit.path),
+                self.audit,
+                backend=lambda: self.backend,
+                accounts=self._visible_accounts,
+                resolve=self._resolve_contract,
+                clock=self._clock,
+                session_id=self.session_id,
+            )
+        return self._desk
 
     @property
     def backend(self) -> Backend:
@@ -221,10 +247,13 @@ class Gateway:
         principal: Principal | None = None,
         request_id: str | None = None,
         tool_names_only: bool = False,
+        switches: frozenset[str] = frozenset(),
     ) -> CallResult[Any]:
         """Run one operation by method or tool name, audited whatever happens.
 
         `tool_names_only` makes a method name an unknown operation: MCP callers address tools only.
+        `switches` are the operator's per-call enablements (`call_context.Switch`), set by the CLI from
+        its flags; they are never tool arguments.
 
         Raises:
             GatewayError: with a stable code; its `audit_event_id` names the event that recorded it.
@@ -248,7 +277,11 @@ class Gateway:
             account_id = getattr(args, "account_id", None)
             if isinstance(account_id, str):
                 await self._check_account(account_id)
-            value = await self._handlers[op.name](args)
+            token = CURRENT_CALL.set(CallContext(caller, switches, event_id, request_id))
+            try:
+                value = await self._handlers[op.name](args)
+            finally:
+                CURRENT_CALL.reset(token)
             _refuse_unsafe_output(op, value)
         except GatewayError as exc:
             failure = exc

@@ -41,6 +41,9 @@ class Scope(StrEnum):
     ORDERS_LIVE_SUBMIT = "ibkr:orders:live:submit"
     ORDERS_LIVE_CANCEL = "ibkr:orders:live:cancel"
     ORDERS_LIVE_MODIFY = "ibkr:orders:live:modify"
+    APPROVALS_READ = "ibkr:approvals:read"
+    KILLSWITCH_CLOSE = "ibkr:killswitch:close"
+    KILLSWITCH_MANAGE = "ibkr:killswitch:manage"
 
 
 READ_ONLY: Final = frozenset(
@@ -62,12 +65,13 @@ READ_ONLY: Final = frozenset(
         Scope.CALENDAR_READ,
         Scope.CURRENCY_READ,
         Scope.TRANSFERS_READ,
+        Scope.APPROVALS_READ,
     }
 )
 """Reads only: the default for agents."""
 
-WITH_PREVIEW: Final = READ_ONLY | {Scope.ORDERS_PREVIEW}
-"""Reads plus non-executable order previews."""
+WITH_PREVIEW: Final = READ_ONLY | {Scope.ORDERS_PREVIEW, Scope.KILLSWITCH_CLOSE}
+"""Reads plus non-executable order previews; every write tier may also close the kill switch."""
 
 WITH_PAPER: Final = WITH_PREVIEW | {
     Scope.ORDERS_PAPER_SUBMIT,

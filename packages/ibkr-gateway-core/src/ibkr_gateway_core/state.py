@@ -62,6 +62,74 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "order workflow",
+        (
+            """
+            CREATE TABLE order_previews (
+                preview_id TEXT PRIMARY KEY,
+                account_id TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                created_by_kind TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                payload TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE order_approvals (
+                approval_id TEXT PRIMARY KEY,
+                preview_id TEXT NOT NULL REFERENCES order_previews (preview_id),
+                account_id TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('approved', 'consumed', 'revoked')),
+                approved_at TEXT NOT NULL,
+                payload TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX order_approvals_by_time ON order_approvals (approved_at)",
+            """
+            CREATE TABLE order_idempotency (
+                scope_key TEXT PRIMARY KEY,
+                flow TEXT NOT NULL,
+                account_id TEXT NOT NULL,
+                request_hash TEXT NOT NULL,
+                client_order_id TEXT,
+                writer TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'failed', 'unknown')),
+                approval_id TEXT,
+                context TEXT NOT NULL,
+                result TEXT,
+                error TEXT,
+                notional TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX order_idempotency_by_flow ON order_idempotency (flow, account_id, created_at)",
+            "CREATE INDEX order_idempotency_by_status ON order_idempotency (status)",
+            """
+            CREATE TABLE kill_switch (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+                payload TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE live_orders (
+                account_id TEXT NOT NULL,
+                broker_order_id TEXT NOT NULL,
+                writer TEXT NOT NULL,
+                client_order_id TEXT,
+                last_status TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                last_polled_at TEXT,
+                PRIMARY KEY (account_id, broker_order_id)
+            )
+            """,
+        ),
+    ),
 )
 """Every schema step, oldest first; append new ones, never edit applied ones."""
 

@@ -1,0 +1,115 @@
+"""Inputs of the order operations: previews, approvals, paper and live writes, kill switch, limits.
+
+They hold only what a caller may choose. The operator's per-call switches (`--enable-preview`,
+`--enable-paper`, `--enable-live`, ...) are never arguments: the CLI passes them to `Gateway.call`
+as switches, and other callers get the config's equivalents.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Self
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from .models import AccountId, ContractId, Currency, OrderSide
+from .orders import OrderType, TimeInForce
+from .requests import AccountInput, OperationInput
+
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Caller-chosen key, unique per intended order: a retry with the same key never sends twice.",
+    ),
+]
+"""1 to 128 printable ASCII characters, no spaces or control characters."""
+
+RecordId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+"""A preview, approval or broker order id."""
+
+
+def _order_type(value: object) -> object:
+    """Accept the CLI spelling (`stop-limit`) as well as the model's (`stop_limit`)."""
+    return value.strip().lower().replace("-", "_") if isinstance(value, str) else value
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _upper(value: object) -> object:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+class OrderPreviewInput(AccountInput):
+    """One single-leg order to preview: nothing is sent to the broker but a what-if."""
+
+    symbol: Annotated[str | None, BeforeValidator(_upper)] = Field(
+        default=None, min_length=1, max_length=32, description="Symbol, e.g. AAPL; or pass contract_id."
+    )
+    contract_id: ContractId | None = Field(default=None, description="IBKR contract id (conid) instead of a symbol.")
+    side: Annotated[OrderSide, BeforeValidator(_lower)] = Field(description="buy or sell.")
+    quantity: Decimal = Field(description="Shares or contracts, positive.")
+    order_type: Annotated[OrderType, BeforeValidator(_order_type)] = Field(
+        default="limit", description="limit, market, stop, stop_limit or trailing_stop."
+    )
+    limit_price: Decimal | None = Field(default=None, description="Limit price (limit and stop_limit orders).")
+    stop_price: Decimal | None = Field(default=None, description="Stop trigger price (stop and stop_limit orders).")
+    trailing_amount: Decimal | None = Field(default=None, description="Trailing offset as an amount.")
+    trailing_percent: Decimal | None = Field(default=None, description="Trailing offset in percent.")
+    currency: Annotated[Currency, BeforeValidator(_upper)] = Field(default="USD", description="Order currency.")
+    time_in_force: Annotated[TimeInForce, BeforeValidator(_lower)] = Field(default="day", description="day or gtc.")
+    exchange: Annotated[str | None, BeforeValidator(_upper)] = Field(
+        default=None, max_length=16, description="Routing exchange; SMART when omitted."
+    )
+    outside_regular_hours: bool = Field(default=False, description="Allow execution outside regular trading hours.")
+
+    @model_validator(mode="after")
+    def _one_contract(self) -> Self:
+        if (self.symbol is None) == (self.contract_id is None):
+            raise ValueError("pass exactly one of symbol and contract_id")
+        return self
+
+
+class ApprovalCreateInput(AccountInput):
+    """Approve one preview, for one account, once."""
+
+    preview_id: RecordId = Field(description="The preview to approve, from orders preview.")
+    ttl_seconds: int | None = Field(default=None, description="Lifetime in seconds (default from the config).")
+
+
+class ApprovalListInput(OperationInput):
+    """Approvals, newest first."""
+
+    account_id: AccountId | None = Field(default=None, description="Only approvals for this account.")
+    limit: Annotated[int, Field(ge=1, le=500)] = Field(default=50, description="How many, 1 to 500.")
+
+
+class ApprovalRevokeInput(OperationInput):
+    """Revoke an unused approval."""
+
+    approval_id: RecordId = Field(description="The approval to revoke.")
+    reason: Annotated[str, Field(max_length=500)] = Field(default="revoked", description="Why; kept in the record.")
+
+
+class OrderSubmitInput(AccountInput):
+    """Submit the order of an approved preview."""
+
+    approval_id: RecordId = Field(description="The approval from approvals create; its preview is what is sent.")
+    idempotency_key: IdempotencyKey
+
+
+class OrderCancelInput(AccountInput):
+    """Cancel one order."""
+
+    broker_order_id: RecordId = Field(description="Broker order id of the order to cancel.")
+    idempotency_key: IdempotencyKey
+
+
+class KillSwitchChangeInput(OperationInput):
+    """Open or close the live kill switch."""
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = Field(description="Why; kept and audited.")

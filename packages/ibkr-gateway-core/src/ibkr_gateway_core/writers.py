@@ -1,0 +1,96 @@
+"""Order writers without a broker, the warning policy, and the client order id (IBKR `cOID`).
+
+The Client Portal writer lives in `ibkr_gateway_cpapi` (`backend.order_writer()`); the two here
+never do I/O: `LocalCandidateWriter` records what would have been sent under a deterministic id,
+`RefusingWriter` refuses everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from .errors import ErrorCode, GatewayError
+from .models import OrderRecord
+from .orders import BrokerQuestion, CancelAck, OrderTicket, PlacedOrder, QuestionPolicy
+
+WriterName = Literal["local-candidate", "client-portal", "refusing"]
+
+CLIENT_ORDER_ID_PREFIX: Final = "iag-"
+CLIENT_ORDER_ID_HEX: Final = 24
+"""`iag-` + 24 hex characters: 28 characters, within IBKR's cOID length limit."""
+
+
+def client_order_id(scope_key: str) -> str:
+    """The `cOID` of a keyed submit: deterministic, so an unknown outcome can be looked up by it."""
+    return CLIENT_ORDER_ID_PREFIX + hashlib.sha256(scope_key.encode("utf-8")).hexdigest()[:CLIENT_ORDER_ID_HEX]
+
+
+@dataclass(frozen=True, slots=True)
+class WarningPolicy:
+    """Answers IBKR order warnings by message id; any id not allowed (or unknown) refuses the order."""
+
+    actions: Mapping[str, str]
+    """Message id → `allow` or `deny` (from `orders.warning_policy`)."""
+    answered: list[BrokerQuestion] = field(default_factory=lambda: [])
+    """Questions this policy was asked, in order (for the audit and the result)."""
+
+    def __call__(self, question: BrokerQuestion) -> bool:
+        """True only when every message id of the question is explicitly allowed."""
+        self.answered.append(question)
+        return bool(question.message_ids) and all(self.actions.get(mid) == "allow" for mid in question.message_ids)
+
+
+class LocalCandidateWriter:
+    """Sends nothing: the order id is `local-candidate-` + the cOID, the status `submitted`."""
+
+    name: str = "local-candidate"
+
+    async def place(
+        self, ticket: OrderTicket, *, client_order_id: str, confirm: QuestionPolicy, max_rounds: int
+    ) -> PlacedOrder:
+        """A deterministic candidate id; no broker call."""
+        return PlacedOrder(
+            broker_order_id=f"local-candidate-{client_order_id}",
+            client_order_id=client_order_id,
+            broker_status="LocalCandidate",
+            status="submitted",
+        )
+
+    async def find_by_client_order_id(self, account_id: str, client_order_id: str) -> OrderRecord | None:
+        """Nothing was ever sent, so nothing can be found."""
+        return None
+
+    async def cancel(self, account_id: str, broker_order_id: str) -> CancelAck:
+        """Accepted locally; no broker call."""
+        return CancelAck(broker_order_id=broker_order_id, accepted=True, broker_status="Cancelled")
+
+
+class RefusingWriter:
+    """Refuses every write (`LIVE_TRADING_DISABLED`): for fail-closed checks."""
+
+    name: str = "refusing"
+
+    async def place(
+        self, ticket: OrderTicket, *, client_order_id: str, confirm: QuestionPolicy, max_rounds: int
+    ) -> PlacedOrder:
+        """Always refuses.
+
+        Raises:
+            GatewayError: `LIVE_TRADING_DISABLED`.
+        """
+        raise GatewayError(ErrorCode.LIVE_TRADING_DISABLED, "The refusing writer sends no orders.")
+
+    async def find_by_client_order_id(self, account_id: str, client_order_id: str) -> OrderRecord | None:
+        """Nothing was ever sent."""
+        return None
+
+    async def cancel(self, account_id: str, broker_order_id: str) -> CancelAck:
+        """Always refuses.
+
+        Raises:
+            GatewayError: `LIVE_TRADING_DISABLED`.
+        """
+        raise GatewayError(ErrorCode.LIVE_TRADING_DISABLED, "The refusing writer cancels no orders.")
