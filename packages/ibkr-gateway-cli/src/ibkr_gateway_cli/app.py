@@ -523,6 +523,9 @@ def audit_checkpoint(
     run_operation(_options(ctx, config, json_output, request_id), "audit_checkpoint", {}, render)
 
 
+from . import orders_cli as orders_cli  # noqa: E402  (registers the order commands on the apps above)
+
+
 def main() -> None:
     """Console-script entry point: usage errors get the stable error shape too."""
     try:

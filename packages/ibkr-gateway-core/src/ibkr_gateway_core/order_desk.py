@@ -483,7 +483,7 @@ class OrderDesk:
         if preview is None:
             return await self._settle_latest(scope_key, request_hash)
         ticket = preview.ticket
-        notional: Decimal | None = None
+        notional = preview.estimated_cost.amount if preview.estimated_cost is not None else None
         if policy is not None:
             quote = await self._quote(ticket.contract_id)
             usage = await self._live_usage(args.account_id, policy)
@@ -741,7 +741,7 @@ class OrderDesk:
                 try:
                     ack = await self._writer(order.writer).cancel(order.account_id, order.broker_order_id)
                 except GatewayError:
-                    logger.warning("kill switch close: cancel of a live order failed", exc_info=True)
+                    logger.warning("kill switch close: the cancel of a tracked live order failed")
                     continue
                 if ack.accepted:
                     cancelled.append(order.broker_order_id)
