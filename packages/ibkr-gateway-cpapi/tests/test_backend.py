@@ -1,14 +1,18 @@
 """CpapiBackend over the simulator (httpx2.ASGITransport): every Backend method, with CPAPI's quirks."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import anyio
 import httpx2
 import pytest
+from dirty_equals import IsInstance
 from ibkr_gateway_core.backend import Backend
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_core.models import Money
+from ibkr_gateway_core.orders import OrderTicket
 from ibkr_gateway_cpapi.backend import (
     CpapiBackend,
     open_client_portal_backend,
@@ -17,6 +21,7 @@ from ibkr_gateway_cpapi.backend import (
 )
 from ibkr_gateway_cpapi.client import CpapiClient
 from ibkr_gateway_cpapi.simulator import SimContract, SimulatorState, create_simulator_app
+from inline_snapshot import snapshot
 
 from .conftest import NOW, frozen_clock
 
@@ -483,3 +488,105 @@ async def test_session_status_without_a_brokerage_session_points_at_ssodh_init(
     status = await backend.session_status()
     assert (status.status, status.authenticated, status.connected) == ("manual_action_required", False, True)
     assert status.user_action is not None and "ssodh/init" in status.user_action
+
+
+def limit_ticket(**changes: object) -> OrderTicket:
+    fields: dict[str, object] = {
+        "account_id": "DU1234567",
+        "contract_id": 265598,
+        "symbol": "AAPL",
+        "asset_class": "stock",
+        "currency": "USD",
+        "side": "buy",
+        "quantity": Decimal(10),
+        "order_type": "limit",
+        "limit_price": Decimal("210.00"),
+    }
+    return OrderTicket.model_validate(fields | changes)
+
+
+async def test_what_if_opens_the_market_data_stream_first_and_places_nothing(
+    backend: CpapiBackend, sim: SimulatorState
+) -> None:
+    """IBKR wants a snapshot of the instrument before a what-if; once per conid and brokerage session."""
+    with anyio.fail_after(5):
+        estimate = await backend.what_if(limit_ticket())
+        await backend.what_if(limit_ticket(quantity=Decimal(20)))
+    assert estimate.model_dump() == snapshot(
+        {
+            "amount": {"amount": Decimal("2100.00"), "currency": "USD"},
+            "commission": {"amount": Decimal("1.00"), "currency": "USD"},
+            "total": {"amount": Decimal("2101.00"), "currency": "USD"},
+            "initial_margin_change": Decimal("525"),
+            "maintenance_margin_change": Decimal("420"),
+            "equity_with_loan_after": IsInstance(Decimal),
+            "warnings": [],
+            "error": None,
+        }
+    )
+    calls = [p for p in sim.paths() if p.endswith(("/snapshot", "/whatif"))]
+    assert calls == [
+        "GET /iserver/marketdata/snapshot",
+        "POST /iserver/account/DU1234567/orders/whatif",
+        "POST /iserver/account/DU1234567/orders/whatif",
+    ]
+    assert sim.placement_requests == 0 and sim.placements == []
+
+
+async def test_what_if_warnings_and_refusals_are_values(backend: CpapiBackend, sim: SimulatorState) -> None:
+    """`warn` and `error` are broker text shown as data, not exceptions (style: expected outcomes are values)."""
+    estimate = await backend.what_if(limit_ticket(quantity=Decimal(5000), limit_price=Decimal(190)))
+    assert len(estimate.warnings) == 1 and "Percentage constraint" in estimate.warnings[0]
+    assert estimate.error == "Insufficient available funds for this order."
+
+
+async def test_what_if_of_an_unknown_contract_is_a_broker_refusal(backend: CpapiBackend) -> None:
+    """A 4xx with an error text is the broker saying no: WhatIf.error."""
+    estimate = await backend.what_if(limit_ticket(contract_id=999))
+    assert estimate.error == "Invalid contract id: 999"
+
+
+async def test_what_if_reads_currency_suffixes_and_missing_blocks() -> None:
+    """Amounts may carry a currency of their own; blocks may be absent (reference §2.5, [U])."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/whatif"):
+            assert json.loads(request.content)["orders"][0].get("cOID") is None  # a preview registers no cOID
+            body = {
+                "amount": {"amount": "1,234,567.50 EUR", "commission": "USD 1.25", "total": "1,234,568.75"},
+                "initial": {"current": "13,533", "change": "-1,514.5", "after": "12,018.5"},
+                "warn": "  ",
+                "error": None,
+            }
+            return httpx2.Response(200, json=body)
+        return httpx2.Response(200, json=[{"conid": 265598}] if "snapshot" in request.url.path else {"accounts": []})
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    async with http, CpapiBackend(CpapiClient("https://localhost:5000", http_client=http), name="test") as backend:
+        estimate = await backend.what_if(limit_ticket(currency="EUR"))
+    assert (estimate.amount, estimate.commission, estimate.total) == (
+        Money(amount=Decimal("1234567.50"), currency="EUR"),
+        Money(amount=Decimal("1.25"), currency="USD"),
+        Money(amount=Decimal("1234568.75"), currency="EUR"),
+    )
+    assert (estimate.initial_margin_change, estimate.maintenance_margin_change, estimate.warnings) == (
+        Decimal("-1514.5"),
+        None,
+        [],
+    )
+
+
+async def test_what_if_refuses_an_inconsistent_ticket_without_calling_the_broker(
+    backend: CpapiBackend, sim: SimulatorState
+) -> None:
+    """The same checks as placement (ORDER_VALIDATION_FAILED)."""
+    with pytest.raises(GatewayError) as caught:
+        await backend.what_if(limit_ticket(limit_price=None))
+    assert caught.value.code == ErrorCode.ORDER_VALIDATION_FAILED
+    assert sim.paths() == []
+
+
+async def test_the_order_writer_is_one_per_backend(backend: CpapiBackend) -> None:
+    """One writer, one placement lock: orders through the same broker session queue."""
+    assert backend.order_writer() is backend.order_writer()
+    assert backend.order_writer().name == "client-portal"

@@ -271,3 +271,32 @@ def test_from_config_requires_a_base_url() -> None:
         BrokerConfig(backend="client_portal_gateway", base_url="https://localhost:5000", verify_tls=False)
     )
     assert client.endpoint == "localhost:5000"
+
+
+def raising(error: type[httpx2.TransportError]) -> Handler:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        raise error("simulated", request=request)
+
+    return answer
+
+
+def answering(status: int, body: object) -> Handler:
+    return lambda request: httpx2.Response(status, json=body)
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        pytest.param(raising(httpx2.ReadTimeout), ErrorCode.BROKER_OUTCOME_UNKNOWN, id="read-timeout"),
+        pytest.param(answering(502, {"error": "Bad Gateway"}), ErrorCode.BROKER_OUTCOME_UNKNOWN, id="502"),
+        pytest.param(raising(httpx2.ConnectError), ErrorCode.BROKER_BACKEND_UNAVAILABLE, id="refused"),
+        pytest.param(answering(400, {"error": "bad"}), ErrorCode.BROKER_BACKEND_UNAVAILABLE, id="400"),
+    ],
+)
+async def test_a_mutating_request_tells_maybe_sent_from_surely_not_sent(answer: Handler, code: ErrorCode) -> None:
+    """Only a failure after the bytes left may hide a broker action; reads keep the ordinary codes."""
+    client, http = mock_client(answer)
+    async with http, client:
+        with pytest.raises(GatewayError) as caught:
+            await client.post("/tickle", {}, mutating=True)
+    assert caught.value.code == code

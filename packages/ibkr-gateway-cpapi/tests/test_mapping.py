@@ -459,3 +459,21 @@ def test_trade_without_a_known_side_is_refused() -> None:
     )[0]
     with pytest.raises(ValueError):
         order_mapping.to_execution(trade, "DU1")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("2,055.00 USD", (Decimal("2055.00"), "USD"), id="suffix"),
+        pytest.param("EUR 1,000", (Decimal("1000"), "EUR"), id="prefix"),
+        pytest.param("-1,514.5", (Decimal("-1514.5"), None), id="signed-plain"),
+        pytest.param(12.5, (Decimal("12.5"), None), id="number"),
+        pytest.param("n/a", (None, None), id="text"),
+        pytest.param(None, (None, None), id="absent"),
+    ],
+)
+def test_what_if_figures_are_read_with_their_currency(
+    raw: wire.WireNumber | None, expected: tuple[Decimal | None, str | None]
+) -> None:
+    """What-if values are formatted strings, sometimes with a currency (reference §2.5, [U])."""
+    assert order_mapping.formatted_amount(raw) == expected

@@ -1,19 +1,23 @@
-"""Pure functions from CPAPI order and execution rows to core's `OrderRecord` and `Execution`.
+"""Pure functions from CPAPI order, execution and what-if answers to core's domain models.
 
 Live orders, order status and trades spell the same facts differently (`BUY` vs `B`, `Limit` vs
 `LIMIT`, prices as strings, three time formats); these functions give each one domain spelling.
+What-if answers are formatted strings (`"2,055.00 USD"`), read into `Decimal` and `Money`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Final
 
-from ibkr_gateway_core.models import Execution, OrderRecord, OrderSide, OrderStatus
+from ibkr_gateway_core.models import Execution, Money, OrderRecord, OrderSide, OrderStatus
+from ibkr_gateway_core.orders import WhatIf
 
 from ._mapping import ms_to_datetime, required, text_or_none, to_decimal
-from ._wire import WireLiveOrder, WireOrderStatus, WireTrade
+from ._wire import WireLiveOrder, WireNumber, WireOrderStatus, WireTrade, WireWhatIf, WireWhatIfChange
 
 ORDER_STATUSES: Final[Mapping[str, OrderStatus]] = {
     "pendingsubmit": "pending_submit",
@@ -44,6 +48,9 @@ ORDER_TYPES: Final[Mapping[str, str]] = {
     "loc": "limit_on_close",
 }
 """CPAPI order-type spellings (`LMT`, `Limit`, `LIMIT`, `Stop Limit`…) → one lower-case name."""
+
+_FORMATTED_AMOUNT: Final = re.compile(r"^(?:(?P<pre>[A-Z]{3})\s+)?(?P<number>[-+]?[0-9.,]+)(?:\s*(?P<post>[A-Z]{3}))?$")
+"""A what-if amount: `2,055.00`, `2,055.00 USD` or `USD 2,055.00`."""
 
 
 def order_status(word: str | None) -> OrderStatus:
@@ -146,4 +153,70 @@ def to_execution(trade: WireTrade, account_id: str) -> Execution:
         net_amount=to_decimal(trade.net_amount),
         exchange=text_or_none(trade.exchange),
         executed_at=required(executed_at, "execution time"),
+    )
+
+
+def order_from_executions(trades: Sequence[WireTrade], account_id: str) -> OrderRecord:
+    """An order known only from its fills (it left live orders): `filled`, with what executed.
+
+    `quantity` stays unknown: the fills say how much executed, not how much was ordered. CPAPI's
+    trades rows usually carry no order id; the record then names the first fill instead
+    (`execution:<execution_id>`), which no order endpoint accepts.
+    """
+    first = trades[0]
+    filled = sum((required(to_decimal(t.size), "execution size") for t in trades), Decimal(0))
+    cost = sum(
+        (required(to_decimal(t.size), "execution size") * required(to_decimal(t.price), "price") for t in trades),
+        Decimal(0),
+    )
+    times = [ms_to_datetime(t.trade_time_r) or _compact_time(t.trade_time, "%Y%m%d-%H:%M:%S") for t in trades]
+    known_times = [t for t in times if t is not None]
+    return OrderRecord(
+        account_id=first.account_id or account_id,
+        broker_order_id=str(first.order_id) if first.order_id is not None else f"execution:{first.execution_id}",
+        client_order_id=text_or_none(first.order_ref),
+        contract_id=int(first.conid),
+        symbol=text_or_none(first.symbol),
+        side=order_side(first.side),
+        filled_quantity=filled,
+        average_fill_price=cost / filled if filled else None,
+        status="filled",
+        updated_at=max(known_times) if known_times else None,
+    )
+
+
+def formatted_amount(value: WireNumber | None) -> tuple[Decimal | None, str | None]:
+    """A what-if figure and its currency suffix (or prefix), if any: `"2,055.00 USD"` → (2055.00, USD)."""
+    if value is None or isinstance(value, bool):
+        return None, None
+    if not isinstance(value, str):
+        return to_decimal(value), None
+    match = _FORMATTED_AMOUNT.match(value.strip())
+    if match is None:
+        return None, None
+    return to_decimal(match.group("number")), match.group("pre") or match.group("post")
+
+
+def _money(value: WireNumber | None, currency: str) -> Money | None:
+    amount, suffix = formatted_amount(value)
+    return None if amount is None else Money(amount=amount, currency=suffix or currency)
+
+
+def _change(block: WireWhatIfChange | None) -> Decimal | None:
+    return formatted_amount(block.change)[0] if block is not None else None
+
+
+def to_what_if(answer: WireWhatIf, currency: str) -> WhatIf:
+    """The broker's estimate; amounts without a currency of their own are in `currency` (the ticket's)."""
+    amounts = answer.amount
+    warning = text_or_none(answer.warn)
+    return WhatIf(
+        amount=_money(amounts.amount, currency) if amounts else None,
+        commission=_money(amounts.commission, currency) if amounts else None,
+        total=_money(amounts.total, currency) if amounts else None,
+        initial_margin_change=_change(answer.initial),
+        maintenance_margin_change=_change(answer.maintenance),
+        equity_with_loan_after=formatted_amount(answer.equity.after)[0] if answer.equity else None,
+        warnings=[warning] if warning else [],
+        error=text_or_none(answer.error),
     )

@@ -277,6 +277,60 @@ class WireTrade(WireModel):
         return self.account or self.account_code
 
 
+class WireWhatIfAmount(WireModel):
+    """The `amount` block of a what-if answer: formatted strings such as `"2,055.00 USD"`."""
+
+    amount: WireNumber | None = None
+    commission: WireNumber | None = None
+    total: WireNumber | None = None
+
+
+class WireWhatIfChange(WireModel):
+    """One `equity` / `initial` / `maintenance` / `position` block: formatted strings."""
+
+    current: WireNumber | None = None
+    change: WireNumber | None = None
+    after: WireNumber | None = None
+
+
+class WireWhatIf(WireModel):
+    """`/iserver/account/{acct}/orders/whatif`."""
+
+    amount: WireWhatIfAmount | None = None
+    equity: WireWhatIfChange | None = None
+    initial: WireWhatIfChange | None = None
+    maintenance: WireWhatIfChange | None = None
+    position: WireWhatIfChange | None = None
+    warn: str | None = None
+    error: str | None = None
+
+
+class WireOrderReply(WireModel):
+    """One element of a placement or reply answer: an acknowledgement, a question, or an error."""
+
+    order_id: int | str | None = None
+    order_status: str | None = None
+    local_order_id: str | None = None
+    id: str | None = None
+    """Reply id of a question."""
+    message: list[str] | str | None = None
+    message_ids: list[str] = Field(default_factory=list[str], alias="messageIds")
+    error: str | None = None
+    text: str | None = None
+    warning_message: str | None = None
+
+
+class WireCancelAck(WireModel):
+    """`DELETE /iserver/account/{acct}/order/{id}`: receipt of the request, not the cancellation."""
+
+    msg: str | None = None
+    order_id: int | str | None = None
+    order_status: str | None = None
+    conid: int | str | None = None
+    account: str | None = None
+    error: str | None = None
+
+
 WireModelT = TypeVar("WireModelT", bound=WireModel)
 
 _POSITIONS: Final = TypeAdapter(list[WirePosition])
@@ -285,6 +339,7 @@ _SNAPSHOT: Final = TypeAdapter(list[WireSnapshotRow])
 _TRADES: Final = TypeAdapter(list[WireTrade])
 _PORTFOLIO_ACCOUNTS: Final = TypeAdapter(list[WirePortfolioAccount])
 _OBJECT_MAP: Final = TypeAdapter(dict[str, object])
+_ORDER_REPLIES: Final = TypeAdapter(list[WireOrderReply])
 
 
 def invalid_response(what: str) -> GatewayError:
@@ -329,6 +384,14 @@ def parse_snapshot(data: object) -> list[WireSnapshotRow]:
 def parse_trades(data: object) -> list[WireTrade]:
     """Validate an executions answer."""
     return _parse_list(_TRADES, data, "executions")
+
+
+def parse_order_replies(data: object) -> list[WireOrderReply]:
+    """Validate a placement or reply answer: an array, or one bare object (IBKR's docs show both)."""
+    items: object = data
+    if isinstance(data, dict):
+        items = [_OBJECT_MAP.validate_python(data)]
+    return _parse_list(_ORDER_REPLIES, items, "order")
 
 
 def parse_portfolio_accounts(data: object) -> list[WirePortfolioAccount]:

@@ -29,11 +29,14 @@ from ibkr_gateway_core.models import (
     OrderRecord,
     Position,
 )
+from ibkr_gateway_core.orders import OrderTicket, OrderWriter, WhatIf
 
 from . import _mapping as mapping
 from . import _order_mapping as order_mapping
 from . import _wire as wire
+from ._order_body import order_body
 from .client import BrokerHttpError, CpapiClient
+from .writer import ClientPortalOrderWriter
 
 if TYPE_CHECKING:
     from .simulator import SimulatorState
@@ -99,6 +102,10 @@ class CpapiBackend:
         """Contract info per conid (None: unknown to the broker); conids are stable, so it never expires."""
         self._live_orders_generation: int | None = None
         """The client's brokerage generation when live orders were last warmed up."""
+        self._streams: set[int] = set()
+        """Conids whose market-data stream is open in the brokerage session of `_streams_generation`."""
+        self._streams_generation: int | None = None
+        self._writer: ClientPortalOrderWriter | None = None
 
     async def __aenter__(self) -> CpapiBackend:
         return self
@@ -303,7 +310,20 @@ class CpapiBackend:
 
     async def _snapshot_row(self, contract_id: int, params: dict[str, str]) -> wire.WireSnapshotRow | None:
         rows = wire.parse_snapshot(await self._client.get("/iserver/marketdata/snapshot", params))
+        self._stream_opened(contract_id)
         return next((r for r in rows if str(r.conid) == str(contract_id)), None)
+
+    def _stream_opened(self, contract_id: int) -> None:
+        if self._streams_generation != self._client.brokerage_generation:
+            self._streams = set()
+            self._streams_generation = self._client.brokerage_generation
+        self._streams.add(contract_id)
+
+    async def _open_stream(self, contract_id: int) -> None:
+        """The pre-flight snapshot IBKR asks for before a what-if, once per conid and brokerage session."""
+        if self._streams_generation == self._client.brokerage_generation and contract_id in self._streams:
+            return
+        await self._snapshot_row(contract_id, {"conids": str(contract_id), "fields": SNAPSHOT_FIELDS})
 
     async def historical_bars(
         self, contract_id: int, *, period: str, bar: str, outside_regular_hours: bool
@@ -377,6 +397,34 @@ class CpapiBackend:
         data = await self._client.get("/iserver/account/trades", {"days": str(days), "accountId": account_id})
         trades = [t for t in wire.parse_trades(data) if t.account_id in (None, account_id)]
         return _mapped(lambda: [order_mapping.to_execution(t, account_id) for t in trades])
+
+    # -- order preview and writing ---------------------------------------------------------------
+
+    async def what_if(self, ticket: OrderTicket) -> WhatIf:
+        """The broker's commission and margin estimate (CPAPI what-if); nothing is placed.
+
+        A broker refusal is a value (`WhatIf.error`), not an exception.
+
+        Raises:
+            GatewayError: `ORDER_VALIDATION_FAILED` for a ticket whose prices do not fit its type;
+                `BROKER_*` when the broker cannot be asked.
+        """
+        body = order_body(ticket, None)
+        await self._open_stream(ticket.contract_id)
+        try:
+            data = await self._client.post(f"/iserver/account/{ticket.account_id}/orders/whatif", body)
+        except BrokerHttpError as exc:
+            if 400 <= exc.status_code < 500 and exc.broker_message:
+                return WhatIf(error=exc.broker_message)
+            raise
+        answer = wire.parse(wire.WireWhatIf, data, "what-if")
+        return _mapped(lambda: order_mapping.to_what_if(answer, ticket.currency))
+
+    def order_writer(self) -> OrderWriter:
+        """The `client-portal` writer over this backend's client; one per backend, so placements queue."""
+        if self._writer is None:
+            self._writer = ClientPortalOrderWriter(self._client)
+        return self._writer
 
 
 def _history_error(contract_id: int, status_code: int, broker_message: str | None) -> GatewayError:

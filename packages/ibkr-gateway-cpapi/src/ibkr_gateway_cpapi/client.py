@@ -6,6 +6,12 @@ session chores: it primes `/iserver/accounts` before the first brokerage call an
 "Please query /accounts first" (priming lost, e.g. after the nightly reset) it primes again and
 retries that request once. No httpx2 type leaves this module; error messages name at most the
 broker's host and port, never a path, header, cookie or token.
+
+A request that changes broker state (`mutating=True`: place, reply, cancel) fails in one of two
+ways. When it surely never reached the broker (connection refused, connect timeout, 401, 429, a 4xx
+refusal) the error is an ordinary `BROKER_*` code. When it may have reached the broker and no usable
+answer came back (read timeout, dropped connection, a 5xx, an unreadable 2xx body) the error is
+`BROKER_OUTCOME_UNKNOWN`: the caller must look the order up before anything else, never resend blindly.
 """
 
 from __future__ import annotations
@@ -39,6 +45,16 @@ _NO_BRIDGE_ACTION: Final = (
 
 _UNPRIMED_ISERVER: Final = ("/iserver/auth/", "/iserver/reauthenticate", "/iserver/accounts")
 """`/iserver` paths that work without (or are) the priming call."""
+
+_NOT_SENT: Final = (
+    httpx2.ConnectError,
+    httpx2.ConnectTimeout,
+    httpx2.PoolTimeout,
+    httpx2.UnsupportedProtocol,
+    httpx2.ProxyError,
+    httpx2.LocalProtocolError,
+)
+"""Transport failures that happen before a request's bytes leave this process."""
 
 
 class BrokerHttpError(GatewayError):
@@ -163,34 +179,56 @@ class CpapiClient:
         """GET `path` (below `/v1/api`) and return the decoded JSON."""
         return await self.request("GET", path, params=params)
 
-    async def post(self, path: str, body: object = None, *, params: Mapping[str, str] | None = None) -> object:
+    async def post(
+        self,
+        path: str,
+        body: object = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        mutating: bool = False,
+    ) -> object:
         """POST a JSON body (`{}` when none: some CPAPI endpoints refuse empty POSTs)."""
-        return await self.request("POST", path, params=params, body={} if body is None else body)
+        return await self.request("POST", path, params=params, body={} if body is None else body, mutating=mutating)
 
-    async def delete(self, path: str, params: Mapping[str, str] | None = None) -> object:
+    async def delete(self, path: str, params: Mapping[str, str] | None = None, *, mutating: bool = False) -> object:
         """DELETE `path` and return the decoded JSON."""
-        return await self.request("DELETE", path, params=params)
+        return await self.request("DELETE", path, params=params, mutating=mutating)
 
     async def request(
-        self, method: Method, path: str, *, params: Mapping[str, str] | None = None, body: object = None
+        self,
+        method: Method,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: object = None,
+        mutating: bool = False,
     ) -> object:
         """Send one request, priming the session first when CPAPI needs it.
+
+        Args:
+            method: HTTP method.
+            path: Path below `/v1/api`.
+            params: Query parameters.
+            body: JSON body.
+            mutating: The request changes broker state; a failure after it may have been sent is
+                `BROKER_OUTCOME_UNKNOWN` instead of `BROKER_BACKEND_UNAVAILABLE` or `BROKER_RESPONSE_INVALID`.
 
         Returns:
             The decoded JSON body (None for an empty body).
 
         Raises:
             GatewayError: `BROKER_SESSION_REQUIRED`, `BROKER_RATE_LIMITED`, `BROKER_BACKEND_UNAVAILABLE`
-                (a `BrokerHttpError` for HTTP errors) or `BROKER_RESPONSE_INVALID`.
+                (a `BrokerHttpError` for HTTP errors), `BROKER_RESPONSE_INVALID`, or for a mutating
+                request `BROKER_OUTCOME_UNKNOWN`.
         """
         await self._prime_for(path)
         try:
-            return await self._send(method, path, params, body)
-        except _PrimingLostError:
+            return await self._send(method, path, params, body, mutating=mutating)
+        except _PrimingLostError:  # refused before it was acted on: sending again is safe
             self._forget_priming(path)
             await self._prime_for(path)
         try:
-            return await self._send(method, path, params, body)
+            return await self._send(method, path, params, body, mutating=mutating)
         except _PrimingLostError:
             raise self._http_error(500, "Please query /accounts first") from None
 
@@ -238,29 +276,62 @@ class CpapiClient:
             )
         return self._http
 
-    async def _send(self, method: Method, path: str, params: Mapping[str, str] | None, body: object) -> object:
+    async def _send(
+        self, method: Method, path: str, params: Mapping[str, str] | None, body: object, *, mutating: bool = False
+    ) -> object:
         client = self._client()
         url = self._base_url + path
         try:
             async with client.stream(method, url, params=params, json=body) as response:
                 status = response.status_code
                 content = await self._read_capped(response)
+        except _NOT_SENT:
+            raise GatewayError(
+                ErrorCode.BROKER_BACKEND_UNAVAILABLE, f"The broker at {self._label} cannot be reached."
+            ) from None
         except httpx2.TimeoutException:
+            if mutating:
+                raise self._outcome_unknown("did not answer in time") from None
             raise GatewayError(
                 ErrorCode.BROKER_BACKEND_UNAVAILABLE, f"The broker at {self._label} did not answer in time."
             ) from None
         except httpx2.TransportError:
+            if mutating:
+                raise self._outcome_unknown("dropped the connection") from None
             raise GatewayError(
                 ErrorCode.BROKER_BACKEND_UNAVAILABLE, f"The broker at {self._label} cannot be reached."
             ) from None
         except httpx2.HTTPError:  # e.g. a body that fails content decoding
+            if mutating:
+                raise self._outcome_unknown("sent an unreadable response") from None
             raise GatewayError(
                 ErrorCode.BROKER_RESPONSE_INVALID, f"The broker at {self._label} sent an unreadable response."
             ) from None
-        data = self._interpret(status, content)
+        except GatewayError as exc:  # the body exceeded the size cap
+            if mutating:
+                raise self._outcome_unknown("sent a response larger than the size cap") from None
+            raise exc from None
+        try:
+            data = self._interpret(status, content)
+        except BrokerHttpError as exc:
+            if mutating and exc.status_code >= 500:
+                raise self._outcome_unknown(f"answered HTTP {exc.status_code}", status_code=exc.status_code) from None
+            raise
+        except GatewayError as exc:
+            if mutating and exc.code == ErrorCode.BROKER_RESPONSE_INVALID:
+                raise self._outcome_unknown("sent invalid JSON", status_code=status) from None
+            raise
         if 200 <= status < 300:
             self._mark_primed(path)
         return data
+
+    def _outcome_unknown(self, what: str, *, status_code: int | None = None) -> GatewayError:
+        details: dict[str, object] = {} if status_code is None else {"status_code": status_code}
+        return GatewayError(
+            ErrorCode.BROKER_OUTCOME_UNKNOWN,
+            f"The broker at {self._label} {what} after the request was sent; it may have acted on it.",
+            details=details,
+        )
 
     async def _read_capped(self, response: httpx2.Response) -> bytes:
         declared = response.headers.get("content-length", "")

@@ -5,7 +5,7 @@ Importing this package imports starlette; the backend imports it only when fake 
 
 from ._book import SimAccount, SimBook, SimContract, SimExecution, SimOrder, SimPosition, SimProfile, load_seed_book
 from ._pacing import DEFAULT_PACING_RULES, Pacer, PacingRule
-from ._session import AuthState, SimHttpError, SimRequest
+from ._session import AuthState, SimConnectionDropped, SimHttpError, SimRequest
 from ._tickets import DEFAULT_QUESTION_RULES, OrderTicket, QuestionRule
 from .app import create_simulator_app
 from .state import SimulatorState
@@ -20,6 +20,7 @@ __all__ = [
     "QuestionRule",
     "SimAccount",
     "SimBook",
+    "SimConnectionDropped",
     "SimContract",
     "SimExecution",
     "SimHttpError",

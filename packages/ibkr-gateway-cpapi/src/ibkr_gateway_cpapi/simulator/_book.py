@@ -91,7 +91,7 @@ class SimOrder:
     conid: int
     side: Side
     order_type: str
-    """CPAPI ticket spelling: `LMT`, `MKT`, `STP`, `STOP_LIMIT`."""
+    """CPAPI ticket spelling: `LMT`, `MKT`, `STP`, `STOP_LIMIT`, `TRAIL`."""
     quantity: Decimal
     price: Decimal | None
     aux_price: Decimal | None
@@ -104,6 +104,9 @@ class SimOrder:
     filled: Decimal = Decimal(0)
     avg_fill_price: Decimal | None = None
     outside_rth: bool = False
+    trailing_amount: Decimal | None = None
+    trailing_type: str | None = None
+    """`amt` or `%` for `TRAIL` orders."""
 
     @property
     def remaining(self) -> Decimal:

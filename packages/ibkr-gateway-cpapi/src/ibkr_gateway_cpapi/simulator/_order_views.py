@@ -13,6 +13,7 @@ _TYPE_NAMES: Final = {
     "MKT": ("Market", "MARKET"),
     "STP": ("Stop", "STOP"),
     "STOP_LIMIT": ("Stop Limit", "STOP_LIMIT"),
+    "TRAIL": ("TRAILING_STOP", "TRAIL"),
     "MIDPRICE": ("MidPrice", "MIDPRICE"),
     "MOC": ("Market on Close", "MOC"),
     "LOC": ("Limit on Close", "LOC"),

@@ -53,6 +53,8 @@ class OrderEngine:
         self._client_ids: set[tuple[str, str]] = {(o.account_id, o.c_oid) for o in book.orders.values() if o.c_oid}
         self._next_order_id = max(book.orders, default=1873266400) + 1
         self._next_execution = 1
+        self.accepted: list[int] = []
+        """Ids of the orders this engine accepted, oldest first."""
 
     # -- placement -------------------------------------------------------------------------------
 
@@ -134,9 +136,12 @@ class OrderEngine:
                 created_at=now,
                 updated_at=now,
                 outside_rth=ticket.outside_rth,
+                trailing_amount=ticket.trailing_amount,
+                trailing_type=ticket.trailing_type,
             )
             self._next_order_id += 1
             self._book.orders[order.order_id] = order
+            self.accepted.append(order.order_id)
             if ticket.c_oid is not None:
                 self._client_ids.add((ticket.account_id, ticket.c_oid))
             self._try_fill(order)

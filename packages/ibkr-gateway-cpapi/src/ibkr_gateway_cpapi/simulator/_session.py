@@ -51,6 +51,10 @@ class SimHttpError(Exception):
         self.body = body
 
 
+class SimConnectionDropped(Exception):
+    """The request was served, but its answer is lost: the app drops the connection mid-response."""
+
+
 def error_body(message: str, status: int | None = None) -> dict[str, object]:
     """CPAPI's error shape, `{"error": ...}`, sometimes with `statusCode`."""
     return {"error": message} if status is None else {"error": message, "statusCode": status}

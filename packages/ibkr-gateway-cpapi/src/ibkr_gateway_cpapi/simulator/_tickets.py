@@ -15,11 +15,16 @@ from ._book import Side, SimContract
 from ._json import as_array, as_object
 from ._session import SimHttpError, error_body
 
-ORDER_TYPES: Final = frozenset({"LMT", "MKT", "STP", "STOP_LIMIT", "MIDPRICE", "MOC", "LOC"})
+ORDER_TYPES: Final = frozenset({"LMT", "MKT", "STP", "STOP_LIMIT", "TRAIL", "MIDPRICE", "MOC", "LOC"})
 """Ticket order types the simulator accepts."""
 
 PRICED_ORDER_TYPES: Final = frozenset({"LMT", "STOP_LIMIT", "LOC"})
 """Order types that need `price`."""
+
+STOP_IN_PRICE_TYPES: Final = frozenset({"STP", "TRAIL"})
+"""Order types whose `price` is the stop price (CPAPI: "for STP|TRAIL this is the stop price")."""
+
+TRAILING_TYPES: Final = frozenset({"amt", "%"})
 
 TIFS: Final = frozenset({"DAY", "GTC", "IOC", "OPG", "PAX"})
 
@@ -38,6 +43,9 @@ class OrderTicket:
     tif: str
     c_oid: str | None
     outside_rth: bool
+    trailing_amount: Decimal | None = None
+    trailing_type: str | None = None
+    """`amt` or `%`."""
 
     def reference_price(self, contract: SimContract) -> Decimal:
         """The price a preview or a limit check uses: the limit, else the side's quote, else last."""
@@ -57,6 +65,11 @@ class QuestionRule:
     applies: Callable[[OrderTicket, SimContract], bool]
     accounts: frozenset[str] | None = None
     """Only these accounts get the question; None means every account."""
+
+    @classmethod
+    def always(cls, message_id: str, message: str, *, accounts: frozenset[str] | None = None) -> QuestionRule:
+        """A prompt raised for every ticket, e.g. an id no warning policy knows (`o99999`)."""
+        return cls(message_id, message, lambda ticket, contract: True, accounts)
 
     def render(self, ticket: OrderTicket, contract: SimContract) -> str:
         """The prompt for one ticket."""
@@ -169,6 +182,13 @@ def parse_ticket(raw: object, account_id: str) -> OrderTicket:
     if order_type in PRICED_ORDER_TYPES and price is None:
         raise SimHttpError(400, error_body(f"price is required for {order_type} orders"))
     aux = _decimal(ticket["auxPrice"], "auxPrice") if ticket.get("auxPrice") is not None else None
+    if order_type == "STOP_LIMIT" and aux is None:
+        raise SimHttpError(400, error_body("auxPrice is required for STOP_LIMIT orders"))
+    if order_type in STOP_IN_PRICE_TYPES:
+        price, aux = None, price if price is not None else aux
+        if order_type == "STP" and aux is None:
+            raise SimHttpError(400, error_body("price is required for STP orders"))
+    trailing_amount, trailing_type = _trailing(ticket, order_type)
     c_oid = ticket.get("cOID")
     return OrderTicket(
         account_id=account_id,
@@ -181,7 +201,20 @@ def parse_ticket(raw: object, account_id: str) -> OrderTicket:
         tif=tif,
         c_oid=str(c_oid) if c_oid is not None else None,
         outside_rth=ticket.get("outsideRTH") is True,
+        trailing_amount=trailing_amount,
+        trailing_type=trailing_type,
     )
+
+
+def _trailing(ticket: Mapping[str, object], order_type: str) -> tuple[Decimal | None, str | None]:
+    if order_type != "TRAIL":
+        return None, None
+    if ticket.get("trailingAmt") is None or ticket.get("trailingType") is None:
+        raise SimHttpError(400, error_body("trailingAmt and trailingType are required for TRAIL orders"))
+    trailing_type = str(ticket["trailingType"])
+    if trailing_type not in TRAILING_TYPES:
+        raise SimHttpError(400, error_body(f"Invalid trailingType: {trailing_type}"))
+    return _decimal(ticket["trailingAmt"], "trailingAmt"), trailing_type
 
 
 def ticket_list(body: object) -> list[object]:

@@ -11,19 +11,31 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from ._json import as_array, as_object
-from ._session import SimHttpError, error_body
+from ._session import SimConnectionDropped, SimHttpError, error_body
 from .state import SimulatorState
 
 PREFIXES: Final = ("/v1/api", "/v1/portal")
 """Where the routes are mounted; CPAPI answers the same paths under both."""
 
 Handler = Callable[[Request, SimulatorState], Awaitable[object]]
+
+
+class _DroppedConnection(Response):
+    """Starts an answer and drops the connection before its body: the client never learns the outcome."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"64")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # In process, httpx2.ASGITransport hands this to the client as is; uvicorn aborts the socket.
+        raise httpx2.RemoteProtocolError("Server disconnected without sending a complete response.")
 
 
 def _render(status: int, body: object) -> Response:
@@ -48,6 +60,8 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return _render(200, await handler(request, state))
         except SimHttpError as exc:
             return _render(exc.status, exc.body)
+        except SimConnectionDropped:
+            return _DroppedConnection()
 
     return endpoint
 

@@ -15,7 +15,7 @@ from . import _market, _order_views, _portfolio
 from ._book import SimAccount, SimBook, SimContract, SimOrder, SimPosition, SimProfile, load_seed_book
 from ._orders import OrderEngine
 from ._pacing import DEFAULT_PACING_RULES, DEFAULT_PENALTY, GLOBAL_PER_SECOND, Pacer, PacingRule
-from ._session import AuthState, SessionMachine, SimHttpError, SimRequest, error_body
+from ._session import AuthState, SessionMachine, SimConnectionDropped, SimHttpError, SimRequest, error_body
 from ._tickets import QuestionRule
 
 _MAC = "02:5C:51:4D:00:01"
@@ -53,6 +53,7 @@ class SimulatorState:
         self.engine = OrderEngine(self.book, clock)
         self.withheld_quotes: set[int] = set()
         """Conids whose snapshot never gets past the pre-flight answer (a stalled market-data stream)."""
+        self._drops_after_accept = 0
 
     # -- inspection ------------------------------------------------------------------------------
 
@@ -79,6 +80,24 @@ class SimulatorState:
     def paths(self) -> list[str]:
         """`METHOD /path` of every request seen, for assertions on call order."""
         return [f"{r.method} {r.path}" for r in self.session.requests]
+
+    @property
+    def placements(self) -> list[SimOrder]:
+        """Orders this simulator accepted (by placement or by a confirming reply), oldest first."""
+        return [self.book.orders[order_id] for order_id in self.engine.accepted]
+
+    @property
+    def placement_requests(self) -> int:
+        """Placement requests received (`POST /iserver/account/{acct}/orders`), accepted or not."""
+        return sum(
+            1
+            for r in self.session.requests
+            if r.method == "POST" and r.path.startswith("/iserver/account/") and r.path.endswith("/orders")
+        )
+
+    def orders_with_client_order_id(self, client_order_id: str) -> list[SimOrder]:
+        """Every order in the book placed with this `cOID` (at most one, as IBKR refuses duplicates)."""
+        return [order for order in self.book.orders.values() if order.c_oid == client_order_id]
 
     # -- test hooks ------------------------------------------------------------------------------
 
@@ -131,6 +150,15 @@ class SimulatorState:
     def disable_pacing(self) -> None:
         """Serve every request regardless of rate (the default)."""
         self.session.pace = None
+
+    def drop_response_after_accept(self, times: int = 1) -> None:
+        """The next `times` accepted orders stay in the book, but each answer is lost to a dropped connection.
+
+        Applies to whichever request accepts the order (the placement, or the reply confirming its
+        last question). Over the in-process transport the client sees `httpx2.RemoteProtocolError`
+        at once; over a socket the connection closes mid-response.
+        """
+        self._drops_after_accept += times
 
     def set_question_rules(self, rules: Iterable[QuestionRule]) -> None:
         """Replace the reply prompts placement raises (an empty list accepts every valid ticket)."""
@@ -399,11 +427,22 @@ class SimulatorState:
     def place_orders(self, account_id: str, body: object) -> object:
         """`POST /iserver/account/{acct}/orders`."""
         self._account(account_id)
-        return self.engine.place(account_id, body, self.session.brokerage)
+        accepted = len(self.engine.accepted)
+        answer = self.engine.place(account_id, body, self.session.brokerage)
+        self._drop_if_accepted(accepted)
+        return answer
 
     def reply(self, reply_id: str, confirmed: bool) -> object:
         """`POST /iserver/reply/{id}`."""
-        return self.engine.reply(reply_id, confirmed)
+        accepted = len(self.engine.accepted)
+        answer = self.engine.reply(reply_id, confirmed)
+        self._drop_if_accepted(accepted)
+        return answer
+
+    def _drop_if_accepted(self, accepted_before: int) -> None:
+        if len(self.engine.accepted) > accepted_before and self._drops_after_accept > 0:
+            self._drops_after_accept -= 1
+            raise SimConnectionDropped
 
     def whatif(self, account_id: str, body: object) -> dict[str, object]:
         """`POST /iserver/account/{acct}/orders/whatif`."""
