@@ -1,0 +1,309 @@
+"""The pure gates as tables: one row per refusal, each with its stable code (our decision, issue 4)."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from ibkr_gateway_core.errors import ErrorCode
+from ibkr_gateway_core.gates import (
+    ApprovalState,
+    LiveSwitches,
+    check_approval,
+    check_approval_ttl,
+    check_kill_switch,
+    check_live_budgets,
+    check_live_switches,
+    check_paper_account,
+    check_risk,
+    check_self_approval,
+    check_ticket_shape,
+)
+from ibkr_gateway_core.models import MarketSnapshot
+from ibkr_gateway_core.orders import OrderTicket
+from ibkr_gateway_core.risk import LiveUsage, RiskPolicy
+
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+
+TICKET = OrderTicket(
+    account_id="DU1234567",
+    contract_id=265598,
+    symbol="AAPL",
+    asset_class="stock",
+    currency="USD",
+    side="buy",
+    quantity=Decimal(10),
+    order_type="limit",
+    limit_price=Decimal(100),
+)
+
+QUOTE = MarketSnapshot(
+    contract_id=265598,
+    currency="USD",
+    bid=Decimal("99.90"),
+    ask=Decimal("100.10"),
+    last=Decimal(100),
+    data_status="live",
+    received_at=NOW,
+    staleness_seconds=1.0,
+)
+
+POLICY = RiskPolicy(
+    policy_id="p",
+    max_quantity=Decimal(10),
+    max_notional=Decimal(1000),
+    allowed_symbols=["AAPL"],
+    max_price_deviation_bps=Decimal(100),
+    max_quote_age_seconds=5,
+)
+
+
+def ticket(**changes: object) -> OrderTicket:
+    return TICKET.model_copy(update=changes)
+
+
+@pytest.mark.parametrize(
+    ("order", "policy", "quote", "expected"),
+    [
+        pytest.param(TICKET, POLICY, QUOTE, None, id="within-every-limit"),
+        pytest.param(
+            ticket(order_type="market", limit_price=None),
+            POLICY.model_copy(update={"allowed_order_types": ["limit"]}),
+            QUOTE,
+            "ORDER_TYPE_REFUSED",
+            id="order-type",
+        ),
+        pytest.param(ticket(quantity=Decimal("1.5")), POLICY, QUOTE, "ORDER_FRACTIONAL_REFUSED", id="fractional"),
+        pytest.param(ticket(asset_class="option"), POLICY, QUOTE, "ORDER_ASSET_CLASS_REFUSED", id="asset-class"),
+        pytest.param(ticket(symbol="MSFT"), POLICY, QUOTE, "ORDER_SYMBOL_REFUSED", id="symbol"),
+        pytest.param(ticket(quantity=Decimal(11)), POLICY, QUOTE, "ORDER_QUANTITY_LIMIT_REFUSED", id="over-quantity"),
+        pytest.param(TICKET, POLICY, None, "ORDER_QUOTE_MISSING", id="collar-without-quote"),
+        pytest.param(
+            TICKET, POLICY, QUOTE.model_copy(update={"staleness_seconds": 6.0}), "ORDER_QUOTE_STALE", id="stale-quote"
+        ),
+        pytest.param(
+            ticket(limit_price=Decimal("100.01")), POLICY, QUOTE, "ORDER_NOTIONAL_LIMIT_REFUSED", id="over-notional"
+        ),
+        pytest.param(
+            ticket(order_type="market", limit_price=None, quantity=Decimal(10)),
+            POLICY.model_copy(update={"max_price_deviation_bps": None}),
+            QUOTE,
+            "ORDER_NOTIONAL_LIMIT_REFUSED",
+            id="market-priced-from-the-ask",
+        ),
+        pytest.param(
+            ticket(quantity=Decimal(9), limit_price=Decimal(102)),
+            POLICY,
+            QUOTE,
+            "ORDER_PRICE_COLLAR_REFUSED",
+            id="outside-collar",
+        ),
+        pytest.param(ticket(quantity=Decimal(9), limit_price=Decimal(101)), POLICY, QUOTE, None, id="at-collar"),
+        pytest.param(ticket(currency="EUR"), POLICY, QUOTE, "ORDER_QUOTE_MISSING", id="quote-in-another-currency"),
+    ],
+)
+def test_preview_risk_checks_name_the_limit(
+    order: OrderTicket, policy: RiskPolicy, quote: MarketSnapshot | None, expected: str | None
+) -> None:
+    """Each preview limit refuses with its own code, never one lumped code (the Rust system's weak spot)."""
+    decision = check_risk(order, policy, stage="preview", quote=quote)
+    assert decision.code == (ErrorCode(expected) if expected else None), decision.message
+    if expected:
+        assert policy.policy_id in decision.message or "quote" in decision.message.lower()
+
+
+@pytest.mark.parametrize(
+    ("order", "usage", "expected"),
+    [
+        pytest.param(ticket(quantity=Decimal(11)), LiveUsage(), "LIVE_QUANTITY_LIMIT_REFUSED", id="quantity"),
+        pytest.param(ticket(symbol="MSFT"), LiveUsage(), "LIVE_SYMBOL_REFUSED", id="symbol"),
+        pytest.param(ticket(asset_class="future"), LiveUsage(), "LIVE_ASSET_CLASS_REFUSED", id="asset-class"),
+        pytest.param(ticket(limit_price=Decimal(200)), LiveUsage(), "LIVE_NOTIONAL_LIMIT_REFUSED", id="notional"),
+        pytest.param(
+            ticket(quantity=Decimal(5), limit_price=Decimal(110)), LiveUsage(), "LIVE_PRICE_COLLAR_REFUSED", id="collar"
+        ),
+        pytest.param(
+            ticket(quantity=Decimal(1)), LiveUsage(orders_in_window=3), "LIVE_FREQUENCY_LIMIT_REFUSED", id="frequency"
+        ),
+        pytest.param(
+            ticket(quantity=Decimal(1)), LiveUsage(orders_today=5), "LIVE_DAILY_ORDER_LIMIT_REFUSED", id="daily-orders"
+        ),
+        pytest.param(
+            ticket(quantity=Decimal(1)),
+            LiveUsage(notional_today=Decimal(1950)),
+            "LIVE_DAILY_NOTIONAL_LIMIT_REFUSED",
+            id="daily-notional",
+        ),
+        pytest.param(
+            ticket(quantity=Decimal(1)),
+            LiveUsage(orders_in_window=2, orders_today=4, notional_today=Decimal(1900)),
+            None,
+            id="last-of-every-budget",
+        ),
+    ],
+)
+def test_live_limits_refuse_with_live_codes(order: OrderTicket, usage: LiveUsage, expected: str | None) -> None:
+    """Live submit re-checks the policy with `LIVE_*` codes and counts this order against the budgets."""
+    policy = POLICY.model_copy(
+        update={"max_orders_per_window": 3, "max_orders_per_day": 5, "max_notional_per_day": Decimal(2000)}
+    )
+    decision = check_risk(order, policy, stage="live", quote=QUOTE, usage=usage)
+    assert decision.code == (ErrorCode(expected) if expected else None), decision.message
+
+
+def test_stale_live_quote_is_refused_with_its_age() -> None:
+    """A quote older than max_quote_age_seconds never prices or collars a live order."""
+    decision = check_risk(TICKET, POLICY, stage="live", quote=QUOTE.model_copy(update={"staleness_seconds": 30.0}))
+    assert decision.code is ErrorCode.LIVE_STALE_QUOTE
+    assert "30.0 s" in decision.message
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param({"quantity": Decimal(0)}, "ORDER_QUANTITY_INVALID", id="zero-quantity"),
+        pytest.param({"quantity": Decimal("NaN")}, "ORDER_QUANTITY_INVALID", id="nan-quantity"),
+        pytest.param({"limit_price": None}, "ORDER_LIMIT_PRICE_REQUIRED", id="limit-without-price"),
+        pytest.param({"limit_price": Decimal(-1)}, "ORDER_PRICE_INVALID", id="negative-price"),
+        pytest.param({"order_type": "stop", "limit_price": None}, "ORDER_STOP_PRICE_REQUIRED", id="stop-without-stop"),
+        pytest.param(
+            {"order_type": "trailing_stop", "limit_price": None},
+            "ORDER_TRAILING_OFFSET_REQUIRED",
+            id="trailing-without-offset",
+        ),
+        pytest.param(
+            {"order_type": "trailing_stop", "limit_price": None, "trailing_amount": Decimal(0)},
+            "ORDER_TRAILING_OFFSET_INVALID",
+            id="zero-trailing",
+        ),
+        pytest.param({"trailing_percent": Decimal(1)}, "ORDER_TRAILING_OFFSET_INVALID", id="trailing-on-a-limit"),
+        pytest.param({"order_type": "market", "limit_price": None}, None, id="market"),
+    ],
+)
+def test_ticket_shape(changes: dict[str, object], expected: str | None) -> None:
+    """Structural checks run before any broker call."""
+    fields: dict[str, object] = {
+        "quantity": Decimal(1),
+        "order_type": "limit",
+        "limit_price": Decimal(100),
+        "stop_price": None,
+        "trailing_amount": None,
+        "trailing_percent": None,
+        **changes,
+    }
+    decision = check_ticket_shape(**fields)  # type: ignore[arg-type]
+    assert decision.code == (ErrorCode(expected) if expected else None)
+
+
+APPROVAL = ApprovalState(
+    approval_id="ap-1",
+    status="approved",
+    account_id="DU1234567",
+    expires_at=NOW + timedelta(seconds=300),
+    fingerprint="f1",
+    preview_fingerprint="f1",
+)
+
+
+@pytest.mark.parametrize(
+    ("approval", "account", "now", "expected"),
+    [
+        pytest.param(APPROVAL, "DU1234567", NOW, None, id="valid"),
+        pytest.param(None, "DU1234567", NOW, "APPROVAL_NOT_FOUND", id="unknown"),
+        pytest.param(APPROVAL, "DU1234567", NOW + timedelta(seconds=300), "APPROVAL_EXPIRED", id="at-expiry"),
+        pytest.param(APPROVAL, "DU1234567", NOW + timedelta(seconds=299), None, id="one-second-before-expiry"),
+        pytest.param(
+            ApprovalState("ap-1", "consumed", "DU1234567", NOW + timedelta(seconds=300), "f1", "f1"),
+            "DU1234567",
+            NOW,
+            "APPROVAL_CONSUMED",
+            id="consumed",
+        ),
+        pytest.param(
+            ApprovalState("ap-1", "revoked", "DU1234567", NOW + timedelta(seconds=300), "f1", "f1"),
+            "DU1234567",
+            NOW,
+            "APPROVAL_REVOKED",
+            id="revoked",
+        ),
+        pytest.param(APPROVAL, "DU7654321", NOW, "APPROVAL_ACCOUNT_MISMATCH", id="other-account"),
+        pytest.param(
+            ApprovalState("ap-1", "approved", "DU1234567", NOW + timedelta(seconds=300), "f1", "f2"),
+            "DU1234567",
+            NOW,
+            "APPROVAL_PREVIEW_MISMATCH",
+            id="preview-changed",
+        ),
+    ],
+)
+def test_approval_gate(approval: ApprovalState | None, account: str, now: datetime, expected: str | None) -> None:
+    """An approval is single use, expiring, revocable and bound to one account and one exact order."""
+    decision = check_approval(approval, account, now)
+    assert decision.code == (ErrorCode(expected) if expected else None)
+
+
+def test_approval_ttl_outside_bounds_is_refused_not_clamped() -> None:
+    """We refuse an out-of-range TTL instead of silently clamping it (the Rust clamp window was undocumented)."""
+    assert check_approval_ttl(29, 30, 3600).code is ErrorCode.APPROVAL_TTL_OUT_OF_RANGE
+    assert check_approval_ttl(3601, 30, 3600).code is ErrorCode.APPROVAL_TTL_OUT_OF_RANGE
+    assert check_approval_ttl(30, 30, 3600).allowed
+
+
+@pytest.mark.parametrize(
+    ("approver", "creator", "forbidden", "expected"),
+    [
+        pytest.param(
+            ("local_agent", "stdio"), ("local_agent", "stdio"), True, "APPROVAL_SELF_FORBIDDEN", id="agent-self"
+        ),
+        pytest.param(("remote", "alice"), ("remote", "alice"), True, "APPROVAL_SELF_FORBIDDEN", id="remote-self"),
+        pytest.param(("remote", "bob"), ("remote", "alice"), True, None, id="another-principal"),
+        pytest.param(("local_operator", "op"), ("local_operator", "op"), True, None, id="operator-self"),
+        pytest.param(("local_agent", "stdio"), ("local_agent", "stdio"), False, None, id="rule-off"),
+    ],
+)
+def test_self_approval(
+    approver: tuple[str, str], creator: tuple[str, str], forbidden: bool, expected: str | None
+) -> None:
+    """An agent can never approve its own preview; the operator at the CLI can."""
+    decision = check_self_approval(
+        approver_kind=approver[0],
+        approver_subject=approver[1],
+        creator_kind=creator[0],
+        creator_subject=creator[1],
+        forbidden=forbidden,
+    )
+    assert decision.code == (ErrorCode(expected) if expected else None)
+
+
+ALL_ON = LiveSwitches(True, True, True, True, True)
+
+
+@pytest.mark.parametrize(
+    ("switches", "expected"),
+    [
+        pytest.param(ALL_ON, None, id="all-on"),
+        pytest.param(LiveSwitches(False, True, True, True, True), "LIVE_TRADING_DISABLED", id="not-enabled"),
+        pytest.param(LiveSwitches(True, False, True, True, True), "LIVE_SCOPE_MISSING", id="scope-not-confirmed"),
+        pytest.param(LiveSwitches(True, True, False, True, True), "LIVE_ACCOUNT_NOT_ALLOWLISTED", id="not-allowlisted"),
+        pytest.param(LiveSwitches(True, True, True, False, True), "LIVE_MIGRATION_REQUIRED", id="not-acknowledged"),
+        pytest.param(LiveSwitches(True, True, True, True, False), "LIVE_POLICY_UNKNOWN", id="unknown-policy"),
+        pytest.param(LiveSwitches(False, False, False, False, False), "LIVE_TRADING_DISABLED", id="first-gate-wins"),
+    ],
+)
+def test_live_switch_gates_in_documented_order(switches: LiveSwitches, expected: str | None) -> None:
+    """The live enablement gates refuse in one documented order, one code each."""
+    decision = check_live_switches("U7654321", switches, policy_id="p")
+    assert decision.code == (ErrorCode(expected) if expected else None)
+
+
+def test_kill_switch_and_paper_account_gates() -> None:
+    """A closed switch refuses new live orders; paper needs the broker's own paper signal."""
+    assert check_kill_switch(False).code is ErrorCode.LIVE_KILL_SWITCH_CLOSED
+    assert check_kill_switch(True).allowed
+    assert check_paper_account("U7654321", "live").code is ErrorCode.PAPER_ACCOUNT_REQUIRED
+    assert check_paper_account("DU1234567", "unknown").code is ErrorCode.PAPER_ACCOUNT_REQUIRED
+    assert check_paper_account("DU1234567", "paper").allowed
+
+
+def test_budgets_without_limits_allow() -> None:
+    """A policy without budgets never refuses on usage."""
+    assert check_live_budgets(RiskPolicy(policy_id="open"), LiveUsage(10**6, 10**6, Decimal(10**9)), None).allowed
