@@ -2,8 +2,12 @@
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from .runner import CliOptions, fail, load_config
+
+if TYPE_CHECKING:
+    from ibkr_gateway_core.config import GatewayConfig
 
 
 def serve_simulator(*, host: str, port: int, options: CliOptions) -> None:
@@ -32,16 +36,13 @@ def serve_mcp(
     options: CliOptions, *, transport: str, describe: bool, enable_remote_mcp: bool, bind: str | None
 ) -> None:
     """Describe or run the MCP server for the configured gateway."""
-    from ibkr_gateway_core.errors import ErrorCode, GatewayError
+    from ibkr_gateway_core.errors import GatewayError
 
     try:
         config = load_config(options)
         if transport == "http":
-            raise GatewayError(
-                ErrorCode.CONFIG_REMOTE_MCP_FORBIDDEN,
-                "Remote MCP over HTTP is not enabled: it needs remote_mcp.enabled, safety.remote_mcp_enabled "
-                "and --enable-remote-mcp.",
-            )
+            _serve_http(options, config, describe=describe, enable_remote_mcp=enable_remote_mcp, bind=bind)
+            return
         from ibkr_gateway_mcp.stdio import describe as describe_server
         from ibkr_gateway_mcp.stdio import run_stdio
 
@@ -56,3 +57,28 @@ def serve_mcp(
         run_stdio(config)
     except GatewayError as error:
         fail(error, options)
+
+
+def _serve_http(
+    options: CliOptions, config: "GatewayConfig", *, describe: bool, enable_remote_mcp: bool, bind: str | None
+) -> None:
+    """Describe or run the remote (OAuth-protected streamable HTTP) MCP server; the URL is the first stdout line."""
+    from ibkr_gateway_mcp.remote import describe_http, run_http
+
+    if describe:
+        description = describe_http(config, enable_remote_mcp=enable_remote_mcp, bind=bind)
+        if options.json:
+            sys.stdout.write(json.dumps(description, indent=2) + "\n")
+        else:
+            sys.stdout.write(f"{description['status']}\n" + "\n".join(description["tools"]) + "\n")
+        return
+
+    def ready(base_url: str) -> None:
+        line = json.dumps({"base_url": base_url}) if options.json else base_url
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    try:
+        run_http(config, enable_remote_mcp=enable_remote_mcp, bind=bind, on_ready=ready)
+    except KeyboardInterrupt:
+        raise SystemExit(0) from None
