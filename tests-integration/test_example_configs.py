@@ -29,12 +29,17 @@ def test_example_config_targets_a_local_client_portal_gateway_read_only(path: Pa
     assert config.safety.live_trading_enabled is False
 
 
-def test_remote_example_turns_on_only_the_remote_mcp_safety_switch() -> None:
-    """remote.example.yaml differs from local.example.yaml by the safety switch (and later its section)."""
+def test_remote_example_turns_on_only_the_remote_mcp_switches() -> None:
+    """remote.example.yaml differs from local.example.yaml by the safety switch and its remote_mcp section."""
     local = GatewayConfig.load(ROOT / "config" / "local.example.yaml")
     remote = GatewayConfig.load(ROOT / "config" / "remote.example.yaml")
     assert local.safety.remote_mcp_enabled is False
+    assert local.remote_mcp.enabled is False
     assert remote.safety.remote_mcp_enabled is True
+    assert remote.remote_mcp.enabled is True
+    assert remote.remote_mcp.resource == "https://gateway.example.com/mcp"
+    assert remote.remote_mcp.scopes() == READ_ONLY
+    assert remote.remote_mcp.token_id_hmac_secret_env == "IBKR_REMOTE_TOKEN_HMAC_SECRET"
     assert remote.broker == local.broker
     assert remote.auth == local.auth
 
