@@ -21,6 +21,7 @@ import sys
 import textwrap
 import types
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -163,6 +164,9 @@ FALLBACK_DESCRIPTIONS: dict[str, str] = {
     "broker.max_response_bytes": "Largest broker answer accepted, in bytes; a larger one is refused.",
     "safety.remote_mcp_enabled": "Independent safety switch for the remote (HTTP) MCP server; off by default.",
     "safety.live_trading_enabled": "Independent safety switch for live trading; off by default.",
+    "approvals.default_ttl_seconds": "Lifetime of an approval created without an explicit TTL, in seconds.",
+    "approvals.min_ttl_seconds": "Shortest approval lifetime that may be asked for, in seconds.",
+    "risk_policies[].window_seconds": "Length of the window that `max_orders_per_window` counts, in seconds.",
 }
 """Descriptions of keys whose field has no attribute docstring yet; a docstring in the code wins."""
 
@@ -210,7 +214,17 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-_TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", float: "number", Path: "path"}
+def _section_model(annotation: Any) -> tuple[type | None, str]:
+    """The model a field nests, and the key suffix: `""` for a section, `"[]"` for a list of sections."""
+    inner, _ = _unwrap_optional(annotation)
+    if _is_model(inner):
+        return inner, ""
+    if get_origin(inner) in (list, tuple) and get_args(inner) and _is_model(get_args(inner)[0]):
+        return get_args(inner)[0], "[]"
+    return None, ""
+
+
+_TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", float: "number", Path: "path", Decimal: "decimal"}
 
 
 def _type_name(annotation: Any) -> str:
@@ -235,10 +249,16 @@ def _type_name(annotation: Any) -> str:
     return str(annotation)
 
 
+def _annotated_metadata(annotation: Any) -> list[Any]:
+    """Constraints carried inside `Annotated[...]` (pydantic keeps them there for `X | None` fields)."""
+    return list(getattr(annotation, "__metadata__", ())) if get_origin(annotation) is Annotated else []
+
+
 def _constraints(metadata: list[Any]) -> str:
     symbols = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤", "min_length": "min length", "max_length": "max length"}
     parts: list[str] = []
-    for item in metadata:
+    flat = [inner for item in metadata for inner in [item, *getattr(item, "metadata", [])]]
+    for item in flat:
         for attribute, symbol in symbols.items():
             value = getattr(item, attribute, None)
             if value is not None:
@@ -269,13 +289,17 @@ def _yaml_value(value: Any) -> str:
     return _code(json.dumps(value, default=str))
 
 
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
 def _config_rows(model: type, prefix: str) -> Iterator[tuple[str, type]]:
-    """(key path, nested model) for every section, depth first, the root first."""
+    """(key path, nested model) for every section, depth first, the root first; `a[]` is a list item."""
     yield prefix, model
     for name, field in model.model_fields.items():  # type: ignore[attr-defined]
-        inner, _ = _unwrap_optional(field.annotation)
-        if _is_model(inner):
-            yield from _config_rows(inner, f"{prefix}.{name}" if prefix else name)
+        nested, suffix = _section_model(field.annotation)
+        if nested is not None:
+            yield from _config_rows(nested, _key(prefix, name) + suffix)
 
 
 def config_keys() -> list[str]:
@@ -285,9 +309,8 @@ def config_keys() -> list[str]:
     keys: list[str] = []
     for prefix, model in _config_rows(GatewayConfig, ""):
         for name, field in model.model_fields.items():  # type: ignore[attr-defined]
-            inner, _ = _unwrap_optional(field.annotation)
-            if not _is_model(inner):
-                keys.append(f"{prefix}.{name}" if prefix else name)
+            if _section_model(field.annotation)[0] is None:
+                keys.append(_key(prefix, name))
     return keys
 
 
@@ -306,6 +329,8 @@ def render_config() -> str:
     for prefix, model in _config_rows(GatewayConfig, ""):
         docs = _field_docs(model)
         title = f"`{prefix}`" if prefix else "Top level"
+        if prefix.endswith("[]"):
+            title += " items"
         out.append(f"## {title}\n")
         summary = _dedent(model.__doc__)
         if summary:
@@ -313,14 +338,17 @@ def render_config() -> str:
         out.append("| key | type | default | description |")
         out.append("|---|---|---|---|")
         for name, field in model.model_fields.items():  # type: ignore[attr-defined]
-            key = f"{prefix}.{name}" if prefix else name
-            inner, optional = _unwrap_optional(field.annotation)
-            if _is_model(inner):
-                description = _dedent(inner.__doc__).split("\n\n")[0]
-                out.append(f"| {_code(key)} | section | see below | {_cell(description)} |")
+            key = _key(prefix, name)
+            nested, suffix = _section_model(field.annotation)
+            if nested is not None:
+                kind = "list of sections" if suffix else "section"
+                description = _dedent(nested.__doc__).split("\n\n")[0]
+                default = _yaml_value(_config_default(field)) if suffix else "see below"
+                out.append(f"| {_code(key)} | {kind} | {default} | {_cell(description)} |")
                 continue
+            inner, optional = _unwrap_optional(field.annotation)
             type_text = _type_name(inner) + (" or null" if optional else "")
-            limits = _constraints(list(field.metadata))
+            limits = _constraints([*field.metadata, *_annotated_metadata(inner)])
             if limits:
                 type_text += f" ({limits})"
             description = field.description or docs.get(name) or FALLBACK_DESCRIPTIONS.get(key, "")
