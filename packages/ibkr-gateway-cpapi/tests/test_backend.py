@@ -3,6 +3,7 @@
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import httpx2
@@ -37,9 +38,9 @@ async def test_entry_point_factories_build_backends_without_io() -> None:
     await real.aclose()
 
 
-async def test_fake_backend_from_config_serves_the_seeded_paper_login() -> None:
+async def test_fake_backend_from_config_serves_the_seeded_paper_login(tmp_path: Path) -> None:
     """Fake mode is the real client and mapping over the in-process simulator."""
-    backend = open_fake_backend(GatewayConfig.fake_local())
+    backend = open_fake_backend(GatewayConfig.fake_local(state_dir=tmp_path))
     try:
         with anyio.fail_after(5):
             accounts = await backend.list_accounts()

@@ -1,10 +1,13 @@
 """The simulator over real HTTPS on loopback, as `ibkr-agent simulator serve` runs it."""
 
+from decimal import Decimal
+
 import anyio
 import pytest
 from dirty_equals import IsStr
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_core.orders import OrderTicket
 from ibkr_gateway_cpapi.backend import open_client_portal_backend
 from ibkr_gateway_cpapi.serve import serve_simulator, serving_simulator
 from ibkr_gateway_cpapi.simulator import SimulatorState
@@ -72,3 +75,33 @@ async def test_serving_refuses_a_non_loopback_host() -> None:
         async with serving_simulator(host="0.0.0.0"):
             pass
     assert caught.value.code == ErrorCode.INPUT_INVALID_ARGUMENT
+
+
+async def test_a_dropped_answer_over_a_real_socket_is_an_unknown_outcome() -> None:
+    """Over uvicorn the connection closes mid-response; the client says BROKER_OUTCOME_UNKNOWN, the order exists."""
+    sim = SimulatorState()
+    sim.drop_response_after_accept()
+    ticket = OrderTicket(
+        account_id="DU1234567",
+        contract_id=265598,
+        symbol="AAPL",
+        asset_class="stock",
+        currency="USD",
+        side="buy",
+        quantity=Decimal(1),
+        order_type="limit",
+        limit_price=Decimal(210),
+    )
+    with anyio.fail_after(20):
+        async with serving_simulator(port=0, state=sim) as base_url:
+            backend = open_client_portal_backend(GatewayConfig.client_portal(base_url, verify_tls=False))
+            try:
+                with pytest.raises(GatewayError) as caught:
+                    await backend.order_writer().place(
+                        ticket, client_order_id="k-net", confirm=lambda question: True, max_rounds=5
+                    )
+                found = await backend.order_writer().find_by_client_order_id("DU1234567", "k-net")
+            finally:
+                await backend.aclose()
+    assert caught.value.code == ErrorCode.BROKER_OUTCOME_UNKNOWN
+    assert found is not None and [o.c_oid for o in sim.placements] == ["k-net"]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .backend import CpapiBackend, open_client_portal_backend, open_fake_backend, open_simulator_backend
 from .client import BrokerHttpError, CpapiClient
+from .writer import ClientPortalOrderWriter
 
 if TYPE_CHECKING:
     from .serve import serve_simulator, serving_simulator
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BrokerHttpError",
+    "ClientPortalOrderWriter",
     "CpapiBackend",
     "CpapiClient",
     "SimulatorState",

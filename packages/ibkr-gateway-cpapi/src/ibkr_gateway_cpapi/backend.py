@@ -4,12 +4,19 @@ Both backends are the same class over the same client: `client_portal_gateway` s
 `broker.base_url`; `fake` sends it through `httpx2.ASGITransport` into the in-process simulator,
 so fake mode exercises the real client and mapping. Factories do no I/O; the simulator (and
 starlette with it) is imported on the first request of a fake backend only.
+
+In fake mode the simulator's book (orders, executions, positions, cash, `cOID`s seen) lives in
+`<state dir>/simulator-book.json`, so a later process sees what an earlier one placed. The login is
+the paper profile unless `IBKR_AGENT_SIMULATOR_PROFILE=live` (a test hook, read by
+`open_fake_backend`) logs in as the live profile instead.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
@@ -57,6 +64,15 @@ MAX_CONTRACT_LOOKUPS: Final = 10
 
 SNAPSHOT_FIELDS: Final = "31,84,85,86,88,87,7762,55,6509,7059"
 """Last, bid, ask size, ask, bid size, volume (formatted, raw), symbol, availability, last size."""
+
+SIMULATOR_PROFILE_ENV: Final = "IBKR_AGENT_SIMULATOR_PROFILE"
+"""Test hook: `live` makes fake mode log in as the simulator's live user (U7654321, `isPaper` false)."""
+
+SIMULATOR_PROFILES: Final = ("paper", "live")
+"""The simulator's logins (its packaged seed defines them)."""
+
+SIMULATOR_BOOK_FILE: Final = "simulator-book.json"
+"""Fake mode's saved book, in the state directory."""
 
 DEFAULT_PREFLIGHT_DELAYS_S: Final = (0.05, 0.1, 0.2, 0.4, 0.4)
 """Waits before re-polling a snapshot whose first answer was only the pre-flight (6 tries in all)."""
@@ -458,9 +474,25 @@ def open_client_portal_backend(config: GatewayConfig) -> Backend:
 
 
 def open_fake_backend(config: GatewayConfig) -> Backend:
-    """The `fake` entry point: the same backend and client over the in-process simulator."""
+    """The `fake` entry point: the same backend and client over the in-process simulator.
+
+    The simulator's book is saved in the state directory; `IBKR_AGENT_SIMULATOR_PROFILE` picks the login.
+
+    Raises:
+        GatewayError: `CONFIG_INVALID` for an unknown `IBKR_AGENT_SIMULATOR_PROFILE`.
+    """
+    profile = os.environ.get(SIMULATOR_PROFILE_ENV) or "paper"
+    if profile not in SIMULATOR_PROFILES:
+        raise GatewayError(
+            ErrorCode.CONFIG_INVALID,
+            f"{SIMULATOR_PROFILE_ENV} must be one of {', '.join(SIMULATOR_PROFILES)}.",
+            user_action=f"Unset {SIMULATOR_PROFILE_ENV} or set it to paper or live.",
+        )
     return open_simulator_backend(
-        timeout_s=config.broker.timeout_seconds, max_response_bytes=config.broker.max_response_bytes
+        timeout_s=config.broker.timeout_seconds,
+        max_response_bytes=config.broker.max_response_bytes,
+        profile=profile,
+        book_path=config.state_dir() / SIMULATOR_BOOK_FILE,
     )
 
 
@@ -471,13 +503,20 @@ def open_simulator_backend(
     max_response_bytes: int = 4 * 1024 * 1024,
     preflight_delays_s: Sequence[float] = DEFAULT_PREFLIGHT_DELAYS_S,
     clock: Callable[[], datetime] = _utcnow,
+    profile: str = "paper",
+    book_path: Path | None = None,
 ) -> CpapiBackend:
-    """A `fake` backend over a simulator; pass `state` to drive the simulator from a test."""
+    """A `fake` backend over a simulator; pass `state` to drive the simulator from a test.
+
+    `profile` and `book_path` configure the simulator made here when no `state` is given.
+    """
 
     def transport() -> httpx2.AsyncBaseTransport:
         from .simulator.app import create_simulator_app  # lazy: starlette only when fake mode is used
+        from .simulator.state import SimulatorState
 
-        return httpx2.ASGITransport(app=create_simulator_app(state))
+        simulator = state if state is not None else SimulatorState(profile=profile, book_path=book_path)
+        return httpx2.ASGITransport(app=create_simulator_app(simulator))
 
     client = CpapiClient(
         FAKE_BASE_URL, timeout_s=timeout_s, max_response_bytes=max_response_bytes, transport_factory=transport

@@ -50,9 +50,10 @@ class OrderEngine:
         self._clock = clock
         self.question_rules: list[QuestionRule] = list(DEFAULT_QUESTION_RULES)
         self._pending: dict[str, _Pending] = {}
-        self._client_ids: set[tuple[str, str]] = {(o.account_id, o.c_oid) for o in book.orders.values() if o.c_oid}
-        self._next_order_id = max(book.orders, default=1873266400) + 1
-        self._next_execution = 1
+        self.client_ids: set[tuple[str, str]] = {(o.account_id, o.c_oid) for o in book.orders.values() if o.c_oid}
+        """(account, cOID) pairs seen; IBKR refuses a known one."""
+        self.next_order_id = max(book.orders, default=1873266400) + 1
+        self.next_execution = 1
         self.accepted: list[int] = []
         """Ids of the orders this engine accepted, oldest first."""
 
@@ -113,7 +114,7 @@ class OrderEngine:
         ]
 
     def _duplicate(self, ticket: OrderTicket) -> dict[str, object] | None:
-        if ticket.c_oid is not None and (ticket.account_id, ticket.c_oid) in self._client_ids:
+        if ticket.c_oid is not None and (ticket.account_id, ticket.c_oid) in self.client_ids:
             return error_body(f"Order couldn't be submitted: Local order ID={ticket.c_oid} is already registered.")
         return None
 
@@ -122,7 +123,7 @@ class OrderEngine:
         for ticket in tickets:
             now = self._clock()
             order = SimOrder(
-                order_id=self._next_order_id,
+                order_id=self.next_order_id,
                 account_id=ticket.account_id,
                 conid=ticket.conid,
                 side=ticket.side,
@@ -139,11 +140,11 @@ class OrderEngine:
                 trailing_amount=ticket.trailing_amount,
                 trailing_type=ticket.trailing_type,
             )
-            self._next_order_id += 1
+            self.next_order_id += 1
             self._book.orders[order.order_id] = order
             self.accepted.append(order.order_id)
             if ticket.c_oid is not None:
-                self._client_ids.add((ticket.account_id, ticket.c_oid))
+                self.client_ids.add((ticket.account_id, ticket.c_oid))
             self._try_fill(order)
             ack: dict[str, object] = {
                 "order_id": str(order.order_id),
@@ -285,7 +286,7 @@ class OrderEngine:
         quantity = order.remaining
         now = self._clock()
         execution = SimExecution(
-            execution_id=f"0000f1a2.{order.order_id:08x}.{self._next_execution:02d}.01",
+            execution_id=f"0000f1a2.{order.order_id:08x}.{self.next_execution:02d}.01",
             account_id=order.account_id,
             order_id=order.order_id,
             c_oid=order.c_oid,
@@ -297,7 +298,7 @@ class OrderEngine:
             exchange="ISLAND" if contract.listing_exchange == "NASDAQ" else contract.listing_exchange,
             executed_at=now,
         )
-        self._next_execution += 1
+        self.next_execution += 1
         self._book.executions.append(execution)
         order.filled += quantity
         order.avg_fill_price = price

@@ -55,13 +55,15 @@ def _sub_path(request: Request) -> str:
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         state: SimulatorState = request.app.state.simulator
-        try:
-            state.admit(request.method, _sub_path(request), request.url.query)
-            return _render(200, await handler(request, state))
-        except SimHttpError as exc:
-            return _render(exc.status, exc.body)
-        except SimConnectionDropped:
-            return _DroppedConnection()
+        path = _sub_path(request)
+        async with state.book_transaction(request.method, path):
+            try:
+                state.admit(request.method, path, request.url.query)
+                return _render(200, await handler(request, state))
+            except SimHttpError as exc:
+                return _render(exc.status, exc.body)
+            except SimConnectionDropped:
+                return _DroppedConnection()  # the book keeps the change: it is saved before the drop
 
     return endpoint
 

@@ -7,18 +7,31 @@ a `SimHttpError` becomes an HTTP error answer. Tests drive the simulator through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.to_thread
 
 from . import _market, _order_views, _portfolio
 from ._book import SimAccount, SimBook, SimContract, SimOrder, SimPosition, SimProfile, load_seed_book
 from ._orders import OrderEngine
 from ._pacing import DEFAULT_PACING_RULES, DEFAULT_PENALTY, GLOBAL_PER_SECOND, Pacer, PacingRule
 from ._session import AuthState, SessionMachine, SimConnectionDropped, SimHttpError, SimRequest, error_body
+from ._store import BookStore, SavedBook, restore_book, snapshot_book
 from ._tickets import QuestionRule
 
 _MAC = "02:5C:51:4D:00:01"
+
+_SHARED_LOGIN: Final = timedelta(hours=24)
+"""How long processes sharing a saved book share one simulated login (CPAPI caps a login at 24 h)."""
+
+_BOOK_WRITES: Final = ("/iserver/account/", "/iserver/reply/")
+"""Paths whose POST or DELETE may change the book (placement, reply, cancel, modify)."""
 
 
 def _utcnow() -> datetime:
@@ -36,6 +49,7 @@ class SimulatorState:
         idle_timeout: timedelta | None = None,
         session_lifetime: timedelta | None = None,
         book: SimBook | None = None,
+        book_path: Path | None = None,
     ) -> None:
         """A logged-in simulator with an open brokerage session, seeded from the packaged data.
 
@@ -45,6 +59,8 @@ class SimulatorState:
             idle_timeout: Drop the session after this long without a request (CPAPI: about 6 minutes).
             session_lifetime: Drop the session this long after login (CPAPI: 24 hours).
             book: A book to serve instead of the packaged seed.
+            book_path: Keep the book in this file, shared with other processes (fake mode's
+                `simulator-book.json`); read on the first request, saved after each change.
         """
         self._clock = clock
         self.book = book if book is not None else load_seed_book(clock())
@@ -54,6 +70,8 @@ class SimulatorState:
         self.withheld_quotes: set[int] = set()
         """Conids whose snapshot never gets past the pre-flight answer (a stalled market-data stream)."""
         self._drops_after_accept = 0
+        self._store = BookStore(book_path) if book_path is not None else None
+        self._store_lock = anyio.Lock()
 
     # -- inspection ------------------------------------------------------------------------------
 
@@ -84,7 +102,7 @@ class SimulatorState:
     @property
     def placements(self) -> list[SimOrder]:
         """Orders this simulator accepted (by placement or by a confirming reply), oldest first."""
-        return [self.book.orders[order_id] for order_id in self.engine.accepted]
+        return [self.book.orders[order_id] for order_id in self.engine.accepted if order_id in self.book.orders]
 
     @property
     def placement_requests(self) -> int:
@@ -98,6 +116,46 @@ class SimulatorState:
     def orders_with_client_order_id(self, client_order_id: str) -> list[SimOrder]:
         """Every order in the book placed with this `cOID` (at most one, as IBKR refuses duplicates)."""
         return [order for order in self.book.orders.values() if order.c_oid == client_order_id]
+
+    # -- the saved book --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def book_transaction(self, method: str, path: str) -> AsyncGenerator[None]:
+        """Serve one request against the saved book: load it if another process changed it, save changes.
+
+        A no-op without `book_path`. Requests queue on one lock, in this process and across processes.
+        """
+        if self._store is None:
+            yield
+            return
+        store = self._store
+        async with self._store_lock:
+            lease = await anyio.to_thread.run_sync(store.acquire)  # flock may wait for another process
+            try:
+                if lease.saved is not None:
+                    self._restore(lease.saved)
+                yield
+                if method in ("POST", "DELETE") and path.startswith(_BOOK_WRITES) and not path.endswith("/whatif"):
+                    data = snapshot_book(
+                        self.book,
+                        login_at=self.session.logged_in_at,
+                        next_order_id=self.engine.next_order_id,
+                        next_execution=self.engine.next_execution,
+                        client_order_ids=self.engine.client_ids,
+                        now=self._clock(),
+                    )
+                    await anyio.to_thread.run_sync(store.save, lease, data)  # file I/O off the event loop
+            finally:
+                store.release(lease)
+
+    def _restore(self, saved: SavedBook) -> None:
+        restore_book(self.book, saved)
+        self.engine.client_ids = set(saved.client_order_ids)
+        self.engine.next_order_id = max(saved.next_order_id, self.engine.next_order_id)
+        self.engine.next_execution = max(saved.next_execution, self.engine.next_execution)
+        now = self._clock()
+        if now - _SHARED_LOGIN < saved.login_at < self.session.logged_in_at:
+            self.session.logged_in_at = saved.login_at  # one simulated login: earlier processes' orders stay listed
 
     # -- test hooks ------------------------------------------------------------------------------
 
