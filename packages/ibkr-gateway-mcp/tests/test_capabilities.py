@@ -42,16 +42,16 @@ def agent(*scopes: str) -> Principal:
 
 
 def test_read_only_caller_learns_it_may_only_read() -> None:
-    """Today's registry has no writes: the answer says so instead of letting the agent try."""
+    """A read-only caller sees every write tool withheld, with the scope it would need, and how to widen it."""
     caps = build_capabilities(
         principal=agent("read_only"), config=GatewayConfig.fake_local(), health=HEALTH, tool_scopes=tool_scopes()
     )
     assert caps.read_only is True
     assert caps.write_tools == []
-    assert caps.withheld_tools == {}
+    assert caps.withheld_tools == {op.tool: op.scope.value for op in OPERATIONS.values() if not op.read_only}
     assert caps.simulated is True
     assert caps.kill_switch == "unknown"
-    assert "This gateway version offers read operations only." in caps.notes
+    assert any("auth.enabled_scopes" in note for note in caps.notes)
 
 
 def test_write_tools_count_only_with_their_scope() -> None:
@@ -74,7 +74,7 @@ def test_write_tools_count_only_with_their_scope() -> None:
         operations=WITH_WRITES,
     )
     assert previewer.order_preview_allowed is True
-    assert previewer.write_tools == ["ibkr_order_preview"]
+    assert previewer.write_tools == ["ibkr_order_preview", "ibkr_kill_switch_close"]
     assert previewer.read_only is False
 
 

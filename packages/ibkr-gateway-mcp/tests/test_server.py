@@ -39,8 +39,27 @@ READ_CALLS: Final[dict[str, dict[str, Any]]] = {
     "ibkr_audit_export": {"limit": 5},
     "ibkr_audit_verify": {},
     "ibkr_audit_checkpoint": {},
+    "ibkr_approvals_list": {"limit": 5},
+    "ibkr_orders_reconcile": {},
+    "ibkr_kill_switch_status": {},
+    "ibkr_limits_status": {"account_id": ACCOUNT},
 }
 """Valid arguments for every read tool, against the simulator's seed data."""
+
+PAPER_TIER_TOOLS: Final = [
+    *list(READ_CALLS)[:-4],
+    "ibkr_order_preview",
+    "ibkr_approvals_create",
+    "ibkr_approvals_list",
+    "ibkr_approvals_revoke",
+    "ibkr_paper_order_submit",
+    "ibkr_paper_order_cancel",
+    "ibkr_orders_reconcile",
+    "ibkr_kill_switch_status",
+    "ibkr_kill_switch_close",
+    "ibkr_limits_status",
+]
+"""What the with_paper tier lists, in registry order: every read, then the paper workflow."""
 
 ERROR_KEYS: Final = {"code", "message", "retryable", "user_action", "audit_event_id"}
 
@@ -77,7 +96,7 @@ async def test_read_only_tier_lists_every_read_tool(gateway: Gateway, mode: str)
             ["ibkr_accounts_list", "ibkr_positions_list"],
             id="accounts-and-positions",
         ),
-        pytest.param(["with_paper"], list(READ_CALLS), id="with-paper-tier"),
+        pytest.param(["with_paper"], PAPER_TIER_TOOLS, id="with-paper-tier"),
     ],
 )
 async def test_tools_list_shows_only_tools_whose_scope_is_enabled(
@@ -91,8 +110,9 @@ async def test_tools_list_shows_only_tools_whose_scope_is_enabled(
     assert listed == visible_tools(parse_scopes(scopes))
 
 
-async def test_tools_carry_registry_title_scope_annotations_and_schemas(gateway: Gateway, mode: str) -> None:
+async def test_tools_carry_registry_title_scope_annotations_and_schemas(gateways: GatewayFactory, mode: str) -> None:
     """Every registry field reaches the tool: title, scope (description and _meta), hints, typed schemas."""
+    gateway = await gateways(["with_live"])
     async with Client(build_server(gateway), mode=mode) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
     for name, op in OPERATIONS_BY_TOOL.items():

@@ -507,18 +507,17 @@ class OrderDesk:
             },
             notional=notional,
         )
-        outcome, existing = await self._run(
+        outcome, record = await self._run(
             lambda: self.store.reserve(new, self._clock(), kill_switch_required=mode == "live")
         )
-        if existing is not None:
-            return await self._settle(existing, request_hash)
         if outcome == "kill_switch_closed":
             _raise(check_kill_switch(False))
         if outcome == "approval_unavailable":
             await self._approved_preview(args.approval_id, args.account_id, scope_key)
             return await self._settle_latest(scope_key, request_hash)
-        record = await self._run(lambda: self.store.record(scope_key))
         assert record is not None
+        if outcome == "existing":
+            return await self._settle(record, request_hash)
         return await self._place(record)
 
     async def _place(self, record: IdempotencyRecord) -> OrderLifecycle:
@@ -675,11 +674,10 @@ class OrderDesk:
             approval_id=None,
             context={"broker_order_id": args.broker_order_id, "audit_event_id": ctx.audit_event_id},
         )
-        _, existing = await self._run(lambda: self.store.reserve(new, self._clock(), kill_switch_required=False))
-        if existing is not None:
-            return await self._settle(existing, request_hash)
-        record = await self._run(lambda: self.store.record(scope_key))
+        outcome, record = await self._run(lambda: self.store.reserve(new, self._clock(), kill_switch_required=False))
         assert record is not None
+        if outcome == "existing":
+            return await self._settle(record, request_hash)
         return await self._cancel_record(record)
 
     async def _cancel_record(self, record: IdempotencyRecord) -> OrderLifecycle:

@@ -69,7 +69,7 @@ class NewRecord:
     notional: Decimal | None = None
 
 
-Reservation = Literal["reserved", "kill_switch_closed", "approval_unavailable"]
+Reservation = Literal["reserved", "existing", "kill_switch_closed", "approval_unavailable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,13 +207,13 @@ class OrderStore:
     ) -> tuple[Reservation, IdempotencyRecord | None]:
         """Reserve a key before the writer call: one transaction, so concurrent duplicates see each other.
 
-        Returns `("reserved", None)`, or the existing record of the key, or a refusal found under the lock
-        (kill switch closed, approval consumed or revoked meanwhile).
+        Returns `("reserved", record)` with the new pending record, `("existing", record)` for a key seen
+        before, or a refusal found under the lock (kill switch closed, approval consumed or revoked meanwhile).
         """
         with self._lock, write_transaction(self._conn()) as db:
             row = db.execute(_SELECT_RECORD + " WHERE scope_key = ?", (new.scope_key,)).fetchone()
             if row is not None:
-                return "reserved", _record(row)
+                return "existing", _record(row)
             if kill_switch_required and _kill_switch_state(db) != "open":
                 return "kill_switch_closed", None
             if new.approval_id is not None:
@@ -236,7 +236,8 @@ class OrderStore:
                     _ts(now),
                 ),
             )
-        return "reserved", None
+            created = db.execute(_SELECT_RECORD + " WHERE scope_key = ?", (new.scope_key,)).fetchone()
+        return "reserved", _record(created)
 
     def complete(self, scope_key: str, result: dict[str, Any], now: datetime, *, track: LiveOrder | None) -> None:
         """Store the result; a live submit enters the reconciliation backlog in the same transaction."""
