@@ -1,0 +1,74 @@
+"""Order commands through typer's CliRunner: flags become switches, refusals exit 1 with their code."""
+
+import json
+from typing import Any
+
+from ibkr_gateway_cli.app import app
+from typer.testing import CliRunner
+
+runner = CliRunner()
+ACCOUNT = "DU1234567"
+PREVIEW = ["orders", "preview", "--account", ACCOUNT, "--symbol", "AAPL", "--side", "buy", "--quantity", "1",
+           "--limit-price", "100", "--currency", "USD"]  # fmt: skip
+
+
+def ok(*args: str) -> Any:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+def refused(*args: str) -> str:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 1, result.output + result.stderr
+    return str(json.loads(result.stderr)["code"])
+
+
+def test_preview_needs_enable_preview(state_env: dict[str, str]) -> None:
+    """Without the per-call flag the preview is refused (the Rust code, kept)."""
+    assert refused(*PREVIEW) == "ORDER_PREVIEW_DISABLED"
+
+
+def test_preview_approve_submit_then_refuse_a_second_use(state_env: dict[str, str]) -> None:
+    """The seed flow through the CLI; the approval is single use."""
+    preview = ok(*PREVIEW, "--enable-preview")
+    assert preview["ticket"]["order_type"] == "limit" and preview["risk_policy_id"] == "builtin-preview"
+    approval = ok("approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"])
+    submit = ["orders", "submit", "--account", ACCOUNT, "--approval-id", approval["approval_id"]]
+    assert refused(*submit, "--idempotency-key", "k1") == "PAPER_TRADING_DISABLED"
+    placed = ok(*submit, "--idempotency-key", "k1", "--enable-paper")
+    assert placed["client_order_id"].startswith("iag-") and len(placed["client_order_id"]) == 28
+    assert ok(*submit, "--idempotency-key", "k1", "--enable-paper")["replayed"] is True
+    assert refused(*submit, "--idempotency-key", "k2", "--enable-paper") == "APPROVAL_CONSUMED"
+    listed = ok("approvals", "list", "--account", ACCOUNT)
+    assert [row["status"] for row in listed] == ["consumed"]
+
+
+def test_order_type_flags_use_the_cli_spelling(state_env: dict[str, str]) -> None:
+    """`--order-type stop-limit`, `--stop-price` and `--tif gtc` reach the ticket."""
+    preview = ok(*PREVIEW, "--order-type", "stop-limit", "--stop-price", "99", "--tif", "gtc", "--enable-preview")
+    assert preview["ticket"]["order_type"] == "stop_limit"
+    assert preview["ticket"]["stop_price"] == "99" and preview["ticket"]["time_in_force"] == "gtc"
+
+
+def test_kill_switch_commands_and_limits(state_env: dict[str, str]) -> None:
+    """The switch starts closed, opens and closes with a reason; limits show the live budgets."""
+    assert ok("kill-switch", "status")["state"] == "closed"
+    assert ok("kill-switch", "open", "--reason", "test")["state"] == "open"
+    assert ok("kill-switch", "close", "--reason", "done")["state"] == "closed"
+    limits = ok("limits", "status", "--account", ACCOUNT)
+    assert limits["policy_id"] == "builtin-simulator-live" and limits["orders_today"] == 0
+
+
+def test_live_submit_without_enable_live_is_refused(state_env: dict[str, str]) -> None:
+    """Each live flag is a gate; the first missing one names itself."""
+    preview = ok(*PREVIEW, "--enable-preview")
+    approval = ok("approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"])
+    args = ["orders", "live-submit", "--account", ACCOUNT, "--approval-id", approval["approval_id"],
+            "--idempotency-key", "l1"]  # fmt: skip
+    assert refused(*args, "--live-scope") == "LIVE_TRADING_DISABLED"
+    assert refused(*args, "--enable-live") == "LIVE_SCOPE_MISSING"
+    assert refused(*args, "--enable-live", "--live-scope") == "LIVE_MIGRATION_REQUIRED"
+    assert refused(*args, "--enable-live", "--live-scope", "--acknowledge-paper-to-live") == "LIVE_KILL_SWITCH_CLOSED"
+    placed = ok(*args, "--enable-live", "--live-scope", "--acknowledge-paper-to-live", "--open-kill-switch")
+    assert placed["writer"] == "local-candidate"
