@@ -282,3 +282,59 @@ def test_account_hashes_are_keyed_stable_and_never_the_raw_id(tmp_path: Path) ->
     finally:
         one.close()
         two.close()
+
+
+async def test_concurrent_appends_share_commits_and_keep_one_linear_chain(tmp_path: Path) -> None:
+    """Group commit: 200 concurrent callers each get their own durable record, in one valid chain."""
+    log = AuditLog.open(tmp_path / "group.sqlite3", b"g" * 32)
+    records: list[int] = []
+
+    async def one(i: int) -> None:
+        event = AuditEvent(
+            event_type="tool_completed",
+            timestamp=datetime.now(UTC),
+            principal_kind="local_agent",
+            principal_subject=f"agent-{i}",
+            scopes=[],
+            decision="allow",
+            result_status="completed",
+        )
+        record = await log.append(event)
+        assert record.event.event_id == event.event_id
+        records.append(record.sequence)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(one, i)
+    assert sorted(records) == list(range(1, 201))
+    report = await log.verify()
+    assert report.chain_valid and report.events_scanned == 200
+    log.close()
+
+
+async def test_a_failed_group_commit_fails_every_waiter_and_writes_nothing(tmp_path: Path) -> None:
+    log = AuditLog.open(tmp_path / "closed.sqlite3", b"g" * 32)
+    log.close()
+    failures: list[ErrorCode] = []
+
+    async def one() -> None:
+        event = AuditEvent(
+            event_type="tool_completed",
+            timestamp=datetime.now(UTC),
+            principal_kind="local_agent",
+            principal_subject="agent",
+            scopes=[],
+            decision="allow",
+            result_status="completed",
+        )
+        try:
+            await log.append(event)
+        except GatewayError as exc:
+            failures.append(exc.code)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(one)
+    assert failures == [ErrorCode.AUDIT_WRITE_FAILED] * 10

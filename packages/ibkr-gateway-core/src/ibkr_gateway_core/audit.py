@@ -25,6 +25,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -187,6 +188,16 @@ def _row_bytes(sequence: int, key_id: str, event_id: str, event_type: str, times
     return f"{sequence}\n{key_id}\n{event_id}\n{event_type}\n{timestamp}\n{payload}".encode()
 
 
+@dataclass(slots=True)
+class _PendingAppend:
+    """One event waiting for the next group commit."""
+
+    event: AuditEvent
+    done: anyio.Event = field(default_factory=anyio.Event)
+    record: AuditRecord | None = None
+    error: GatewayError | None = None
+
+
 class AuditLog:
     """The append-only audit log in the state database.
 
@@ -205,7 +216,10 @@ class AuditLog:
         self.key_id: str = subkeys["key_id"].hex()[:16]
         """Identifies the chain key in every row (a keyed hash: it reveals nothing about the key)."""
         self._thread_lock = threading.Lock()  # one statement sequence at a time on the shared connection
-        self._lock = anyio.Lock()  # the HMAC chain must stay linear; keeps waiting callers off worker threads
+        self._lock = anyio.Lock()  # keeps waiting readers off worker threads
+        self._pending: list[_PendingAppend] = []
+        """Events waiting for the running group commit (see `append`)."""
+        self._flushing = False
 
     @classmethod
     def open(cls, path: Path, key: bytes, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
@@ -253,11 +267,40 @@ class AuditLog:
     async def append(self, event: AuditEvent) -> AuditRecord:
         """Redact and durably append one event; it is committed when this returns.
 
+        Concurrent appends share one transaction (group commit): one disk sync covers every event
+        waiting at that moment, so throughput grows with concurrency while each caller still returns
+        only after its own event is durable.
+
         Raises:
             GatewayError: `AUDIT_WRITE_FAILED` when nothing was written.
         """
-        async with self._lock:  # the HMAC chain must stay linear
-            return await anyio.to_thread.run_sync(self.append_sync, event)
+        waiter = _PendingAppend(event)
+        self._pending.append(waiter)
+        if self._flushing:
+            await waiter.done.wait()
+        else:
+            self._flushing = True
+            try:
+                while self._pending:  # the HMAC chain stays linear: one flusher at a time, in arrival order
+                    batch, self._pending = self._pending, []
+                    await self._flush(batch)
+            finally:
+                self._flushing = False
+        if waiter.record is None:
+            raise waiter.error or GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "The audit event was not written.")
+        return waiter.record
+
+    async def _flush(self, batch: list[_PendingAppend]) -> None:
+        try:
+            records = await anyio.to_thread.run_sync(self._append_group_sync, [w.event for w in batch])
+            for waiter, record in zip(batch, records, strict=True):
+                waiter.record = record
+        except GatewayError as exc:
+            for waiter in batch:
+                waiter.error = exc
+        finally:
+            for waiter in batch:
+                waiter.done.set()
 
     def append_sync(self, event: AuditEvent) -> AuditRecord:
         """`append` for threads and scripts: blocks until the event is committed.
@@ -265,28 +308,36 @@ class AuditLog:
         Raises:
             GatewayError: `AUDIT_WRITE_FAILED` when nothing was written.
         """
-        event = redact_event(event)
-        payload = event.canonical_bytes().decode("utf-8")
-        timestamp = format_timestamp(event.timestamp)
+        return self._append_group_sync([event])[0]
+
+    def _append_group_sync(self, events: list[AuditEvent]) -> list[AuditRecord]:
+        """Append `events` in one transaction, in order; all are written or none."""
+        cleaned = [redact_event(event) for event in events]
+        rendered = [(e, e.canonical_bytes().decode("utf-8"), format_timestamp(e.timestamp)) for e in cleaned]
+        records: list[AuditRecord] = []
         with self._thread_lock:
             db = self._open_db()
             try:
                 with write_transaction(db):  # re-read the head under the write lock: other processes append too
                     sequence, previous = self._head_for_append(db)
-                    sequence += 1
-                    chain = self._mac.digest(
-                        previous,
-                        _row_bytes(sequence, self.key_id, event.event_id, event.event_type, timestamp, payload),
-                    ).hex()
-                    db.execute(
-                        _INSERT_SQL,
-                        (sequence, self.key_id, event.event_id, event.event_type, timestamp, payload, chain),
-                    )
+                    rows: list[tuple[int, str, str, str, str, str, str]] = []
+                    for event, payload, timestamp in rendered:
+                        sequence += 1
+                        previous = self._mac.digest(
+                            previous,
+                            _row_bytes(sequence, self.key_id, event.event_id, event.event_type, timestamp, payload),
+                        )
+                        chain = previous.hex()
+                        rows.append(
+                            (sequence, self.key_id, event.event_id, event.event_type, timestamp, payload, chain)
+                        )
+                        records.append(AuditRecord(sequence=sequence, event=event, chain_hash=chain))
+                    db.executemany(_INSERT_SQL, rows)
             except sqlite3.Error as exc:
                 raise GatewayError(
                     ErrorCode.AUDIT_WRITE_FAILED, f"The audit event could not be written ({_sqlite_reason(exc)})."
                 ) from None
-        return AuditRecord(sequence=sequence, event=event, chain_hash=chain)
+        return records
 
     def _append_batch_sync(self, events: Iterable[AuditEvent]) -> int:
         """Append many events in one transaction (bulk imports and benchmarks); returns the new head sequence."""
