@@ -101,7 +101,13 @@ class GatewayMCPServer(MCPServer[Any]):
         self._principal = principal
         self._tool_scopes = tool_scopes()
         tools = [self._capabilities_tool(), *(self._operation_tool(op) for op in OPERATIONS_BY_TOOL.values())]
-        super().__init__(SERVER_NAME, version=version("ibkr-gateway-mcp"), instructions=INSTRUCTIONS, tools=tools)
+        super().__init__(
+            SERVER_NAME,
+            version=version("ibkr-gateway-mcp"),
+            instructions=INSTRUCTIONS,
+            tools=tools,
+            log_level="WARNING",  # per-request INFO logs cost time and would echo broker URLs on stderr
+        )
 
     def current_principal(self) -> Principal:
         """The caller of the request being served."""
