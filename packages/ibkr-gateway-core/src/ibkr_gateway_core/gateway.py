@@ -126,7 +126,16 @@ class CallResult(Generic[T]):
 
 def to_jsonable(value: object) -> Any:
     """JSON-compatible form of a model, a list of models or plain data."""
-    return TypeAdapter(type(value)).dump_python(value, mode="json") if value is not None else None
+    if value is None:
+        return None
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return _adapter(type(value)).dump_python(value, mode="json")
+
+
+@functools.cache
+def _adapter(kind: type) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
 
 
 class Gateway:
