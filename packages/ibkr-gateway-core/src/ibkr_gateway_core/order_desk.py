@@ -336,8 +336,8 @@ class OrderDesk:
 
     async def _approved_preview(self, approval_id: str, account_id: str, scope_key: str) -> OrderPreview | None:
         """The preview an approval allows, after every approval and preview gate; None when `scope_key` raced."""
-        approval: ApprovalRecord | None = await self._run(lambda: self.store.approval(approval_id))
-        found = await self._run(lambda: self.store.preview(approval.preview_id)) if approval is not None else None
+        approval, stored = await self._run(lambda: self.store.approval_with_preview(approval_id))
+        found = (stored, "") if stored is not None else None
         now = self._clock()
         state = None
         if approval is not None:
@@ -609,7 +609,7 @@ class OrderDesk:
     async def _resolve_unknown(self, record: IdempotencyRecord) -> OrderLifecycle:
         """Look the order up by cOID before anything else; send again (same cOID) only after the grace period."""
         if record.flow.endswith("_cancel"):
-            return await self._cancel_record(record)
+            return await self._cancel_record(record, request_hash=record.request_hash)
         assert record.client_order_id is not None
         found = await self._writer(record.writer).find_by_client_order_id(record.account_id, record.client_order_id)
         if found is not None:
@@ -674,28 +674,19 @@ class OrderDesk:
             approval_id=None,
             context={"broker_order_id": args.broker_order_id, "audit_event_id": ctx.audit_event_id},
         )
-        outcome, record = await self._run(lambda: self.store.reserve(new, self._clock(), kill_switch_required=False))
-        assert record is not None
-        if outcome == "existing":
-            return await self._settle(record, request_hash)
-        return await self._cancel_record(record)
+        # a cancel needs no write-ahead record: sending it twice is harmless, so only its result is kept
+        return await self._cancel_record(new, request_hash=request_hash)
 
-    async def _cancel_record(self, record: IdempotencyRecord) -> OrderLifecycle:
+    async def _cancel_record(self, record: IdempotencyRecord | NewRecord, *, request_hash: str) -> OrderLifecycle:
         broker_order_id = str(record.context["broker_order_id"])
-        try:
-            ack = await self._writer(record.writer).cancel(record.account_id, broker_order_id)
-        except GatewayError as exc:
-            await self._writer_failed(record, exc)
-            raise
+        ack = await self._writer(record.writer).cancel(record.account_id, broker_order_id)
         status = _broker_status(ack.broker_status, accepted=ack.accepted)
         if not ack.accepted and status not in TERMINAL_STATUSES:
-            exc = GatewayError(
+            raise GatewayError(
                 ErrorCode.BROKER_RESPONSE_INVALID,
                 f"The broker did not accept the cancel of {broker_order_id} (untrusted broker text): "
                 f"{(ack.message or '')[:_BROKER_TEXT_LIMIT]}",
             )
-            await self._writer_failed(record, exc)
-            raise exc
         lifecycle = OrderLifecycle(
             mode="live" if record.flow == "live_cancel" else "paper",
             action="cancel",
@@ -708,7 +699,14 @@ class OrderDesk:
             audit_event_id=str(record.context.get("audit_event_id", "")),
         )
         result = lifecycle.model_dump(mode="json")
-        await self._run(lambda: self.store.complete(record.scope_key, result, self._clock(), track=None))
+        if isinstance(record, NewRecord):
+            new = record
+            earlier = await self._run(lambda: self.store.record_completed(new, result, self._clock()))
+            if earlier is not None:  # a concurrent cancel with the same key finished first
+                return await self._settle(earlier, request_hash)
+        else:
+            done_key = record.scope_key
+            await self._run(lambda: self.store.complete(done_key, result, self._clock(), track=None))
         if record.flow == "live_cancel" and status in TERMINAL_STATUSES:
             done = LiveOrder(record.account_id, broker_order_id, record.writer, None, status)
             await self._run(lambda: self.store.update_live_orders([(done, True)], self._clock()))

@@ -165,6 +165,23 @@ class OrderStore:
             )
         return _approval(row) if row is not None else None
 
+    def approval_with_preview(self, approval_id: str) -> tuple[ApprovalRecord | None, OrderPreview | None]:
+        """An approval and the preview it names, read together."""
+        with self._lock:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT a.payload, a.status, p.payload FROM order_approvals a "
+                    "LEFT JOIN order_previews p ON p.preview_id = a.preview_id WHERE a.approval_id = ?",
+                    (approval_id,),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None, None
+        preview = OrderPreview.model_validate_json(row[2]) if row[2] is not None else None
+        return _approval(row[:2]), preview
+
     def approvals(self, account_id: str | None, limit: int) -> list[ApprovalRecord]:
         """Approvals, newest first."""
         sql = "SELECT payload, status FROM order_approvals"
@@ -238,6 +255,34 @@ class OrderStore:
             )
             created = db.execute(_SELECT_RECORD + " WHERE scope_key = ?", (new.scope_key,)).fetchone()
         return "reserved", _record(created)
+
+    def record_completed(self, new: NewRecord, result: dict[str, Any], now: datetime) -> IdempotencyRecord | None:
+        """Store a finished write that needed no write-ahead record (a cancel).
+
+        Returns the earlier record of the same key instead, when one exists.
+        """
+        with self._lock, write_transaction(self._conn()) as db:
+            row = db.execute(_SELECT_RECORD + " WHERE scope_key = ?", (new.scope_key,)).fetchone()
+            if row is not None:
+                return _record(row)
+            db.execute(
+                "INSERT INTO order_idempotency VALUES (?, ?, ?, ?, ?, ?, 'completed', ?, ?, ?, NULL, ?, ?, ?)",
+                (
+                    new.scope_key,
+                    new.flow,
+                    new.account_id,
+                    new.request_hash,
+                    new.client_order_id,
+                    new.writer,
+                    new.approval_id,
+                    json.dumps(new.context),
+                    json.dumps(result),
+                    str(new.notional) if new.notional is not None else None,
+                    _ts(now),
+                    _ts(now),
+                ),
+            )
+        return None
 
     def complete(self, scope_key: str, result: dict[str, Any], now: datetime, *, track: LiveOrder | None) -> None:
         """Store the result; a live submit enters the reconciliation backlog in the same transaction."""
