@@ -589,3 +589,39 @@ def test_refusals_exit_one_with_the_code(seeded: dict[str, str]) -> None:
     )
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stderr)["code"] == "ORDER_PREVIEW_DISABLED"
+
+
+def test_concurrent_submits_from_separate_processes_make_one_order(seeded: dict[str, str]) -> None:
+    """16 `ibkr-agent orders submit` processes, one key: the SQLite write lock lets exactly one reach the broker."""
+    import subprocess
+
+    from cli_harness import ibkr_agent
+
+    env = seeded
+    preview = _ok(
+        ["orders", "preview", "--account", ACCOUNT, "--symbol", "AAPL", "--side", "buy", "--quantity", "1",
+         "--limit-price", "100", "--enable-preview"],
+        env,
+    )  # fmt: skip
+    approval = _ok(["approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"]], env)
+    command = [*ibkr_agent(), "orders", "submit", "--account", ACCOUNT, "--approval-id", approval["approval_id"],
+               "--idempotency-key", "across-processes", "--enable-paper", "--json"]  # fmt: skip
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=env)
+        for _ in range(16)
+    ]
+    outcomes: list[str] = []
+    order_ids: set[str] = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            order_ids.add(json.loads(out)["broker_order_id"])
+            outcomes.append("ok")
+        else:
+            outcomes.append(json.loads(err)["code"])
+    assert len(order_ids) == 1, outcomes
+    assert set(outcomes) <= {"ok", "IDEMPOTENCY_IN_PROGRESS"}
+    listed = _ok(["orders", "list", "--account", ACCOUNT], env)
+    client_ids = [row["client_order_id"] for row in listed if row["broker_order_id"] in order_ids]
+    assert len(client_ids) == 1
+    assert sum(1 for row in listed if row["client_order_id"] == client_ids[0]) == 1
