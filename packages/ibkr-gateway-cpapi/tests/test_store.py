@@ -16,10 +16,10 @@ from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.orders import BrokerQuestion, OrderTicket
 from ibkr_gateway_cpapi.backend import SIMULATOR_PROFILE_ENV, CpapiBackend, open_fake_backend, open_simulator_backend
-from ibkr_gateway_cpapi.simulator import SimulatorState
-from ibkr_gateway_cpapi.simulator._store import BOOK_FILE_NAME, SavedBook, read_saved_book, snapshot_book
+from ibkr_gateway_cpapi.simulator import SimOrder, SimulatorState
+from ibkr_gateway_cpapi.simulator._store import BOOK_FILE_NAME, HISTORY_FILE_NAME, read_saved
 
-from .conftest import NOW, frozen_clock
+from .conftest import NOW
 
 pytestmark = pytest.mark.anyio
 
@@ -43,6 +43,15 @@ def ticket(**changes: object) -> OrderTicket:
 
 def allow_all(question: BrokerQuestion) -> bool:
     return True
+
+
+def saved_orders(state_dir: Path) -> dict[int, SimOrder]:
+    """Every order on disk: finished ones from the history, working ones from the snapshot (which wins)."""
+    book, history = read_saved(state_dir)
+    orders = {o.order_id: o for entry in history for o in entry.orders}
+    for order in book.orders if book is not None else []:
+        orders.setdefault(order.order_id, order)
+    return orders
 
 
 @asynccontextmanager
@@ -85,14 +94,11 @@ async def test_a_later_process_cancels_and_never_duplicates_an_earlier_order(tmp
         again = await writer.place(ticket(), client_order_id="k-1", confirm=allow_all, max_rounds=5)
         other = await writer.place(ticket(), client_order_id="k-2", confirm=allow_all, max_rounds=5)
         ack = await writer.cancel(ACCOUNT, placed.broker_order_id)
-    saved = read_saved_book(tmp_path / BOOK_FILE_NAME)
-    assert saved is not None
     assert again.broker_order_id == placed.broker_order_id
     assert int(other.broker_order_id) == int(placed.broker_order_id) + 1
     assert ack.accepted
-    by_coid = {o.c_oid: o for o in saved.orders if o.c_oid in ("k-1", "k-2")}
+    by_coid = {o.c_oid: o for o in saved_orders(tmp_path).values() if o.c_oid in ("k-1", "k-2")}
     assert (by_coid["k-1"].status, by_coid["k-2"].status) == ("Cancelled", "Submitted")
-    assert sorted(c for a, c in saved.client_order_ids if a == ACCOUNT and c.startswith("k-")) == ["k-1", "k-2"]
 
 
 async def test_an_order_whose_answer_was_lost_is_saved_and_found_by_the_next_process(tmp_path: Path) -> None:
@@ -115,9 +121,12 @@ async def test_the_book_file_is_private_and_replaced_atomically(tmp_path: Path) 
         await backend.what_if(ticket())
         assert not (tmp_path / BOOK_FILE_NAME).exists()
         await backend.order_writer().place(ticket(), client_order_id="k-1", confirm=allow_all, max_rounds=5)
-    book = tmp_path / BOOK_FILE_NAME
-    assert stat.S_IMODE(book.stat().st_mode) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["simulator-book.json", "simulator-book.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "simulator-book.history.jsonl",
+        "simulator-book.json",
+        "simulator-book.lock",
+    ]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o600}
 
 
 async def test_a_damaged_book_is_moved_aside_and_the_simulator_carries_on(tmp_path: Path) -> None:
@@ -128,28 +137,49 @@ async def test_a_damaged_book_is_moved_aside_and_the_simulator_carries_on(tmp_pa
         await backend.order_writer().place(ticket(), client_order_id="k-1", confirm=allow_all, max_rounds=5)
     assert {o.client_order_id for o in orders} == {"seed-0001", "seed-0002"}
     assert (tmp_path / "simulator-book.json.damaged").read_text(encoding="utf-8") == "{not json"
-    assert read_saved_book(tmp_path / BOOK_FILE_NAME) is not None
+    assert read_saved(tmp_path)[0] is not None
 
 
-def test_finished_orders_and_executions_older_than_a_week_are_dropped_on_save() -> None:
-    """The file does not grow forever; working orders stay whatever their age."""
-    sim = SimulatorState(clock=frozen_clock)
-    old = NOW - timedelta(days=8)
-    sim.book.orders[1873266401].updated_at = old  # working: kept
-    sim.book.orders[1873266402].status, sim.book.orders[1873266402].updated_at = "Cancelled", old
-    sim.book.executions[0].executed_at = old
-    data = snapshot_book(
-        sim.book,
-        login_at=NOW,
-        next_order_id=sim.engine.next_order_id,
-        next_execution=sim.engine.next_execution,
-        client_order_ids=sim.engine.client_ids,
-        now=NOW,
+async def test_history_past_its_size_limit_is_rewritten_without_expired_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finished orders and fills older than a week go; working orders stay whatever their age."""
+    now = [NOW]
+    path = tmp_path / BOOK_FILE_NAME
+    async with open_simulator_backend(SimulatorState(clock=lambda: now[0], book_path=path)) as first:
+        writer = first.order_writer()
+        old = await writer.place(ticket(), client_order_id="k-old", confirm=allow_all, max_rounds=5)
+        await writer.cancel(ACCOUNT, old.broker_order_id)
+        await writer.place(ticket(), client_order_id="k-working", confirm=allow_all, max_rounds=5)
+    now[0] += timedelta(days=8)
+    monkeypatch.setattr("ibkr_gateway_cpapi.simulator.state.COMPACT_HISTORY_BYTES", 1)
+    async with open_simulator_backend(SimulatorState(clock=lambda: now[0], book_path=path)) as second:
+        assert await second.order_writer().find_by_client_order_id(ACCOUNT, "k-old") is None  # not even loaded
+        await second.order_writer().place(ticket(), client_order_id="k-new", confirm=allow_all, max_rounds=5)
+    coids = {o.c_oid for o in saved_orders(tmp_path).values()}
+    assert {"k-working", "k-new"} <= coids and "k-old" not in coids
+    assert b"k-old" not in (tmp_path / HISTORY_FILE_NAME).read_bytes()
+    assert not any(
+        e.executed_at < now[0] - timedelta(days=7) for entry in read_saved(tmp_path)[1] for e in entry.executions
     )
-    saved = SavedBook.model_validate_json(data)
-    assert sorted(o.order_id for o in saved.orders) == [1873266401, 1873266403]
-    assert len(saved.executions) == len(sim.book.executions) - 1
-    assert ("DU1234567", "seed-0002") not in saved.client_order_ids
+
+
+async def test_a_torn_last_history_line_is_cut_off(tmp_path: Path) -> None:
+    """A crash mid-append leaves half a line; the next process drops it and appends cleanly after it."""
+    async with fake_backend(tmp_path) as first:
+        await first.order_writer().place(
+            ticket(order_type="market", limit_price=None), client_order_id="k-1", confirm=allow_all, max_rounds=5
+        )
+    history = tmp_path / HISTORY_FILE_NAME
+    with history.open("ab") as torn:
+        torn.write(b'{"orders": [{"order_id"')
+    async with fake_backend(tmp_path) as second:
+        await second.order_writer().place(
+            ticket(order_type="market", limit_price=None), client_order_id="k-2", confirm=allow_all, max_rounds=5
+        )
+        fills = {e.client_order_id for e in await second.executions(ACCOUNT, 1)}
+    assert {"k-1", "k-2"} <= fills
+    assert all(line.endswith(b"}") for line in history.read_bytes().splitlines())
 
 
 _PLACER = """
@@ -196,9 +226,7 @@ def test_two_processes_placing_at_once_keep_every_order(tmp_path: Path) -> None:
     for proc in procs:
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr
-    saved = read_saved_book(tmp_path / BOOK_FILE_NAME)
-    assert saved is not None
-    placed = [o for o in saved.orders if o.c_oid is not None and o.c_oid[:2] in ("a-", "b-")]
+    placed = [o for o in saved_orders(tmp_path).values() if o.c_oid is not None and o.c_oid[:2] in ("a-", "b-")]
     assert sorted(o.c_oid for o in placed if o.c_oid) == sorted(f"{p}-{n}" for p in "ab" for n in range(count))
     assert len({o.order_id for o in placed}) == 2 * count
 

@@ -5,10 +5,10 @@ Both backends are the same class over the same client: `client_portal_gateway` s
 so fake mode exercises the real client and mapping. Factories do no I/O; the simulator (and
 starlette with it) is imported on the first request of a fake backend only.
 
-In fake mode the simulator's book (orders, executions, positions, cash, `cOID`s seen) lives in
-`<state dir>/simulator-book.json`, so a later process sees what an earlier one placed. The login is
-the paper profile unless `IBKR_AGENT_SIMULATOR_PROFILE=live` (a test hook, read by
-`open_fake_backend`) logs in as the live profile instead.
+In fake mode the simulator's book (orders, executions, positions, cash, `cOID`s seen) lives in the
+state directory (`simulator-book.json` and its history), so a later process sees what an earlier
+one placed. The login is the paper profile unless `IBKR_AGENT_SIMULATOR_PROFILE=live` (a test
+hook, read by `open_fake_backend`) logs in as the live profile instead.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ SIMULATOR_PROFILES: Final = ("paper", "live")
 """The simulator's logins (its packaged seed defines them)."""
 
 SIMULATOR_BOOK_FILE: Final = "simulator-book.json"
-"""Fake mode's saved book, in the state directory."""
+"""Fake mode's saved book, in the state directory (its history and lock file sit beside it)."""
 
 DEFAULT_PREFLIGHT_DELAYS_S: Final = (0.05, 0.1, 0.2, 0.4, 0.4)
 """Waits before re-polling a snapshot whose first answer was only the pre-flight (6 tries in all)."""

@@ -22,7 +22,17 @@ from ._book import SimAccount, SimBook, SimContract, SimOrder, SimPosition, SimP
 from ._orders import OrderEngine
 from ._pacing import DEFAULT_PACING_RULES, DEFAULT_PENALTY, GLOBAL_PER_SECOND, Pacer, PacingRule
 from ._session import AuthState, SessionMachine, SimConnectionDropped, SimHttpError, SimRequest, error_body
-from ._store import BookStore, SavedBook, restore_book, snapshot_book
+from ._store import (
+    COMPACT_HISTORY_BYTES,
+    RETENTION,
+    BookStore,
+    HistoryEntry,
+    Lease,
+    Loaded,
+    SavedBook,
+    book_bytes,
+    history_bytes,
+)
 from ._tickets import QuestionRule
 
 _MAC = "02:5C:51:4D:00:01"
@@ -72,6 +82,9 @@ class SimulatorState:
         self._drops_after_accept = 0
         self._store = BookStore(book_path) if book_path is not None else None
         self._store_lock = anyio.Lock()
+        self._archived_orders: set[int] = set()
+        """Finished orders already in the saved history (they never change again)."""
+        self._archived_executions: set[str] = set()
 
     # -- inspection ------------------------------------------------------------------------------
 
@@ -121,7 +134,7 @@ class SimulatorState:
 
     @asynccontextmanager
     async def book_transaction(self, method: str, path: str) -> AsyncGenerator[None]:
-        """Serve one request against the saved book: load it if another process changed it, save changes.
+        """Serve one request against the saved book: reread what another process changed, save changes.
 
         A no-op without `book_path`. Requests queue on one lock, in this process and across processes.
         """
@@ -130,32 +143,90 @@ class SimulatorState:
             return
         store = self._store
         async with self._store_lock:
-            lease = await anyio.to_thread.run_sync(store.acquire)  # flock may wait for another process
+            lease = store.try_acquire() or await anyio.to_thread.run_sync(store.acquire)  # may wait, may read
             try:
-                if lease.saved is not None:
-                    self._restore(lease.saved)
+                if lease.loaded is not None:
+                    self._restore(lease.loaded)
                 yield
                 if method in ("POST", "DELETE") and path.startswith(_BOOK_WRITES) and not path.endswith("/whatif"):
-                    data = snapshot_book(
-                        self.book,
-                        login_at=self.session.logged_in_at,
-                        next_order_id=self.engine.next_order_id,
-                        next_execution=self.engine.next_execution,
-                        client_order_ids=self.engine.client_ids,
-                        now=self._clock(),
-                    )
-                    await anyio.to_thread.run_sync(store.save, lease, data)  # file I/O off the event loop
+                    await self._save(store, lease)
             finally:
                 store.release(lease)
 
-    def _restore(self, saved: SavedBook) -> None:
-        restore_book(self.book, saved)
-        self.engine.client_ids = set(saved.client_order_ids)
-        self.engine.next_order_id = max(saved.next_order_id, self.engine.next_order_id)
-        self.engine.next_execution = max(saved.next_execution, self.engine.next_execution)
+    async def _save(self, store: BookStore, lease: Lease) -> None:
         now = self._clock()
-        if now - _SHARED_LOGIN < saved.login_at < self.session.logged_in_at:
-            self.session.logged_in_at = saved.login_at  # one simulated login: earlier processes' orders stay listed
+        finished = [
+            o for o in self.book.orders.values() if not o.is_working and o.order_id not in self._archived_orders
+        ]
+        fills = [e for e in self.book.executions if e.execution_id not in self._archived_executions]
+        self._archived_orders.update(o.order_id for o in finished)
+        self._archived_executions.update(e.execution_id for e in fills)
+        snapshot = book_bytes(
+            SavedBook(
+                login_at=self.session.logged_in_at,
+                next_order_id=self.engine.next_order_id,
+                next_execution=self.engine.next_execution,
+                cash={account_id: dict(account.cash) for account_id, account in self.book.accounts.items()},
+                positions=list(self.book.positions.values()),
+                orders=[o for o in self.book.orders.values() if o.is_working],
+            )
+        )
+        if store.history_size < COMPACT_HISTORY_BYTES:
+            history = history_bytes([HistoryEntry(orders=finished, executions=fills)])
+            await anyio.to_thread.run_sync(store.save, lease, snapshot, history)  # file I/O off the event loop
+            return
+        self._forget_expired(now)
+        history = history_bytes(
+            [
+                HistoryEntry(
+                    orders=[o for o in self.book.orders.values() if o.order_id in self._archived_orders],
+                    executions=list(self.book.executions),
+                )
+            ]
+        )
+        await anyio.to_thread.run_sync(store.rewrite, lease, snapshot, history)
+
+    def _forget_expired(self, now: datetime) -> None:
+        cutoff = now - RETENTION
+        for order_id in [oid for oid, o in self.book.orders.items() if not o.is_working and o.updated_at < cutoff]:
+            del self.book.orders[order_id]
+            self._archived_orders.discard(order_id)
+        self.book.executions[:] = [e for e in self.book.executions if e.executed_at >= cutoff]
+        self._archived_executions &= {e.execution_id for e in self.book.executions}
+
+    def _restore(self, loaded: Loaded) -> None:
+        """Apply what another process saved: finished orders and fills from the history, the rest from the snapshot."""
+        cutoff = self._clock() - RETENTION
+        orders = self.book.orders
+        saved = loaded.book
+        if saved is not None and loaded.full:
+            orders.clear()
+            self.book.executions.clear()
+            self._archived_orders.clear()
+            self._archived_executions.clear()
+        elif saved is not None:
+            for order_id in [oid for oid in orders if oid not in self._archived_orders]:
+                del orders[order_id]  # working orders: the snapshot has their current state
+        if saved is not None:  # without a snapshot (nothing saved yet, or damaged) memory stays as it is
+            orders.update({o.order_id: o for o in saved.orders})
+            self.book.positions.clear()
+            self.book.positions.update({(p.account_id, p.conid): p for p in saved.positions})
+            for account_id, cash in saved.cash.items():
+                if account_id in self.book.accounts:
+                    self.book.accounts[account_id].cash = dict(cash)
+            self.engine.next_order_id = max(saved.next_order_id, self.engine.next_order_id)
+            self.engine.next_execution = max(saved.next_execution, self.engine.next_execution)
+            if self._clock() - _SHARED_LOGIN < saved.login_at < self.session.logged_in_at:
+                self.session.logged_in_at = saved.login_at  # one simulated login: earlier orders stay listed
+        for order in loaded.finished:
+            if order.updated_at >= cutoff:
+                orders[order.order_id] = order  # a finished order outranks a stale working copy
+                self._archived_orders.add(order.order_id)
+        for execution in loaded.executions:
+            if execution.executed_at >= cutoff and execution.execution_id not in self._archived_executions:
+                self.book.executions.append(execution)
+                self._archived_executions.add(execution.execution_id)
+        self.engine.client_ids = {(o.account_id, o.c_oid) for o in orders.values() if o.c_oid is not None}
 
     # -- test hooks ------------------------------------------------------------------------------
 
