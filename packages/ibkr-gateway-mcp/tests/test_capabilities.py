@@ -73,6 +73,16 @@ def test_write_tools_count_only_with_their_scope() -> None:
         tool_scopes=WITH_WRITES_SCOPES,
         operations=WITH_WRITES,
     )
+    assert previewer.order_preview_allowed is False  # the scope alone does not switch previews on
+    assert any("orders.preview_enabled" in note for note in previewer.notes)
+    enabled = GatewayConfig.from_mapping({"orders": {"preview_enabled": True}})
+    previewer = build_capabilities(
+        principal=agent("with_preview"),
+        config=enabled,
+        health=HEALTH,
+        tool_scopes=WITH_WRITES_SCOPES,
+        operations=WITH_WRITES,
+    )
     assert previewer.order_preview_allowed is True
     assert previewer.write_tools == ["ibkr_order_preview", "ibkr_kill_switch_close"]
     assert previewer.read_only is False
@@ -90,3 +100,37 @@ def test_live_submit_needs_the_config_switch_as_well_as_the_scope() -> None:
     assert caps.live_trading_enabled is False
     assert caps.live_submit_allowed is False
     assert any("safety.live_trading_enabled" in note for note in caps.notes)
+
+
+def test_live_submit_is_not_allowed_while_the_kill_switch_is_closed() -> None:
+    live = GatewayConfig.from_mapping(
+        {
+            "safety": {"live_trading_enabled": True},
+            "live_trading": {
+                "enabled": True,
+                "allowed_accounts": ["DU1234567"],
+                "risk_policy_id": "p",
+                "paper_to_live_checklist_acknowledged": True,
+            },
+            "risk_policies": [{"policy_id": "p", "max_quantity": "10"}],
+        }
+    )
+    closed = build_capabilities(
+        principal=agent("with_live"),
+        config=live,
+        health=HEALTH,
+        tool_scopes=WITH_WRITES_SCOPES,
+        operations=WITH_WRITES,
+        kill_switch="closed",
+    )
+    assert closed.live_submit_allowed is False
+    assert any("kill switch is closed" in note for note in closed.notes)
+    opened = build_capabilities(
+        principal=agent("with_live"),
+        config=live,
+        health=HEALTH,
+        tool_scopes=WITH_WRITES_SCOPES,
+        operations=WITH_WRITES,
+        kill_switch="open",
+    )
+    assert opened.live_submit_allowed is True

@@ -115,3 +115,13 @@ async def test_paper_submit_is_refused_when_the_config_does_not_enable_paper(tmp
             )
     assert refused.is_error
     assert structured(refused)["code"] == "PAPER_TRADING_DISABLED"
+
+
+async def test_capabilities_report_the_persisted_kill_switch_and_the_enablement(tmp_path: Path, mode: str) -> None:
+    async with Gateway.from_config(config(tmp_path, paper=False)) as gateway:
+        async with Client(build_server(gateway, principal=agent(["with_live"])), mode=mode) as client:  # type: ignore[arg-type]
+            caps = structured(await client.call_tool("ibkr_capabilities", {}))
+    assert caps["kill_switch"] == "closed"
+    assert caps["order_preview_allowed"] is True
+    assert caps["paper_submit_allowed"] is False
+    assert caps["live_submit_allowed"] is False

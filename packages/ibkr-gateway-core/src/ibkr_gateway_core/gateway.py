@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Generic, Literal, Self, TypeVar, cast
 
+import anyio
+import anyio.to_thread
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .audit import (
@@ -237,6 +239,18 @@ class Gateway:
                 session_id=self.session_id,
             )
         return self._desk
+
+    async def kill_switch_position(self) -> str:
+        """`open` or `closed`, read from the state database without a broker call or an audit event.
+
+        For planning aids such as the MCP capabilities tool; the live gates read it themselves.
+        """
+        desk = self._order_desk()
+        try:
+            state = await anyio.to_thread.run_sync(desk.store.kill_switch)
+        except GatewayError:
+            return "unknown"
+        return str(state.state)
 
     @property
     def backend(self) -> Backend:

@@ -1,8 +1,8 @@
 """`ibkr_capabilities`: what this caller may do right now, so an agent can plan without trial and error.
 
-The answer is a pure function of the caller, the configuration, the registry and the gateway's health.
-Later gates (kill switch, live acknowledgements) add their state here as fields; each new field
-defaults to "unknown" so older clients keep working.
+The answer is a pure function of the caller, the configuration, the registry, the gateway's health
+and the persisted kill switch. A new gate adds its state here as a field with a default, so older
+clients keep working.
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ class Capabilities(BaseModel):
     write_tools: list[str]
     """Granted tools that change state (previews, approvals, submits, cancels)."""
     order_preview_allowed: bool
-    """An order-preview tool exists and the caller holds its scope."""
+    """The caller holds the preview scope and the config enables previews (`orders.preview_enabled`)."""
     paper_submit_allowed: bool
-    """A paper-submit tool exists and the caller holds its scope."""
+    """The caller holds the paper-submit scope and the config enables paper orders (`orders.paper_enabled`)."""
     live_submit_allowed: bool
-    """A live-submit tool exists, the caller holds its scope and the config enables live trading."""
+    """The caller holds the live-submit scope, the config enables live trading and the kill switch is open."""
     live_trading_enabled: bool
-    """`safety.live_trading_enabled` in the configuration."""
+    """`safety.live_trading_enabled` and `live_trading.enabled` in the configuration."""
     kill_switch: str = Field(default="unknown")
-    """Kill-switch state; `unknown` while this gateway version keeps no kill switch."""
+    """`open` or `closed` (the persisted live kill switch); `unknown` when it could not be read."""
     notes: list[str]
     """Plain-language hints on what is possible and how an operator widens it."""
 
@@ -60,6 +60,7 @@ def build_capabilities(
     config: GatewayConfig,
     health: HealthStatus,
     tool_scopes: Mapping[str, Scope],
+    kill_switch: str = "unknown",
     operations: Mapping[str, Operation] = OPERATIONS_BY_TOOL,
 ) -> Capabilities:
     """The capabilities of `principal` given the config, the gateway's health and the tool catalogue."""
@@ -70,7 +71,7 @@ def build_capabilities(
     def allowed(scope: Scope) -> bool:
         return principal.has(scope) and any(op.scope is scope for op in operations.values())
 
-    live_enabled = config.safety.live_trading_enabled
+    live_enabled = config.safety.live_trading_enabled and config.live_trading.enabled
     notes: list[str] = []
     if config.is_fake:
         notes.append("The broker is the embedded simulator: accounts, prices and orders are fictitious.")
@@ -82,8 +83,14 @@ def build_capabilities(
             )
         else:
             notes.append("This gateway version offers read operations only.")
+    if principal.has(Scope.ORDERS_PREVIEW) and not config.orders.preview_enabled:
+        notes.append("Order previews are switched off for agents in the configuration (orders.preview_enabled).")
+    if principal.has(Scope.ORDERS_PAPER_SUBMIT) and not config.orders.paper_enabled:
+        notes.append("Paper orders are switched off for agents in the configuration (orders.paper_enabled).")
     if principal.has(Scope.ORDERS_LIVE_SUBMIT) and not live_enabled:
         notes.append("Live trading is switched off in the configuration (safety.live_trading_enabled).")
+    if principal.has(Scope.ORDERS_LIVE_SUBMIT) and kill_switch != "open":
+        notes.append(f"The live kill switch is {kill_switch}: live submits are refused until the operator opens it.")
     return Capabilities(
         principal_kind=principal.kind,
         principal_subject=principal.subject,
@@ -95,9 +102,10 @@ def build_capabilities(
         gateway_version=health.version,
         read_only=not writes,
         write_tools=writes,
-        order_preview_allowed=allowed(Scope.ORDERS_PREVIEW),
-        paper_submit_allowed=allowed(Scope.ORDERS_PAPER_SUBMIT),
-        live_submit_allowed=allowed(Scope.ORDERS_LIVE_SUBMIT) and live_enabled,
+        order_preview_allowed=allowed(Scope.ORDERS_PREVIEW) and config.orders.preview_enabled,
+        paper_submit_allowed=allowed(Scope.ORDERS_PAPER_SUBMIT) and config.orders.paper_enabled,
+        live_submit_allowed=allowed(Scope.ORDERS_LIVE_SUBMIT) and live_enabled and kill_switch == "open",
         live_trading_enabled=live_enabled,
+        kill_switch=kill_switch,
         notes=notes,
     )

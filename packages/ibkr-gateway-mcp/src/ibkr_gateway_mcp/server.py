@@ -177,7 +177,11 @@ class GatewayMCPServer(MCPServer[Any]):
                 return error_result(error)
             status: HealthStatus = health.value
             capabilities = build_capabilities(
-                principal=principal, config=self.gateway.config, health=status, tool_scopes=self._tool_scopes
+                principal=principal,
+                config=self.gateway.config,
+                health=status,
+                tool_scopes=self._tool_scopes,
+                kill_switch=await self.gateway.kill_switch_position(),
             )
             return success_result(capabilities.model_dump(mode="json"), health.audit_event_id, UntrustedPlan())
 
