@@ -174,15 +174,21 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ErrorCode.AUTH_INVALID_AUDIENCE: ErrorInfo("auth", False, "Request a token for this resource (audience)."),
     ErrorCode.AUTH_SCOPE_UNKNOWN: ErrorInfo("auth", False, "Use only the scopes listed in the scope reference."),
     ErrorCode.AUDIT_READ_FORBIDDEN: ErrorInfo("auth", False, "Grant ibkr:audit:read to read the audit log."),
-    ErrorCode.INPUT_MISSING_ACCOUNT: ErrorInfo("input", False, "Pass --account with one of the visible accounts."),
+    ErrorCode.INPUT_MISSING_ACCOUNT: ErrorInfo(
+        "input", False, "Give the account id (`--account`, `account_id`) of one of the visible accounts."
+    ),
     ErrorCode.INPUT_UNAUTHORIZED_ACCOUNT: ErrorInfo(
-        "input", False, "Run `ibkr-agent accounts list` and use one of the accounts it shows."
+        "input",
+        False,
+        "List the visible accounts (`ibkr-agent accounts list`, tool `ibkr_accounts_list`) and use one of them.",
     ),
     ErrorCode.INPUT_AMBIGUOUS_CONTRACT: ErrorInfo(
-        "input", False, "Run `ibkr-agent contracts search` and pass the exact contract id (conid)."
+        "input",
+        False,
+        "Search contracts (`ibkr-agent contracts search`, tool `ibkr_contracts_search`) and pass the exact conid.",
     ),
     ErrorCode.INPUT_UNKNOWN_CONTRACT: ErrorInfo(
-        "input", False, "Check the symbol or contract id with `ibkr-agent contracts search`."
+        "input", False, "Check the symbol or conid with `ibkr-agent contracts search` (tool `ibkr_contracts_search`)."
     ),
     ErrorCode.INPUT_UNSUPPORTED_ASSET_CLASS: ErrorInfo("input", False, "Use a stock or ETF contract."),
     ErrorCode.INPUT_INVALID_CONTRACT: ErrorInfo("input", False, "Pass a numeric IBKR contract id, e.g. 265598."),
@@ -190,7 +196,9 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         "input", False, "Use a duration such as '1 D', '2 W', '6 M' and a bar size such as '5 mins' or '1 day'."
     ),
     ErrorCode.INPUT_INVALID_ARGUMENT: ErrorInfo("input", False, _FIX_INPUT),
-    ErrorCode.INPUT_UNKNOWN_ORDER: ErrorInfo("input", False, "Run `ibkr-agent orders list` to see known order ids."),
+    ErrorCode.INPUT_UNKNOWN_ORDER: ErrorInfo(
+        "input", False, "List orders (`ibkr-agent orders list`, tool `ibkr_orders_list`) to see known order ids."
+    ),
     ErrorCode.INPUT_UNKNOWN_OPERATION: ErrorInfo("input", False, "Use one of the operations the gateway lists."),
     ErrorCode.MARKET_DATA_STALE: ErrorInfo("input", True, "Request a fresh quote and retry."),
     ErrorCode.AUDIT_CHAIN_INVALID: ErrorInfo(
@@ -215,7 +223,7 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ErrorCode.BROKER_OUTCOME_UNKNOWN: ErrorInfo(
         "broker",
         False,
-        "The order may have reached the broker: check `ibkr-agent orders list` before trying anything else.",
+        "The order may have reached the broker: list orders (`ibkr-agent orders list`, tool `ibkr_orders_list`) first.",
     ),
     ErrorCode.ORDER_CONFIRMATION_REFUSED: ErrorInfo(
         "refusal",
@@ -255,10 +263,16 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ErrorCode.ORDER_FRACTIONAL_REFUSED: ErrorInfo(
         "refusal", False, "Use a whole quantity, or allow fractions in the risk policy."
     ),
-    ErrorCode.ORDER_LIMIT_PRICE_REQUIRED: ErrorInfo("refusal", False, "Pass --limit-price for limit orders."),
-    ErrorCode.ORDER_STOP_PRICE_REQUIRED: ErrorInfo("refusal", False, "Pass --stop-price for stop orders."),
+    ErrorCode.ORDER_LIMIT_PRICE_REQUIRED: ErrorInfo(
+        "refusal", False, "Give a limit price (`--limit-price`, `limit_price`) for limit orders."
+    ),
+    ErrorCode.ORDER_STOP_PRICE_REQUIRED: ErrorInfo(
+        "refusal", False, "Give a stop price (`--stop-price`, `stop_price`) for stop orders."
+    ),
     ErrorCode.ORDER_TRAILING_OFFSET_REQUIRED: ErrorInfo(
-        "refusal", False, "Pass exactly one of --trailing-amount and --trailing-percent."
+        "refusal",
+        False,
+        "Give exactly one trailing offset: `trailing_amount` (`--trailing-amount`) or `trailing_percent`.",
     ),
     ErrorCode.ORDER_TRAILING_OFFSET_INVALID: ErrorInfo("refusal", False, "Use a positive trailing offset."),
     ErrorCode.ORDER_TYPE_REFUSED: ErrorInfo("refusal", False, "Use an order type the risk policy allows."),
@@ -284,12 +298,22 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ErrorCode.ORDER_BROKER_WOULD_REJECT: ErrorInfo(
         "refusal", False, "The broker's what-if says it would reject this order; read its message and adjust."
     ),
-    ErrorCode.PREVIEW_NOT_FOUND: ErrorInfo("refusal", False, "Run `ibkr-agent orders preview` and use its preview_id."),
+    ErrorCode.PREVIEW_NOT_FOUND: ErrorInfo(
+        "refusal",
+        False,
+        "Preview the order (`ibkr-agent orders preview`, tool `ibkr_order_preview`) and use its preview_id.",
+    ),
     ErrorCode.PREVIEW_EXPIRED: ErrorInfo("refusal", False, "Preview the order again; previews expire."),
     ErrorCode.PAPER_APPROVAL_REQUIRED: ErrorInfo(
-        "refusal", False, "Create an approval with `ibkr-agent approvals create` and pass --approval-id."
+        "refusal",
+        False,
+        "Have the operator approve the preview (`ibkr-agent approvals create`) and pass its approval_id.",
     ),
-    ErrorCode.APPROVAL_NOT_FOUND: ErrorInfo("refusal", False, "Run `ibkr-agent approvals list` to see approval ids."),
+    ErrorCode.APPROVAL_NOT_FOUND: ErrorInfo(
+        "refusal",
+        False,
+        "List approvals (`ibkr-agent approvals list`, tool `ibkr_approvals_list`) to see approval ids.",
+    ),
     ErrorCode.APPROVAL_EXPIRED: ErrorInfo("refusal", False, "Create a new approval; this one expired."),
     ErrorCode.APPROVAL_CONSUMED: ErrorInfo(
         "refusal", False, "An approval is single use: preview and approve the order again."
@@ -303,10 +327,14 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         "refusal", False, "Ask the operator (the CLI) or another principal to approve this preview."
     ),
     ErrorCode.APPROVAL_TTL_OUT_OF_RANGE: ErrorInfo(
-        "refusal", False, "Pass --ttl-seconds within approvals.min_ttl_seconds and approvals.max_ttl_seconds."
+        "refusal",
+        False,
+        "Give a TTL (`--ttl-seconds`, `ttl_seconds`) within approvals.min_ttl_seconds and approvals.max_ttl_seconds.",
     ),
     ErrorCode.IDEMPOTENCY_KEY_REQUIRED: ErrorInfo(
-        "refusal", False, "Pass --idempotency-key: 1 to 128 printable characters, unique per order."
+        "refusal",
+        False,
+        "Give an idempotency key (`--idempotency-key`, `idempotency_key`) of 1 to 128 printable characters.",
     ),
     ErrorCode.IDEMPOTENCY_CONFLICT: ErrorInfo(
         "refusal", False, "This key was used for a different request; use a new key for a new order."
