@@ -40,6 +40,7 @@ VOLATILE = {
     "updated_at",
     "executed_at",
     "backend",
+    "read_only",  # the operator holds every scope with the simulator, the config's scopes otherwise
 }
 """Fields that legitimately differ between two runs or two modes."""
 

@@ -5,9 +5,6 @@ Each command parses its flags, passes the per-call enablement flags (`--enable-p
 calls one operation as the CLI operator and renders the result. Every gate lives in core.
 """
 
-import json
-import sys
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -23,10 +20,10 @@ from .app import (
     orders_app,
 )
 from .render import block, table
-from .runner import CliOptions, with_gateway
+from .runner import run_operation
 
 if TYPE_CHECKING:
-    from ibkr_gateway_core.gateway import CallResult, Gateway
+    pass
 
 approvals_app = typer.Typer(help="Approvals of order previews.", no_args_is_help=True)
 kill_switch_app = typer.Typer(help="The live kill switch.", no_args_is_help=True)
@@ -69,30 +66,6 @@ ReasonOption = Annotated[
 
 _LIFECYCLE_COLUMNS = ["mode", "action", "broker_order_id", "client_order_id", "status", "writer", "replayed"]
 _APPROVAL_COLUMNS = ["approval_id", "preview_id", "account_id", "status", "approved_by", "expires_at"]
-
-
-def run_order_operation(
-    options: CliOptions,
-    name: str,
-    arguments: Mapping[str, object],
-    render: "Callable[[CallResult[Any]], str]",
-    *,
-    switches: frozenset[str] = frozenset(),
-) -> None:
-    """Call one order operation as the CLI operator, with the flags' switches, and print the result."""
-    given = {key: value for key, value in arguments.items() if value is not None}
-
-    async def work(gateway: "Gateway") -> "CallResult[Any]":
-        from ibkr_gateway_core.principal import Principal
-
-        operator = Principal(kind="local_operator", subject="local-operator", scopes=gateway.config.operator_scopes())
-        return await gateway.call(name, given, principal=operator, request_id=options.request_id, switches=switches)
-
-    result = with_gateway(options, work)
-    if options.json:
-        sys.stdout.write(json.dumps(result.to_jsonable(), indent=2) + "\n")
-    else:
-        sys.stdout.write(render(result).rstrip("\n") + "\n")
 
 
 def _switches(**flags: bool) -> frozenset[str]:
@@ -149,7 +122,7 @@ def orders_preview(
         lines += [f"warning (broker text, untrusted): {w}" for w in value.warnings]
         return "\n".join(lines)
 
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id),
         "preview_order",
         {
@@ -184,7 +157,7 @@ def orders_submit(
     request_id: RequestIdOption = None,
 ) -> None:
     """Submit an approved preview to a paper account."""
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id),
         "submit_paper_order",
         {"account_id": account, "approval_id": approval_id, "idempotency_key": idempotency_key},
@@ -205,7 +178,7 @@ def orders_cancel(
     request_id: RequestIdOption = None,
 ) -> None:
     """Cancel an order of a paper account."""
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id),
         "cancel_paper_order",
         {"account_id": account, "broker_order_id": broker_order_id, "idempotency_key": idempotency_key},
@@ -241,7 +214,7 @@ def orders_live_submit(
     request_id: RequestIdOption = None,
 ) -> None:
     """Submit an approved preview through every live gate to the chosen live writer."""
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id),
         "submit_live_order",
         {"account_id": account, "approval_id": approval_id, "idempotency_key": idempotency_key},
@@ -266,7 +239,7 @@ def orders_live_cancel(
     request_id: RequestIdOption = None,
 ) -> None:
     """Cancel a live order (the kill switch never blocks a cancel)."""
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id),
         "cancel_live_order",
         {"account_id": account, "broker_order_id": broker_order_id, "idempotency_key": idempotency_key},
@@ -280,7 +253,7 @@ def orders_reconcile(
     ctx: typer.Context, config: ConfigOption = None, json_output: JsonOption = False, request_id: RequestIdOption = None
 ) -> None:
     """Settle unknown outcomes by client order id and poll tracked live orders."""
-    run_order_operation(_options(ctx, config, json_output, request_id), "reconcile_orders", {}, lambda r: block(_r(r)))
+    run_operation(_options(ctx, config, json_output, request_id), "reconcile_orders", {}, lambda r: block(_r(r)))
 
 
 @approvals_app.command("create")
@@ -298,7 +271,7 @@ def approvals_create(
     request_id: RequestIdOption = None,
 ) -> None:
     """Approve one preview for its account, once."""
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id),
         "create_approval",
         {"account_id": account, "preview_id": preview_id, "ttl_seconds": ttl_seconds},
@@ -316,7 +289,7 @@ def approvals_list(
     request_id: RequestIdOption = None,
 ) -> None:
     """Approvals, newest first."""
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id),
         "list_approvals",
         {"account_id": account, "limit": limit},
@@ -334,7 +307,7 @@ def approvals_revoke(
     request_id: RequestIdOption = None,
 ) -> None:
     """Revoke an unused approval."""
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id),
         "revoke_approval",
         {"approval_id": approval_id, "reason": reason},
@@ -357,7 +330,7 @@ def kill_switch_status(
     ctx: typer.Context, config: ConfigOption = None, json_output: JsonOption = False, request_id: RequestIdOption = None
 ) -> None:
     """Whether the live kill switch is open or closed."""
-    run_order_operation(_options(ctx, config, json_output, request_id), "kill_switch_status", {}, _kill_switch_text)
+    run_operation(_options(ctx, config, json_output, request_id), "kill_switch_status", {}, _kill_switch_text)
 
 
 @kill_switch_app.command("open")
@@ -369,7 +342,7 @@ def kill_switch_open(
     request_id: RequestIdOption = None,
 ) -> None:
     """Allow new live orders (operator only)."""
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id), "open_kill_switch", {"reason": reason}, _kill_switch_text
     )
 
@@ -383,7 +356,7 @@ def kill_switch_close(
     request_id: RequestIdOption = None,
 ) -> None:
     """Stop new live orders now (and cancel tracked working live orders, by default)."""
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id), "close_kill_switch", {"reason": reason}, _kill_switch_text
     )
 
@@ -397,9 +370,9 @@ def limits_status(
     request_id: RequestIdOption = None,
 ) -> None:
     """Used and remaining budgets of the live risk policy for one account."""
-    run_order_operation(
+    run_operation(
         _options(ctx, config, json_output, request_id), "limits_status", {"account_id": account}, lambda r: block(_r(r))
     )
 
 
-__all__ = ["approvals_app", "kill_switch_app", "limits_app", "run_order_operation"]
+__all__ = ["approvals_app", "kill_switch_app", "limits_app"]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ibkr_gateway_core.config import GatewayConfig
     from ibkr_gateway_core.errors import GatewayError
     from ibkr_gateway_core.gateway import CallResult, Gateway
+    from ibkr_gateway_core.principal import Principal
 
 T = TypeVar("T")
 
@@ -46,6 +47,13 @@ def load_config(options: CliOptions) -> "GatewayConfig":
     return GatewayConfig.load(options.config)
 
 
+def operator(config: "GatewayConfig") -> "Principal":
+    """The person at the CLI: `orders.operator_scopes`, else every scope with the simulator, else `auth`'s."""
+    from ibkr_gateway_core.principal import Principal
+
+    return Principal(kind="local_operator", subject="local-operator", scopes=config.operator_scopes())
+
+
 def fail(error: "GatewayError", options: CliOptions) -> NoReturn:
     """Print the error in the stable shape on stderr and exit with its family's code."""
     if options.json:
@@ -63,7 +71,8 @@ def with_gateway(options: CliOptions, work: "Callable[[Gateway], Awaitable[T]]")
     from ibkr_gateway_core.gateway import Gateway
 
     async def main() -> T:
-        async with Gateway.from_config(load_config(options)) as gateway:
+        config = load_config(options)
+        async with Gateway.from_config(config, principal=operator(config)) as gateway:
             return await work(gateway)
 
     try:
@@ -78,15 +87,19 @@ def run_operation(
     arguments: Mapping[str, object],
     render: "Callable[[CallResult[Any]], str]",
     *,
+    switches: frozenset[str] = frozenset(),
     setup: "Callable[[Gateway], None] | None" = None,
 ) -> None:
-    """Call one operation and print its result: JSON with `--json`, else `render`'s text."""
+    """Call one operation as the CLI operator and print its result: JSON with `--json`, else `render`'s text.
+
+    `switches` are the per-call enablements the flags gave (`--enable-preview`, ...), never arguments.
+    """
     given = {key: value for key, value in arguments.items() if value is not None}
 
     async def work(gateway: "Gateway") -> "CallResult[Any]":
         if setup is not None:
             setup(gateway)
-        return await gateway.call(name, given, request_id=options.request_id)
+        return await gateway.call(name, given, request_id=options.request_id, switches=switches)
 
     result = with_gateway(options, work)
     if options.json:

@@ -460,7 +460,7 @@ class Gateway:
         return HealthStatus(
             version=_package_version(),
             backend=self.config.broker.backend,
-            read_only=not (self.default_principal.scopes & _WRITE_SCOPES),
+            read_only=not (_caller(self.default_principal).scopes & _WRITE_SCOPES),
         )
 
     async def _backend_status(self, _: NoInput) -> BrokerSessionStatus:
@@ -607,6 +607,12 @@ class Gateway:
 
     async def _audit_checkpoint(self, _: NoInput) -> Checkpoint:
         return await self.audit.checkpoint(load_checkpoint_key(self.config))
+
+
+def _caller(default: Principal) -> Principal:
+    """The principal of the call being served (the default outside `call`)."""
+    ctx = CURRENT_CALL.get()
+    return ctx.principal if ctx is not None else default
 
 
 def _refuse_unsafe_output(op: Operation, value: object) -> None:
