@@ -44,7 +44,7 @@ async def serve(state_dir: Path) -> None:
     from mcp.server.mcpserver import MCPServer
 
     os.environ[TOKEN_KEY_ENV] = "b" * 40
-    baseline = MCPServer("baseline")
+    baseline = MCPServer("baseline", log_level="WARNING")  # same logging as the gateway: no per-request logs
 
     @baseline.tool(name=TOOL)
     async def accounts_list() -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
