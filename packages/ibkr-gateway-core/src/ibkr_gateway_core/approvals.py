@@ -1,0 +1,109 @@
+"""Order approvals: approve an unexpired preview once, list and revoke approvals, and check one before a submit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from ._desk import DeskServices, raise_refusal
+from .errors import ErrorCode, GatewayError
+from .gates import ApprovalState, check_approval, check_approval_ttl, check_preview_fresh, check_self_approval
+from .order_models import ApprovalRecord, OrderPreview
+from .order_requests import ApprovalCreateInput, ApprovalListInput, ApprovalRevokeInput
+
+
+class Approvals:
+    """The approval step of the order desk."""
+
+    def __init__(self, desk: DeskServices) -> None:
+        self._desk = desk
+
+    async def create_approval(self, args: ApprovalCreateInput) -> ApprovalRecord:
+        """Approve one unexpired preview for its account, once."""
+        desk = self._desk
+        ctx = desk.call_context()
+        found = await desk.run(lambda: desk.store.preview(args.preview_id))
+        if found is None:
+            raise GatewayError(ErrorCode.PREVIEW_NOT_FOUND, f"No preview {args.preview_id!r}.")
+        preview, creator_kind = found
+        if preview.account_id != args.account_id:
+            raise GatewayError(
+                ErrorCode.APPROVAL_ACCOUNT_MISMATCH,
+                f"Preview {preview.preview_id} is for another account, not {args.account_id!r}.",
+            )
+        now = desk.clock()
+        raise_refusal(check_preview_fresh(preview.preview_id, preview.expires_at, now))
+        bounds = desk.config.approvals
+        ttl = args.ttl_seconds if args.ttl_seconds is not None else bounds.default_ttl_seconds
+        raise_refusal(check_approval_ttl(ttl, bounds.min_ttl_seconds, bounds.max_ttl_seconds))
+        raise_refusal(
+            check_self_approval(
+                approver_kind=ctx.principal.kind,
+                approver_subject=ctx.principal.subject,
+                creator_kind=creator_kind,
+                creator_subject=preview.created_by,
+                forbidden=bounds.forbid_self_approval,
+            )
+        )
+        approval = ApprovalRecord(
+            approval_id=f"ap-{uuid.uuid4().hex}",
+            preview_id=preview.preview_id,
+            account_id=preview.account_id,
+            fingerprint=preview.fingerprint,
+            status="approved",
+            approved_by=ctx.principal.subject,
+            approved_by_kind=ctx.principal.kind,
+            approved_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+            audit_event_id=ctx.audit_event_id,
+        )
+        await desk.run(lambda: desk.store.save_approval(approval))
+        return approval
+
+    async def list_approvals(self, args: ApprovalListInput) -> list[ApprovalRecord]:
+        """Approvals, newest first; unused ones past their expiry show as `expired`."""
+        desk = self._desk
+        now = desk.clock()
+        records: list[ApprovalRecord] = await desk.run(lambda: desk.store.approvals(args.account_id, args.limit))
+        return [
+            r.model_copy(update={"status": "expired"}) if r.status == "approved" and now >= r.expires_at else r
+            for r in records
+        ]
+
+    async def revoke_approval(self, args: ApprovalRevokeInput) -> ApprovalRecord:
+        """Revoke an unused approval."""
+        desk = self._desk
+        revoked: ApprovalRecord | None = await desk.run(
+            lambda: desk.store.revoke_approval(args.approval_id, args.reason, desk.clock())
+        )
+        if revoked is None:
+            raise GatewayError(ErrorCode.APPROVAL_NOT_FOUND, f"No approval {args.approval_id!r}.")
+        if revoked.status == "consumed":
+            raise GatewayError(ErrorCode.APPROVAL_CONSUMED, f"Approval {args.approval_id} was already used.")
+        return revoked
+
+    async def approved_preview(self, approval_id: str, account_id: str, scope_key: str) -> OrderPreview | None:
+        """The preview an approval allows, after every approval and preview gate; None when `scope_key` raced."""
+        desk = self._desk
+        approval, stored = await desk.run(lambda: desk.store.approval_with_preview(approval_id))
+        found = (stored, "") if stored is not None else None
+        now = desk.clock()
+        state = None
+        if approval is not None:
+            state = ApprovalState(
+                approval_id=approval.approval_id,
+                status=approval.status,
+                account_id=approval.account_id,
+                expires_at=approval.expires_at,
+                fingerprint=approval.fingerprint,
+                preview_fingerprint=found[0].ticket.fingerprint() if found is not None else "",
+            )
+        decision = check_approval(state, account_id, now)
+        if decision.code == ErrorCode.APPROVAL_CONSUMED and await desk.run(lambda: desk.store.record(scope_key)):
+            return None  # a concurrent call with the same key consumed it: settle as a duplicate
+        raise_refusal(decision)
+        if found is None:
+            raise GatewayError(ErrorCode.PREVIEW_NOT_FOUND, "The approval's preview is gone.")
+        preview = found[0]
+        raise_refusal(check_preview_fresh(preview.preview_id, preview.expires_at, now))
+        return preview

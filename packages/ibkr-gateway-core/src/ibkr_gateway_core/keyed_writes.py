@@ -1,0 +1,338 @@
+"""Keyed order writes: idempotent submits and cancels, and the recovery of writes left unsettled.
+
+A submit reserves a durable write-ahead record (consuming the approval and reading the kill switch in
+one `BEGIN IMMEDIATE` transaction) before any writer call, so a retry with the same key never sends
+twice. A record whose outcome is unknown is settled by looking the order up by its client order id
+(cOID); it is sent again, with the same cOID, only after a grace period, never blindly.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+
+import anyio
+
+from ._desk import BROKER_TEXT_LIMIT, TERMINAL_STATUSES, DeskServices, broker_status, raise_refusal, request_hash
+from .approvals import Approvals
+from .call_context import CallContext
+from .errors import ErrorCode, GatewayError
+from .gates import check_kill_switch
+from .models import Money, OrderRecord
+from .order_models import OrderLifecycle
+from .order_requests import OrderCancelInput, OrderSubmitInput
+from .order_store import IdempotencyRecord, LiveOrder, NewRecord
+from .orders import OrderTicket, PlacedOrder
+from .writers import WarningPolicy, client_order_id
+
+logger = logging.getLogger(__name__)
+
+LiveCheck = Callable[[OrderTicket], Awaitable[Decimal | None]]
+"""The live gates run after the approval gates and before the reservation; returns the order's notional."""
+
+
+def scope_key(ctx: CallContext, flow: str, key: str) -> str:
+    """The idempotency key as stored: one caller's key never collides with another's."""
+    return f"{flow}:{ctx.principal.kind}:{ctx.principal.subject}:{key}"
+
+
+class KeyedWrites:
+    """Idempotent writes through an order writer, over the records of the order store."""
+
+    def __init__(self, desk: DeskServices, approvals: Approvals) -> None:
+        self._desk = desk
+        self._approvals = approvals
+        self._recovered = False
+        self._recover_lock = anyio.Lock()
+
+    async def ensure_recovered(self) -> None:
+        """Recover unsettled keyed writes once per desk, before its first order operation."""
+        if self._recovered:
+            return
+        async with self._recover_lock:
+            if not self._recovered:
+                self._recovered = True
+                try:
+                    await self.recover()
+                except GatewayError:  # recovery retries on the next call of the same key
+                    logger.warning("order recovery could not finish", exc_info=True)
+
+    async def submit(
+        self, ctx: CallContext, args: OrderSubmitInput, *, mode: str, writer_name: str, live_check: LiveCheck | None
+    ) -> OrderLifecycle:
+        """Send the approved preview's order once per key; a key seen before replays or settles."""
+        desk = self._desk
+        flow = f"{mode}_submit"
+        request: dict[str, object] = {"account_id": args.account_id, "approval_id": args.approval_id}
+        key, digest, existing = await self._lookup(ctx, flow, args.idempotency_key, request)
+        if existing is not None:
+            return await self._settle(existing, digest)
+        preview = await self._approvals.approved_preview(args.approval_id, args.account_id, key)
+        if preview is None:
+            return await self._settle_latest(key, digest)
+        ticket = preview.ticket
+        notional = preview.estimated_cost.amount if preview.estimated_cost is not None else None
+        if live_check is not None:
+            notional = await live_check(ticket)
+        new = NewRecord(
+            scope_key=key,
+            flow=flow,
+            account_id=args.account_id,
+            request_hash=digest,
+            client_order_id=client_order_id(key),
+            writer=writer_name,
+            approval_id=args.approval_id,
+            context={
+                "ticket": ticket.model_dump(mode="json"),
+                "preview_id": preview.preview_id,
+                "audit_event_id": ctx.audit_event_id,
+                "notional": str(notional) if notional is not None else None,
+            },
+            notional=notional,
+        )
+        outcome, record = await desk.run(
+            lambda: desk.store.reserve(new, desk.clock(), kill_switch_required=mode == "live")
+        )
+        if outcome == "kill_switch_closed":
+            raise_refusal(check_kill_switch(False))
+        if outcome == "approval_unavailable":
+            await self._approvals.approved_preview(args.approval_id, args.account_id, key)
+            return await self._settle_latest(key, digest)
+        assert record is not None
+        if outcome == "existing":
+            return await self._settle(record, digest)
+        return await self._place(record)
+
+    async def cancel(self, ctx: CallContext, args: OrderCancelInput, *, mode: str, writer_name: str) -> OrderLifecycle:
+        """Cancel an order once per key; a key seen before replays or settles."""
+        flow = f"{mode}_cancel"
+        request: dict[str, object] = {"account_id": args.account_id, "broker_order_id": args.broker_order_id}
+        key, digest, existing = await self._lookup(ctx, flow, args.idempotency_key, request)
+        if existing is not None:
+            return await self._settle(existing, digest)
+        new = NewRecord(
+            scope_key=key,
+            flow=flow,
+            account_id=args.account_id,
+            request_hash=digest,
+            client_order_id=None,
+            writer=writer_name,
+            approval_id=None,
+            context={"broker_order_id": args.broker_order_id, "audit_event_id": ctx.audit_event_id},
+        )
+        # a cancel needs no write-ahead record: sending it twice is harmless, so only its result is kept
+        return await self._cancel_record(new, request_hash=digest)
+
+    async def recover(self) -> tuple[int, int]:
+        """Settle pending and unknown records left by a crash or a lost answer; never a blind resend.
+
+        Returns (records recovered, records still unresolved).
+        """
+        desk = self._desk
+        recovered = unresolved = 0
+        now = desk.clock()
+        for record in await desk.run(desk.store.unsettled):
+            if (now - record.updated_at).total_seconds() < desk.config.orders.recovery_min_age_seconds:
+                continue  # another call may still own it
+            if record.flow.endswith("_cancel") or record.client_order_id is None:
+                unresolved += 1
+                continue
+            try:
+                found = await desk.writer(record.writer).find_by_client_order_id(
+                    record.account_id, record.client_order_id
+                )
+            except GatewayError:
+                unresolved += 1
+                continue
+            if found is not None:
+                await self._complete_submit(record, _placed_from(found, record.client_order_id))
+                await desk.audit_system(
+                    "order_recovered",
+                    {"client_order_id": record.client_order_id, "broker_order_id": found.broker_order_id},
+                    record.account_id,
+                )
+                recovered += 1
+            else:
+                if record.status == "pending":
+                    error = {"code": "BROKER_OUTCOME_UNKNOWN", "message": "Left pending by a stopped process."}
+                    await desk.run(functools.partial(desk.store.mark_unknown, record.scope_key, error, desk.clock()))
+                unresolved += 1
+        return recovered, unresolved
+
+    async def _lookup(
+        self, ctx: CallContext, flow: str, idempotency_key: str, request: dict[str, object]
+    ) -> tuple[str, str, IdempotencyRecord | None]:
+        """The stored key, the request's digest, and the record of a key seen before."""
+        key = scope_key(ctx, flow, idempotency_key)
+        existing = await self._desk.run(lambda: self._desk.store.record(key))
+        return key, request_hash(flow, request), existing
+
+    # ------------------------------------------------------------------ submits
+
+    async def _place(self, record: IdempotencyRecord) -> OrderLifecycle:
+        """Call the writer for a reserved record and settle the record from its answer."""
+        desk = self._desk
+        ticket = OrderTicket.model_validate(record.context["ticket"])
+        assert record.client_order_id is not None
+        warnings = WarningPolicy(desk.config.orders.warning_policy)
+        try:
+            placed = await desk.writer(record.writer).place(
+                ticket,
+                client_order_id=record.client_order_id,
+                confirm=warnings,
+                max_rounds=desk.config.orders.max_confirmation_rounds,
+            )
+        except GatewayError as exc:
+            await self._writer_failed(record, exc)
+            raise
+        except Exception as exc:
+            unknown = GatewayError(
+                ErrorCode.BROKER_OUTCOME_UNKNOWN, f"The writer failed unexpectedly ({type(exc).__name__})."
+            )
+            await self._writer_failed(record, unknown)
+            raise unknown from exc
+        return await self._complete_submit(record, placed)
+
+    async def _writer_failed(self, record: IdempotencyRecord, exc: GatewayError) -> None:
+        desk = self._desk
+        error = {"code": str(exc.code), "message": exc.message, "details": _json_safe(exc.details)}
+        if exc.code == ErrorCode.BROKER_OUTCOME_UNKNOWN:
+            await desk.run(lambda: desk.store.mark_unknown(record.scope_key, error, desk.clock()))
+        else:
+            await desk.run(lambda: desk.store.fail(record.scope_key, error, desk.clock(), release_approval=True))
+
+    async def _complete_submit(self, record: IdempotencyRecord, placed: PlacedOrder) -> OrderLifecycle:
+        desk = self._desk
+        mode = "live" if record.flow == "live_submit" else "paper"
+        ticket = OrderTicket.model_validate(record.context["ticket"])
+        raw_notional = record.context.get("notional")
+        lifecycle = OrderLifecycle(
+            mode=mode,
+            action="submit",
+            account_id=record.account_id,
+            broker_order_id=placed.broker_order_id,
+            client_order_id=placed.client_order_id or record.client_order_id,
+            status=placed.status,
+            broker_status=placed.broker_status,
+            writer=record.writer,
+            approval_id=record.approval_id,
+            preview_id=record.context.get("preview_id"),
+            notional=Money(amount=Decimal(raw_notional), currency=ticket.currency) if raw_notional else None,
+            confirmed_message_ids=placed.confirmed_message_ids,
+            updated_at=desk.clock(),
+            audit_event_id=str(record.context.get("audit_event_id", "")),
+        )
+        track = None
+        if mode == "live" and record.writer == "client-portal" and lifecycle.status not in TERMINAL_STATUSES:
+            track = LiveOrder(
+                record.account_id, placed.broker_order_id, record.writer, record.client_order_id, lifecycle.status
+            )
+        result = lifecycle.model_dump(mode="json")
+        await desk.run(lambda: desk.store.complete(record.scope_key, result, desk.clock(), track=track))
+        return lifecycle
+
+    # ----------------------------------------------------------------- settling
+
+    async def _settle_latest(self, key: str, digest: str) -> OrderLifecycle:
+        desk = self._desk
+        record = await desk.run(lambda: desk.store.record(key))
+        if record is None:
+            raise GatewayError(ErrorCode.APPROVAL_CONSUMED, "The approval was used by another call meanwhile.")
+        return await self._settle(record, digest)
+
+    async def _settle(self, record: IdempotencyRecord, digest: str) -> OrderLifecycle:
+        """A key seen before: replay, conflict, in progress, or settle an unknown outcome by cOID."""
+        desk = self._desk
+        if record.request_hash != digest:
+            raise GatewayError(
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "This idempotency key was used for a different request.",
+            )
+        if record.status == "completed":
+            assert record.result is not None
+            return OrderLifecycle.model_validate(record.result).model_copy(update={"replayed": True})
+        if record.status == "failed":
+            error = record.error or {}
+            code = ErrorCode(str(error.get("code", ErrorCode.INTERNAL_ERROR)))
+            raise GatewayError(code, f"(stored result of this idempotency key) {error.get('message', '')}")
+        age = (desk.clock() - record.updated_at).total_seconds()
+        if record.status == "pending" and age < desk.config.orders.recovery_min_age_seconds:
+            raise GatewayError(
+                ErrorCode.IDEMPOTENCY_IN_PROGRESS, "The first call with this idempotency key is still running."
+            )
+        return await self._resolve_unknown(record)
+
+    async def _resolve_unknown(self, record: IdempotencyRecord) -> OrderLifecycle:
+        """Look the order up by cOID before anything else; send again (same cOID) only after the grace period."""
+        desk = self._desk
+        if record.flow.endswith("_cancel"):
+            return await self._cancel_record(record, request_hash=record.request_hash)
+        assert record.client_order_id is not None
+        found = await desk.writer(record.writer).find_by_client_order_id(record.account_id, record.client_order_id)
+        if found is not None:
+            return await self._complete_submit(record, _placed_from(found, record.client_order_id))
+        age = (desk.clock() - record.updated_at).total_seconds()
+        resend_after = desk.config.orders.unknown_resend_after_seconds
+        if record.writer != "local-candidate" and age < resend_after:
+            raise GatewayError(
+                ErrorCode.BROKER_OUTCOME_UNKNOWN,
+                f"The broker does not show order {record.client_order_id} yet; it is sent again, with the same "
+                f"client order id, only {resend_after:g} s after the last attempt.",
+                retryable=True,
+            )
+        await desk.run(lambda: desk.store.touch(record.scope_key, desk.clock()))
+        return await self._place(record)
+
+    # ------------------------------------------------------------------ cancels
+
+    async def _cancel_record(self, record: IdempotencyRecord | NewRecord, *, request_hash: str) -> OrderLifecycle:
+        desk = self._desk
+        broker_order_id = str(record.context["broker_order_id"])
+        ack = await desk.writer(record.writer).cancel(record.account_id, broker_order_id)
+        status = broker_status(ack.broker_status, accepted=ack.accepted)
+        if not ack.accepted and status not in TERMINAL_STATUSES:
+            raise GatewayError(
+                ErrorCode.BROKER_RESPONSE_INVALID,
+                f"The broker did not accept the cancel of {broker_order_id} (untrusted broker text): "
+                f"{(ack.message or '')[:BROKER_TEXT_LIMIT]}",
+            )
+        lifecycle = OrderLifecycle(
+            mode="live" if record.flow == "live_cancel" else "paper",
+            action="cancel",
+            account_id=record.account_id,
+            broker_order_id=broker_order_id,
+            status=status,
+            broker_status=ack.broker_status,
+            writer=record.writer,
+            updated_at=desk.clock(),
+            audit_event_id=str(record.context.get("audit_event_id", "")),
+        )
+        result = lifecycle.model_dump(mode="json")
+        if isinstance(record, NewRecord):
+            new = record
+            earlier = await desk.run(lambda: desk.store.record_completed(new, result, desk.clock()))
+            if earlier is not None:  # a concurrent cancel with the same key finished first
+                return await self._settle(earlier, request_hash)
+        else:
+            done_key = record.scope_key
+            await desk.run(lambda: desk.store.complete(done_key, result, desk.clock(), track=None))
+        if record.flow == "live_cancel" and status in TERMINAL_STATUSES:
+            done = LiveOrder(record.account_id, broker_order_id, record.writer, None, status)
+            await desk.run(lambda: desk.store.update_live_orders([(done, True)], desk.clock()))
+        return lifecycle
+
+
+def _placed_from(order: OrderRecord, client_order_id: str) -> PlacedOrder:
+    return PlacedOrder(
+        broker_order_id=order.broker_order_id,
+        client_order_id=order.client_order_id or client_order_id,
+        broker_status=order.broker_status,
+        status=order.status,
+    )
+
+
+def _json_safe(details: dict[str, object]) -> dict[str, object]:
+    return json.loads(json.dumps(details, default=str))
