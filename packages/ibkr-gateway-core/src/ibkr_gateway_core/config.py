@@ -62,6 +62,18 @@ class BrokerConfig(_Section):
     """May be false only when `base_url` is on localhost, 127.0.0.1 or ::1."""
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = DEFAULT_TIMEOUT_SECONDS
     max_response_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = DEFAULT_MAX_RESPONSE_BYTES
+    pacing_enabled: bool = True
+    """Pace `client_portal_gateway` requests by IBKR's limits (the in-process simulator of `fake` never paces)."""
+    pacing_requests_per_second: Annotated[float, Field(ge=1, le=50)] = 10.0
+    """Global request rate; IBKR allows 10/s through a Client Portal Gateway (per-endpoint limits are built in)."""
+    pacing_max_wait_seconds: Annotated[float, Field(ge=0, le=60)] = 6.0
+    """Longest a request waits for its slot; beyond it the call fails with `BROKER_RATE_LIMITED` and a retry hint."""
+    rate_limit_retries: Annotated[int, Field(ge=0, le=5)] = 2
+    """Retries of a read (GET) after a 429; order placement and cancellation are never retried."""
+    keepalive_enabled: bool = True
+    """Long-running servers (MCP stdio and HTTP) tickle the session and track its health; the CLI never does."""
+    keepalive_interval_seconds: Annotated[float, Field(ge=1, le=300)] = 60.0
+    """Seconds between tickles; CPAPI drops a session after about 6 idle minutes."""
 
     @field_validator("base_url")
     @classmethod

@@ -43,6 +43,7 @@ from . import _order_mapping as order_mapping
 from . import _wire as wire
 from ._order_body import order_body
 from .client import BrokerHttpError, CpapiClient
+from .pacing import RateGovernor
 from .writer import ClientPortalOrderWriter
 
 if TYPE_CHECKING:
@@ -505,10 +506,12 @@ def open_simulator_backend(
     clock: Callable[[], datetime] = _utcnow,
     profile: str = "paper",
     book_path: Path | None = None,
+    governor: RateGovernor | None = None,
 ) -> CpapiBackend:
     """A `fake` backend over a simulator; pass `state` to drive the simulator from a test.
 
-    `profile` and `book_path` configure the simulator made here when no `state` is given.
+    `profile` and `book_path` configure the simulator made here when no `state` is given. Fake mode
+    does not pace; a test passes a `governor` to exercise pacing against the simulator's limits.
     """
 
     def transport() -> httpx2.AsyncBaseTransport:
@@ -519,6 +522,10 @@ def open_simulator_backend(
         return httpx2.ASGITransport(app=create_simulator_app(simulator))
 
     client = CpapiClient(
-        FAKE_BASE_URL, timeout_s=timeout_s, max_response_bytes=max_response_bytes, transport_factory=transport
+        FAKE_BASE_URL,
+        timeout_s=timeout_s,
+        max_response_bytes=max_response_bytes,
+        transport_factory=transport,
+        governor=governor,
     )
     return CpapiBackend(client, name="fake", clock=clock, preflight_delays_s=preflight_delays_s)

@@ -12,12 +12,18 @@ ways. When it surely never reached the broker (connection refused, connect timeo
 refusal) the error is an ordinary `BROKER_*` code. When it may have reached the broker and no usable
 answer came back (read timeout, dropped connection, a 5xx, an unreadable 2xx body) the error is
 `BROKER_OUTCOME_UNKNOWN`: the caller must look the order up before anything else, never resend blindly.
+
+With a `RateGovernor` (the default for a real gateway) every request, priming included, waits for its
+slot under IBKR's pacing limits, and a 429 holds the client off the host: an idempotent GET is retried
+a bounded number of times once the hold has passed; a POST or DELETE never is.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Final, Literal, Self
 from urllib.parse import urlsplit
 
@@ -27,6 +33,7 @@ from ibkr_gateway_core.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 
 from ._wire import error_text
+from .pacing import DEFAULT_RATE_LIMIT_RETRIES, RateGovernor, parse_retry_after
 
 API_PREFIX: Final = "/v1/api"
 """CPAPI's path prefix; added to a base URL that does not already end with it."""
@@ -71,6 +78,14 @@ class _PrimingLostError(Exception):
     """The broker wants `/accounts` queried first; handled inside the client, never escapes."""
 
 
+class _PacedError(Exception):
+    """The broker answered 429; handled inside the client, never escapes."""
+
+    def __init__(self, retry_after_s: float | None) -> None:
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
 def api_base_url(base_url: str) -> str:
     """`base_url` with `/v1/api` appended unless it already ends with it (or the `/v1/portal` alias)."""
     trimmed = base_url.rstrip("/")
@@ -107,6 +122,8 @@ class CpapiClient:
         verify_tls: bool = True,
         http_client: httpx2.AsyncClient | None = None,
         transport_factory: Callable[[], httpx2.AsyncBaseTransport] | None = None,
+        governor: RateGovernor | None = None,
+        rate_limit_retries: int = DEFAULT_RATE_LIMIT_RETRIES,
     ) -> None:
         """Configure the client; nothing is opened until the first request.
 
@@ -117,6 +134,8 @@ class CpapiClient:
             verify_tls: Check the server certificate (config allows off only for localhost).
             http_client: A client to use (tests); it is not closed here.
             transport_factory: Builds the transport of the client made here (the simulator's ASGI app).
+            governor: Paces requests by IBKR's limits; None sends at once and never retries a 429.
+            rate_limit_retries: Retries of an idempotent GET after a 429 (with a governor only).
         """
         self._base_url = api_base_url(base_url)
         self._label = _endpoint_label(self._base_url)
@@ -131,10 +150,12 @@ class CpapiClient:
         self._iserver_primed = False
         self._portfolio_primed = False
         self._brokerage_generation = 0
+        self._governor = governor
+        self._rate_limit_retries = rate_limit_retries
 
     @classmethod
     def from_config(cls, broker: BrokerConfig, *, http_client: httpx2.AsyncClient | None = None) -> CpapiClient:
-        """A client for `broker.base_url` with the configured timeout, size cap and TLS check.
+        """A client for `broker.base_url` with the configured timeout, size cap, TLS check and pacing.
 
         Raises:
             GatewayError: `CONFIG_MISSING_BROKER_BASE_URL` when the config names no URL.
@@ -147,12 +168,19 @@ class CpapiClient:
             max_response_bytes=broker.max_response_bytes,
             verify_tls=broker.verify_tls,
             http_client=http_client,
+            governor=governor_from_config(broker),
+            rate_limit_retries=broker.rate_limit_retries,
         )
 
     @property
     def endpoint(self) -> str:
         """`host:port` of the broker, safe to show."""
         return self._label
+
+    @property
+    def governor(self) -> RateGovernor | None:
+        """The rate governor, when requests are paced."""
+        return self._governor
 
     @property
     def brokerage_generation(self) -> int:
@@ -221,6 +249,10 @@ class CpapiClient:
                 (a `BrokerHttpError` for HTTP errors), `BROKER_RESPONSE_INVALID`, or for a mutating
                 request `BROKER_OUTCOME_UNKNOWN`.
         """
+        if method == "GET" and self._governor is not None:
+            found, answer = self._governor.reused_answer(path, params)
+            if found:
+                return answer
         await self._prime_for(path)
         try:
             return await self._send(method, path, params, body, mutating=mutating)
@@ -276,7 +308,40 @@ class CpapiClient:
             )
         return self._http
 
+    async def prime(self) -> None:
+        """Query `/iserver/accounts` now, as CPAPI wants first in each brokerage session (after a reset too)."""
+        async with self._prime_lock:
+            self._iserver_primed = False
+            await self._send_primed("/iserver/accounts")
+
     async def _send(
+        self, method: Method, path: str, params: Mapping[str, str] | None, body: object, *, mutating: bool = False
+    ) -> object:
+        """`_send_once` in a governor slot; a 429 on a GET is retried after the hold, a bounded number of times."""
+        governor = self._governor
+        retries = 0
+        while True:
+            if governor is not None:
+                await governor.acquire(path, params)
+            try:
+                data = await self._send_once(method, path, params, body, mutating=mutating)
+            except _PacedError as exc:
+                if governor is None:
+                    raise GatewayError(
+                        ErrorCode.BROKER_RATE_LIMITED, f"The broker at {self._label} is pacing requests (429)."
+                    ) from None
+                held = governor.hold(exc.retry_after_s)
+                if method != "GET" or retries >= self._rate_limit_retries or held > governor.max_wait_s:
+                    raise governor.limited_error(held) from None  # never resend a write, never hammer
+                retries += 1
+                continue
+            if governor is not None:
+                governor.answered()
+                if method == "GET":
+                    governor.remember_answer(path, params, data)
+            return data
+
+    async def _send_once(
         self, method: Method, path: str, params: Mapping[str, str] | None, body: object, *, mutating: bool = False
     ) -> object:
         client = self._client()
@@ -284,6 +349,8 @@ class CpapiClient:
         try:
             async with client.stream(method, url, params=params, json=body) as response:
                 status = response.status_code
+                if status == 429:  # nothing was acted on; the body is undocumented
+                    raise _PacedError(parse_retry_after(response.headers.get("retry-after"), now_epoch_s=time.time()))
                 content = await self._read_capped(response)
         except _NOT_SENT:
             raise GatewayError(
@@ -360,8 +427,6 @@ class CpapiClient:
                 ErrorCode.BROKER_SESSION_REQUIRED,
                 f"The Client Portal Gateway at {self._label} has no authenticated session.",
             )
-        if status == 429:
-            raise GatewayError(ErrorCode.BROKER_RATE_LIMITED, f"The broker at {self._label} is pacing requests (429).")
         lowered = (broker_error or "").lower()
         if status in (400, 500) and "accounts first" in lowered:
             raise _PrimingLostError
@@ -391,6 +456,16 @@ class CpapiClient:
             status_code=status,
             broker_message=quoted,
         )
+
+
+def governor_from_config(broker: BrokerConfig) -> RateGovernor | None:
+    """The rate governor `broker` asks for, or None with pacing off."""
+    if not broker.pacing_enabled:
+        return None
+    return RateGovernor(
+        requests_per_second=broker.pacing_requests_per_second,
+        max_wait=timedelta(seconds=broker.pacing_max_wait_seconds),
+    )
 
 
 def _decode(content: bytes) -> tuple[object, bool]:

@@ -2,7 +2,9 @@
 
 Off by default (fake mode must never throttle a user); tests and benchmarks switch it on with
 `SimulatorState.enable_pacing()` to exercise a client's rate governor. Windows slide on the
-simulator's clock and key on the path without the query string (reference §4).
+simulator's clock and key on the path without the query string (reference §4). The live-orders
+warm-up (`force=true`, then the read that returns the data: the call-twice quirk IBKR documents for
+that endpoint) counts as one request, as the client's governor counts it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ DEFAULT_PENALTY: Final = timedelta(minutes=10)
 
 _SECOND: Final = timedelta(seconds=1)
 
+_LIVE_ORDERS: Final = "/iserver/account/orders"
+
 
 class Pacer:
     """Sliding windows on a clock; raises 429 when a request would break one."""
@@ -63,11 +67,13 @@ class Pacer:
         self._penalty = penalty
         self._seen: dict[str, deque[datetime]] = {}
         self._penalty_until: datetime | None = None
+        self._warm_up_pending: set[str] = set()
+        """Live-orders queries (without `force`) whose warm-up was counted and whose read is still to come."""
         self.refused = 0
         """Requests answered 429, for assertions."""
 
-    def check(self, path: str) -> None:
-        """Count one request to `path`.
+    def check(self, path: str, query: str = "") -> None:
+        """Count one request to `path` (`query` matters only for the live-orders warm-up).
 
         Raises:
             SimHttpError: 429 while in the penalty box or when a window is full.
@@ -75,12 +81,27 @@ class Pacer:
         now = self._clock()
         if self._penalty_until is not None and now < self._penalty_until:
             self._refuse()
-        rules = [self._global] + ([self._rules[path]] if path in self._rules else [])
+        rules = [self._global] + (
+            [self._rules[path]] if path in self._rules and not self._warm_up_read(path, query) else []
+        )
         if any(self._full(rule, now) for rule in rules):
             self._penalty_until = now + self._penalty if self._penalty else None
             self._refuse()
         for rule in rules:
             self._seen.setdefault(rule.path, deque()).append(now)
+
+    def _warm_up_read(self, path: str, query: str) -> bool:
+        if path != _LIVE_ORDERS:
+            return False
+        pairs = sorted(p for p in query.split("&") if p)
+        rest = "&".join(p for p in pairs if not p.startswith("force="))
+        if "force=true" in pairs:
+            self._warm_up_pending.add(rest)
+            return False
+        if rest in self._warm_up_pending:
+            self._warm_up_pending.discard(rest)
+            return True
+        return False
 
     def _full(self, rule: PacingRule, now: datetime) -> bool:
         seen = self._seen.setdefault(rule.path, deque())

@@ -109,8 +109,8 @@ class SessionMachine:
         self.logged_in_at = clock()
         self.last_request_at = self.logged_in_at
         self.requests: list[SimRequest] = []
-        self.pace: Callable[[str], None] | None = None
-        """Counts each request against the pacing limits (raises 429); None while pacing is off."""
+        self.pace: Callable[[str, str], None] | None = None
+        """Counts each request (path, query) against the pacing limits (raises 429); None while pacing is off."""
         self._failures: deque[_Failure] = deque()
 
     # -- transitions -----------------------------------------------------------------------------
@@ -173,7 +173,7 @@ class SessionMachine:
             failure = self._failures.popleft()
             raise SimHttpError(failure.status, failure.body)
         if self.pace is not None:
-            self.pace(path)
+            self.pace(path, query)
         if self.state == AuthState.NO_SESSION:
             if self.no_session_body:
                 raise SimHttpError(200, error_body("no session"))
