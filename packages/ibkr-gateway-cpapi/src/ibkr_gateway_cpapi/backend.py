@@ -14,8 +14,9 @@ hook, read by `open_fake_backend`) logs in as the live profile instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -44,6 +45,7 @@ from . import _wire as wire
 from ._order_body import order_body
 from .client import BrokerHttpError, CpapiClient
 from .pacing import RateGovernor
+from .supervisor import DEFAULT_TICKLE_INTERVAL, SessionSupervisor, Sleep
 from .writer import ClientPortalOrderWriter
 
 if TYPE_CHECKING:
@@ -123,6 +125,7 @@ class CpapiBackend:
         """Conids whose market-data stream is open in the brokerage session of `_streams_generation`."""
         self._streams_generation: int | None = None
         self._writer: ClientPortalOrderWriter | None = None
+        self._supervisor: SessionSupervisor | None = None
 
     async def __aenter__(self) -> CpapiBackend:
         return self
@@ -137,18 +140,54 @@ class CpapiBackend:
     # -- session ---------------------------------------------------------------------------------
 
     async def session_status(self) -> BrokerSessionStatus:
-        """Brokerage-session state; an absent session or unreachable broker is reported, not raised."""
-        return await self._status_from(lambda: self._client.post("/iserver/auth/status"), tickle=False)
+        """Brokerage-session state; an absent session or unreachable broker is reported, not raised.
+
+        While supervised, a usable status from the latest check (younger than the tickle interval)
+        is answered at once; anything else is asked of the broker.
+        """
+        supervisor = self._supervisor
+        if supervisor is not None:
+            last = supervisor.last_status
+            if last is not None and last.status == "usable" and self._clock() - last.checked_at < supervisor.interval:
+                return last
+        return self._recorded(await self._status_from(lambda: self._client.post("/iserver/auth/status"), tickle=False))
 
     async def keepalive(self) -> BrokerSessionStatus:
         """Tickle the session and report its state."""
         return await self._status_from(lambda: self._client.post("/tickle"), tickle=True)
 
+    async def prime(self) -> None:
+        """Query `/iserver/accounts` now, as CPAPI wants first in each brokerage session."""
+        await self._client.prime()
+
+    @asynccontextmanager
+    async def supervised(
+        self, *, interval: timedelta = DEFAULT_TICKLE_INTERVAL, sleep: Sleep = anyio.sleep
+    ) -> AsyncGenerator[SessionSupervisor]:
+        """Keep the session alive while the block runs: tickle every `interval`, re-prime after a reset.
+
+        The supervisor task starts at once (its first check runs in the background) and is cancelled on exit.
+        """
+        supervisor = SessionSupervisor(self, interval=interval, sleep=sleep)
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(supervisor.run)
+            self._supervisor = supervisor
+            try:
+                yield supervisor
+            finally:
+                self._supervisor = None
+                tasks.cancel_scope.cancel()
+
+    def _recorded(self, status: BrokerSessionStatus) -> BrokerSessionStatus:
+        if self._supervisor is not None:
+            self._supervisor.record(status)
+        return status
+
     async def _status_from(self, call: Callable[[], Awaitable[object]], *, tickle: bool) -> BrokerSessionStatus:
         try:
             data = await call()
         except GatewayError as exc:
-            return self._status_for_error(exc)
+            return self.status_for_error(exc)
         if tickle:
             auth = wire.parse(wire.WireTickle, data, "tickle")
             status = auth.iserver.auth_status if auth.iserver and auth.iserver.auth_status else None
@@ -188,7 +227,8 @@ class CpapiBackend:
             error_code=ErrorCode.BROKER_SESSION_REQUIRED,
         )
 
-    def _status_for_error(self, exc: GatewayError) -> BrokerSessionStatus:
+    def status_for_error(self, exc: GatewayError) -> BrokerSessionStatus:
+        """The session status a broker error implies: a missing session needs a person, else unavailable."""
         session_missing = exc.code in (ErrorCode.BROKER_SESSION_REQUIRED, ErrorCode.BROKER_SESSION_EXPIRED)
         return BrokerSessionStatus(
             status="manual_action_required" if session_missing else "unavailable",

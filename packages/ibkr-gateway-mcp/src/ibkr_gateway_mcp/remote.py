@@ -84,11 +84,14 @@ async def serve_http(
 ) -> None:
     """Serve the remote MCP server until cancelled; `on_ready` gets the listening base URL.
 
+    A real gateway's session is tickled and its health tracked while the server runs.
+
     Raises:
         GatewayError: `CONFIG_*` when a switch is off, the bind is refused, or the gateway cannot open.
     """
     import anyio
     import uvicorn
+    from ibkr_gateway_cpapi.supervisor import supervise_session
 
     from .http_app import open_remote_app
 
@@ -102,7 +105,7 @@ async def serve_http(
     except OSError as exc:
         sock.close()
         raise GatewayError(ErrorCode.CONFIG_INVALID, f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
-    async with open_remote_app(config) as app:
+    async with open_remote_app(config) as app, supervise_session(app.gateway.backend, config.broker):
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
