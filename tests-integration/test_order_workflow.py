@@ -448,6 +448,33 @@ async def test_a_lost_answer_is_settled_by_client_order_id_without_a_duplicate(d
     assert (await desk.call("submit_paper_order", submit, switches=PAPER)).replayed
 
 
+async def test_an_unknown_outcome_refuses_new_orders_of_the_account_until_it_settles(desk: Desk) -> None:
+    """While a lost answer is unsettled, a new key is refused (approval kept); the same key still settles it."""
+    desk.sim.drop_response_after_accept()
+    lost = {"account_id": ACCOUNT, "approval_id": (await desk.approved()).approval_id, "idempotency_key": "lost"}
+    with pytest.raises(GatewayError) as caught:
+        await desk.call("submit_paper_order", lost, switches=PAPER)
+    assert caught.value.code is ErrorCode.BROKER_OUTCOME_UNKNOWN
+    new = {"account_id": ACCOUNT, "approval_id": (await desk.approved()).approval_id, "idempotency_key": "new"}
+    refused = await desk.refused(ErrorCode.ORDER_OUTCOME_PENDING, "submit_paper_order", new, switches=PAPER)
+    settled = await desk.call("submit_paper_order", lost, switches=PAPER)
+    assert refused.details["client_order_id"] == settled.client_order_id
+    assert (await desk.call("submit_paper_order", new, switches=PAPER)).status == "submitted"
+
+
+async def test_reconcile_settles_an_unknown_outcome_and_unblocks_the_account(desk: Desk) -> None:
+    """Recovery finds the lost order by cOID once it is old enough; new orders of the account go again."""
+    desk.sim.drop_response_after_accept()
+    lost = {"account_id": ACCOUNT, "approval_id": (await desk.approved()).approval_id, "idempotency_key": "lost"}
+    with pytest.raises(GatewayError):
+        await desk.call("submit_paper_order", lost, switches=PAPER)
+    new = {"account_id": ACCOUNT, "approval_id": (await desk.approved()).approval_id, "idempotency_key": "new"}
+    await desk.refused(ErrorCode.ORDER_OUTCOME_PENDING, "submit_paper_order", new, switches=PAPER)
+    desk.clock.now += timedelta(seconds=31)
+    assert (await desk.call("reconcile_orders", {})).recovered == 1
+    assert (await desk.call("submit_paper_order", new, switches=PAPER)).status == "submitted"
+
+
 # ----------------------------------------------------------------------------- real processes
 
 

@@ -13,6 +13,7 @@ from ibkr_gateway_core.gates import (
     check_kill_switch,
     check_live_budgets,
     check_live_switches,
+    check_no_unknown_outcome,
     check_paper_account,
     check_risk,
     check_self_approval,
@@ -302,6 +303,13 @@ def test_kill_switch_and_paper_account_gates() -> None:
     assert check_paper_account("U7654321", "live").code is ErrorCode.PAPER_ACCOUNT_REQUIRED
     assert check_paper_account("DU1234567", "unknown").code is ErrorCode.PAPER_ACCOUNT_REQUIRED
     assert check_paper_account("DU1234567", "paper").allowed
+
+
+def test_an_unknown_outcome_blocks_new_orders_of_the_account() -> None:
+    """An earlier order with an unknown outcome refuses new ones and names its cOID; none lets them pass."""
+    assert check_no_unknown_outcome(None).allowed
+    decision = check_no_unknown_outcome("agw-1")
+    assert (decision.code, decision.details) == (ErrorCode.ORDER_OUTCOME_PENDING, {"client_order_id": "agw-1"})
 
 
 def test_budgets_without_limits_allow() -> None:

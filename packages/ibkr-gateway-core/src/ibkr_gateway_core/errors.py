@@ -112,6 +112,7 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_KEY_REQUIRED = "IDEMPOTENCY_KEY_REQUIRED"
     IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
     IDEMPOTENCY_IN_PROGRESS = "IDEMPOTENCY_IN_PROGRESS"
+    ORDER_OUTCOME_PENDING = "ORDER_OUTCOME_PENDING"
     PAPER_TRADING_DISABLED = "PAPER_TRADING_DISABLED"
     PAPER_ACCOUNT_REQUIRED = "PAPER_ACCOUNT_REQUIRED"
     LIVE_TRADING_DISABLED = "LIVE_TRADING_DISABLED"
@@ -341,6 +342,13 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ),
     ErrorCode.IDEMPOTENCY_IN_PROGRESS: ErrorInfo(
         "refusal", True, "The first request with this key is still running; retry the same call in a moment."
+    ),
+    ErrorCode.ORDER_OUTCOME_PENDING: ErrorInfo(
+        "refusal",
+        False,
+        "An earlier order for this account has an unknown outcome: repeat that call with its idempotency key "
+        "(`--idempotency-key`, `idempotency_key`) or run `ibkr-agent orders reconcile` (tool `ibkr_orders_reconcile`) "
+        "until it settles.",
     ),
     ErrorCode.PAPER_TRADING_DISABLED: ErrorInfo(
         "refusal", False, "Pass --enable-paper on the CLI; MCP callers need orders.paper_enabled and the paper scopes."

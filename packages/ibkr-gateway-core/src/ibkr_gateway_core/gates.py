@@ -124,6 +124,18 @@ def check_kill_switch(is_open: bool) -> Decision:
     return refuse(ErrorCode.LIVE_KILL_SWITCH_CLOSED, "The kill switch is closed: no new live orders.")
 
 
+def check_no_unknown_outcome(earlier_client_order_id: str | None) -> Decision:
+    """No new order for an account while an earlier keyed order's outcome there is unknown (not yet settled)."""
+    if earlier_client_order_id is None:
+        return ALLOW
+    return refuse(
+        ErrorCode.ORDER_OUTCOME_PENDING,
+        f"The outcome of an earlier order for this account (client order id {earlier_client_order_id}) is "
+        "unknown; no new order is sent until it settles.",
+        client_order_id=earlier_client_order_id,
+    )
+
+
 # ----------------------------------------------------------------------------- previews and approvals
 
 

@@ -3,7 +3,8 @@
 A submit reserves a durable write-ahead record (consuming the approval and reading the kill switch in
 one `BEGIN IMMEDIATE` transaction) before any writer call, so a retry with the same key never sends
 twice. A record whose outcome is unknown is settled by looking the order up by its client order id
-(cOID); it is sent again, with the same cOID, only after a grace period, never blindly.
+(cOID); it is sent again, with the same cOID, only after a grace period, never blindly. Until it
+settles, a new submit for the same account is refused (`ORDER_OUTCOME_PENDING`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ._desk import BROKER_TEXT_LIMIT, TERMINAL_STATUSES, DeskServices, broker_st
 from .approvals import Approvals
 from .call_context import CallContext
 from .errors import ErrorCode, GatewayError
-from .gates import check_kill_switch
+from .gates import check_kill_switch, check_no_unknown_outcome
 from .models import Money, OrderRecord
 from .order_models import OrderLifecycle
 from .order_requests import OrderCancelInput, OrderSubmitInput
@@ -70,6 +71,8 @@ class KeyedWrites:
         key, digest, existing = await self._lookup(ctx, flow, args.idempotency_key, request)
         if existing is not None:
             return await self._settle(existing, digest)
+        earlier = await desk.run(lambda: desk.store.unknown_submit(args.account_id, other_than=key))
+        raise_refusal(check_no_unknown_outcome(earlier))
         preview = await self._approvals.approved_preview(args.approval_id, args.account_id, key)
         if preview is None:
             return await self._settle_latest(key, digest)

@@ -339,6 +339,20 @@ class OrderStore:
             )
         return [_record(row) for row in rows]
 
+    def unknown_submit(self, account_id: str, *, other_than: str) -> str | None:
+        """The cOID of the oldest submit of an account whose outcome is `unknown`, other than key `other_than`."""
+        with self._lock:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT client_order_id FROM order_idempotency WHERE status = 'unknown' AND account_id = ? "
+                    "AND flow IN ('paper_submit', 'live_submit') AND scope_key != ? ORDER BY created_at LIMIT 1",
+                    (account_id, other_than),
+                )
+                .fetchone()
+            )
+        return str(row[0]) if row is not None else None
+
     def live_usage(self, account_id: str, window_start: datetime, day_start: datetime) -> tuple[int, int, Decimal]:
         """Live submits of an account (sent or possibly sent): in the window, today, and today's notional."""
         with self._lock, read_transaction(self._conn()) as db:
