@@ -38,13 +38,18 @@ DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 BackendName = Literal["fake", "client_portal_gateway"]
 
 
-def default_state_dir() -> Path:
-    """Where state lives without a config: `$IBKR_AGENT_STATE_DIR`, else the user's XDG state dir."""
+def default_state_dir(backend: BackendName = "fake") -> Path:
+    """Where state lives when the config names no directory.
+
+    `$IBKR_AGENT_STATE_DIR` when set; otherwise one directory per backend under the user's XDG state
+    dir (`.../ibkr-agent-gateway/simulator` or `.../client-portal`), so simulated and real events never
+    share an audit log (and a log is never met with the other backend's key).
+    """
     override = os.environ.get(STATE_DIR_ENV)
     if override:
         return Path(override)
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "ibkr-agent-gateway"
+    return Path(base) / "ibkr-agent-gateway" / ("simulator" if backend == "fake" else "client-portal")
 
 
 class _Section(BaseModel):
@@ -136,7 +141,7 @@ class StateConfig(_Section):
     """Where durable state (audit, previews, approvals, simulator book) is kept."""
 
     directory: Path | None = None
-    """Defaults to `$IBKR_AGENT_STATE_DIR`, else `~/.local/state/ibkr-agent-gateway`."""
+    """Defaults to `$IBKR_AGENT_STATE_DIR`, else `~/.local/state/ibkr-agent-gateway/simulator` (or `client-portal`)."""
 
 
 class SafetyConfig(_Section):
@@ -560,7 +565,7 @@ class GatewayConfig(_Section):
 
     def state_dir(self) -> Path:
         """The directory that holds durable state."""
-        return self.state.directory or default_state_dir()
+        return self.state.directory or default_state_dir(self.broker.backend)
 
     def audit_path(self) -> Path:
         """The state database file that holds the audit log."""
