@@ -166,7 +166,10 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         "config", False, "Install ibkr-gateway-cpapi (pip install ibkr-gateway-cpapi), which provides the backends."
     ),
     ErrorCode.AUTH_MISSING_SCOPE: ErrorInfo(
-        "auth", False, "Enable the required scope in auth.enabled_scopes, or ask for a token that grants it."
+        "auth",
+        False,
+        "Enable the scope: auth.enabled_scopes for agents, orders.operator_scopes for the CLI operator, "
+        "or a token that grants it.",
     ),
     ErrorCode.AUTH_TOKEN_MISSING: ErrorInfo("auth", False, "Send an OAuth bearer token."),
     ErrorCode.AUTH_TOKEN_INVALID: ErrorInfo("auth", False, "Obtain a new access token from the issuer."),
