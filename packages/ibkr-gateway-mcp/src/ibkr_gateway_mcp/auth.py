@@ -1,14 +1,19 @@
 """The access-token verifier of the remote MCP server: JWTs checked against the issuer's JWKS (joserfc).
 
 Checks, in order: compact JWS shape; `alg` in the configured allowlist (never `none`, never HS*); no
-`crit` header; `typ` absent, `JWT` or `at+jwt`; the key chosen by `kid` from the issuer's key set only
-(`jku`, `x5u` and `jwk` headers are ignored); the signature; then `iss` exactly, `aud` containing an
-accepted audience, `exp` required, `nbf` and `iat` not in the future, all with bounded leeway; `sub`
-required. Anything else is a `Denial` with a specific reason; `verify` never raises.
+`crit` header (other unknown header parameters are ignored, RFC 7515 §4); `typ` absent, `JWT` or `at+jwt`;
+the key chosen by `kid` from the issuer's key set only (`jku`, `x5u` and `jwk` headers are ignored); the
+signature; then `iss` exactly, `aud` containing an accepted audience, `exp` required (and finite), `nbf`
+and `iat` not in the future, all with bounded leeway; `sub` required. Anything else is a `Denial` with a
+specific reason; `verify` never raises.
 
 Keys come from the configured `jwks_url`, or from `jwks_uri` of the issuer's OpenID discovery document.
 A key set is cached for `cache_ttl_s`; a token with an unknown `kid` refetches it at most once per
 `refetch_interval_s`, so a rotated key is picked up at once and random `kid`s cannot amplify fetches.
+When a fetch fails, callers that waited for it share its failure, and no fetch is tried again for
+`KEYS_RETRY_AFTER_S` (or `refetch_interval_s`, if shorter): meanwhile the last good key set keeps serving,
+or, without one, tokens are refused at once as `keys_unavailable`, so an issuer outage never queues
+requests behind one fetch timeout after another.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -25,8 +31,9 @@ from typing import Any, Final
 import anyio
 import httpx2
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import ExceededSizeError, InvalidPayloadError, JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
+from joserfc.jws import JWSRegistry
 from pydantic import TypeAdapter, ValidationError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +46,9 @@ MAX_TOKEN_CHARS: Final = 16 * 1024
 
 ACCEPTED_TOKEN_TYPES: Final = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 """`typ` header values accepted (case-insensitive); an ID token or another JWT kind says otherwise."""
+
+KEYS_RETRY_AFTER_S: Final = 5
+"""Seconds after a failed key-set fetch before the next one; the 503 it causes says so in `Retry-After`."""
 
 _KEY_TYPES: Final = {"RS256": "RSA", "ES256": "EC"}
 
@@ -124,6 +134,10 @@ class JwksTokenVerifier:
         if not set(settings.algorithms) <= set(_KEY_TYPES):
             raise ValueError(f"unsupported algorithms {sorted(settings.algorithms)}")
         self.settings = settings
+        self._registries = {
+            alg: JWSRegistry(algorithms=[alg], strict_check_header=False) for alg in settings.algorithms
+        }
+        """RFC 7515 §4: header parameters we do not know are ignored unless `crit` names them (refused above)."""
         self._owns_http = http_client is None
         self._http = http_client or httpx2.AsyncClient(timeout=settings.timeout_s, follow_redirects=False)
         self._clock = clock
@@ -132,6 +146,8 @@ class JwksTokenVerifier:
         self._keys: KeySet | None = None
         self._fetched_at = -float("inf")
         self._forced_at = -float("inf")
+        self._retry_at = -float("inf")
+        self._failures: int = 0
         self._jwks_url = settings.jwks_url
         self.fetch_count = 0
         """Key-set fetches so far (discovery documents not counted)."""
@@ -150,7 +166,7 @@ class JwksTokenVerifier:
     async def ready(self) -> bool:
         """True when a key set is cached or can be fetched now."""
         try:
-            await self._key_set(force=False)
+            await self._key_set()
         except KeysUnavailableError:
             return False
         return True
@@ -178,7 +194,9 @@ class JwksTokenVerifier:
         if key is None:
             return Denial(DenyReason.UNKNOWN_KEY)
         try:
-            claims = jwt.decode(token, key, algorithms=[alg]).claims
+            claims = jwt.decode(token, key, algorithms=[alg], registry=self._registries[alg]).claims
+        except (InvalidPayloadError, ExceededSizeError):  # a payload that is no JSON object; a header over 512 B
+            return Denial(DenyReason.TOKEN_MALFORMED)
         except JoseError:
             return Denial(DenyReason.BAD_SIGNATURE)
         except ValueError:  # bad base64 or JSON inside an otherwise well-shaped token
@@ -218,7 +236,7 @@ class JwksTokenVerifier:
         )
 
     async def _key_for(self, kid: str | None, alg: str) -> RSAKey | ECKey | None:
-        key = _pick(await self._key_set(force=False), kid, alg)
+        key = _pick(await self._key_set(), kid, alg)
         if key is not None or kid is None:
             return key
         async with self._lock:  # one refetch for a burst of unknown kids
@@ -227,16 +245,30 @@ class JwksTokenVerifier:
             self._forced_at = self._monotonic()
             return _pick(await self._fetch_keys(), kid, alg)
 
-    async def _key_set(self, *, force: bool) -> KeySet:
+    def _fresh(self) -> bool:
+        return self._keys is not None and self._monotonic() - self._fetched_at < self.settings.cache_ttl_s
+
+    async def _key_set(self) -> KeySet:
         keys = self._keys
-        if keys is not None and not force and self._monotonic() - self._fetched_at < self.settings.cache_ttl_s:
+        if keys is not None and self._fresh():
             return keys
+        if self._monotonic() < self._retry_at or (keys is not None and self._lock.locked()):
+            if keys is None:
+                raise KeysUnavailableError("the issuer's keys were unavailable moments ago")
+            return keys  # stale keys beat waiting for a refresh that is running or has just failed
+        failures = self._failures
         async with self._lock:
-            if self._keys is not None and self._monotonic() - self._fetched_at < self.settings.cache_ttl_s:
+            if self._keys is not None and self._fresh():
+                return self._keys
+            if self._failures != failures:  # the fetch this caller waited for has failed: share its outcome
+                if self._keys is None:
+                    raise KeysUnavailableError("the issuer's keys are unavailable")
                 return self._keys
             try:
                 return await self._fetch_keys()
             except KeysUnavailableError:
+                self._failures += 1
+                self._retry_at = self._monotonic() + min(self.settings.refetch_interval_s, KEYS_RETRY_AFTER_S)
                 if self._keys is not None:  # keep serving the last good keys rather than lock everyone out
                     logger.warning("JWKS refresh failed; keeping the cached key set")
                     return self._keys
@@ -363,10 +395,14 @@ def _canonical(url: str) -> str:
 
 
 def _time(value: object) -> float | None:
-    """A NumericDate claim as a float, or None when it is absent or not a number."""
+    """A NumericDate claim as a float, or None when it is absent, not a number, or not finite (`NaN`)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _strings(value: object) -> list[str]:

@@ -3,7 +3,9 @@
 Every request passes, in order: the `Host` and `Origin` allowlists (421, 403); the body-size cap (413);
 on the MCP path, the bearer token (401 with an RFC 6750 challenge, 403 `insufficient_scope` naming the
 scope, 503 while the issuer's keys cannot be fetched); the per-subject rate limit (429); the session
-binding (a session opened by one subject is unknown to every other). Then the SDK's streamable-HTTP
+binding (a session opened by one subject is unknown to every other, and a session id this app did not
+see opened is unknown to all). Refused credentials count against the client address (429 beyond the
+limit); a 503 does not, since the outage is not the client's doing. Then the SDK's streamable-HTTP
 transport runs the request with the caller's `Principal`, so `tools/list` shows only the tools the
 caller's granted scopes allow and every tool call is audited with the remote principal.
 
@@ -43,7 +45,15 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from .auth import Denial, DenyReason, JwksTokenVerifier, VerifiedToken, VerifierSettings
+from .auth import (
+    KEYS_RETRY_AFTER_S,
+    MAX_TOKEN_CHARS,
+    Denial,
+    DenyReason,
+    JwksTokenVerifier,
+    VerifiedToken,
+    VerifierSettings,
+)
 from .server import GatewayMCPServer
 
 logger = logging.getLogger(__name__)
@@ -55,6 +65,9 @@ HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
 
 REALM: Final = "ibkr-agent-gateway"
+
+MAX_AUTHORIZATION_CHARS: Final = MAX_TOKEN_CHARS + len("Bearer ")
+"""A longer Authorization header gets 431 without being parsed (it is still audited as a malformed token)."""
 
 SUCCESS_CACHE_SIZE: Final = 10_000
 """Tokens remembered as already audited (`remote_auth_succeeded` once per token per process)."""
@@ -243,7 +256,9 @@ class RemoteMcpApp:
         self, scope: AsgiScope, receive: Receive, send: Send, headers: Mapping[str, list[str]]
     ) -> None:
         length = headers.get("content-length", [])
-        if length and (not length[0].isdigit() or int(length[0]) > self.remote.max_request_bytes):
+        if length and (
+            len(length) != 1 or not _is_decimal(length[0]) or int(length[0]) > self.remote.max_request_bytes
+        ):
             await _json(413, {"error": "payload_too_large", "max_bytes": self.remote.max_request_bytes})(send)
             return
         address = self._client_address(scope, headers)
@@ -263,12 +278,17 @@ class RemoteMcpApp:
             await _json(429, {"error": "rate_limited"}, extra={"retry-after": str(max(1, round(retry_after)))})(send)
             return
         session_ids = headers.get("mcp-session-id", [])
-        if session_ids and self._session_owners.get(session_ids[0], owner) != owner:
-            await _json(404, {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}})(
-                send
-            )
-            return
-        send = send if session_ids else self._recording_session(send, owner)
+        if session_ids:
+            if len(session_ids) != 1 or self._session_owners.get(session_ids[0]) != owner:
+                await _json(
+                    404, {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}
+                )(send)
+                return
+            self._session_owners.move_to_end(session_ids[0])  # evict idle sessions' owners first
+            if scope["method"] == "DELETE":
+                send = self._forgetting_session(send, session_ids[0])
+        else:
+            send = self._recording_session(send, owner)
         token = _CALLER.set(outcome)
         try:
             await self._inner(scope, receive, send)
@@ -286,6 +306,14 @@ class RemoteMcpApp:
             await send(message)
 
         return recording_send
+
+    def _forgetting_session(self, send: Send, session_id: str) -> Send:
+        async def forgetting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
+                self._session_owners.pop(session_id, None)
+            await send(message)
+
+        return forgetting_send
 
     def _client_address(self, scope: AsgiScope, headers: Mapping[str, list[str]]) -> str:
         """The peer, or through trusted proxies only, the nearest untrusted `X-Forwarded-For` hop."""
@@ -314,6 +342,9 @@ class RemoteMcpApp:
             return _json(400, {"error": "invalid_request", "message": "One Authorization header, please."})
         if not values:
             return await self._deny(Denial(DenyReason.TOKEN_MISSING), address, None)
+        if len(values[0]) > MAX_AUTHORIZATION_CHARS:
+            await self._deny(Denial(DenyReason.TOKEN_MALFORMED), address, None)
+            return _json(431, {"error": "header_too_large", "message": "The Authorization header is too large."})
         scheme, _, token = values[0].strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -349,7 +380,8 @@ class RemoteMcpApp:
         return hmac.digest(self._token_id_key, token_id.encode("utf-8"), "sha256").hex()
 
     async def _deny(self, denial: Denial, address: str, verified: VerifiedToken | None) -> _Responder:
-        self._failure_limiter.hit(address)
+        if denial.reason is not DenyReason.KEYS_UNAVAILABLE:  # an issuer outage is not the client's failure
+            self._failure_limiter.hit(address)
         principal = (
             Principal(
                 kind="remote",
@@ -369,7 +401,7 @@ class RemoteMcpApp:
         params = [f'realm="{REALM}"', f'resource_metadata="{self.urls.metadata_url}"']
         if reason is DenyReason.KEYS_UNAVAILABLE:
             body = {"error": "temporarily_unavailable", "message": "The token issuer's keys are unavailable."}
-            return _json(503, body, extra={"retry-after": "5"})
+            return _json(503, body, extra={"retry-after": str(KEYS_RETRY_AFTER_S)})
         if reason is DenyReason.TOKEN_MISSING:  # RFC 6750 §3.1: no error code without credentials
             status, body = 401, {"error": "unauthorized", "message": "A bearer token is required."}
         elif reason is DenyReason.INSUFFICIENT_SCOPE:
@@ -450,6 +482,11 @@ def _json(status: int, body: object, *, extra: Mapping[str, str] | None = None) 
         await send({"type": "http.response.body", "body": payload})
 
     return respond
+
+
+def _is_decimal(value: str) -> bool:
+    """True for ASCII digits only (`str.isdigit` also accepts `²`, which `int` refuses)."""
+    return value.isascii() and value.isdigit()
 
 
 def _headers(scope: AsgiScope) -> dict[str, list[str]]:

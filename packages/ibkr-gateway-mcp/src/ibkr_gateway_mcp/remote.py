@@ -105,34 +105,35 @@ async def serve_http(
     except OSError as exc:
         sock.close()
         raise GatewayError(ErrorCode.CONFIG_INVALID, f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
-    async with open_remote_app(config) as app, supervise_session(app.gateway.backend, config.broker):
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                log_level="warning",
-                proxy_headers=False,  # X-Forwarded-For is judged by the app, against trusted_proxies
-                server_header=False,
-                ssl_certfile=str(remote.tls_cert_file) if remote.tls_cert_file else None,
-                ssl_keyfile=str(remote.tls_key_file) if remote.tls_key_file else None,
-                timeout_keep_alive=5,
-                h11_max_incomplete_event_size=64 * 1024,  # caps the request head (headers) size
-                limit_concurrency=max(64, remote.max_sessions * 4),
+    with sock:  # uvicorn leaves a socket it was handed open, on cancellation too
+        async with open_remote_app(config) as app, supervise_session(app.gateway.backend, config.broker):
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    log_level="warning",
+                    proxy_headers=False,  # X-Forwarded-For is judged by the app, against trusted_proxies
+                    server_header=False,
+                    ssl_certfile=str(remote.tls_cert_file) if remote.tls_cert_file else None,
+                    ssl_keyfile=str(remote.tls_key_file) if remote.tls_key_file else None,
+                    timeout_keep_alive=5,
+                    h11_max_incomplete_event_size=64 * 1024,  # caps the request head (headers) size
+                    limit_concurrency=max(64, remote.max_sessions * 4),
+                )
             )
-        )
-        scheme = "https" if remote.tls_cert_file else "http"
-        bound_host, bound_port = sock.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+            scheme = "https" if remote.tls_cert_file else "http"
+            bound_host, bound_port = sock.getsockname()[:2]
+            shown = f"[{bound_host}]" if ":" in bound_host else bound_host
 
-        async def announce() -> None:
-            while not server.started:  # uvicorn offers no readiness event
-                await anyio.sleep(0.01)
-            if on_ready is not None:
-                on_ready(f"{scheme}://{shown}:{bound_port}")
+            async def announce() -> None:
+                while not server.started:  # uvicorn offers no readiness event
+                    await anyio.sleep(0.01)
+                if on_ready is not None:
+                    on_ready(f"{scheme}://{shown}:{bound_port}")
 
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(announce)
-            await server.serve(sockets=[sock])
-            tasks.cancel_scope.cancel()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(announce)
+                await server.serve(sockets=[sock])
+                tasks.cancel_scope.cancel()
 
 
 def run_http(

@@ -1,8 +1,9 @@
 """Test helpers for the remote MCP server: a tiny OpenID issuer with its own keys, and loopback serving.
 
-`FakeIssuer` serves a discovery document and a JWKS (counting key-set fetches), mints RS256 or ES256
-access tokens, and rotates keys. `serve_loopback` runs any ASGI app under uvicorn on 127.0.0.1 with a
-socket that listens before the server starts, so a test can connect at once without waiting.
+`FakeIssuer` serves a discovery document and a JWKS (counting key-set requests), mints RS256 or ES256
+access tokens, rotates keys, and can fake a JWKS outage (an error status, or no answer at all).
+`serve_loopback` runs any ASGI app under uvicorn on 127.0.0.1 with a socket that listens before the
+server starts, so a test can connect at once without waiting.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import socket
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import uvicorn
@@ -19,7 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -59,12 +60,16 @@ async def serve_loopback(app: ASGIApp, sock: socket.socket | None = None) -> Asy
 class FakeIssuer:
     """An OpenID issuer for tests: discovery, JWKS (with a fetch counter) and token minting."""
 
-    def __init__(self, *, kid: str = "key-1", algorithm: str = "RS256") -> None:
+    def __init__(self, *, kid: str = "key-1", algorithm: str = "RS256", key: RSAKey | ECKey | None = None) -> None:
         self.url = ""
         """The issuer URL, set by `serve`."""
         self.jwks_fetches = 0
-        """How many times the key set was fetched."""
-        self.signing_key: RSAKey | ECKey = _generate(kid, algorithm)
+        """How many times the key set was requested, answered or not."""
+        self.jwks_outage: Literal["error", "hang"] | None = None
+        """While set, the JWKS endpoint answers 503 (`error`) or holds the request unanswered (`hang`)."""
+        self._outage_over = anyio.Event()
+        self.signing_key: RSAKey | ECKey = key or _generate(kid, algorithm)
+        """The private key tokens are signed with; `key` (already generated, named by its `kid`) saves time."""
         self.algorithm = algorithm
         self.published: list[RSAKey | ECKey] = [self.signing_key]
         """Keys the JWKS endpoint currently serves (public parts only)."""
@@ -78,9 +83,18 @@ class FakeIssuer:
     @asynccontextmanager
     async def serve(self) -> AsyncGenerator[FakeIssuer, None]:
         """Serve discovery and JWKS on loopback while the block runs."""
-        async with serve_loopback(self.app) as base_url:
-            self.url = base_url
-            yield self
+        try:
+            async with serve_loopback(self.app) as base_url:
+                self.url = base_url
+                yield self
+        finally:
+            self.end_outage()
+
+    def end_outage(self) -> None:
+        """Serve the key set again, releasing requests held by a `hang` outage."""
+        self.jwks_outage = None
+        self._outage_over.set()
+        self._outage_over = anyio.Event()
 
     def rotate(self, kid: str) -> RSAKey | ECKey:
         """Publish a new signing key (keeping the old one) and sign with it from now on."""
@@ -98,9 +112,13 @@ class FakeIssuer:
         claims: Mapping[str, Any] | None = None,
         header: Mapping[str, Any] | None = None,
         key: RSAKey | ECKey | None = None,
+        now: float | None = None,
     ) -> str:
-        """A signed access token; `claims` and `header` override or add (a None value removes)."""
-        now = int(time.time())
+        """A signed access token issued at `now` (default: the wall clock).
+
+        `claims` and `header` override or add entries; a None value removes one.
+        """
+        now = int(time.time() if now is None else now)
         body: dict[str, Any] = {
             "iss": self.url,
             "aud": audience,
@@ -134,8 +152,12 @@ class FakeIssuer:
             }
         )
 
-    async def _jwks(self, request: Request) -> JSONResponse:
+    async def _jwks(self, request: Request) -> Response:
         self.jwks_fetches += 1
+        if self.jwks_outage == "hang":
+            await self._outage_over.wait()
+        elif self.jwks_outage == "error":
+            return JSONResponse({"error": "unavailable"}, status_code=503)
         return JSONResponse(KeySet(list(self.published)).as_dict(private=False))
 
 
