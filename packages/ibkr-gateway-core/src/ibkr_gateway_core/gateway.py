@@ -24,17 +24,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .audit import (
     AuditEvent,
-    AuditExport,
     AuditLog,
     ResultStatus,
-    VerifyReport,
     load_audit_key,
-    load_checkpoint_key,
     new_event_id,
 )
 from .backend import Backend, BackendFactory, load_backend_factory
 from .call_context import CURRENT_CALL, CallContext
-from .checkpoint import Checkpoint
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
 from .models import (
@@ -49,25 +45,15 @@ from .models import (
     OrderRecord,
     PortfolioSnapshot,
     Position,
-    SessionCheck,
     SessionRequirements,
 )
 from .order_desk import OrderDesk, order_handlers
 from .principal import Principal
+from .read_desk import ReadDesk
 from .redaction import redact, scrub_text, secret_reason
-from .registry import AuditTail, Operation, operation
+from .registry import Operation, operation
 from .requests import (
-    AccountInput,
-    AuditExportInput,
-    AuditTailInput,
-    AuditVerifyInput,
-    BarsInput,
-    ContractInput,
-    ContractQueryInput,
-    ExecutionsInput,
-    NoInput,
     OperationInput,
-    OrderLookupInput,
 )
 from .scopes import Scope
 
@@ -104,13 +90,6 @@ Outcome = tuple[Literal["allow", "deny", "refuse"], ResultStatus, str]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@functools.cache
-def _package_version() -> str:
-    from importlib.metadata import version
-
-    return version("ibkr-gateway-core")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,37 +140,18 @@ class Gateway:
         self._backend_factory = backend_factory
         self._backend: Backend | None = None
         self._clock = clock
-        self._accounts: list[BrokerAccount] | None = None
         self.session_id = str(uuid.uuid4())
         """Correlates every audit event this gateway instance writes."""
         self.default_principal = principal or Principal(
             kind="local_operator", subject="local-operator", scopes=config.auth.scopes()
         )
         """The caller assumed when a call names none."""
-        self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {
-            "health": self._health,
-            "backend_status": self._backend_status,
-            "session_requirements": self._session_requirements,
-            "list_accounts": self._list_accounts,
-            "account_summary": self._account_summary,
-            "portfolio_snapshot": self._portfolio_snapshot,
-            "list_positions": self._list_positions,
-            "search_contracts": self._search_contracts,
-            "resolve_contract": self._resolve_contract,
-            "market_snapshot": self._market_snapshot,
-            "historical_bars": self._historical_bars,
-            "list_orders": self._list_orders,
-            "order_status": self._order_status,
-            "list_executions": self._list_executions,
-            "audit_tail": self._audit_tail,
-            "audit_export": self._audit_export,
-            "audit_verify": self._audit_verify,
-            "audit_checkpoint": self._audit_checkpoint,
-        }
+        self._reads = ReadDesk(
+            config, audit, backend=lambda: self.backend, default_principal=self.default_principal, clock=clock
+        )
+        self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = self._reads.handlers()
         self._desk: OrderDesk | None = None
         self._handlers.update(order_handlers(self._order_desk))
-        self.verify_progress: Callable[[int, int], None] | None = None
-        """Called with (rows checked, rows expected) while `audit_verify` runs; the CLI shows it on a terminal."""
 
     @classmethod
     def from_config(cls, config: GatewayConfig, *, principal: Principal | None = None) -> Gateway:
@@ -233,12 +193,21 @@ class Gateway:
                 OrderStore.open(self.audit.path),
                 self.audit,
                 backend=lambda: self.backend,
-                accounts=self._visible_accounts,
-                resolve=self._resolve_contract,
+                accounts=self._reads.visible_accounts,
+                resolve=self._reads.resolve_contract,
                 clock=self._clock,
                 session_id=self.session_id,
             )
         return self._desk
+
+    @property
+    def verify_progress(self) -> Callable[[int, int], None] | None:
+        """Called with (rows checked, rows expected) while `audit_verify` runs; the CLI shows it on a terminal."""
+        return self._reads.verify_progress
+
+    @verify_progress.setter
+    def verify_progress(self, callback: Callable[[int, int], None] | None) -> None:
+        self._reads.verify_progress = callback
 
     async def kill_switch_position(self) -> str:
         """`open` or `closed`, read from the state database without a broker call or an audit event.
@@ -339,17 +308,12 @@ class Gateway:
             raise _input_error(exc) from None
 
     async def _check_account(self, account_id: str) -> None:
-        accounts = await self._visible_accounts()
+        accounts = await self._reads.visible_accounts()
         if account_id not in {account.account_id for account in accounts}:
             raise GatewayError(
                 ErrorCode.INPUT_UNAUTHORIZED_ACCOUNT,
                 f"Account {account_id!r} is not visible in this broker session.",
             )
-
-    async def _visible_accounts(self) -> list[BrokerAccount]:
-        if self._accounts is None:
-            self._accounts = await self.backend.list_accounts()
-        return self._accounts
 
     async def _record(
         self,
@@ -455,164 +419,6 @@ class Gateway:
         return (await self.call("list_executions", {"account_id": account_id, "days": days})).value
 
     # ------------------------------------------------------------------ handlers
-
-    async def _health(self, _: NoInput) -> HealthStatus:
-        return HealthStatus(
-            version=_package_version(),
-            backend=self.config.broker.backend,
-            read_only=not (_caller(self.default_principal).scopes & _WRITE_SCOPES),
-        )
-
-    async def _backend_status(self, _: NoInput) -> BrokerSessionStatus:
-        return await self.backend.session_status()
-
-    async def _session_requirements(self, _: NoInput) -> SessionRequirements:
-        status = await self.backend.session_status()
-        reachable = status.status != "unavailable"
-        checks = [
-            SessionCheck(
-                name="gateway_reachable",
-                satisfied=reachable,
-                detail="The Client Portal Gateway answers."
-                if reachable
-                else "The Client Portal Gateway does not answer.",
-            ),
-            SessionCheck(
-                name="brokerage_session_authenticated",
-                satisfied=status.authenticated,
-                detail="Logged in." if status.authenticated else "Nobody is logged in to the gateway.",
-            ),
-            SessionCheck(
-                name="no_competing_session",
-                satisfied=not status.competing,
-                detail="No other session." if not status.competing else "Another session of this user is active.",
-            ),
-            SessionCheck(
-                name="connected",
-                satisfied=status.connected,
-                detail="Connected to IBKR." if status.connected else "Not connected to IBKR's servers.",
-            ),
-        ]
-        usable = status.status == "usable"
-        return SessionRequirements(
-            usable=usable,
-            manual_action="none" if usable else (status.user_action or "Log in to the Client Portal Gateway."),
-            checks=checks,
-        )
-
-    async def _list_accounts(self, _: NoInput) -> list[BrokerAccount]:
-        self._accounts = await self.backend.list_accounts()
-        return self._accounts
-
-    async def _account_summary(self, args: AccountInput) -> AccountSummary:
-        return await self.backend.account_summary(args.account_id)
-
-    async def _portfolio_snapshot(self, args: AccountInput) -> PortfolioSnapshot:
-        summary = await self.backend.account_summary(args.account_id)
-        cash = await self.backend.cash_balances(args.account_id)
-        positions = await self.backend.positions(args.account_id)
-        return PortfolioSnapshot(
-            account_id=args.account_id,
-            base_currency=summary.currency,
-            summary=summary,
-            cash=cash,
-            positions=positions,
-            as_of=summary.as_of or self._clock(),
-        )
-
-    async def _list_positions(self, args: AccountInput) -> list[Position]:
-        return await self.backend.positions(args.account_id)
-
-    async def _search_contracts(self, args: ContractQueryInput) -> list[ContractCandidate]:
-        return await self._candidates(args)
-
-    async def _resolve_contract(self, args: ContractQueryInput) -> ContractCandidate:
-        candidates = await self._candidates(args)
-        unique = [candidate for candidate in candidates if candidate.is_unique_match]
-        if len(unique) == 1:
-            return unique[0]
-        if not candidates:
-            raise GatewayError(ErrorCode.INPUT_UNKNOWN_CONTRACT, f"No contract matches {args.query!r}.")
-        listed = "; ".join(
-            f"{c.contract_id} {c.symbol} {c.company_name or ''} {c.exchange or ''} {c.currency or ''}".strip()
-            for c in candidates[:10]
-        )
-        raise GatewayError(
-            ErrorCode.INPUT_AMBIGUOUS_CONTRACT,
-            f"{args.query!r} matches {len(candidates)} contracts: {listed}.",
-            details={"candidates": [c.contract_id for c in candidates[:10]]},
-        )
-
-    async def _candidates(self, args: ContractQueryInput) -> list[ContractCandidate]:
-        """Search, filter, and flag the single exact-symbol match as unique."""
-        found = await self.backend.search_contracts(args.query)
-        kept = [
-            candidate
-            for candidate in found
-            if (args.asset_class is None or candidate.asset_class == args.asset_class)
-            and (args.currency is None or candidate.currency == args.currency)
-            and (args.exchange is None or (candidate.exchange or "").upper() == args.exchange.upper())
-        ]
-        exact = [candidate for candidate in kept if candidate.symbol.upper() == args.query.upper()]
-        unique_id = exact[0].contract_id if len(exact) == 1 else None
-        return [
-            candidate.model_copy(update={"is_unique_match": candidate.contract_id == unique_id}) for candidate in kept
-        ]
-
-    async def _market_snapshot(self, args: ContractInput) -> MarketSnapshot:
-        return await self.backend.market_snapshot(args.contract_id)
-
-    async def _historical_bars(self, args: BarsInput) -> HistoricalBars:
-        bars = await self.backend.historical_bars(
-            args.contract_id, period=args.duration, bar=args.bar_size, outside_regular_hours=args.outside_regular_hours
-        )
-        return bars
-
-    async def _list_orders(self, args: AccountInput) -> list[OrderRecord]:
-        return await self.backend.live_orders(args.account_id)
-
-    async def _order_status(self, args: OrderLookupInput) -> OrderRecord:
-        wanted = args.broker_order_id
-        for order in await self.backend.live_orders(args.account_id):
-            if wanted in (order.broker_order_id, order.client_order_id):
-                return order
-        if wanted.isdigit():
-            found = await self.backend.order_status(args.account_id, wanted)
-            if found.account_id == args.account_id:
-                return found
-        raise GatewayError(ErrorCode.INPUT_UNKNOWN_ORDER, f"No order {wanted!r} in account {args.account_id!r}.")
-
-    async def _list_executions(self, args: ExecutionsInput) -> list[Execution]:
-        return await self.backend.executions(args.account_id, args.days)
-
-    async def _audit_tail(self, args: AuditTailInput) -> AuditTail:
-        return AuditTail(events=await self.audit.tail(args.limit))
-
-    async def _audit_export(self, args: AuditExportInput) -> AuditExport:
-        return await self.audit.export(args.limit)
-
-    async def _audit_verify(self, args: AuditVerifyInput) -> VerifyReport:
-        public_key = load_checkpoint_key(self.config).public_key() if args.checkpoint is not None else None
-        report = await self.audit.verify(
-            checkpoint=args.checkpoint, checkpoint_key=public_key, progress=self.verify_progress
-        )
-        if not report.chain_valid:
-            raise GatewayError(
-                ErrorCode.AUDIT_CHAIN_INVALID,
-                f"The audit chain is broken at sequence {report.first_break_sequence}"
-                f" (event {report.first_break_event_id or 'unknown'}): {report.reason}",
-                details={"report": report.model_dump(mode="json")},
-            )
-        return report
-
-    async def _audit_checkpoint(self, _: NoInput) -> Checkpoint:
-        return await self.audit.checkpoint(load_checkpoint_key(self.config))
-
-
-def _caller(default: Principal) -> Principal:
-    """The principal of the call being served (the default outside `call`)."""
-    ctx = CURRENT_CALL.get()
-    return ctx.principal if ctx is not None else default
 
 
 def _refuse_unsafe_output(op: Operation, value: object) -> None:
