@@ -305,7 +305,7 @@ class RemoteMcpConfig(_Section):
     trusted_proxies: list[str] = Field(default_factory=list[str])
     """Proxy addresses or networks (CIDR) whose `X-Forwarded-For` is believed; nobody else's is."""
     allowed_hosts: list[str] = Field(default_factory=list[str])
-    """Further accepted `Host` values; the resource's host and the bind address are always accepted."""
+    """Further accepted `Host` values (e.g. `127.0.0.1:8080` for local probes); the resource's host always is."""
     allowed_origins: list[str] = Field(default_factory=list[str])
     """Further accepted browser `Origin` values; the resource's origin is always accepted."""
     rate_limit_max_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 120
