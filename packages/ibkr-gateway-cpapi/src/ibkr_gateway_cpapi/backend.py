@@ -62,6 +62,9 @@ POSITIONS_PAGE_SIZE: Final = 100
 MAX_POSITION_PAGES: Final = 500
 """Upper bound on pages read, so a misbehaving broker cannot loop us forever."""
 
+ACCOUNTS_REUSE_S: Final = 5.0
+"""How long an accounts answer is reused within one brokerage session (IBKR paces `/portfolio/accounts` at 1/5 s)."""
+
 MAX_CONTRACT_LOOKUPS: Final = 10
 """Stock candidates of one search that get a contract-info call."""
 
@@ -119,6 +122,8 @@ class CpapiBackend:
         self._preflight_delays_s = tuple(preflight_delays_s)
         self._contracts: dict[int, wire.WireContractInfo | None] = {}
         """Contract info per conid (None: unknown to the broker); conids are stable, so it never expires."""
+        self._accounts: tuple[int, datetime, list[BrokerAccount]] | None = None
+        """(brokerage generation, time, accounts) of the last accounts answer."""
         self._live_orders_generation: int | None = None
         """The client's brokerage generation when live orders were last warmed up."""
         self._streams: set[int] = set()
@@ -245,11 +250,22 @@ class CpapiBackend:
     # -- accounts and portfolio ------------------------------------------------------------------
 
     async def list_accounts(self) -> list[BrokerAccount]:
-        """Accounts of the brokerage session, with `isPaper` cross-checked against each id."""
+        """Accounts of the brokerage session, with `isPaper` cross-checked against each id.
+
+        The answer is reused for `ACCOUNTS_REUSE` within one brokerage session: IBKR paces
+        `/portfolio/accounts` at one request per 5 s, and accounts do not change between two calls.
+        """
+        now = self._clock()
+        cached = self._accounts
+        fresh = cached is not None and (now - cached[1]).total_seconds() < ACCOUNTS_REUSE_S
+        if cached is not None and fresh and cached[0] == self._client.brokerage_generation:
+            return cached[2]
         iserver = wire.parse(wire.WireIserverAccounts, await self._client.get("/iserver/accounts"), "accounts")
         portfolio = wire.parse_portfolio_accounts(await self._client.get("/portfolio/accounts"))
         by_id = {row.key: row for row in portfolio if row.key}
-        return _mapped(lambda: [mapping.to_broker_account(a, iserver, by_id.get(a)) for a in iserver.accounts])
+        accounts = _mapped(lambda: [mapping.to_broker_account(a, iserver, by_id.get(a)) for a in iserver.accounts])
+        self._accounts = (self._client.brokerage_generation, now, accounts)
+        return accounts
 
     async def account_summary(self, account_id: str) -> AccountSummary:
         """Balances and margin from `/portfolio/{id}/summary`."""
