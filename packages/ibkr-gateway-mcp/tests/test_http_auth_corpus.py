@@ -1018,3 +1018,18 @@ async def test_malformed_mcp_requests_never_get_a_server_error(remote: Remote) -
     assert {name: response.status_code for name, response in answers.items()} == dict.fromkeys(answers, 400)
     assert answers["invalid-json"].json()["error"]["code"] == -32700
     assert await remote.audit_rows("tool_completed") == []
+
+
+async def test_a_remembered_signature_stops_counting_once_its_key_leaves_the_key_set(env: InProcess) -> None:
+    """Signatures are remembered per token and key object only: when the issuer replaces the key behind a
+    `kid` and the verifier refreshes its key set, the same token bytes are checked (and refused) again."""
+    token = env.minting.mint(lifetime_s=3600)
+    with anyio.fail_after(5):
+        assert isinstance(await env.verifier.verify(token), VerifiedToken)
+        assert isinstance(await env.verifier.verify(token), VerifiedToken)  # served from the signature memory
+        replacement = env.issuer.rotate("key-1")  # new key material under the same kid
+        newest = env.issuer.rotate("key-2")
+        env.issuer.published = [replacement, newest]
+        # A token under the new kid makes the verifier refetch the key set at once (well inside 60 s).
+        assert isinstance(await env.verifier.verify(env.minting.mint()), VerifiedToken)
+        assert await env.verifier.verify(token) == Denial(DenyReason.BAD_SIGNATURE)

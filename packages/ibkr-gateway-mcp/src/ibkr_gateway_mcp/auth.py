@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +37,13 @@ from joserfc.errors import ExceededSizeError, InvalidPayloadError, JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from joserfc.jws import JWSRegistry
 from pydantic import TypeAdapter, ValidationError
+
+SIGNATURE_CACHE_S: Final = 60.0
+"""How long a checked signature is trusted for the same token bytes and the same key object (a key-set
+refresh makes new key objects, so rotation and revocation take effect at once)."""
+
+SIGNATURE_CACHE_SIZE: Final = 4096
+"""Most tokens whose signature is remembered."""
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +157,8 @@ class JwksTokenVerifier:
         self._forced_at = -float("inf")
         self._retry_at = -float("inf")
         self._failures: int = 0
+        self._verified: OrderedDict[bytes, tuple[RSAKey | ECKey, dict[str, Any], float]] = OrderedDict()
+        """sha256(token) → (key, claims, when) of recent good signatures; claims are re-checked on every use."""
         self._jwks_url = settings.jwks_url
         self.fetch_count = 0
         """Key-set fetches so far (discovery documents not counted)."""
@@ -193,6 +204,10 @@ class JwksTokenVerifier:
             return Denial(DenyReason.KEYS_UNAVAILABLE)
         if key is None:
             return Denial(DenyReason.UNKNOWN_KEY)
+        digest = hashlib.sha256(token.encode()).digest()
+        seen = self._verified.get(digest)
+        if seen is not None and seen[0] is key and self._monotonic() - seen[2] < SIGNATURE_CACHE_S:
+            return self._check_claims(seen[1])  # same bytes, same key: only the time-bound claims can change
         try:
             claims = jwt.decode(token, key, algorithms=[alg], registry=self._registries[alg]).claims
         except (InvalidPayloadError, ExceededSizeError):  # a payload that is no JSON object; a header over 512 B
@@ -201,6 +216,9 @@ class JwksTokenVerifier:
             return Denial(DenyReason.BAD_SIGNATURE)
         except ValueError:  # bad base64 or JSON inside an otherwise well-shaped token
             return Denial(DenyReason.TOKEN_MALFORMED)
+        self._verified[digest] = (key, claims, self._monotonic())
+        if len(self._verified) > SIGNATURE_CACHE_SIZE:
+            self._verified.popitem(last=False)
         return self._check_claims(claims)
 
     def _check_claims(self, claims: dict[str, Any]) -> VerifiedToken | Denial:
