@@ -1,6 +1,6 @@
 """A simulator-backed gateway for the reliability tests: a movable clock, principals, and restarts."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,8 +91,9 @@ class Desk:
             "submit_paper_order", self.submit_args(approval, key), principal=principal, switches=switches
         )
 
-    def orders_with(self, client_order_id: str) -> int:
+    def orders_with(self, client_order_id: str | None) -> int:
         """How many orders the broker holds under one client order id (cOID)."""
+        assert client_order_id is not None
         return len(self.sim.orders_with_client_order_id(client_order_id))
 
 
@@ -103,7 +104,7 @@ def config_for(state_dir: Path, extra: dict[str, Any] | None = None) -> GatewayC
 @asynccontextmanager
 async def running_desk(
     state_dir: Path, sim: SimulatorState, clock: Clock, extra: dict[str, Any] | None = None
-) -> AsyncIterator[Desk]:
+) -> AsyncGenerator[Desk]:
     """A gateway over `state_dir`; leaving the block is a clean stop, entering again a restart."""
     config = config_for(state_dir, extra)
     audit = AuditLog.open(config.audit_path(), AUDIT_KEY)

@@ -84,7 +84,7 @@ async def test_order_fields_smuggled_into_a_submit_are_refused_and_never_reach_t
     assert code.value.startswith("INPUT_"), code  # the field-specific input code, e.g. INPUT_INVALID_CONTRACT
     assert desk.sim.placements == []
     placed = await desk.submit(approval, "clean", principal=AGENT)  # the approval is still good, for its own order
-    (order,) = desk.sim.orders_with_client_order_id(placed.client_order_id)
+    (order,) = desk.sim.orders_with_client_order_id(placed.client_order_id or "")
     assert (order.side, str(order.quantity), str(order.price)) == ("BUY", "1", "100")
 
 
@@ -168,7 +168,7 @@ async def test_a_replay_after_a_restart_returns_the_stored_result(tmp_path: Path
     async with running_desk(tmp_path / "state", sim, clock, AGENTS_MAY_TRADE_PAPER) as desk:
         again = await desk.submit(approval, "durable", principal=AGENT)
     assert again.replayed and again.broker_order_id == first.broker_order_id
-    assert len(sim.orders_with_client_order_id(first.client_order_id)) == 1
+    assert len(sim.orders_with_client_order_id(first.client_order_id or "")) == 1
 
 
 # ----------------------------------------------------------------------------- R23 kill switch
