@@ -29,10 +29,11 @@ def save_checkpoint(checkpoint: "Checkpoint", path: Path) -> None:
     checkpoint.save(path)
 
 
-def verify_with_progress(options: CliOptions, checkpoint: dict[str, Any] | None) -> None:
-    """Run `audit_verify`, showing progress on stderr when it is a terminal."""
+def verify(options: CliOptions, checkpoint_file: Path | None) -> None:
+    """Run `audit_verify` against the checkpoint file, if any, showing progress on stderr on a terminal."""
     from ibkr_gateway_core.gateway import Gateway
 
+    checkpoint = read_checkpoint(checkpoint_file, options) if checkpoint_file else None
     show = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:

@@ -1,0 +1,149 @@
+"""Human text of each operation's result, by operation name: what a command prints without `--json`."""
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from .render import block, table
+
+Renderer = Callable[[Any], str]
+"""The text of one result value (`CallResult.value`)."""
+
+_POSITION_COLUMNS: Final = [
+    "contract_id",
+    "symbol",
+    "asset_class",
+    "quantity",
+    "market_price",
+    "market_value",
+    "currency",
+    "unrealized_pnl",
+]
+_CONTRACT_COLUMNS: Final = [
+    "contract_id",
+    "symbol",
+    "asset_class",
+    "exchange",
+    "currency",
+    "company_name",
+    "is_unique_match",
+]
+_ORDER_COLUMNS: Final = [
+    "broker_order_id",
+    "client_order_id",
+    "symbol",
+    "side",
+    "order_type",
+    "quantity",
+    "filled_quantity",
+    "limit_price",
+    "status",
+]
+_EXECUTION_COLUMNS: Final = ["execution_id", "symbol", "side", "quantity", "price", "commission", "executed_at"]
+_LIFECYCLE_COLUMNS: Final = ["mode", "action", "broker_order_id", "client_order_id", "status", "writer", "replayed"]
+_APPROVAL_COLUMNS: Final = ["approval_id", "preview_id", "account_id", "status", "approved_by", "expires_at"]
+
+
+def _health(value: Any) -> str:
+    mode = "read-only" if value.read_only else "write scopes enabled"
+    return f"gateway: {value.gateway} (version {value.version}, backend {value.backend}, {mode})"
+
+
+def _session_requirements(value: Any) -> str:
+    lines = [f"manual_action: {value.manual_action}"]
+    lines += [f"[{'x' if check.satisfied else ' '}] {check.name}: {check.detail}" for check in value.checks]
+    return "\n".join(lines)
+
+
+def _portfolio_snapshot(value: Any) -> str:
+    return "\n\n".join(
+        [
+            f"account: {value.account_id} ({value.base_currency}) as of {value.as_of.isoformat()}",
+            block(value.summary, skip=("account_id", "as_of")),
+            table(value.cash, ["currency", "cash", "settled_cash", "exchange_rate"]),
+            table(value.positions, _POSITION_COLUMNS, empty="(no positions)"),
+        ]
+    )
+
+
+def _historical_bars(value: Any) -> str:
+    head = f"{value.symbol or value.contract_id}: {len(value.bars)} bars of {value.bar_size} over {value.duration}"
+    return head + "\n" + table(value.bars, ["timestamp", "open", "high", "low", "close", "volume"], empty="(no bars)")
+
+
+def _audit_tail(value: Any) -> str:
+    lines = [
+        f"{r.sequence:>8}  {r.event.timestamp.isoformat()}  {r.event.tool_name or '-':<28} "
+        f"{r.event.result_status:<12} {r.event.error_code or ''}".rstrip()
+        for r in value.events
+    ]
+    return "\n".join(lines) or "(no events)"
+
+
+def _checkpoint(value: Any) -> str:
+    return f"checkpoint at sequence {value.sequence}: {value.chain_hash} (key {value.key_id})"
+
+
+def _preview(value: Any) -> str:
+    t = value.ticket
+    price = f" @ {t.limit_price}" if t.limit_price is not None else ""
+    lines = [
+        f"preview {value.preview_id}: {t.side} {t.quantity} {t.symbol} {t.order_type}{price} {t.time_in_force}",
+        f"estimated cost: {block(value.estimated_cost) if value.estimated_cost else '-'}".replace("\n", " "),
+        f"commission: {value.estimated_commission.amount if value.estimated_commission else '-'}",
+        f"expires at: {value.expires_at.isoformat()}",
+    ]
+    lines += [f"warning (broker text, untrusted): {w}" for w in value.warnings]
+    return "\n".join(lines)
+
+
+def _lifecycle(value: Any) -> str:
+    return table([value], _LIFECYCLE_COLUMNS)
+
+
+def _kill_switch(value: Any) -> str:
+    text = f"kill switch: {value.state}"
+    if value.changed_at is not None:
+        text += f" (by {value.changed_by} at {value.changed_at.isoformat()}: {value.reason})"
+    if value.cancelled_orders:
+        text += "\ncancelled: " + ", ".join(value.cancelled_orders)
+    return text
+
+
+def _rows(columns: list[str], empty: str = "(none)") -> Renderer:
+    return lambda value: table(value, columns, empty=empty)
+
+
+RENDERERS: Final[Mapping[str, Renderer]] = {
+    "health": _health,
+    "backend_status": block,
+    "session_requirements": _session_requirements,
+    "list_accounts": _rows(["account_id", "account_mode", "base_currency", "account_label"]),
+    "account_summary": block,
+    "portfolio_snapshot": _portfolio_snapshot,
+    "list_positions": _rows(_POSITION_COLUMNS, "(no positions)"),
+    "search_contracts": _rows(_CONTRACT_COLUMNS, "(no contracts)"),
+    "resolve_contract": block,
+    "market_snapshot": block,
+    "historical_bars": _historical_bars,
+    "list_orders": _rows(_ORDER_COLUMNS, "(no orders)"),
+    "order_status": block,
+    "list_executions": _rows(_EXECUTION_COLUMNS, "(no executions)"),
+    "audit_tail": _audit_tail,
+    "audit_export": lambda value: value.jsonl,
+    "audit_verify": block,
+    "audit_checkpoint": _checkpoint,
+    "preview_order": _preview,
+    "create_approval": block,
+    "list_approvals": _rows(_APPROVAL_COLUMNS, "(no approvals)"),
+    "revoke_approval": block,
+    "submit_paper_order": _lifecycle,
+    "cancel_paper_order": _lifecycle,
+    "submit_live_order": _lifecycle,
+    "cancel_live_order": _lifecycle,
+    "reconcile_orders": block,
+    "kill_switch_status": _kill_switch,
+    "open_kill_switch": _kill_switch,
+    "close_kill_switch": _kill_switch,
+    "limits_status": block,
+}
+"""Every registry operation's renderer; a test checks the keys equal the registry's."""

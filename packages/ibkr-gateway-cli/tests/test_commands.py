@@ -1,0 +1,89 @@
+"""The registry-backed commands: exactly one command per operation, flags from the input models."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+import typer.main
+from ibkr_gateway_cli.app import app
+from ibkr_gateway_cli.commands import field_flags
+from ibkr_gateway_cli.renderers import RENDERERS
+from ibkr_gateway_core.registry import OPERATIONS
+from typer.testing import CliRunner
+
+HAND_WRITTEN = {("simulator", "serve"), ("mcp", "serve")}
+"""Commands that are not registry operations."""
+
+
+def _command_paths() -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+
+    def walk(command: Any, ctx: typer.Context, path: tuple[str, ...]) -> None:
+        if not hasattr(command, "list_commands"):
+            paths.append(path)
+            return
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            walk(sub, typer.Context(sub, info_name=name, parent=ctx), (*path, name))
+
+    root = typer.main.get_command(app)
+    walk(root, typer.Context(root, info_name="ibkr-agent"), ())
+    return paths
+
+
+def test_every_operation_has_exactly_one_command_and_every_command_an_operation() -> None:
+    paths = _command_paths()
+    assert len(paths) == len(set(paths)), "a command is registered twice"
+    operations = {op.cli for op in OPERATIONS.values()}
+    assert set(paths) - HAND_WRITTEN == operations
+    assert HAND_WRITTEN <= set(paths)
+
+
+def test_every_operation_has_a_renderer() -> None:
+    assert set(RENDERERS) == set(OPERATIONS)
+
+
+def test_every_input_field_is_on_the_command_line_or_deliberately_off() -> None:
+    offered = {name: set(field_flags(op)) for name, op in OPERATIONS.items()}
+    assert all(
+        set(OPERATIONS[name].input_model.model_fields) - fields <= {"outside_regular_hours"}
+        for name, fields in offered.items()
+    )
+    assert "outside_regular_hours" not in offered["preview_order"]
+    assert "outside_regular_hours" in offered["historical_bars"]
+
+
+def test_seed_guide_spellings() -> None:
+    root = typer.main.get_command(app)
+    ctx = typer.Context(root, info_name="ibkr-agent")
+
+    def options(*words: str) -> set[str]:
+        command: Any = root
+        for word in words:
+            command = command.get_command(ctx, word)
+        return {opt for param in command.params for opt in param.opts}
+
+    assert {"--account", "--symbol", "--tif", "--enable-preview", "--config", "--json", "--request-id"} <= options(
+        "orders", "preview"
+    )
+    assert "--outside-rth" in options("market", "bars")
+    assert {"--enable-live", "--live-scope", "--open-kill-switch", "--acknowledge-paper-to-live", "--live-broker"} <= (
+        options("orders", "live-submit")
+    )
+    assert "query" in options("contracts", "search")  # the positional QUERY
+    assert {"--checkpoint"} <= options("audit", "verify")
+    assert {"--output"} <= options("audit", "checkpoint")
+
+
+def test_audit_checkpoint_file_round_trips_through_verify(state_env: dict[str, str], tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["health"]).exit_code == 0
+    checkpoint = tmp_path / "head.json"
+    written = runner.invoke(app, ["audit", "checkpoint", "--output", str(checkpoint)])
+    assert written.exit_code == 0, written.stderr
+    assert written.stdout.startswith("checkpoint at sequence ")
+    assert checkpoint.exists()
+    verified = runner.invoke(app, ["audit", "verify", "--checkpoint", str(checkpoint), "--json"])
+    assert verified.exit_code == 0, verified.stderr
+    assert json.loads(verified.stdout)["chain_valid"] is True
