@@ -105,3 +105,19 @@ async def test_a_hostile_broker_question_is_never_confirmed_and_leaves_no_order(
         args = desk.submit_args(await desk.approved(), "prompted")
         assert await desk.code_of("submit_paper_order", args, principal=AGENT) is ErrorCode.ORDER_CONFIRMATION_REFUSED
         assert sim.placements == []
+
+
+async def test_a_paced_placement_frees_its_key_so_the_same_key_simply_succeeds_later(tmp_path: Path) -> None:
+    """A 429 on the placement means the order never reached the broker: the key is released rather than
+    holding the error, so the agent retries with the same key and places exactly one order."""
+    sim = SimulatorState()
+    async with running_desk(tmp_path / "state", sim, Clock(), AGENTS_MAY_TRADE_PAPER) as desk:
+        approval = await desk.approved()
+        await desk.call("list_orders", {"account_id": approval.account_id}, principal=AGENT)
+        sim.fail_next(429, {"error": "Too Many Requests"})
+        args = desk.submit_args(approval, "paced-once")
+        assert await desk.code_of("submit_paper_order", args, principal=AGENT) is ErrorCode.BROKER_RATE_LIMITED
+        placed = await desk.call("submit_paper_order", args, principal=AGENT)
+        assert placed.replayed is False
+        assert desk.orders_with(placed.client_order_id) == 1
+    assert len(sim.placements) == 1

@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Final
 
 import anyio
 
@@ -28,6 +29,17 @@ from .order_requests import OrderCancelInput, OrderSubmitInput
 from .order_store import IdempotencyRecord, LiveOrder, NewRecord
 from .orders import OrderTicket, PlacedOrder
 from .writers import WarningPolicy, client_order_id
+
+NOT_SENT_RETRYABLE: Final = frozenset(
+    {
+        ErrorCode.BROKER_RATE_LIMITED,
+        ErrorCode.BROKER_SESSION_REQUIRED,
+        ErrorCode.BROKER_SESSION_EXPIRED,
+        ErrorCode.BROKER_BACKEND_UNAVAILABLE,
+    }
+)
+"""Writer errors that mean the order surely never reached the broker and a retry may succeed: the key is
+released instead of storing the error (a definite refusal, such as a broker rejection, stays stored)."""
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +216,8 @@ class KeyedWrites:
         error = {"code": str(exc.code), "message": exc.message, "details": _json_safe(exc.details)}
         if exc.code == ErrorCode.BROKER_OUTCOME_UNKNOWN:
             await desk.run(lambda: desk.store.mark_unknown(record.scope_key, error, desk.clock()))
+        elif exc.code in NOT_SENT_RETRYABLE:
+            await desk.run(lambda: desk.store.forget(record.scope_key))  # a retry with the same key just works
         else:
             await desk.run(lambda: desk.store.fail(record.scope_key, error, desk.clock(), release_approval=True))
 

@@ -316,6 +316,17 @@ class OrderStore:
             if release_approval and row is not None and row[0] is not None:
                 _release(db, str(row[0]))
 
+    def forget(self, scope_key: str) -> None:
+        """Drop a pending record and give its approval back: the order surely never left, so the key is free.
+
+        For a broker that was unreachable, pacing or logged out; the same key can simply be tried again.
+        """
+        with self._lock, write_transaction(self._conn()) as db:
+            row = db.execute("SELECT approval_id FROM order_idempotency WHERE scope_key = ?", (scope_key,)).fetchone()
+            db.execute("DELETE FROM order_idempotency WHERE scope_key = ? AND status = 'pending'", (scope_key,))
+            if row is not None and row[0] is not None:
+                _release(db, str(row[0]))
+
     def mark_unknown(self, scope_key: str, error: dict[str, Any], now: datetime) -> None:
         """The broker may have the order: keep the record `unknown` until a cOID lookup settles it."""
         with self._lock, write_transaction(self._conn()) as db:
