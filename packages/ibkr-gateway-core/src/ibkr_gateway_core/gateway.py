@@ -99,10 +99,12 @@ class CallResult(Generic[T]):
     operation: Operation
     value: T
     audit_event_id: str
+    jsonable: Any = None
+    """The value as JSON-compatible data, computed once by `Gateway.call` (None: compute on demand)."""
 
     def to_jsonable(self) -> Any:
         """The value as JSON-compatible data (Decimals as strings)."""
-        return to_jsonable(self.value)
+        return self.jsonable if self.jsonable is not None else to_jsonable(self.value)
 
 
 def to_jsonable(value: object) -> Any:
@@ -256,6 +258,7 @@ class Gateway:
         op: Operation | None = None
         args: OperationInput | None = None
         value: Any = None
+        data: Any = None
         failure: GatewayError | None = None
         try:
             op = self._lookup(name, tool_names_only=tool_names_only)
@@ -274,7 +277,8 @@ class Gateway:
                 value = await self._handlers[op.name](args)
             finally:
                 CURRENT_CALL.reset(token)
-            _refuse_unsafe_output(op, value)
+            data = to_jsonable(value)  # once: for the output guard, the output hash and every surface
+            _refuse_unsafe_output(op, data)
         except GatewayError as exc:
             failure = exc
             failure.message = scrub_text(failure.message)
@@ -282,12 +286,12 @@ class Gateway:
         except Exception as exc:  # a bug must still be audited and shown without a traceback
             logger.exception("operation %s failed unexpectedly", name)
             failure = GatewayError(ErrorCode.INTERNAL_ERROR, f"Internal error ({type(exc).__name__}).")
-        await self._record(event_id, name, op, caller, args, arguments, value, failure, started, request_id)
+        await self._record(event_id, name, op, caller, args, arguments, data, failure, started, request_id)
         if failure is not None:
             failure.audit_event_id = event_id
             raise failure
         assert op is not None
-        return CallResult(operation=op, value=value, audit_event_id=event_id)
+        return CallResult(operation=op, value=value, audit_event_id=event_id, jsonable=data)
 
     def _lookup(self, name: str, *, tool_names_only: bool) -> Operation:
         try:
@@ -323,7 +327,7 @@ class Gateway:
         caller: Principal,
         args: OperationInput | None,
         raw_arguments: object,
-        value: object,
+        output: object,
         failure: GatewayError | None,
         started: float,
         request_id: str | None,
@@ -351,7 +355,7 @@ class Gateway:
             request_id=request_id,
             session_id=self.session_id,
             input_hash=self.audit.hash_payload(_raw_jsonable(raw_arguments)),
-            output_hash=self.audit.hash_payload(to_jsonable(value)) if failure is None else None,
+            output_hash=self.audit.hash_payload(output) if failure is None else None,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
             redactions=redactions,
             metadata=cast(dict[str, Any], metadata),
@@ -421,11 +425,11 @@ class Gateway:
     # ------------------------------------------------------------------ handlers
 
 
-def _refuse_unsafe_output(op: Operation, value: object) -> None:
-    """The last guard before any surface: output that looks like it holds a secret is withheld."""
+def _refuse_unsafe_output(op: Operation, data: object) -> None:
+    """The last guard before any surface: output (as JSON data) that looks like it holds a secret is withheld."""
     if not op.open_world:
         return  # local data (audit rows, health) is redacted when it is written
-    text = json.dumps(to_jsonable(value))
+    text = json.dumps(data)
     reason = secret_reason(text)
     if reason is not None:
         raise GatewayError(
