@@ -183,4 +183,25 @@ def test_usage_errors_get_the_stable_error_shape(state_env: dict[str, str]) -> N
         env={**state_env},
     )
     assert proc.returncode == 2, proc.stderr
-    assert json.loads(proc.stderr)["code"] == "INPUT_INVALID_ARGUMENT"
+    error = json.loads(proc.stderr)
+    assert error["code"] == "INPUT_INVALID_ARGUMENT"
+    assert error["audit_event_id"]
+
+
+def test_a_refused_command_line_is_audited_without_its_values(state_env: dict[str, str]) -> None:
+    """The parser's refusal reaches the audit log under the operation it names, option names only."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ibkr_gateway_cli", "positions", "list", "--account", "DU1234567", "--bogus", "--json"],
+        capture_output=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+        env={**state_env},
+    )
+    event_id = json.loads(proc.stderr)["audit_event_id"]
+    code, out, err = invoke("audit", "tail", "--limit", "1", "--json")
+    assert code == 0, err
+    event = json.loads(out)["events"][0]["event"]
+    assert event["event_id"] == event_id
+    assert (event["operation"], event["error_code"]) == ("list_positions", "INPUT_INVALID_ARGUMENT")
+    assert "DU1234567" not in out

@@ -111,12 +111,10 @@ def main() -> None:
     except typer.Abort:
         raise SystemExit(130) from None
     except typer.TyperException as exc:
-        from ibkr_gateway_core.errors import ErrorCode, GatewayError
-
-        from .runner import fail
+        from .runner import fail, usage_error
 
         format_message = getattr(exc, "format_message", None)
         message = str(format_message()) if callable(format_message) else str(exc)
         if not message:  # a command group called without a command: its help was shown
             raise SystemExit(0) from None
-        fail(GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, message), CliOptions(json="--json" in sys.argv[1:]))
+        fail(usage_error(sys.argv[1:], message), CliOptions(json="--json" in sys.argv[1:]))

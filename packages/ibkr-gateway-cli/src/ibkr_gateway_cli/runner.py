@@ -106,3 +106,47 @@ def run_operation(
         sys.stdout.write(json.dumps(result.to_jsonable(), indent=2) + "\n")
     else:
         sys.stdout.write(render(result).rstrip("\n") + "\n")
+
+
+_VALUE_OPTIONS = frozenset({"--config", "--request-id"})
+"""Global options that take a value, skipped when finding the command words of a bad command line."""
+
+
+def usage_error(argv: list[str], message: str) -> "GatewayError":
+    """A command line the parser refused, as an input error audited under the operation it names.
+
+    The words are looked up in the registry and the Gateway records the refusal like any other bad input
+    (with the option names given, never their values). Without a usable config it is returned unaudited.
+    """
+    from ibkr_gateway_core.errors import ErrorCode, GatewayError
+    from ibkr_gateway_core.gateway import Gateway
+    from ibkr_gateway_core.registry import OPERATIONS
+
+    error = GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, message)
+    words: list[str] = []
+    config: Path | None = None
+    tokens = iter(argv)
+    for token in tokens:
+        if token in _VALUE_OPTIONS:
+            value = next(tokens, None)
+            config = Path(value) if token == "--config" and value else config
+        elif token.startswith("--config="):
+            config = Path(token.removeprefix("--config="))
+        elif not token.startswith("-"):
+            words.append(token)
+    named = [op for op in OPERATIONS.values() if tuple(words[: len(op.cli)]) == op.cli]
+    name = max(named, key=lambda op: len(op.cli)).name if named else " ".join(words[:2]) or "ibkr-agent"
+    options = CliOptions(config=config)
+
+    async def record() -> None:
+        settings = load_config(options)
+        async with Gateway.from_config(settings, principal=operator(settings)) as gateway:
+            # Option names only: values may be account ids or secrets, which never enter the log raw.
+            flags = sorted({token.split("=", 1)[0] for token in argv if token.startswith("-")})
+            await gateway.record_refusal(name, error, arguments={"options": flags})
+
+    try:
+        anyio.run(record)
+    except GatewayError:
+        pass  # no usable config or state: the refusal is still shown, without an audit event
+    return error

@@ -293,6 +293,29 @@ class Gateway:
         assert op is not None
         return CallResult(operation=op, value=value, audit_event_id=event_id, jsonable=data)
 
+    async def record_refusal(
+        self,
+        name: str,
+        error: GatewayError,
+        *,
+        arguments: Mapping[str, object] | None = None,
+        principal: Principal | None = None,
+        request_id: str | None = None,
+    ) -> GatewayError:
+        """Audit a call a surface refused before it could reach `call` (a command line its parser rejected).
+
+        Returns `error` with `audit_event_id` set, so the surface shows the same id the log holds.
+        """
+        try:
+            op: Operation | None = self._lookup(name, tool_names_only=False)
+        except GatewayError:
+            op = None
+        event_id = new_event_id()
+        caller = principal or self.default_principal
+        await self._record(event_id, name, op, caller, None, arguments, None, error, time.perf_counter(), request_id)
+        error.audit_event_id = event_id
+        return error
+
     def _lookup(self, name: str, *, tool_names_only: bool) -> Operation:
         try:
             found = operation(name)
