@@ -17,15 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ibkr_gateway_core.registry import OPERATIONS_BY_TOOL
-from ibkr_gateway_core.requests import NoInput
 from ibkr_gateway_core.scopes import TIERS
-from ibkr_gateway_mcp.capabilities import Capabilities
-from ibkr_gateway_mcp.catalog import CAPABILITIES_SCOPE, CAPABILITIES_TOOL, tool_scopes
-from ibkr_gateway_mcp.schemas import input_schema, output_schema, tool_output_schema
+from ibkr_gateway_mcp.catalog import tool_scopes
+from ibkr_gateway_mcp.schemas import input_schema, output_schema
 from ibkr_gateway_mcp.server import (
-    CAPABILITIES_ANNOTATIONS,
-    CAPABILITIES_DESCRIPTION,
-    CAPABILITIES_TITLE,
     operation_annotations,
 )
 from ibkr_gateway_mcp.untrusted import UntrustedPlan
@@ -154,19 +149,6 @@ def render() -> str:
             f"| [`{tool}`](#{tool}) | `{scope.value}` | {tier} | {json.dumps(read_only)} | {json.dumps(destructive)} |"
         )
     out.append("")
-    out.extend(
-        section(
-            CAPABILITIES_TOOL,
-            CAPABILITIES_TITLE,
-            CAPABILITIES_DESCRIPTION,
-            CAPABILITIES_SCOPE.value,
-            CAPABILITIES_ANNOTATIONS,
-            input_schema(NoInput),
-            f"`{Capabilities.__name__}`",
-            tool_output_schema(Capabilities),
-            None,
-        )
-    )
     for tool, op in OPERATIONS_BY_TOOL.items():
         out.extend(
             section(

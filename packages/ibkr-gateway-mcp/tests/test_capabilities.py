@@ -1,10 +1,10 @@
+from ibkr_gateway_core.capabilities import build_capabilities
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.models import HealthStatus
 from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_core.registry import OPERATIONS, Operation
 from ibkr_gateway_core.requests import NoInput
 from ibkr_gateway_core.scopes import Scope, parse_scopes
-from ibkr_gateway_mcp.capabilities import build_capabilities
 from ibkr_gateway_mcp.catalog import tool_scopes
 
 HEALTH = HealthStatus(version="0.1.0", backend="fake", read_only=True)

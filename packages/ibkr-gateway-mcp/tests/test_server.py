@@ -155,7 +155,7 @@ async def test_every_read_tool_answers_with_structured_content_and_one_audit_eve
     audited = {record.event.event_id: record.event for record in records}
     event = audited[(result.meta or {})[AUDIT_META_KEY]]
     assert event.result_status == "completed"
-    assert event.tool_name == ("ibkr_health" if tool == CAPABILITIES_TOOL else tool)
+    assert event.tool_name == tool  # ibkr_capabilities is audited as itself, not as the health call it reads
     assert event.principal_kind == "local_agent"
     assert event.principal_subject == "stdio"
 

@@ -18,7 +18,7 @@ from .conftest import make_config, structured
 
 pytestmark = pytest.mark.anyio
 
-READ_ONLY_TOOL_COUNT: Final = 1 + sum(op.read_only for op in OPERATIONS.values())
+READ_ONLY_TOOL_COUNT: Final = sum(op.read_only for op in OPERATIONS.values())  # ibkr_capabilities among them
 """ibkr_capabilities plus every read operation of the registry."""
 
 

@@ -3,7 +3,7 @@
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from .render import block, table
+from .render import block, cell, table
 
 Renderer = Callable[[Any], str]
 """The text of one result value (`CallResult.value`)."""
@@ -41,6 +41,16 @@ _ORDER_COLUMNS: Final = [
 _EXECUTION_COLUMNS: Final = ["execution_id", "symbol", "side", "quantity", "price", "commission", "executed_at"]
 _LIFECYCLE_COLUMNS: Final = ["mode", "action", "broker_order_id", "client_order_id", "status", "writer", "replayed"]
 _APPROVAL_COLUMNS: Final = ["approval_id", "preview_id", "account_id", "status", "approved_by", "expires_at"]
+
+
+def _capabilities(value: Any) -> str:
+    lines = [
+        f"caller: {value.principal_kind} {value.principal_subject}, backend {value.backend}",
+        f"may preview: {cell(value.order_preview_allowed)}, paper: {cell(value.paper_submit_allowed)}, "
+        f"live: {cell(value.live_submit_allowed)}; kill switch {value.kill_switch}",
+        f"tools: {', '.join(value.tools)}",
+    ]
+    return "\n".join([*lines, *(f"note: {note}" for note in value.notes)])
 
 
 def _health(value: Any) -> str:
@@ -114,6 +124,7 @@ def _rows(columns: list[str], empty: str = "(none)") -> Renderer:
 
 
 RENDERERS: Final[Mapping[str, Renderer]] = {
+    "capabilities": _capabilities,
     "health": _health,
     "backend_status": block,
     "session_requirements": _session_requirements,

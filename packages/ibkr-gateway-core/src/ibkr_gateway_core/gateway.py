@@ -149,7 +149,12 @@ class Gateway:
         )
         """The caller assumed when a call names none."""
         self._reads = ReadDesk(
-            config, audit, backend=lambda: self.backend, default_principal=self.default_principal, clock=clock
+            config,
+            audit,
+            backend=lambda: self.backend,
+            default_principal=self.default_principal,
+            clock=clock,
+            kill_switch=self.kill_switch_position,
         )
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = self._reads.handlers()
         self._desk: OrderDesk | None = None
@@ -214,7 +219,7 @@ class Gateway:
     async def kill_switch_position(self) -> str:
         """`open` or `closed`, read from the state database without a broker call or an audit event.
 
-        For planning aids such as the MCP capabilities tool; the live gates read it themselves.
+        For planning aids such as the `capabilities` operation; the live gates read it themselves.
         """
         desk = self._order_desk()
         try:

@@ -13,6 +13,7 @@ from typing import Any, Final
 from .audit import AuditExport, AuditLog, VerifyReport, load_checkpoint_key
 from .backend import Backend
 from .call_context import CURRENT_CALL
+from .capabilities import Capabilities, build_capabilities
 from .checkpoint import Checkpoint
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
@@ -32,7 +33,7 @@ from .models import (
     SessionRequirements,
 )
 from .principal import Principal
-from .registry import AuditTail
+from .registry import OPERATIONS, AuditTail
 from .requests import (
     AccountInput,
     AuditExportInput,
@@ -79,12 +80,14 @@ class ReadDesk:
         backend: Callable[[], Backend],
         default_principal: Principal,
         clock: Callable[[], datetime],
+        kill_switch: Callable[[], Awaitable[str]],
     ) -> None:
         self.config = config
         self.audit = audit
         self._backend = backend
         self._default_principal = default_principal
         self._clock = clock
+        self._kill_switch = kill_switch
         self._accounts: list[BrokerAccount] | None = None
         self.verify_progress: Callable[[int, int], None] | None = None
         """Called with (rows checked, rows expected) while `audit_verify` runs; the CLI shows it on a terminal."""
@@ -92,6 +95,7 @@ class ReadDesk:
     def handlers(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
         """Operation name → handler, for `Gateway.call`."""
         return {
+            "capabilities": self._capabilities,
             "health": self._health,
             "backend_status": self._backend_status,
             "session_requirements": self._session_requirements,
@@ -117,6 +121,15 @@ class ReadDesk:
         if self._accounts is None:
             self._accounts = await self._backend().list_accounts()
         return self._accounts
+
+    async def _capabilities(self, args: NoInput) -> Capabilities:
+        return build_capabilities(
+            principal=_caller(self._default_principal),
+            config=self.config,
+            health=await self._health(args),
+            tool_scopes={op.tool: op.scope for op in OPERATIONS.values()},
+            kill_switch=await self._kill_switch(),
+        )
 
     async def _health(self, _: NoInput) -> HealthStatus:
         return HealthStatus(

@@ -14,6 +14,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict
 
 from .audit import AuditExport, AuditRecord, VerifyReport
+from .capabilities import Capabilities
 from .checkpoint import Checkpoint
 from .models import (
     AccountSummary,
@@ -88,6 +89,21 @@ class Operation:
 
 
 _READS: Final = (
+    Operation(
+        name="capabilities",
+        tool="ibkr_capabilities",
+        cli=("capabilities",),
+        scope=Scope.HEALTH_READ,
+        title="Capabilities",
+        description=(
+            "What this caller may do right now: granted scopes, callable and withheld tools, the backend "
+            "(simulator or real broker), whether any write is possible, live-trading and kill-switch state. "
+            "Call it first to plan without trial and error."
+        ),
+        input_model=NoInput,
+        output_model=Capabilities,
+        open_world=False,
+    ),
     Operation(
         name="health",
         tool="ibkr_health",

@@ -9,14 +9,12 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .capabilities import Capabilities
     from .catalog import CAPABILITIES_TOOL, visible_tools
     from .server import INSTRUCTIONS, GatewayMCPServer, build_server, error_result
     from .stdio import describe, run_stdio, stdio_principal
 
 __all__ = [
     "CAPABILITIES_TOOL",
-    "Capabilities",
     "GatewayMCPServer",
     "INSTRUCTIONS",
     "build_server",
@@ -30,7 +28,6 @@ __all__ = [
 _HOMES = {
     "CAPABILITIES_TOOL": "catalog",
     "INSTRUCTIONS": "server",
-    "Capabilities": "capabilities",
     "GatewayMCPServer": "server",
     "build_server": "server",
     "describe": "stdio",

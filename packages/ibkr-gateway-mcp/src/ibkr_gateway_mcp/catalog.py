@@ -1,6 +1,6 @@
 """The tool catalogue: every MCP tool name with its scope, without loading the MCP SDK.
 
-Tools are the operation registry's entries plus the MCP-only `ibkr_capabilities`. `tools/list` and
+Tools are the operation registry's entries, `ibkr_capabilities` among them. `tools/list` and
 `mcp serve --describe` both filter this catalogue by the caller's scopes, so they cannot disagree.
 """
 
@@ -16,10 +16,7 @@ SERVER_NAME: Final = "ibkr-agent-gateway"
 """Name the server reports in `initialize` and `server/discover`."""
 
 CAPABILITIES_TOOL: Final = "ibkr_capabilities"
-"""The MCP-only tool that tells a caller what it may do right now."""
-
-CAPABILITIES_SCOPE: Final = Scope.HEALTH_READ
-"""Scope of `ibkr_capabilities`: the same as `ibkr_health`, whose audited call it makes."""
+"""The tool that tells a caller what it may do right now (the registry's `capabilities` operation)."""
 
 META_PREFIX: Final = "ibkr-agent-gateway/"
 """Prefix of every `_meta` key this server writes (MCP reserves unprefixed and `mcp`-prefixed keys)."""
@@ -27,9 +24,7 @@ META_PREFIX: Final = "ibkr-agent-gateway/"
 
 def tool_scopes() -> Mapping[str, Scope]:
     """Every tool this server can expose, in listing order, with the scope it needs."""
-    scopes: dict[str, Scope] = {CAPABILITIES_TOOL: CAPABILITIES_SCOPE}
-    scopes.update({tool: op.scope for tool, op in OPERATIONS_BY_TOOL.items()})
-    return scopes
+    return {tool: op.scope for tool, op in OPERATIONS_BY_TOOL.items()}
 
 
 def visible_tools(scopes: Iterable[Scope]) -> list[str]:

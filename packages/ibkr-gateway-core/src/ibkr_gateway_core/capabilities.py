@@ -8,13 +8,17 @@ clients keep working.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from ibkr_gateway_core.config import GatewayConfig
-from ibkr_gateway_core.models import HealthStatus
-from ibkr_gateway_core.principal import Principal
-from ibkr_gateway_core.registry import OPERATIONS_BY_TOOL, Operation
-from ibkr_gateway_core.scopes import Scope
 from pydantic import BaseModel, ConfigDict, Field
+
+from .config import GatewayConfig
+from .models import HealthStatus
+from .principal import Principal
+from .scopes import Scope
+
+if TYPE_CHECKING:
+    from .registry import Operation
 
 
 class Capabilities(BaseModel):
@@ -41,9 +45,9 @@ class Capabilities(BaseModel):
     write_tools: list[str]
     """Granted tools that change state (previews, approvals, submits, cancels)."""
     order_preview_allowed: bool
-    """The caller holds the preview scope and the config enables previews (`orders.preview_enabled`)."""
+    """The caller holds the preview scope and previews are on (the CLI flag, or `orders.preview_enabled`)."""
     paper_submit_allowed: bool
-    """The caller holds the paper-submit scope and the config enables paper orders (`orders.paper_enabled`)."""
+    """The caller holds the paper-submit scope and paper orders are enabled (the flag, or `orders.paper_enabled`)."""
     live_submit_allowed: bool
     """The caller holds the live-submit scope, the config enables live trading and the kill switch is open."""
     live_trading_enabled: bool
@@ -61,9 +65,13 @@ def build_capabilities(
     health: HealthStatus,
     tool_scopes: Mapping[str, Scope],
     kill_switch: str = "unknown",
-    operations: Mapping[str, Operation] = OPERATIONS_BY_TOOL,
+    operations: Mapping[str, Operation] | None = None,
 ) -> Capabilities:
     """The capabilities of `principal` given the config, the gateway's health and the tool catalogue."""
+    if operations is None:
+        from .registry import OPERATIONS_BY_TOOL  # the registry's output model lives here
+
+        operations = OPERATIONS_BY_TOOL
     granted = [tool for tool, scope in tool_scopes.items() if principal.has(scope)]
     withheld = {tool: scope.value for tool, scope in tool_scopes.items() if not principal.has(scope)}
     writes = [tool for tool in granted if tool in operations and not operations[tool].read_only]
@@ -72,9 +80,18 @@ def build_capabilities(
         return principal.has(scope) and any(op.scope is scope for op in operations.values())
 
     live_enabled = config.safety.live_trading_enabled and config.live_trading.enabled
+    operator = principal.kind == "local_operator"
+    # The operator enables each write per call with a CLI flag; agents get the config's switches instead.
+    preview_on = operator or config.orders.preview_enabled
+    paper_on = operator or config.orders.paper_enabled
+    # With the simulator, `--enable-live` and `--open-kill-switch` suffice for the operator.
+    live_on = live_enabled or (operator and config.is_fake)
+    switch_open = kill_switch == "open" or (operator and config.is_fake)
     notes: list[str] = []
     if config.is_fake:
         notes.append("The broker is the embedded simulator: accounts, prices and orders are fictitious.")
+    if operator:
+        notes.append("The CLI operator enables each write per call: --enable-preview, --enable-paper, --enable-live.")
     if not writes:
         if any(not op.read_only for op in operations.values()):
             notes.append(
@@ -83,13 +100,13 @@ def build_capabilities(
             )
         else:
             notes.append("This gateway version offers read operations only.")
-    if principal.has(Scope.ORDERS_PREVIEW) and not config.orders.preview_enabled:
+    if principal.has(Scope.ORDERS_PREVIEW) and not preview_on:
         notes.append("Order previews are switched off for agents in the configuration (orders.preview_enabled).")
-    if principal.has(Scope.ORDERS_PAPER_SUBMIT) and not config.orders.paper_enabled:
+    if principal.has(Scope.ORDERS_PAPER_SUBMIT) and not paper_on:
         notes.append("Paper orders are switched off for agents in the configuration (orders.paper_enabled).")
-    if principal.has(Scope.ORDERS_LIVE_SUBMIT) and not live_enabled:
+    if principal.has(Scope.ORDERS_LIVE_SUBMIT) and not live_on:
         notes.append("Live trading is switched off in the configuration (safety.live_trading_enabled).")
-    if principal.has(Scope.ORDERS_LIVE_SUBMIT) and kill_switch != "open":
+    if principal.has(Scope.ORDERS_LIVE_SUBMIT) and not switch_open:
         notes.append(f"The live kill switch is {kill_switch}: live submits are refused until the operator opens it.")
     return Capabilities(
         principal_kind=principal.kind,
@@ -102,9 +119,9 @@ def build_capabilities(
         gateway_version=health.version,
         read_only=not writes,
         write_tools=writes,
-        order_preview_allowed=allowed(Scope.ORDERS_PREVIEW) and config.orders.preview_enabled,
-        paper_submit_allowed=allowed(Scope.ORDERS_PAPER_SUBMIT) and config.orders.paper_enabled,
-        live_submit_allowed=allowed(Scope.ORDERS_LIVE_SUBMIT) and live_enabled and kill_switch == "open",
+        order_preview_allowed=allowed(Scope.ORDERS_PREVIEW) and preview_on,
+        paper_submit_allowed=allowed(Scope.ORDERS_PAPER_SUBMIT) and paper_on,
+        live_submit_allowed=allowed(Scope.ORDERS_LIVE_SUBMIT) and live_on and switch_open,
         live_trading_enabled=live_enabled,
         kill_switch=kill_switch,
         notes=notes,
