@@ -134,3 +134,20 @@ def test_live_submit_is_not_allowed_while_the_kill_switch_is_closed() -> None:
         kill_switch="open",
     )
     assert opened.live_submit_allowed is True
+
+
+def test_the_cli_operator_enables_writes_with_its_flags_not_the_agent_switches() -> None:
+    """For the operator the per-call flags are the switches, so writes are possible without orders.*_enabled."""
+    operator = Principal(kind="local_operator", subject="local-operator", scopes=parse_scopes(["with_live"]))
+    caps = build_capabilities(
+        principal=operator,
+        config=GatewayConfig.fake_local(),
+        health=HEALTH,
+        tool_scopes=WITH_WRITES_SCOPES,
+        operations=WITH_WRITES,
+        kill_switch="closed",
+    )
+    assert (caps.order_preview_allowed, caps.paper_submit_allowed) == (True, True)
+    assert caps.live_submit_allowed is True  # the simulator: --enable-live and --open-kill-switch suffice
+    assert any("--enable-preview" in note for note in caps.notes)
+    assert not any("orders.preview_enabled" in note for note in caps.notes)
