@@ -205,3 +205,11 @@ def test_a_refused_command_line_is_audited_without_its_values(state_env: dict[st
     assert event["event_id"] == event_id
     assert (event["operation"], event["error_code"]) == ("list_positions", "INPUT_INVALID_ARGUMENT")
     assert "DU1234567" not in out
+
+
+def test_market_bars_with_only_a_contract_id_uses_normalised_defaults(state_env: dict[str, str]) -> None:
+    """The defaults ('1 D', '1 hour') go through the same normalisation as given values."""
+    code, out, err = invoke("market", "bars", "--contract-id", "265598", "--json")
+    assert code == 0, err
+    bars = json.loads(out)
+    assert (bars["duration"], bars["bar_size"]) == ("1d", "1h")

@@ -72,3 +72,37 @@ def test_live_submit_without_enable_live_is_refused(state_env: dict[str, str]) -
     assert refused(*args, "--enable-live", "--live-scope", "--acknowledge-paper-to-live") == "LIVE_KILL_SWITCH_CLOSED"
     placed = ok(*args, "--enable-live", "--live-scope", "--acknowledge-paper-to-live", "--open-kill-switch")
     assert placed["writer"] == "local-candidate"
+
+
+def test_live_cancel_through_local_candidate_withdraws_only_its_own_candidates(state_env: dict[str, str]) -> None:
+    """A local candidate is withdrawn as `LocalCandidate`; an order it never submitted is unknown, not cancelled."""
+    live = ["--enable-live", "--live-scope", "--acknowledge-paper-to-live", "--open-kill-switch"]
+    cancel = ["orders", "live-cancel", "--account", ACCOUNT, *live, "--live-broker", "local-candidate"]
+    never = [*cancel, "--broker-order-id", "999999", "--idempotency-key", "c0"]
+    result = runner.invoke(app, [*never, "--json"])
+    assert result.exit_code == 2, result.output + result.stderr
+    assert json.loads(result.stderr)["code"] == "INPUT_UNKNOWN_ORDER"
+    forged = [*cancel, "--broker-order-id", "local-candidate-iag-000000000000000000000000", "--idempotency-key", "c1"]
+    assert json.loads(runner.invoke(app, [*forged, "--json"]).stderr)["code"] == "INPUT_UNKNOWN_ORDER"
+    preview = ok(*PREVIEW, "--enable-preview")
+    approval = ok("approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"])
+    placed = ok("orders", "live-submit", "--account", ACCOUNT, "--approval-id", approval["approval_id"],
+                "--idempotency-key", "l1", *live)  # fmt: skip
+    assert placed["broker_status"] == "LocalCandidate"
+    withdrawn = ok(*cancel, "--broker-order-id", placed["broker_order_id"], "--idempotency-key", "c2")
+    assert (withdrawn["status"], withdrawn["broker_status"], withdrawn["writer"]) == (
+        "cancelled",
+        "LocalCandidate",
+        "local-candidate",
+    )
+
+
+def test_an_order_currency_the_contract_does_not_trade_in_is_a_validation_refusal(state_env: dict[str, str]) -> None:
+    """AAPL trades in USD: `--currency EUR` is a wrong order field (ORDER_VALIDATION_FAILED), not unknown."""
+    eur = [*PREVIEW[:-1], "EUR", "--enable-preview"]
+    result = runner.invoke(app, [*eur, "--json"])
+    assert result.exit_code == 1, result.output + result.stderr
+    error = json.loads(result.stderr)
+    assert error["code"] == "ORDER_VALIDATION_FAILED" and "USD" in error["message"] and "EUR" in error["message"]
+    unknown = runner.invoke(app, [*PREVIEW[:5], "ZZZZ", *PREVIEW[6:-1], "EUR", "--enable-preview", "--json"])
+    assert json.loads(unknown.stderr)["code"] == "INPUT_UNKNOWN_CONTRACT"

@@ -31,8 +31,8 @@ BROKER_TEXT_LIMIT: Final = 500
 def broker_status(text: str | None, *, accepted: bool) -> OrderStatus:
     """The order status a broker's cancel answer stands for."""
     word = (text or "").replace(" ", "").replace("_", "").lower()
-    if word in ("cancelled", "canceled", "apicancelled"):
-        return "cancelled"
+    if word in ("cancelled", "canceled", "apicancelled", "localcandidate"):
+        return "cancelled"  # a local candidate was never sent: withdrawing it cancels it
     if word == "pendingcancel":
         return "pending_cancel"
     if word == "filled":

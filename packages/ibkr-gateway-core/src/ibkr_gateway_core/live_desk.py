@@ -23,6 +23,7 @@ from .order_store import LiveOrder
 from .orders import OrderTicket
 from .requests import AccountInput, NoInput
 from .risk import FAKE_LIVE_POLICY, LiveUsage, RiskPolicy
+from .writers import LIVE_CANDIDATE_PREFIX
 
 LIVE_WRITERS = ("local-candidate", "client-portal", "refusing")
 """The writers a live order may go through."""
@@ -62,6 +63,8 @@ class LiveDesk:
             (o for o in await desk.run(desk.store.live_orders) if o.broker_order_id == args.broker_order_id), None
         )
         writer_name = tracked.writer if tracked is not None else self._writer_name(ctx)
+        if writer_name == "local-candidate":
+            await self._check_local_candidate(args)
         await self._writes.ensure_recovered()
         return await self._writes.cancel(ctx, args, mode="live", writer_name=writer_name)
 
@@ -155,6 +158,22 @@ class LiveDesk:
         )
 
     # ------------------------------------------------------------------ helpers
+
+    async def _check_local_candidate(self, args: OrderCancelInput) -> None:
+        """Refuse to "cancel" through the local-candidate writer anything it did not submit itself."""
+        desk = self._desk
+        order_id = args.broker_order_id
+        coid = order_id.removeprefix(LIVE_CANDIDATE_PREFIX)
+        known = coid != order_id and await desk.run(
+            lambda: desk.store.has_live_submit(args.account_id, coid, "local-candidate")
+        )
+        if not known:
+            raise GatewayError(
+                ErrorCode.INPUT_UNKNOWN_ORDER,
+                f"{order_id!r} is not a local candidate of this account. The local-candidate writer sends "
+                "nothing to a broker, so it can only withdraw the candidates it submitted "
+                "(`local-candidate-<cOID>`); a broker order needs `--live-broker client-portal`.",
+            )
 
     def _policy(self) -> RiskPolicy | None:
         config = self._desk.config

@@ -350,6 +350,20 @@ class OrderStore:
             )
         return [_record(row) for row in rows]
 
+    def has_live_submit(self, account_id: str, client_order_id: str, writer: str) -> bool:
+        """True when a completed live submit of this account went through `writer` with this cOID."""
+        with self._lock:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT 1 FROM order_idempotency WHERE flow = 'live_submit' AND status = 'completed' "
+                    "AND account_id = ? AND client_order_id = ? AND writer = ? LIMIT 1",
+                    (account_id, client_order_id, writer),
+                )
+                .fetchone()
+            )
+        return row is not None
+
     def unknown_submit(self, account_id: str, *, other_than: str) -> str | None:
         """The cOID of the oldest submit of an account whose outcome is `unknown`, other than key `other_than`."""
         with self._lock:

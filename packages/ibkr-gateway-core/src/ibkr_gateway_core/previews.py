@@ -113,4 +113,17 @@ class Previews:
         if args.contract_id is not None:
             return await self._desk.backend().contract(args.contract_id)
         assert args.symbol is not None
-        return await self._resolve(ContractQueryInput(query=args.symbol, currency=args.currency))
+        try:
+            return await self._resolve(ContractQueryInput(query=args.symbol, currency=args.currency))
+        except GatewayError as exc:
+            if exc.code is not ErrorCode.INPUT_UNKNOWN_CONTRACT:
+                raise
+            # The symbol may trade in another currency only: that is a wrong order field, and the
+            # currency check of `preview` refuses it with ORDER_VALIDATION_FAILED naming both currencies.
+            try:
+                other = await self._resolve(ContractQueryInput(query=args.symbol))
+            except GatewayError:
+                raise exc from None
+            if other.currency is None or other.currency == args.currency:
+                raise
+            return other

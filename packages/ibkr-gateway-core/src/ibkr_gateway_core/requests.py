@@ -119,13 +119,16 @@ def normalise_bar(value: str) -> str:
 
 
 class BarsInput(ContractInput):
-    """Historical bars of one contract."""
+    """Historical bars of one contract.
+
+    The defaults go through the same normalisation as given values (`'1 hour'` becomes `1h`).
+    """
 
     duration: Annotated[str, AfterValidator(normalise_period)] = Field(
-        default="1 D", description="How far back, e.g. '1 D', '2 W', '6 M', '1 Y'."
+        default="1 D", validate_default=True, description="How far back, e.g. '1 D', '2 W', '6 M', '1 Y'."
     )
     bar_size: Annotated[str, AfterValidator(normalise_bar)] = Field(
-        default="1 hour", description="Bar size, e.g. '5 mins', '1 hour', '1 day'."
+        default="1 hour", validate_default=True, description="Bar size, e.g. '5 mins', '1 hour', '1 day'."
     )
     outside_regular_hours: bool = Field(default=False, description="Include bars outside regular trading hours.")
 

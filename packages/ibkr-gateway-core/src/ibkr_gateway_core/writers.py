@@ -43,6 +43,10 @@ class WarningPolicy:
         return bool(question.message_ids) and all(self.actions.get(mid) == "allow" for mid in question.message_ids)
 
 
+LIVE_CANDIDATE_PREFIX: Final = "local-candidate-"
+"""The order id of a local candidate is this prefix + its cOID."""
+
+
 class LocalCandidateWriter:
     """Sends nothing: the order id is `local-candidate-` + the cOID, the status `submitted`."""
 
@@ -53,7 +57,7 @@ class LocalCandidateWriter:
     ) -> PlacedOrder:
         """A deterministic candidate id; no broker call."""
         return PlacedOrder(
-            broker_order_id=f"local-candidate-{client_order_id}",
+            broker_order_id=f"{LIVE_CANDIDATE_PREFIX}{client_order_id}",
             client_order_id=client_order_id,
             broker_status="LocalCandidate",
             status="submitted",
@@ -64,8 +68,11 @@ class LocalCandidateWriter:
         return None
 
     async def cancel(self, account_id: str, broker_order_id: str) -> CancelAck:
-        """Accepted locally; no broker call."""
-        return CancelAck(broker_order_id=broker_order_id, accepted=True, broker_status="Cancelled")
+        """The candidate is withdrawn locally (status `LocalCandidate`, as its submit); no broker call.
+
+        The live desk checks first that this writer submitted the candidate (`LIVE_CANDIDATE_PREFIX`).
+        """
+        return CancelAck(broker_order_id=broker_order_id, accepted=True, broker_status="LocalCandidate")
 
 
 class RefusingWriter:
