@@ -26,7 +26,10 @@ REMOTE = Principal(kind="remote", subject="reviewer", issuer="https://as.example
 PREVIEW = frozenset({Switch.ENABLE_PREVIEW})
 PAPER = frozenset({Switch.ENABLE_PAPER})
 AUDIT_KEY = b"k" * 32
-AGENTS_MAY_TRADE_PAPER: dict[str, Any] = {"orders": {"preview_enabled": True, "paper_enabled": True}}
+AGENTS_MAY_TRADE_PAPER: dict[str, Any] = {
+    "orders": {"preview_enabled": True, "paper_enabled": True},
+    "auth": {"approvers": [{"issuer": "https://as.example", "subject": "reviewer"}]},  # REMOTE is a person
+}
 ORDER: dict[str, Any] = {"account_id": ACCOUNT, "symbol": "AAPL", "side": "buy", "quantity": "1", "limit_price": "100"}
 
 
@@ -79,8 +82,8 @@ class Desk:
         args: dict[str, Any] = {"account_id": preview.account_id, "preview_id": preview.preview_id, **extra}
         return await self.call("create_approval", args, principal=principal)
 
-    async def approved(self, by: Principal = OPERATOR, **changes: object) -> ApprovalRecord:
-        return await self.approve(await self.preview(OPERATOR, **changes), by)
+    async def approved(self, by: Principal = OPERATOR, *, mode: str = "paper", **changes: object) -> ApprovalRecord:
+        return await self.approve(await self.preview(OPERATOR, **changes), by, mode=mode)
 
     def submit_args(self, approval: ApprovalRecord, key: str) -> dict[str, Any]:
         return {"account_id": approval.account_id, "approval_id": approval.approval_id, "idempotency_key": key}

@@ -26,7 +26,7 @@ from ibkr_gateway_cpapi.simulator import QuestionRule, SimulatorState
 
 OPERATOR = Principal(kind="local_operator", subject="op", scopes=WITH_LIVE)
 AGENT = Principal(kind="local_agent", subject="stdio", scopes=WITH_LIVE)
-OTHER_AGENT = Principal(kind="remote", subject="reviewer", scopes=WITH_LIVE)
+OTHER_AGENT = Principal(kind="remote", subject="reviewer", issuer="https://as.example", scopes=WITH_LIVE)
 ACCOUNT = "DU1234567"
 PREVIEW = frozenset({Switch.ENABLE_PREVIEW})
 PAPER = frozenset({Switch.ENABLE_PAPER})
@@ -84,8 +84,8 @@ class Desk:
         args: dict[str, Any] = {"account_id": preview.account_id, "preview_id": preview.preview_id, **changes}
         return await self.call("create_approval", args, principal=principal)
 
-    async def approved(self, **changes: str) -> ApprovalRecord:
-        return await self.approve(await self.preview(OPERATOR, **changes))
+    async def approved(self, *, mode: str = "paper", **changes: str) -> ApprovalRecord:
+        return await self.approve(await self.preview(OPERATOR, **changes), mode=mode)
 
     async def submit(self, approval: ApprovalRecord, key: str, *, live: bool = False, **kw: Any) -> OrderLifecycle:
         args = {"account_id": approval.account_id, "approval_id": approval.approval_id, "idempotency_key": key}
@@ -163,7 +163,7 @@ async def test_replay_returns_the_stored_result_without_a_second_order(desk: Des
 
 async def test_live_submit_with_every_flag_uses_the_local_candidate_writer(desk: Desk) -> None:
     """The default live writer sends nothing and returns a deterministic `local-candidate-` id."""
-    approval = await desk.approved()
+    approval = await desk.approved(mode="live")
     before = len(desk.sim.book.orders)
     placed = await desk.submit(approval, "live-submit-001", live=True)
     assert placed.broker_order_id == f"local-candidate-{placed.client_order_id}"
@@ -176,7 +176,7 @@ async def test_live_submit_with_every_flag_uses_the_local_candidate_writer(desk:
 
 async def test_live_submit_through_client_portal_is_tracked_and_reconciled(desk: Desk) -> None:
     """A live order sent to the simulator enters the backlog; a fill is seen, audited and leaves it."""
-    approval = await desk.approved()
+    approval = await desk.approved(mode="live")
     switches = (LIVE - {"live_broker:local-candidate"}) | {"live_broker:client-portal"}
     placed = await desk.submit(approval, "live-cp-001", live=True, switches=switches)
     assert placed.writer == "client-portal"
@@ -284,7 +284,7 @@ async def test_submit_refuses_consumed_revoked_expired_and_mismatched_approvals(
 
 
 async def test_an_agent_cannot_approve_its_own_preview(tmp_path: Path, sim: SimulatorState) -> None:
-    """An MCP caller never approves what it previewed; another principal or the operator may."""
+    """An MCP caller never approves (not even another agent's preview); a listed remote approver may."""
     async for desk in _desk(tmp_path, sim, {"orders": {"preview_enabled": True}}):
         preview = await desk.call(
             "preview_order",
@@ -292,7 +292,16 @@ async def test_an_agent_cannot_approve_its_own_preview(tmp_path: Path, sim: Simu
             principal=AGENT,
         )
         args = {"account_id": ACCOUNT, "preview_id": preview.preview_id}
-        await desk.refused(ErrorCode.APPROVAL_SELF_FORBIDDEN, "create_approval", args, principal=AGENT)
+        await desk.refused(ErrorCode.APPROVAL_APPROVER_REQUIRED, "create_approval", args, principal=AGENT)
+        await desk.refused(ErrorCode.APPROVAL_APPROVER_REQUIRED, "create_approval", args, principal=OTHER_AGENT)
+    approvers = {"auth": {"approvers": [{"issuer": OTHER_AGENT.issuer, "subject": OTHER_AGENT.subject}]}}
+    async for desk in _desk(tmp_path, sim, {"orders": {"preview_enabled": True}, **approvers}):
+        preview = await desk.call(
+            "preview_order",
+            {"account_id": ACCOUNT, "symbol": "AAPL", "side": "buy", "quantity": "1", "limit_price": "100"},
+            principal=AGENT,
+        )
+        args = {"account_id": ACCOUNT, "preview_id": preview.preview_id}
         assert (await desk.call("create_approval", args, principal=OTHER_AGENT)).approved_by == "reviewer"
 
 
@@ -350,7 +359,7 @@ LIVE_FLAG_CASES = [
 @pytest.mark.parametrize(("missing", "code"), LIVE_FLAG_CASES)
 async def test_each_missing_live_flag_is_refused(desk: Desk, missing: str, code: ErrorCode) -> None:
     """Every live flag is its own gate with its own code; nothing reaches a writer."""
-    approval = await desk.approved()
+    approval = await desk.approved(mode="live")
     submit = {"account_id": ACCOUNT, "approval_id": approval.approval_id, "idempotency_key": "l"}
     await desk.refused(code, "submit_live_order", submit, switches=LIVE - {missing})
 
@@ -379,8 +388,8 @@ async def test_each_live_limit_from_yaml_is_enforced(
             ErrorCode.LIVE_DAILY_ORDER_LIMIT_REFUSED,
             ErrorCode.LIVE_DAILY_NOTIONAL_LIMIT_REFUSED,
         ):
-            await desk.submit(await desk.approved(), "first", live=True)
-        approval = await desk.approved(**order)
+            await desk.submit(await desk.approved(mode="live"), "first", live=True)
+        approval = await desk.approved(mode="live", **order)
         submit = {"account_id": ACCOUNT, "approval_id": approval.approval_id, "idempotency_key": "second"}
         await desk.refused(code, "submit_live_order", submit, switches=LIVE)
 
@@ -400,11 +409,11 @@ async def test_kill_switch_is_persisted_operator_opened_and_closable_by_agents(d
 async def test_closing_the_kill_switch_cancels_working_live_orders(desk: Desk) -> None:
     """With `cancel_working_orders_on_close` (default), close cancels the tracked working live orders."""
     switches = (LIVE - {"live_broker:local-candidate"}) | {"live_broker:client-portal"}
-    placed = await desk.submit(await desk.approved(), "kc", live=True, switches=switches)
+    placed = await desk.submit(await desk.approved(mode="live"), "kc", live=True, switches=switches)
     closed = await desk.call("close_kill_switch", {"reason": "stop"})
     assert closed.cancelled_orders == [placed.broker_order_id]
     assert desk.sim.book.orders[int(placed.broker_order_id)].status == "Cancelled"
-    approval = await desk.approved()
+    approval = await desk.approved(mode="live")
     submit = {"account_id": ACCOUNT, "approval_id": approval.approval_id, "idempotency_key": "after-close"}
     # the operator flag cannot reopen a switch closed on purpose with a real broker; the simulator reopens it
     assert (await desk.call("submit_live_order", submit, switches=LIVE)).status == "submitted"
@@ -567,7 +576,10 @@ def test_seed_guide_flow_word_for_word(seeded: dict[str, str]) -> None:
             ],
             env,
         )
-        approval = _ok(["approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"]], env)
+        # the guide's live-submit is word for word; its approval names the mode (DU1234567 is a paper account)
+        approval = _ok(
+            ["approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"], "--mode", "live"], env
+        )
         live = _ok(
             [
                 "orders",

@@ -114,11 +114,11 @@ async def test_approval_ids_are_unguessable_and_a_guess_places_nothing(desk: Des
 
 
 async def test_an_agent_cannot_self_approve_through_a_second_session_of_the_same_identity(desk: Desk) -> None:
-    """A second stdio process or a fresh token of the same subject is the same approver (plan R21, C)."""
+    """A second stdio process is never an approver; a fresh token of the same subject is the same person."""
     preview = await desk.preview(AGENT)
     second_stdio = Principal(kind="local_agent", subject="stdio", client_id="another-window", scopes=WITH_LIVE)
     args = {"account_id": ACCOUNT, "preview_id": preview.preview_id}
-    assert await desk.code_of("create_approval", args, principal=second_stdio) is ErrorCode.APPROVAL_SELF_FORBIDDEN
+    assert await desk.code_of("create_approval", args, principal=second_stdio) is ErrorCode.APPROVAL_APPROVER_REQUIRED
 
     remote_preview = await desk.preview(REMOTE)
     fresh_token = REMOTE.model_copy(update={"token_id_hash": "another-token", "client_id": "another-client"})
@@ -181,10 +181,10 @@ async def test_a_closed_kill_switch_refuses_an_agents_live_submit_but_not_cancel
     async with running_desk(tmp_path / "state", sim, Clock(), LIVE_FOR_AGENTS) as desk:
         await desk.call("open_kill_switch", {"reason": "session start"})
         working = await desk.call(
-            "submit_live_order", desk.submit_args(await desk.approved(), "before"), principal=AGENT
+            "submit_live_order", desk.submit_args(await desk.approved(mode="live"), "before"), principal=AGENT
         )
         await desk.call("close_kill_switch", {"reason": "agent saw trouble"}, principal=AGENT)
-        args = desk.submit_args(await desk.approved(), "after")
+        args = desk.submit_args(await desk.approved(mode="live"), "after")
         assert await desk.code_of("submit_live_order", args, principal=AGENT) is ErrorCode.LIVE_KILL_SWITCH_CLOSED
         assert await desk.code_of("open_kill_switch", {"reason": "x"}, principal=AGENT) is (
             ErrorCode.KILL_SWITCH_OPERATOR_ONLY

@@ -63,7 +63,8 @@ def test_kill_switch_commands_and_limits(state_env: dict[str, str]) -> None:
 def test_live_submit_without_enable_live_is_refused(state_env: dict[str, str]) -> None:
     """Each live flag is a gate; the first missing one names itself."""
     preview = ok(*PREVIEW, "--enable-preview")
-    approval = ok("approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"])
+    approval = ok("approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"], "--mode", "live")
+    assert approval["mode"] == "live"
     args = ["orders", "live-submit", "--account", ACCOUNT, "--approval-id", approval["approval_id"],
             "--idempotency-key", "l1"]  # fmt: skip
     assert refused(*args, "--live-scope") == "LIVE_TRADING_DISABLED"
@@ -85,7 +86,7 @@ def test_live_cancel_through_local_candidate_withdraws_only_its_own_candidates(s
     forged = [*cancel, "--broker-order-id", "local-candidate-iag-000000000000000000000000", "--idempotency-key", "c1"]
     assert json.loads(runner.invoke(app, [*forged, "--json"]).stderr)["code"] == "INPUT_UNKNOWN_ORDER"
     preview = ok(*PREVIEW, "--enable-preview")
-    approval = ok("approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"])
+    approval = ok("approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"], "--mode", "live")
     placed = ok("orders", "live-submit", "--account", ACCOUNT, "--approval-id", approval["approval_id"],
                 "--idempotency-key", "l1", *live)  # fmt: skip
     assert placed["broker_status"] == "LocalCandidate"
@@ -106,3 +107,19 @@ def test_an_order_currency_the_contract_does_not_trade_in_is_a_validation_refusa
     assert error["code"] == "ORDER_VALIDATION_FAILED" and "USD" in error["message"] and "EUR" in error["message"]
     unknown = runner.invoke(app, [*PREVIEW[:5], "ZZZZ", *PREVIEW[6:-1], "EUR", "--enable-preview", "--json"])
     assert json.loads(unknown.stderr)["code"] == "INPUT_UNKNOWN_CONTRACT"
+
+
+def test_an_approval_is_for_one_mode_only(state_env: dict[str, str]) -> None:
+    """A paper account's approval defaults to paper and cannot be spent on a live submit (nor live on paper)."""
+    preview = ok(*PREVIEW, "--enable-preview")
+    paper = ok("approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"])
+    assert paper["mode"] == "paper"
+    live_flags = ["--enable-live", "--live-scope", "--acknowledge-paper-to-live", "--open-kill-switch"]
+    live_args = ["orders", "live-submit", "--account", ACCOUNT, "--approval-id", paper["approval_id"],
+                 "--idempotency-key", "m1", *live_flags]  # fmt: skip
+    assert refused(*live_args) == "APPROVAL_MODE_MISMATCH"
+    live = ok("approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"], "--mode", "live")
+    paper_args = ["orders", "submit", "--account", ACCOUNT, "--approval-id", live["approval_id"],
+                  "--idempotency-key", "m2", "--enable-paper"]  # fmt: skip
+    assert refused(*paper_args) == "APPROVAL_MODE_MISMATCH"
+    assert ok(*paper_args[:5], paper["approval_id"], "--idempotency-key", "m3", "--enable-paper")["mode"] == "paper"

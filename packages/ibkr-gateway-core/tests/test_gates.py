@@ -10,6 +10,7 @@ from ibkr_gateway_core.gates import (
     LiveSwitches,
     check_approval,
     check_approval_ttl,
+    check_approver,
     check_kill_switch,
     check_live_budgets,
     check_live_switches,
@@ -202,6 +203,7 @@ APPROVAL = ApprovalState(
     expires_at=NOW + timedelta(seconds=300),
     fingerprint="f1",
     preview_fingerprint="f1",
+    mode="paper",
 )
 
 
@@ -213,14 +215,14 @@ APPROVAL = ApprovalState(
         pytest.param(APPROVAL, "DU1234567", NOW + timedelta(seconds=300), "APPROVAL_EXPIRED", id="at-expiry"),
         pytest.param(APPROVAL, "DU1234567", NOW + timedelta(seconds=299), None, id="one-second-before-expiry"),
         pytest.param(
-            ApprovalState("ap-1", "consumed", "DU1234567", NOW + timedelta(seconds=300), "f1", "f1"),
+            ApprovalState("ap-1", "consumed", "DU1234567", NOW + timedelta(seconds=300), "f1", "f1", "paper"),
             "DU1234567",
             NOW,
             "APPROVAL_CONSUMED",
             id="consumed",
         ),
         pytest.param(
-            ApprovalState("ap-1", "revoked", "DU1234567", NOW + timedelta(seconds=300), "f1", "f1"),
+            ApprovalState("ap-1", "revoked", "DU1234567", NOW + timedelta(seconds=300), "f1", "f1", "paper"),
             "DU1234567",
             NOW,
             "APPROVAL_REVOKED",
@@ -228,17 +230,31 @@ APPROVAL = ApprovalState(
         ),
         pytest.param(APPROVAL, "DU7654321", NOW, "APPROVAL_ACCOUNT_MISMATCH", id="other-account"),
         pytest.param(
-            ApprovalState("ap-1", "approved", "DU1234567", NOW + timedelta(seconds=300), "f1", "f2"),
+            ApprovalState("ap-1", "approved", "DU1234567", NOW + timedelta(seconds=300), "f1", "f2", "paper"),
             "DU1234567",
             NOW,
             "APPROVAL_PREVIEW_MISMATCH",
             id="preview-changed",
         ),
+        pytest.param(
+            ApprovalState("ap-1", "approved", "DU1234567", NOW + timedelta(seconds=300), "f1", "f1", "live"),
+            "DU1234567",
+            NOW,
+            "APPROVAL_MODE_MISMATCH",
+            id="live-approval-for-paper",
+        ),
+        pytest.param(
+            ApprovalState("ap-1", "approved", "DU1234567", NOW + timedelta(seconds=300), "f1", "f1", None),
+            "DU1234567",
+            NOW,
+            "APPROVAL_MODE_MISMATCH",
+            id="approval-without-mode",
+        ),
     ],
 )
 def test_approval_gate(approval: ApprovalState | None, account: str, now: datetime, expected: str | None) -> None:
-    """An approval is single use, expiring, revocable and bound to one account and one exact order."""
-    decision = check_approval(approval, account, now)
+    """An approval is single use, expiring, revocable and bound to one mode, one account and one exact order."""
+    decision = check_approval(approval, account, now, mode="paper")
     assert decision.code == (ErrorCode(expected) if expected else None)
 
 
@@ -249,29 +265,38 @@ def test_approval_ttl_outside_bounds_is_refused_not_clamped() -> None:
     assert check_approval_ttl(30, 30, 3600).allowed
 
 
+A = "https://as.example"
+
+
 @pytest.mark.parametrize(
     ("approver", "creator", "forbidden", "expected"),
     [
-        pytest.param(
-            ("local_agent", "stdio"), ("local_agent", "stdio"), True, "APPROVAL_SELF_FORBIDDEN", id="agent-self"
-        ),
-        pytest.param(("remote", "alice"), ("remote", "alice"), True, "APPROVAL_SELF_FORBIDDEN", id="remote-self"),
-        pytest.param(("remote", "bob"), ("remote", "alice"), True, None, id="another-principal"),
-        pytest.param(("local_operator", "op"), ("local_operator", "op"), True, None, id="operator-self"),
-        pytest.param(("local_agent", "stdio"), ("local_agent", "stdio"), False, None, id="rule-off"),
+        pytest.param(("remote", A, "alice"), ("remote", A, "alice"), True, "APPROVAL_SELF_FORBIDDEN", id="remote-self"),
+        pytest.param(("remote", A, "bob"), ("remote", A, "alice"), True, None, id="another-principal"),
+        pytest.param(("remote", "https://b", "alice"), ("remote", A, "alice"), True, None, id="another-issuer"),
+        pytest.param(("remote", A, "alice"), ("local_agent", None, "alice"), True, None, id="another-kind"),
+        pytest.param(("local_operator", None, "op"), ("local_operator", None, "op"), True, None, id="operator-self"),
+        pytest.param(("remote", A, "alice"), ("remote", A, "alice"), False, None, id="rule-off"),
     ],
 )
 def test_self_approval(
-    approver: tuple[str, str], creator: tuple[str, str], forbidden: bool, expected: str | None
+    approver: tuple[str, str | None, str], creator: tuple[str, str | None, str], forbidden: bool, expected: str | None
 ) -> None:
-    """An agent can never approve its own preview; the operator at the CLI can."""
-    decision = check_self_approval(
-        approver_kind=approver[0],
-        approver_subject=approver[1],
-        creator_kind=creator[0],
-        creator_subject=creator[1],
-        forbidden=forbidden,
-    )
+    """Nobody approves their own preview, compared as (kind, issuer, subject); the operator at the CLI may."""
+    decision = check_self_approval(approver=approver, creator=creator, forbidden=forbidden)
+    assert decision.code == (ErrorCode(expected) if expected else None)
+
+
+@pytest.mark.parametrize(
+    ("approver", "kind", "expected"),
+    [
+        pytest.param(True, "local_operator", None, id="approver"),
+        pytest.param(False, "local_agent", "APPROVAL_APPROVER_REQUIRED", id="stdio-agent"),
+        pytest.param(False, "remote", "APPROVAL_APPROVER_REQUIRED", id="unlisted-remote"),
+    ],
+)
+def test_only_approvers_approve(approver: bool, kind: str, expected: str | None) -> None:
+    decision = check_approver(approver=approver, kind=kind)
     assert decision.code == (ErrorCode(expected) if expected else None)
 
 

@@ -62,7 +62,7 @@ async def test_preview_then_operator_approval_then_paper_submit(tmp_path: Path, 
                 "ibkr_approvals_create", {"account_id": "DU1234567", "preview_id": preview_id}
             )
             assert self_approval.is_error
-            assert structured(self_approval)["code"] == "APPROVAL_SELF_FORBIDDEN"
+            assert structured(self_approval)["code"] == "APPROVAL_APPROVER_REQUIRED"  # a stdio agent never approves
 
             approval = await gateway.call(
                 "create_approval", {"account_id": "DU1234567", "preview_id": preview_id}, principal=OPERATOR
@@ -86,7 +86,7 @@ async def test_preview_then_operator_approval_then_paper_submit(tmp_path: Path, 
         events = [record.event for record in await gateway.audit.tail(20)]
     tools = [event.tool_name for event in events]
     assert "ibkr_order_preview" in tools and "ibkr_paper_order_submit" in tools
-    refused = [event for event in events if event.error_code == "APPROVAL_SELF_FORBIDDEN"]
+    refused = [event for event in events if event.error_code == "APPROVAL_APPROVER_REQUIRED"]
     assert len(refused) == 1 and refused[0].decision == "refuse"
 
 

@@ -86,6 +86,9 @@ _OPERATION_FLAGS: Final[Mapping[tuple[str, str], Flag | None]] = {
     ("audit_tail", "limit"): Flag("--limit", "How many events, 1 to 1000 (default 100).", int | None),
     ("audit_export", "limit"): Flag("--limit", "How many events, 1 to 100000 (default 500).", int | None),
     ("list_approvals", "limit"): Flag("--limit", "How many (default 50).", int | None),
+    ("create_approval", "mode"): Flag(
+        "--mode", "paper or live: the only submit the approval allows (default: the account's mode at the broker)."
+    ),
     ("preview_order", "currency"): Flag("--currency", "Order currency.", str, "USD"),
     ("preview_order", "exchange"): Flag("--exchange", "Routing exchange (default SMART)."),
     ("preview_order", "outside_regular_hours"): None,

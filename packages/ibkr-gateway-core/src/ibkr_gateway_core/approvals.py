@@ -7,8 +7,15 @@ from datetime import timedelta
 
 from ._desk import DeskServices, raise_refusal
 from .errors import ErrorCode, GatewayError
-from .gates import ApprovalState, check_approval, check_approval_ttl, check_preview_fresh, check_self_approval
-from .order_models import ApprovalRecord, OrderPreview
+from .gates import (
+    ApprovalState,
+    check_approval,
+    check_approval_ttl,
+    check_approver,
+    check_preview_fresh,
+    check_self_approval,
+)
+from .order_models import ApprovalRecord, OrderPreview, TradingMode
 from .order_requests import ApprovalCreateInput, ApprovalListInput, ApprovalRevokeInput
 
 
@@ -22,6 +29,8 @@ class Approvals:
         """Approve one unexpired preview for its account, once."""
         desk = self._desk
         ctx = desk.call_context()
+        principal = ctx.principal
+        raise_refusal(check_approver(approver=desk.config.is_approver(principal), kind=principal.kind))
         found = await desk.run(lambda: desk.store.preview(args.preview_id))
         if found is None:
             raise GatewayError(ErrorCode.PREVIEW_NOT_FOUND, f"No preview {args.preview_id!r}.")
@@ -38,27 +47,33 @@ class Approvals:
         raise_refusal(check_approval_ttl(ttl, bounds.min_ttl_seconds, bounds.max_ttl_seconds))
         raise_refusal(
             check_self_approval(
-                approver_kind=ctx.principal.kind,
-                approver_subject=ctx.principal.subject,
-                creator_kind=creator_kind,
-                creator_subject=preview.created_by,
+                approver=principal.identity,
+                creator=(creator_kind, preview.created_by_issuer, preview.created_by),
                 forbidden=bounds.forbid_self_approval,
             )
         )
+        mode = args.mode or await self._account_mode(args.account_id)
         approval = ApprovalRecord(
             approval_id=f"ap-{uuid.uuid4().hex}",
             preview_id=preview.preview_id,
             account_id=preview.account_id,
             fingerprint=preview.fingerprint,
             status="approved",
-            approved_by=ctx.principal.subject,
-            approved_by_kind=ctx.principal.kind,
+            mode=mode,
+            approved_by=principal.subject,
+            approved_by_kind=principal.kind,
+            approved_by_issuer=principal.issuer,
             approved_at=now,
             expires_at=now + timedelta(seconds=ttl),
             audit_event_id=ctx.audit_event_id,
         )
         await desk.run(lambda: desk.store.save_approval(approval))
         return approval
+
+    async def _account_mode(self, account_id: str) -> TradingMode:
+        """The default mode of an approval: `paper` for an account the broker marks as paper, else `live`."""
+        account = await self._desk.account(account_id)
+        return "paper" if account is not None and account.account_mode == "paper" else "live"
 
     async def list_approvals(self, args: ApprovalListInput) -> list[ApprovalRecord]:
         """Approvals, newest first; unused ones past their expiry show as `expired`."""
@@ -82,7 +97,9 @@ class Approvals:
             raise GatewayError(ErrorCode.APPROVAL_CONSUMED, f"Approval {args.approval_id} was already used.")
         return revoked
 
-    async def approved_preview(self, approval_id: str, account_id: str, scope_key: str) -> OrderPreview | None:
+    async def approved_preview(
+        self, approval_id: str, account_id: str, scope_key: str, *, mode: str
+    ) -> OrderPreview | None:
         """The preview an approval allows, after every approval and preview gate; None when `scope_key` raced."""
         desk = self._desk
         approval, stored = await desk.run(lambda: desk.store.approval_with_preview(approval_id))
@@ -97,8 +114,9 @@ class Approvals:
                 expires_at=approval.expires_at,
                 fingerprint=approval.fingerprint,
                 preview_fingerprint=found[0].ticket.fingerprint() if found is not None else "",
+                mode=approval.mode,
             )
-        decision = check_approval(state, account_id, now)
+        decision = check_approval(state, account_id, now, mode=mode)
         if decision.code == ErrorCode.APPROVAL_CONSUMED and await desk.run(lambda: desk.store.record(scope_key)):
             return None  # a concurrent call with the same key consumed it: settle as a duplicate
         raise_refusal(decision)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .config import GatewayConfig
 from .models import HealthStatus
-from .principal import Principal
+from .principal import Principal, is_approver
 from .scopes import Scope
 
 if TYPE_CHECKING:
@@ -52,6 +52,16 @@ class Capabilities(BaseModel):
     """The caller holds the live-submit scope, the config enables live trading and the kill switch is open."""
     live_trading_enabled: bool
     """`safety.live_trading_enabled` and `live_trading.enabled` in the configuration."""
+    role: str = Field(default="agent")
+    """`approver` (a person: the CLI operator, or a remote subject listed under `auth.approvers`) or `agent`."""
+    approval_required: bool = Field(default=True)
+    """Always true: every paper or live submit needs a person's approval of that exact preview, for that mode."""
+    how_to_get_approval: str = Field(
+        default="A person approves the preview: the operator runs "
+        "`ibkr-agent approvals create --account ACCOUNT --preview-id PREVIEW_ID --mode paper|live` "
+        "and passes the approval id back; agents cannot approve."
+    )
+    """How a person approves a preview, in words an agent can relay."""
     kill_switch: str = Field(default="unknown")
     """`open` or `closed` (the persisted live kill switch); `unknown` when it could not be read."""
     notes: list[str]
@@ -87,6 +97,7 @@ def build_capabilities(
     # With the simulator, `--enable-live` and `--open-kill-switch` suffice for the operator.
     live_on = live_enabled or (operator and config.is_fake)
     switch_open = kill_switch == "open" or (operator and config.is_fake)
+    approver = is_approver(principal, config.auth.approvers)
     notes: list[str] = []
     if config.is_fake:
         notes.append("The broker is the embedded simulator: accounts, prices and orders are fictitious.")
@@ -100,6 +111,12 @@ def build_capabilities(
             )
         else:
             notes.append("This gateway version offers read operations only.")
+    if writes and not approver:
+        notes.append(
+            "Submits need a person's approval of the exact preview, for paper or live: ask the operator to run "
+            "`ibkr-agent approvals create --account ACCOUNT --preview-id PREVIEW_ID --mode paper|live` and to "
+            "give you the approval id. This caller cannot approve."
+        )
     if principal.has(Scope.ORDERS_PREVIEW) and not preview_on:
         notes.append("Order previews are switched off for agents in the configuration (orders.preview_enabled).")
     if principal.has(Scope.ORDERS_PAPER_SUBMIT) and not paper_on:
@@ -123,6 +140,7 @@ def build_capabilities(
         paper_submit_allowed=allowed(Scope.ORDERS_PAPER_SUBMIT) and paper_on,
         live_submit_allowed=allowed(Scope.ORDERS_LIVE_SUBMIT) and live_on and switch_open,
         live_trading_enabled=live_enabled,
+        role="approver" if approver else "agent",
         kill_switch=kill_switch,
         notes=notes,
     )

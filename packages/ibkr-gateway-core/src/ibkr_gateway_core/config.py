@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from .errors import ErrorCode, GatewayError
+from .principal import ApproverRef, Principal, is_approver
 from .risk import RiskPolicy
 from .scopes import WITH_LIVE, Scope, parse_scopes
 
@@ -112,6 +113,9 @@ class AuthConfig(_Section):
 
     enabled_scopes: list[str] = Field(default_factory=lambda: ["read_only"])
     """Scope strings or tier names (`read_only`, `with_preview`, `with_paper`, `with_live`)."""
+    approvers: list[ApproverRef] = Field(default_factory=list[ApproverRef])
+    """Remote subjects (`issuer` + `subject` of their tokens) who are people allowed to approve previews.
+    The CLI operator always is one; an MCP stdio caller never is; no remote subject is unless listed."""
 
     @field_validator("enabled_scopes")
     @classmethod
@@ -467,6 +471,10 @@ class GatewayConfig(_Section):
                     "Live trading is enabled but incomplete: " + ", ".join(missing) + ".",
                 )
         return self
+
+    def is_approver(self, principal: Principal) -> bool:
+        """Whether `principal` has the approver role: the CLI operator, or a remote subject in `auth.approvers`."""
+        return is_approver(principal, self.auth.approvers)
 
     def risk_policy(self, policy_id: str | None) -> RiskPolicy | None:
         """The policy with this id under `risk_policies`, or None."""

@@ -109,6 +109,8 @@ class ErrorCode(StrEnum):
     APPROVAL_PREVIEW_MISMATCH = "APPROVAL_PREVIEW_MISMATCH"
     APPROVAL_SELF_FORBIDDEN = "APPROVAL_SELF_FORBIDDEN"
     APPROVAL_TTL_OUT_OF_RANGE = "APPROVAL_TTL_OUT_OF_RANGE"
+    APPROVAL_APPROVER_REQUIRED = "APPROVAL_APPROVER_REQUIRED"
+    APPROVAL_MODE_MISMATCH = "APPROVAL_MODE_MISMATCH"
     IDEMPOTENCY_KEY_REQUIRED = "IDEMPOTENCY_KEY_REQUIRED"
     IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
     IDEMPOTENCY_IN_PROGRESS = "IDEMPOTENCY_IN_PROGRESS"
@@ -328,7 +330,21 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         "refusal", False, "The approval does not match the preview; approve the preview you mean to submit."
     ),
     ErrorCode.APPROVAL_SELF_FORBIDDEN: ErrorInfo(
-        "refusal", False, "Ask the operator (the CLI) or another principal to approve this preview."
+        "refusal",
+        False,
+        "Ask another person (the operator at the CLI, or another listed approver) to approve this preview.",
+    ),
+    ErrorCode.APPROVAL_APPROVER_REQUIRED: ErrorInfo(
+        "refusal",
+        False,
+        "A person must approve: the operator at the CLI (`ibkr-agent approvals create`), or a remote subject "
+        "listed under auth.approvers.",
+    ),
+    ErrorCode.APPROVAL_MODE_MISMATCH: ErrorInfo(
+        "refusal",
+        False,
+        "The approval is for the other mode (paper or live); have a person approve the preview for this mode "
+        "(`approvals create --mode live` or `--mode paper`).",
     ),
     ErrorCode.APPROVAL_TTL_OUT_OF_RANGE: ErrorInfo(
         "refusal",

@@ -163,18 +163,50 @@ def check_approval_ttl(ttl_seconds: int, minimum: int, maximum: int) -> Decision
     )
 
 
-def check_self_approval(
-    *, approver_kind: str, approver_subject: str, creator_kind: str, creator_subject: str, forbidden: bool
-) -> Decision:
-    """An agent (local or remote) may not approve a preview it created itself; the operator may."""
-    if not forbidden or approver_kind == "local_operator":
+def check_approver(*, approver: bool, kind: str) -> Decision:
+    """Only a person approves: the operator at the CLI or a remote subject listed under `auth.approvers`."""
+    if approver:
         return ALLOW
-    if (approver_kind, approver_subject) == (creator_kind, creator_subject):
+    who = "An MCP stdio agent" if kind == "local_agent" else "This caller"
+    return refuse(
+        ErrorCode.APPROVAL_APPROVER_REQUIRED,
+        f"{who} is not an approver: a person must approve (the operator with `ibkr-agent approvals create`, "
+        "or a remote subject listed under auth.approvers).",
+        principal_kind=kind,
+    )
+
+
+def check_self_approval(
+    *,
+    approver: tuple[str, str | None, str],
+    creator: tuple[str, str | None, str],
+    forbidden: bool,
+) -> Decision:
+    """Nobody approves a preview it created itself, compared as (kind, issuer, subject); the CLI operator may.
+
+    The operator previewing and approving at the CLI is one person deciding twice at the same terminal
+    (the guide's own flow); any other identity that created the preview may not approve it.
+    """
+    if not forbidden or approver[0] == "local_operator":
+        return ALLOW
+    if approver == creator:
         return refuse(
             ErrorCode.APPROVAL_SELF_FORBIDDEN,
-            "A caller may not approve a preview it created itself; the operator or another principal must.",
+            "A caller may not approve a preview it created itself; another person must.",
         )
     return ALLOW
+
+
+def check_approval_mode(approval_id: str, approval_mode: str | None, mode: str) -> Decision:
+    """An approval names its mode (paper or live) and allows only submits of that mode."""
+    if approval_mode == mode:
+        return ALLOW
+    return refuse(
+        ErrorCode.APPROVAL_MODE_MISMATCH,
+        f"Approval {approval_id} is for {approval_mode or 'no mode'}, not {mode}.",
+        approval_mode=approval_mode,
+        mode=mode,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +222,12 @@ class ApprovalState:
     """The preview fingerprint the approval was bound to."""
     preview_fingerprint: str
     """The fingerprint of the preview as stored now."""
+    mode: str | None = None
+    """`paper` or `live`, the mode the approval was given for."""
 
 
-def check_approval(approval: ApprovalState | None, account_id: str, now: datetime) -> Decision:
-    """The approval exists, is unused, unrevoked, unexpired, for this account and this exact preview."""
+def check_approval(approval: ApprovalState | None, account_id: str, now: datetime, *, mode: str) -> Decision:
+    """The approval exists, is unused, unrevoked, unexpired, for this mode, this account and this exact preview."""
     if approval is None:
         return refuse(ErrorCode.APPROVAL_NOT_FOUND, "No approval with this id.")
     if approval.status == "revoked":
@@ -205,6 +239,9 @@ def check_approval(approval: ApprovalState | None, account_id: str, now: datetim
             ErrorCode.APPROVAL_EXPIRED,
             f"Approval {approval.approval_id} expired at {approval.expires_at.isoformat()}.",
         )
+    mode_decision = check_approval_mode(approval.approval_id, approval.mode, mode)
+    if not mode_decision.allowed:
+        return mode_decision
     if approval.account_id != account_id:
         return refuse(
             ErrorCode.APPROVAL_ACCOUNT_MISMATCH,

@@ -85,7 +85,7 @@ class KeyedWrites:
             return await self._settle(existing, digest)
         earlier = await desk.run(lambda: desk.store.unknown_submit(args.account_id, other_than=key))
         raise_refusal(check_no_unknown_outcome(earlier))
-        preview = await self._approvals.approved_preview(args.approval_id, args.account_id, key)
+        preview = await self._approvals.approved_preview(args.approval_id, args.account_id, key, mode=mode)
         if preview is None:
             return await self._settle_latest(key, digest)
         ticket = preview.ticket
@@ -114,7 +114,7 @@ class KeyedWrites:
         if outcome == "kill_switch_closed":
             raise_refusal(check_kill_switch(False))
         if outcome == "approval_unavailable":
-            await self._approvals.approved_preview(args.approval_id, args.account_id, key)
+            await self._approvals.approved_preview(args.approval_id, args.account_id, key, mode=mode)
             return await self._settle_latest(key, digest)
         assert record is not None
         if outcome == "existing":

@@ -42,6 +42,8 @@ class OrderPreview(DomainModel):
     warnings: list[str] = Field(default_factory=list[str], json_schema_extra=_UNTRUSTED)
     """Broker what-if warnings: untrusted text."""
     created_by: str
+    created_by_issuer: str | None = None
+    """The token issuer of a remote creator; with the creator's kind and subject, who previewed."""
     created_at: datetime
     expires_at: datetime
     audit_event_id: str
@@ -55,8 +57,11 @@ class ApprovalRecord(DomainModel):
     account_id: str
     fingerprint: str
     status: ApprovalStatus
+    mode: TradingMode | None = None
+    """`paper` or `live`: the only kind of submit this approval allows (None, from older versions: neither)."""
     approved_by: str
     approved_by_kind: str
+    approved_by_issuer: str | None = None
     approved_at: datetime
     expires_at: datetime
     consumed_at: datetime | None = None

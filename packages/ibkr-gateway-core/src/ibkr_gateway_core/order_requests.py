@@ -8,7 +8,7 @@ as switches, and other callers get the config's equivalents.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -79,6 +79,10 @@ class ApprovalCreateInput(AccountInput):
 
     preview_id: RecordId = Field(description="The preview to approve, from orders preview.")
     ttl_seconds: int | None = Field(default=None, description="Lifetime in seconds (default from the config).")
+    mode: Annotated[Literal["paper", "live"] | None, BeforeValidator(_lower)] = Field(
+        default=None,
+        description="paper or live: the only submit the approval allows (default: the account's mode at the broker).",
+    )
 
 
 class ApprovalListInput(OperationInput):

@@ -102,6 +102,7 @@ class Previews:
             equity_with_loan_after=what_if.equity_with_loan_after,
             warnings=[text[:BROKER_TEXT_LIMIT] for text in what_if.warnings],
             created_by=ctx.principal.subject,
+            created_by_issuer=ctx.principal.issuer,
             created_at=now,
             expires_at=now + timedelta(seconds=desk.config.orders.preview_ttl_seconds),
             audit_event_id=ctx.audit_event_id,
