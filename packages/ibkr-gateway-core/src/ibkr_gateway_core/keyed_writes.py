@@ -26,7 +26,7 @@ from .gates import check_kill_switch, check_no_unknown_outcome
 from .models import Money, OrderRecord
 from .order_models import OrderLifecycle
 from .order_requests import OrderCancelInput, OrderSubmitInput
-from .order_store import IdempotencyRecord, LiveOrder, NewRecord
+from .order_store import BudgetCheck, IdempotencyRecord, LiveOrder, NewRecord
 from .orders import OrderTicket, PlacedOrder
 from .writers import WarningPolicy, client_order_id
 
@@ -43,8 +43,9 @@ released instead of storing the error (a definite refusal, such as a broker reje
 
 logger = logging.getLogger(__name__)
 
-LiveCheck = Callable[[OrderTicket], Awaitable[Decimal | None]]
-"""The live gates run after the approval gates and before the reservation; returns the order's notional."""
+LiveCheck = Callable[[OrderTicket], Awaitable[tuple[Decimal | None, BudgetCheck | None]]]
+"""The live gates run after the approval gates and before the reservation; returns the order's notional
+and the budgets to check inside the reserving transaction."""
 
 
 def scope_key(ctx: CallContext, flow: str, key: str) -> str:
@@ -90,8 +91,9 @@ class KeyedWrites:
             return await self._settle_latest(key, digest)
         ticket = preview.ticket
         notional = preview.estimated_cost.amount if preview.estimated_cost is not None else None
+        budget: BudgetCheck | None = None
         if live_check is not None:
-            notional = await live_check(ticket)
+            notional, budget = await live_check(ticket)
         new = NewRecord(
             scope_key=key,
             flow=flow,
@@ -109,7 +111,7 @@ class KeyedWrites:
             notional=notional,
         )
         outcome, record = await desk.run(
-            lambda: desk.store.reserve(new, desk.clock(), kill_switch_required=mode == "live")
+            lambda: desk.store.reserve(new, desk.clock(), kill_switch_required=mode == "live", budget=budget)
         )
         if outcome == "kill_switch_closed":
             raise_refusal(check_kill_switch(False))

@@ -14,12 +14,12 @@ from zoneinfo import ZoneInfo
 from ._desk import TERMINAL_STATUSES, DeskServices, is_operator, raise_refusal
 from .call_context import CallContext, Switch
 from .errors import ErrorCode, GatewayError
-from .gates import LiveSwitches, check_live_switches, check_risk, order_notional
+from .gates import LiveSwitches, check_live_budgets, check_live_switches, check_risk, order_notional
 from .keyed_writes import KeyedWrites
 from .kill_switch import KillSwitch
 from .order_models import KillSwitchState, LimitsStatus, OrderLifecycle, ReconcileReport
 from .order_requests import OrderCancelInput, OrderSubmitInput
-from .order_store import LiveOrder
+from .order_store import BudgetCheck, LiveOrder
 from .orders import OrderTicket
 from .requests import AccountInput, NoInput
 from .risk import FAKE_LIVE_POLICY, LiveUsage, RiskPolicy
@@ -44,13 +44,12 @@ class LiveDesk:
         writer_name = self._writer_name(ctx)
         await self._writes.ensure_recovered()
 
-        async def live_check(ticket: OrderTicket) -> Decimal | None:
+        async def live_check(ticket: OrderTicket) -> tuple[Decimal | None, BudgetCheck]:
             quote = await self._desk.quote(ticket.contract_id)
-            usage = await self._usage(args.account_id, policy)
-            raise_refusal(check_risk(ticket, policy, stage="live", quote=quote, usage=usage))
+            raise_refusal(check_risk(ticket, policy, stage="live", quote=quote))
             notional = order_notional(ticket, quote)
             await self._kill_switch.gate(ctx)
-            return notional
+            return notional, self._budget(policy, notional)
 
         return await self._writes.submit(ctx, args, mode="live", writer_name=writer_name, live_check=live_check)
 
@@ -217,6 +216,16 @@ class LiveDesk:
         raise_refusal(check_live_switches(account_id, switches, policy_id=live.risk_policy_id))
         assert policy is not None
         return policy
+
+    def _budget(self, policy: RiskPolicy, notional: Decimal | None) -> BudgetCheck:
+        """The window and daily budgets, checked by the store inside the transaction that reserves the order."""
+        now = self._desk.clock()
+
+        def check(orders_in_window: int, orders_today: int, notional_today: Decimal) -> None:
+            usage = LiveUsage(orders_in_window, orders_today, notional_today)
+            raise_refusal(check_live_budgets(policy, usage, notional))
+
+        return BudgetCheck(now - timedelta(seconds=policy.window_seconds), self._day_start(now), check)
 
     async def _usage(self, account_id: str, policy: RiskPolicy) -> LiveUsage:
         desk = self._desk

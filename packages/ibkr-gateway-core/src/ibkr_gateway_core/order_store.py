@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -70,6 +70,20 @@ class NewRecord:
 
 
 Reservation = Literal["reserved", "existing", "kill_switch_closed", "approval_unavailable"]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """The live budgets of one submit, checked inside the transaction that reserves it.
+
+    `check(orders_in_window, orders_today, notional_today)` raises a `GatewayError` to refuse; the
+    reservation (and the approval's consumption) is then rolled back. Because the usage is read under
+    the same write lock that inserts the new record, concurrent submits cannot all see room for one.
+    """
+
+    window_start: datetime
+    day_start: datetime
+    check: Callable[[int, int, Decimal], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +234,7 @@ class OrderStore:
         return _record(row) if row is not None else None
 
     def reserve(
-        self, new: NewRecord, now: datetime, *, kill_switch_required: bool
+        self, new: NewRecord, now: datetime, *, kill_switch_required: bool, budget: BudgetCheck | None = None
     ) -> tuple[Reservation, IdempotencyRecord | None]:
         """Reserve a key before the writer call: one transaction, so concurrent duplicates see each other.
 
@@ -233,6 +247,8 @@ class OrderStore:
                 return "existing", _record(row)
             if kill_switch_required and _kill_switch_state(db) != "open":
                 return "kill_switch_closed", None
+            if budget is not None:  # raises to refuse: the whole transaction rolls back
+                budget.check(*_live_usage(db, new.account_id, budget.window_start, budget.day_start))
             if new.approval_id is not None:
                 consumed = _consume(db, new.approval_id, now)
                 if not consumed:
@@ -381,21 +397,7 @@ class OrderStore:
     def live_usage(self, account_id: str, window_start: datetime, day_start: datetime) -> tuple[int, int, Decimal]:
         """Live submits of an account (sent or possibly sent): in the window, today, and today's notional."""
         with self._lock, read_transaction(self._conn()) as db:
-            rows = db.execute(
-                "SELECT created_at, notional FROM order_idempotency WHERE flow = 'live_submit' AND account_id = ? "
-                "AND status IN ('pending', 'completed', 'unknown') AND created_at >= ?",
-                (account_id, _ts(min(window_start, day_start))),
-            ).fetchall()
-        window = today = 0
-        notional = Decimal(0)
-        for created_at, amount in rows:
-            created = _dt(str(created_at))
-            if created >= window_start:
-                window += 1
-            if created >= day_start:
-                today += 1
-                notional += Decimal(str(amount)) if amount is not None else Decimal(0)
-        return window, today, notional
+            return _live_usage(db, account_id, window_start, day_start)
 
     # --------------------------------------------------------------- kill switch
 
@@ -487,6 +489,27 @@ def _approval(row: Sequence[object]) -> ApprovalRecord:
     record = ApprovalRecord.model_validate_json(str(row[0]))
     status = str(row[1])
     return record if record.status == status else record.model_copy(update={"status": status})
+
+
+def _live_usage(
+    db: sqlite3.Connection, account_id: str, window_start: datetime, day_start: datetime
+) -> tuple[int, int, Decimal]:
+    """Live submits of an account that were or may have been sent: in the window, today, today's notional."""
+    rows = db.execute(
+        "SELECT created_at, notional FROM order_idempotency WHERE flow = 'live_submit' AND account_id = ? "
+        "AND status IN ('pending', 'completed', 'unknown') AND created_at >= ?",
+        (account_id, _ts(min(window_start, day_start))),
+    ).fetchall()
+    window = today = 0
+    notional = Decimal(0)
+    for created_at, amount in rows:
+        created = _dt(str(created_at))
+        if created >= window_start:
+            window += 1
+        if created >= day_start:
+            today += 1
+            notional += Decimal(str(amount)) if amount is not None else Decimal(0)
+    return window, today, notional
 
 
 def _kill_switch_state(db: sqlite3.Connection) -> str:
