@@ -19,6 +19,8 @@ from ibkr_gateway_core.gates import (
     check_risk,
     check_self_approval,
     check_ticket_shape,
+    exposure_price,
+    is_resting,
 )
 from ibkr_gateway_core.models import MarketSnapshot
 from ibkr_gateway_core.orders import OrderTicket
@@ -340,3 +342,68 @@ def test_an_unknown_outcome_blocks_new_orders_of_the_account() -> None:
 def test_budgets_without_limits_allow() -> None:
     """A policy without budgets never refuses on usage."""
     assert check_live_budgets(RiskPolicy(policy_id="open"), LiveUsage(10**6, 10**6, Decimal(10**9)), None).allowed
+
+
+S = Decimal("1.005")  # the default 50 bps slippage margin
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param({}, Decimal(100), id="buy-limit-is-its-limit"),
+        pytest.param({"limit_price": Decimal(1000)}, Decimal(1000), id="buy-limit-far-above-is-its-limit"),
+        pytest.param({"side": "sell", "limit_price": Decimal(1)}, Decimal("99.90") * S, id="sell-far-below-at-bid"),
+        pytest.param({"side": "sell", "limit_price": Decimal(120)}, Decimal(120), id="resting-sell-at-limit"),
+        pytest.param({"order_type": "market", "limit_price": None}, Decimal("100.10") * S, id="market-buy-at-ask"),
+        pytest.param(
+            {"order_type": "market", "side": "sell", "limit_price": None}, Decimal("99.90") * S, id="market-sell-at-bid"
+        ),
+        pytest.param(
+            {"order_type": "stop", "limit_price": None, "stop_price": Decimal(1)},
+            Decimal("100.10") * S,
+            id="buy-stop-below-market-at-ask",
+        ),
+        pytest.param(
+            {"order_type": "stop", "limit_price": None, "stop_price": Decimal(150)},
+            Decimal(150) * S,
+            id="buy-stop-above-market-at-stop",
+        ),
+        pytest.param(
+            {"order_type": "trailing_stop", "limit_price": None, "trailing_amount": Decimal(5)},
+            Decimal("105.10") * S,
+            id="buy-trailing-with-offset",
+        ),
+    ],
+)
+def test_exposure_is_the_worst_case_fill(changes: dict[str, object], expected: Decimal) -> None:
+    """Orders are counted at the price they can fill at, never below their own limit."""
+    assert exposure_price(ticket(**changes), QUOTE, Decimal(50)) == expected
+
+
+def test_exposure_without_a_quote_is_unknown_except_for_a_buy_limit() -> None:
+    assert exposure_price(ticket(), None, Decimal(50)) == Decimal(100)
+    assert exposure_price(ticket(side="sell"), None, Decimal(50)) is None
+    assert exposure_price(ticket(order_type="market", limit_price=None), None, Decimal(50)) is None
+
+
+def test_resting_means_on_its_own_side_of_the_market() -> None:
+    assert is_resting(ticket(limit_price=Decimal(99)), QUOTE)
+    assert not is_resting(ticket(limit_price=Decimal("100.10")), QUOTE)
+    assert is_resting(ticket(side="sell", limit_price=Decimal(101)), QUOTE)
+    assert not is_resting(ticket(side="sell", limit_price=Decimal("99.90")), QUOTE)
+    assert not is_resting(ticket(order_type="market", limit_price=None), QUOTE)
+    assert not is_resting(ticket(limit_price=Decimal(99)), None)
+
+
+def test_a_marketable_collar_bounds_only_the_price_through_the_market() -> None:
+    collar = RiskPolicy(policy_id="c", max_price_deviation_bps=Decimal(100), price_collar="marketable")
+    assert check_risk(ticket(limit_price=Decimal(50)), collar, stage="preview", quote=QUOTE).allowed
+    assert check_risk(ticket(limit_price=Decimal(101)), collar, stage="preview", quote=QUOTE).allowed
+    through = check_risk(ticket(limit_price=Decimal("101.01")), collar, stage="live", quote=QUOTE)
+    assert through.code is ErrorCode.LIVE_PRICE_COLLAR_REFUSED
+    sell = check_risk(ticket(side="sell", limit_price=Decimal("98.99")), collar, stage="preview", quote=QUOTE)
+    assert sell.code is ErrorCode.ORDER_PRICE_COLLAR_REFUSED
+    both = RiskPolicy(policy_id="b", max_price_deviation_bps=Decimal(100))
+    assert check_risk(ticket(limit_price=Decimal(50)), both, stage="preview", quote=QUOTE).code is (
+        ErrorCode.ORDER_PRICE_COLLAR_REFUSED
+    )

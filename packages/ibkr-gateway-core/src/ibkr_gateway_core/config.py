@@ -155,16 +155,17 @@ class SafetyConfig(_Section):
     live_trading_enabled: bool = False
 
 
-WarningAction = Literal["allow", "deny"]
+WarningAction = Literal["allow", "allow_resting", "deny"]
 
 DEFAULT_WARNING_POLICY: Final[dict[str, WarningAction]] = {
-    "o163": "allow",
+    "o163": "allow_resting",
     "o354": "deny",
-    "o383": "allow",
-    "o451": "allow",
+    "o383": "deny",
+    "o451": "deny",
 }
-"""IBKR order warnings answered without a person: price off market (o163), size (o383) and value (o451)
-are covered by the gateway's own risk policy; an order without market data (o354) is refused."""
+"""IBKR order warnings: "price far from the market" (o163) is confirmed only for a resting limit (a buy below
+the ask, a sell above the bid: it cannot fill worse than its limit); unusual size (o383) and value (o451)
+and an order without market data (o354) are refused. Allow an id explicitly to change that."""
 
 
 class OrdersConfig(_Section):
@@ -180,7 +181,8 @@ class OrdersConfig(_Section):
     """Risk policy for previews (an id under `risk_policies`); without it a built-in policy applies:
     stocks and ETFs, whole shares, at most 10,000 shares and 1,000,000 USD per order."""
     warning_policy: dict[str, WarningAction] = Field(default_factory=lambda: dict(DEFAULT_WARNING_POLICY))
-    """Answer per IBKR message id (`o163: allow`); a warning whose id is not listed refuses the order."""
+    """Answer per IBKR message id: `allow`, `allow_resting` (only for a limit resting on its own side of the
+    market) or `deny`; a warning whose id is not listed refuses the order."""
     max_confirmation_rounds: Annotated[int, Field(ge=1, le=20)] = 5
     """Most broker questions answered for one order before it is refused."""
     operator_scopes: list[str] | None = None

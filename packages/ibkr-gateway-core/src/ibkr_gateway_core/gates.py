@@ -328,23 +328,68 @@ def reference_price(quote: MarketSnapshot | None) -> Decimal | None:
     return None
 
 
-def price_basis(ticket: OrderTicket, quote: MarketSnapshot | None) -> Decimal | None:
-    """The price a notional limit uses: the limit, else the stop, else (market, trailing) the side's quote."""
-    if ticket.limit_price is not None:
-        return ticket.limit_price
-    if ticket.order_type == "stop" and ticket.stop_price is not None:
-        return ticket.stop_price
+def side_quote(ticket: OrderTicket, quote: MarketSnapshot | None) -> Decimal | None:
+    """The quote the order would fill against: the ask for a buy, the bid for a sell, else the last price."""
     if quote is None:
         return None
-    side_quote = quote.ask if ticket.side == "buy" else quote.bid
-    if side_quote is not None and side_quote > 0:
-        return side_quote
+    side = quote.ask if ticket.side == "buy" else quote.bid
+    if side is not None and side > 0:
+        return side
     return quote.last if quote.last is not None and quote.last > 0 else None
 
 
+def _buy_capped_by_limit(ticket: OrderTicket) -> bool:
+    """A buy limit (or stop-limit) never fills above its limit: `limit × quantity` bounds it without a quote."""
+    return ticket.side == "buy" and ticket.order_type in ("limit", "stop_limit") and ticket.limit_price is not None
+
+
+def exposure_price(ticket: OrderTicket, quote: MarketSnapshot | None, slippage_bps: Decimal) -> Decimal | None:
+    """The highest price per unit the order can plausibly fill at; None when it needs a quote it lacks.
+
+    - buy limit, buy stop-limit: the limit (a buy never fills above it);
+    - sell limit, sell stop-limit: the larger of the limit and the bid plus slippage (a sell far below the
+      market fills at the market);
+    - stop: the larger of the stop and the side's quote, plus slippage (it becomes a market order);
+    - market: the side's quote plus slippage; trailing stop: the same, a buy's offset added.
+
+    It is never less than the limit (or the stop) price.
+    """
+    if _buy_capped_by_limit(ticket):
+        return ticket.limit_price
+    market = side_quote(ticket, quote)
+    if market is None:
+        return None
+    margin = 1 + slippage_bps / _BPS
+    if ticket.order_type in ("limit", "stop_limit") and ticket.limit_price is not None:
+        return max(ticket.limit_price, market * margin)
+    if ticket.order_type == "stop" and ticket.stop_price is not None:
+        return max(ticket.stop_price, market) * margin
+    if ticket.order_type == "trailing_stop" and ticket.side == "buy":
+        if ticket.trailing_amount is not None:
+            return (market + ticket.trailing_amount) * margin
+        if ticket.trailing_percent is not None:
+            return market * (1 + ticket.trailing_percent / 100) * margin
+    return market * margin
+
+
+def is_resting(ticket: OrderTicket, quote: MarketSnapshot | None) -> bool:
+    """True for a limit order priced on its own side of the market (a buy below the ask, a sell above the bid).
+
+    Such an order waits in the book and cannot fill worse than its limit. Anything else (market, stop,
+    trailing, a marketable limit, or no usable quote) is not resting.
+    """
+    market = side_quote(ticket, quote)
+    if ticket.order_type != "limit" or ticket.limit_price is None or market is None:
+        return False
+    return ticket.limit_price < market if ticket.side == "buy" else ticket.limit_price > market
+
+
 def needs_quote(ticket: OrderTicket, policy: RiskPolicy) -> bool:
-    """True when the checks need a market quote: market or trailing pricing, or a price collar."""
-    return ticket.order_type in ("market", "trailing_stop") or policy.max_price_deviation_bps is not None
+    """True when the checks need a fresh quote: to bound the fill price, or for a price collar.
+
+    Only a buy limit (or stop-limit) without a collar is bounded by its own price.
+    """
+    return not _buy_capped_by_limit(ticket) or policy.max_price_deviation_bps is not None
 
 
 def check_risk(
@@ -392,7 +437,7 @@ def check_risk(
     quote_decision = _check_quote(ticket, policy, stage, quote)
     if not quote_decision.allowed:
         return quote_decision
-    notional = _notional(ticket, quote)
+    notional = order_notional(ticket, quote, policy)
     notional_decision = _check_notional(ticket, policy, stage, notional)
     if not notional_decision.allowed:
         return notional_decision
@@ -405,8 +450,7 @@ def check_risk(
 def _check_quote(ticket: OrderTicket, policy: RiskPolicy, stage: Stage, quote: MarketSnapshot | None) -> Decision:
     if not needs_quote(ticket, policy):
         return ALLOW
-    priced_by_quote = ticket.order_type in ("market", "trailing_stop")
-    usable = price_basis(ticket, quote) if priced_by_quote else reference_price(quote)
+    usable = side_quote(ticket, quote) if not _buy_capped_by_limit(ticket) else reference_price(quote)
     if quote is None or usable is None:
         return refuse(
             _code("quote_missing", stage), f"No usable quote for {ticket.symbol}: the order cannot be priced."
@@ -429,14 +473,10 @@ def _check_quote(ticket: OrderTicket, policy: RiskPolicy, stage: Stage, quote: M
     return ALLOW
 
 
-def _notional(ticket: OrderTicket, quote: MarketSnapshot | None) -> Decimal | None:
-    basis = price_basis(ticket, quote)
-    return basis * ticket.quantity if basis is not None else None
-
-
-def order_notional(ticket: OrderTicket, quote: MarketSnapshot | None) -> Decimal | None:
-    """Price basis × quantity (None when the order cannot be priced)."""
-    return _notional(ticket, quote)
+def order_notional(ticket: OrderTicket, quote: MarketSnapshot | None, policy: RiskPolicy) -> Decimal | None:
+    """Worst-case value of the order: `exposure_price` × quantity (None when it cannot be priced)."""
+    price = exposure_price(ticket, quote, policy.slippage_bps)
+    return price * ticket.quantity if price is not None else None
 
 
 def _check_notional(ticket: OrderTicket, policy: RiskPolicy, stage: Stage, notional: Decimal | None) -> Decision:
@@ -469,7 +509,13 @@ def _check_collar(ticket: OrderTicket, policy: RiskPolicy, stage: Stage, quote: 
     reference = reference_price(quote)
     if price is None or reference is None:
         return ALLOW  # market orders trade at the market; a missing reference was refused above
-    deviation = abs(price - reference) / reference * _BPS
+    if policy.price_collar == "marketable":
+        if ticket.limit_price is None:
+            return ALLOW  # a stop's fill is counted at the market; only a limit through the market is collared
+        through = price - reference if ticket.side == "buy" else reference - price
+        deviation = max(through, Decimal(0)) / reference * _BPS
+    else:
+        deviation = abs(price - reference) / reference * _BPS
     if deviation > policy.max_price_deviation_bps:
         return refuse(
             _code("collar", stage),

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
@@ -43,9 +44,21 @@ released instead of storing the error (a definite refusal, such as a broker reje
 
 logger = logging.getLogger(__name__)
 
-LiveCheck = Callable[[OrderTicket], Awaitable[tuple[Decimal | None, BudgetCheck | None]]]
-"""The live gates run after the approval gates and before the reservation; returns the order's notional
-and the budgets to check inside the reserving transaction."""
+
+@dataclass(frozen=True, slots=True)
+class RiskOutcome:
+    """What the submit-time risk check found, on a fresh quote."""
+
+    notional: Decimal | None
+    """The order's worst-case value (`gates.order_notional`)."""
+    budget: BudgetCheck | None = None
+    """Live budgets, checked inside the transaction that reserves the order."""
+    resting: bool = False
+    """A limit on its own side of the market (`gates.is_resting`): `allow_resting` warnings may be confirmed."""
+
+
+RiskCheck = Callable[[OrderTicket], Awaitable[RiskOutcome]]
+"""The mode's risk gates, run after the approval gates and before the reservation."""
 
 
 def scope_key(ctx: CallContext, flow: str, key: str) -> str:
@@ -75,7 +88,7 @@ class KeyedWrites:
                     logger.warning("order recovery could not finish", exc_info=True)
 
     async def submit(
-        self, ctx: CallContext, args: OrderSubmitInput, *, mode: str, writer_name: str, live_check: LiveCheck | None
+        self, ctx: CallContext, args: OrderSubmitInput, *, mode: str, writer_name: str, risk_check: RiskCheck
     ) -> OrderLifecycle:
         """Send the approved preview's order once per key; a key seen before replays or settles."""
         desk = self._desk
@@ -90,10 +103,8 @@ class KeyedWrites:
         if preview is None:
             return await self._settle_latest(key, digest)
         ticket = preview.ticket
-        notional = preview.estimated_cost.amount if preview.estimated_cost is not None else None
-        budget: BudgetCheck | None = None
-        if live_check is not None:
-            notional, budget = await live_check(ticket)
+        risk = await risk_check(ticket)
+        notional = risk.notional
         new = NewRecord(
             scope_key=key,
             flow=flow,
@@ -107,11 +118,12 @@ class KeyedWrites:
                 "preview_id": preview.preview_id,
                 "audit_event_id": ctx.audit_event_id,
                 "notional": str(notional) if notional is not None else None,
+                "resting": risk.resting,
             },
             notional=notional,
         )
         outcome, record = await desk.run(
-            lambda: desk.store.reserve(new, desk.clock(), kill_switch_required=mode == "live", budget=budget)
+            lambda: desk.store.reserve(new, desk.clock(), kill_switch_required=mode == "live", budget=risk.budget)
         )
         if outcome == "kill_switch_closed":
             raise_refusal(check_kill_switch(False))
@@ -194,7 +206,7 @@ class KeyedWrites:
         desk = self._desk
         ticket = OrderTicket.model_validate(record.context["ticket"])
         assert record.client_order_id is not None
-        warnings = WarningPolicy(desk.config.orders.warning_policy)
+        warnings = WarningPolicy(desk.config.orders.warning_policy, resting=bool(record.context.get("resting")))
         try:
             placed = await desk.writer(record.writer).place(
                 ticket,

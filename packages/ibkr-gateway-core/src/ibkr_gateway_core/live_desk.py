@@ -7,6 +7,7 @@ backlog that `reconcile` polls until each order is terminal.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -14,8 +15,8 @@ from zoneinfo import ZoneInfo
 from ._desk import TERMINAL_STATUSES, DeskServices, is_operator, raise_refusal
 from .call_context import CallContext, Switch
 from .errors import ErrorCode, GatewayError
-from .gates import LiveSwitches, check_live_budgets, check_live_switches, check_risk, order_notional
-from .keyed_writes import KeyedWrites
+from .gates import LiveSwitches, check_live_budgets, check_live_switches, check_risk, is_resting, order_notional
+from .keyed_writes import KeyedWrites, RiskOutcome
 from .kill_switch import KillSwitch
 from .order_models import KillSwitchState, LimitsStatus, OrderLifecycle, ReconcileReport
 from .order_requests import OrderCancelInput, OrderSubmitInput
@@ -44,14 +45,14 @@ class LiveDesk:
         writer_name = self._writer_name(ctx)
         await self._writes.ensure_recovered()
 
-        async def live_check(ticket: OrderTicket) -> tuple[Decimal | None, BudgetCheck]:
+        async def live_check(ticket: OrderTicket) -> RiskOutcome:
             quote = await self._desk.quote(ticket.contract_id)
             raise_refusal(check_risk(ticket, policy, stage="live", quote=quote))
-            notional = order_notional(ticket, quote)
+            notional = order_notional(ticket, quote, policy)
             await self._kill_switch.gate(ctx)
-            return notional, self._budget(policy, notional)
+            return RiskOutcome(notional, self._budget(policy, notional), is_resting(ticket, quote))
 
-        return await self._writes.submit(ctx, args, mode="live", writer_name=writer_name, live_check=live_check)
+        return await self._writes.submit(ctx, args, mode="live", writer_name=writer_name, risk_check=live_check)
 
     async def live_cancel(self, args: OrderCancelInput) -> OrderLifecycle:
         """Cancel a live order; the kill switch never blocks a cancel."""
@@ -125,6 +126,10 @@ class LiveDesk:
                 unresolved += 1
                 continue
             terminal = current.status in TERMINAL_STATUSES
+            filled, price = current.filled_quantity, current.average_fill_price
+            if order.client_order_id is not None and filled and price:
+                # real fills count in full
+                await desk.run(functools.partial(desk.store.record_fill_value, order.client_order_id, filled * price))
             if current.status != order.last_status:
                 transitions += 1
                 await desk.audit_system(

@@ -399,6 +399,22 @@ class OrderStore:
         with self._lock, read_transaction(self._conn()) as db:
             return _live_usage(db, account_id, window_start, day_start)
 
+    def record_fill_value(self, client_order_id: str, value: Decimal) -> None:
+        """Count a live order's real fills: its notional becomes at least `value` (fills at their real price)."""
+        with self._lock, write_transaction(self._conn()) as db:
+            row = db.execute(
+                "SELECT notional FROM order_idempotency WHERE client_order_id = ? AND flow = 'live_submit'",
+                (client_order_id,),
+            ).fetchone()
+            if row is None:
+                return
+            counted = Decimal(str(row[0])) if row[0] is not None else Decimal(0)
+            if value > counted:
+                db.execute(
+                    "UPDATE order_idempotency SET notional = ? WHERE client_order_id = ? AND flow = 'live_submit'",
+                    (str(value), client_order_id),
+                )
+
     # --------------------------------------------------------------- kill switch
 
     def kill_switch(self) -> KillSwitchState:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from ._desk import DeskServices, is_operator, raise_refusal
 from .call_context import CallContext, Switch
-from .gates import check_paper_account, check_paper_enabled
-from .keyed_writes import KeyedWrites
+from .gates import check_paper_account, check_paper_enabled, check_risk, is_resting, needs_quote, order_notional
+from .keyed_writes import KeyedWrites, RiskOutcome
 from .order_models import OrderLifecycle
 from .order_requests import OrderCancelInput, OrderSubmitInput
+from .orders import OrderTicket
+from .risk import DEFAULT_PREVIEW_POLICY
 
 PAPER_WRITER = "client-portal"
 """Paper orders always go to the broker's own paper account."""
@@ -23,7 +25,16 @@ class PaperDesk:
     async def paper_submit(self, args: OrderSubmitInput) -> OrderLifecycle:
         """Send the approved preview's order to a paper account through the broker's writer."""
         ctx = await self._gates(args.account_id)
-        return await self._writes.submit(ctx, args, mode="paper", writer_name=PAPER_WRITER, live_check=None)
+        desk = self._desk
+        policy = desk.config.risk_policy(desk.config.orders.preview_policy_id) or DEFAULT_PREVIEW_POLICY
+
+        async def paper_check(ticket: OrderTicket) -> RiskOutcome:
+            """The preview policy again, on a fresh quote: the price may have moved since the preview."""
+            quote = await desk.quote(ticket.contract_id) if needs_quote(ticket, policy) else None
+            raise_refusal(check_risk(ticket, policy, stage="preview", quote=quote))
+            return RiskOutcome(order_notional(ticket, quote, policy), None, is_resting(ticket, quote))
+
+        return await self._writes.submit(ctx, args, mode="paper", writer_name=PAPER_WRITER, risk_check=paper_check)
 
     async def paper_cancel(self, args: OrderCancelInput) -> OrderLifecycle:
         """Cancel an order of a paper account."""

@@ -86,7 +86,7 @@ class Previews:
                 details={"broker_text": what_if.error[:BROKER_TEXT_LIMIT]},
             )
         now = desk.clock()
-        notional = order_notional(ticket, quote)
+        notional = order_notional(ticket, quote, policy)
         preview = OrderPreview(
             preview_id=f"pv-{uuid.uuid4().hex}",
             account_id=args.account_id,

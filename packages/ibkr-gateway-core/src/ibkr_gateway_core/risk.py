@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -50,6 +50,12 @@ class RiskPolicy(BaseModel):
     """Whether quantities with a fractional part are allowed."""
     max_price_deviation_bps: Annotated[Decimal, Field(gt=0)] | None = None
     """Price collar: largest distance of the order's price from the reference (mid, else last), in basis points."""
+    price_collar: Literal["both", "marketable"] = "both"
+    """`both`: the collar bounds the price on either side of the reference; `marketable`: only how far a limit
+    goes through the market (a buy above, a sell below the reference), so a resting order far away is allowed."""
+    slippage_bps: Annotated[Decimal, Field(ge=0, le=10_000)] = Decimal(50)
+    """Margin added to the quote when an order is counted at the market (market, stop, trailing, a sell limit
+    below the bid), in basis points."""
     max_quote_age_seconds: Annotated[float, Field(gt=0)] | None = None
     """Oldest quote the collar and market pricing may use."""
     max_orders_per_window: Annotated[int, Field(ge=1)] | None = None
@@ -61,13 +67,19 @@ class RiskPolicy(BaseModel):
     """Live only: most notional per account per trading day, in `currency`."""
 
 
+BUILTIN_COLLAR_BPS: Final = Decimal(1_000)
+"""The built-in policies' price collar: a limit at most 10% through the market."""
+
 DEFAULT_PREVIEW_POLICY: Final = RiskPolicy(
     policy_id="builtin-preview",
     max_quantity=Decimal(10_000),
     max_notional=Decimal(1_000_000),
+    max_price_deviation_bps=BUILTIN_COLLAR_BPS,
+    price_collar="marketable",
 )
-"""Used for previews when `orders.preview_policy_id` names no policy: stocks and ETFs, whole shares,
-at most 10,000 shares and 1,000,000 USD per order."""
+"""Used for previews (and paper submits) when `orders.preview_policy_id` names no policy: stocks and ETFs,
+whole shares, at most 10,000 shares and 1,000,000 USD per order counted at the worst-case fill, and a
+limit at most 10% through the market."""
 
 FAKE_LIVE_POLICY: Final = RiskPolicy(
     policy_id="builtin-simulator-live",
@@ -77,6 +89,8 @@ FAKE_LIVE_POLICY: Final = RiskPolicy(
     window_seconds=60,
     max_orders_per_day=500,
     max_notional_per_day=Decimal(250_000),
+    max_price_deviation_bps=BUILTIN_COLLAR_BPS,
+    price_collar="marketable",
 )
 """Fake mode only (the simulator, no real money): the live policy when the config names none."""
 

@@ -33,14 +33,20 @@ class WarningPolicy:
     """Answers IBKR order warnings by message id; any id not allowed (or unknown) refuses the order."""
 
     actions: Mapping[str, str]
-    """Message id → `allow` or `deny` (from `orders.warning_policy`)."""
+    """Message id → `allow`, `allow_resting` or `deny` (from `orders.warning_policy`)."""
+    resting: bool = False
+    """The order rests on its own side of the market (a buy limit below the ask, a sell limit above the bid)."""
     answered: list[BrokerQuestion] = field(default_factory=lambda: [])
     """Questions this policy was asked, in order (for the audit and the result)."""
 
     def __call__(self, question: BrokerQuestion) -> bool:
-        """True only when every message id of the question is explicitly allowed."""
+        """True only when every message id of the question is allowed (`allow_resting`: for a resting order only)."""
         self.answered.append(question)
-        return bool(question.message_ids) and all(self.actions.get(mid) == "allow" for mid in question.message_ids)
+        return bool(question.message_ids) and all(self._allows(mid) for mid in question.message_ids)
+
+    def _allows(self, message_id: str) -> bool:
+        action = self.actions.get(message_id)
+        return action == "allow" or (action == "allow_resting" and self.resting)
 
 
 LIVE_CANDIDATE_PREFIX: Final = "local-candidate-"
