@@ -89,6 +89,7 @@ def _remote(tmp_path: Path, issuer: FakeIssuer, overrides: dict[str, Any]) -> An
             "jwks_refetch_interval_seconds": 30,
             "max_request_bytes": 4096,
         }
+        clock = overrides.pop("clock", None)
         section.update(overrides)
         config = GatewayConfig.from_mapping(
             {
@@ -102,7 +103,8 @@ def _remote(tmp_path: Path, issuer: FakeIssuer, overrides: dict[str, Any]) -> An
             Gateway.from_config(config) as gateway,
             JwksTokenVerifier(verifier_settings(config.remote_mcp)) as verifier,
         ):
-            app = RemoteMcpApp(gateway, config.remote_mcp, verifier, token_id_key=TOKEN_KEY.encode())
+            timing = {"clock": clock} if clock is not None else {}
+            app = RemoteMcpApp(gateway, config.remote_mcp, verifier, token_id_key=TOKEN_KEY.encode(), **timing)
             async with serve_loopback(app, sock) as base_url:
                 yield Remote(issuer, base_url, resource, app, gateway)
 
@@ -387,3 +389,169 @@ def test_a_short_token_id_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(GatewayError) as caught:
         config.remote_mcp.token_id_key()
     assert caught.value.code == ErrorCode.CONFIG_INVALID
+
+
+# ------------------------------------------------------------------------------ hostile bodies
+
+
+async def _session(remote: Remote, token: str) -> dict[str, str]:
+    """Open a legacy session; the headers that address it."""
+    response = await remote.post(token)
+    assert response.status_code == 200, response.text
+    headers = {"mcp-session-id": response.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+    ready = await remote.post(token, headers=headers, body={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert ready.status_code == 202
+    return headers
+
+
+async def _post_raw(remote: Remote, token: str, headers: dict[str, str], raw: bytes) -> Any:
+    sent = dict(MCP_HEADERS) | headers | {"authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        return await http.post(remote.resource, headers=sent, content=raw)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code"),
+    [
+        ('{"x":1e999}', "INPUT_NON_FINITE_NUMBER"),
+        ('{"x":NaN}', "INPUT_NON_FINITE_NUMBER"),
+        ('{"x":' + "[" * 300 + "]" * 300 + "}", "INPUT_TOO_DEEP"),
+        ('{"x":"\\udc00"}', "INPUT_INVALID_UNICODE"),
+        ('{"x":' + "7" * 3000 + "}", "INPUT_NUMBER_TOO_LARGE"),
+    ],
+)
+async def test_hostile_tool_arguments_over_http_get_a_coded_tool_error(
+    remote_factory: RemoteFactory, arguments: str, code: str
+) -> None:
+    """The same screen as stdio: a coded INPUT_* tool error, audited under the remote principal."""
+    async with remote_factory(max_request_bytes=65536) as remote:
+        token = remote.mint()
+        headers = await _session(remote, token)
+        raw = (
+            '{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"ibkr_health","arguments":'
+            + arguments
+            + "}}"
+        ).encode()
+        with anyio.fail_after(10):
+            response = await _post_raw(remote, token, headers, raw)
+        assert response.status_code == 200, response.text
+        reply = response.json()
+        assert reply["id"] == 9
+        assert reply["result"]["isError"] is True
+        assert reply["result"]["structuredContent"]["code"] == code
+        [row] = [row for row in await remote.audit_rows("tool_failed") if row["error_code"] == code]
+        assert (row["principal_kind"], row["principal_subject"]) == ("remote", "agent-1")
+        assert row["event_id"] == reply["result"]["structuredContent"]["audit_event_id"]
+
+
+async def test_a_body_that_is_not_json_gets_32700_and_is_audited_by_hash(remote: Remote) -> None:
+    """-32700 with the stable code in error.data; the audit row has the size and hash, not the bytes."""
+    token = remote.mint()
+    headers = await _session(remote, token)
+    response = await _post_raw(remote, token, headers, b"{not json: my secret note")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == -32700
+    assert error["data"]["code"] == "INPUT_MALFORMED_REQUEST"
+    [row] = await remote.audit_rows("mcp_request_refused")
+    assert row["metadata"] == {"transport": "http", "jsonrpc_code": -32700, "raw_bytes": 25}
+    assert row["principal_subject"] == "agent-1"
+    assert "secret note" not in json.dumps(row)
+
+
+async def test_a_params_shape_error_over_http_is_audited(remote: Remote) -> None:
+    """The SDK's own -32602 (tool name not a string) is answered by the SDK and audited by the server."""
+    token = remote.mint()
+    headers = await _session(remote, token)
+    body = {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": 5}}
+    response = await remote.post(token, headers=headers, body=body)
+    assert "-32602" in response.text
+    [row] = await remote.audit_rows("mcp_request_refused")
+    assert row["metadata"]["jsonrpc_code"] == -32602
+    assert row["tool_name"] == "tools/call"
+
+
+# ------------------------------------------------------------------------------ fair share
+
+
+async def test_one_subject_cannot_take_every_session_slot(remote_factory: RemoteFactory) -> None:
+    """A health-only subject opening sessions without end is held at its share; other subjects still get in."""
+    async with remote_factory(max_sessions=6, max_sessions_per_subject=3) as remote:
+        greedy = remote.mint(subject="greedy", scope="ibkr:health:read")
+        statuses = [(await remote.post(greedy)).status_code for _ in range(10)]
+        assert statuses == [200] * 3 + [429] * 7
+        refused = await remote.post(greedy)
+        assert refused.json()["error"] == "too_many_sessions"
+        for subject in ("calm-1", "calm-2"):
+            assert (await remote.post(remote.mint(subject=subject))).status_code == 200
+        [row] = await remote.audit_rows("remote_rate_limited")
+        assert row["principal_subject"] == "greedy"
+        assert row["metadata"]["limit"] == "sessions"
+
+
+async def test_closing_a_session_frees_the_subjects_slot(remote_factory: RemoteFactory) -> None:
+    async with remote_factory(max_sessions_per_subject=1) as remote:
+        token = remote.mint()
+        headers = await _session(remote, token)
+        assert (await remote.post(token)).status_code == 429
+        async with httpx2.AsyncClient(timeout=5) as http:
+            closed = await http.delete(remote.resource, headers=headers | {"authorization": f"Bearer {token}"})
+        assert closed.status_code == 200
+        assert (await remote.post(token)).status_code == 200
+
+
+async def test_sessions_beyond_the_fair_share_close_after_the_short_idle_timeout(
+    remote_factory: RemoteFactory,
+) -> None:
+    """Beyond its share a subject's least recently used sessions expire after over_share_idle_timeout_seconds."""
+    now = [1000.0]
+    async with remote_factory(
+        clock=lambda: now[0], sessions_fair_share=1, over_share_idle_timeout_seconds=30, max_sessions_per_subject=3
+    ) as remote:
+        token = remote.mint()
+        old = await _session(remote, token)
+        now[0] += 1
+        kept = await _session(remote, token)
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        now[0] = 1020
+        assert (await remote.post(token, headers=kept, body=ping)).status_code == 200
+        now[0] = 1029  # `old` idle 29 s: within the short timeout
+        assert (await remote.post(token, headers=old, body=ping)).status_code == 200
+        now[0] = 1045  # `kept` is now the least recently used, idle 25 s
+        assert (await remote.post(token, headers=kept, body=ping)).status_code == 200
+        now[0] = 1060  # `old`: beyond the share, idle 31 s
+        assert (await remote.post(token, headers=kept, body=ping)).status_code == 200
+        assert (await remote.post(token, headers=old, body=ping)).status_code == 404
+        assert (await remote.post(token)).status_code == 200  # its slot is free again
+
+
+async def test_in_flight_requests_are_capped_per_subject(remote_factory: RemoteFactory) -> None:
+    """While one request of a subject is still being sent, its second gets 429; another subject is served."""
+    async with remote_factory(max_inflight_per_subject=1) as remote:
+        token = remote.mint()
+        release = anyio.Event()
+        started = anyio.Event()
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            yield json.dumps(INIT)[:10].encode()
+            started.set()
+            await release.wait()
+            yield json.dumps(INIT)[10:].encode()
+
+        async def hold() -> None:
+            async with httpx2.AsyncClient(timeout=10) as http:
+                sent = dict(MCP_HEADERS) | {"authorization": f"Bearer {token}"}
+                response = await http.post(remote.resource, headers=sent, content=slow_body())
+                assert response.status_code == 200
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(hold)
+            with anyio.fail_after(10):
+                await started.wait()
+                await anyio.sleep(0.2)
+                second = await remote.post(token)
+                other = await remote.post(remote.mint(subject="other"))
+            release.set()
+        assert second.status_code == 429
+        assert second.json()["error"] == "too_many_requests_in_flight"
+        assert other.status_code == 200

@@ -6,12 +6,13 @@ what the audit log stores and chains, so equal events always hash equally.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 import uuid
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_serializer
 from pydantic_core import to_jsonable_python
@@ -21,6 +22,20 @@ from .redaction import REDACTED, Redaction, redact, secret_reason
 
 MAX_TEXT_CHARS: Final = 256
 """Free-text fields (subject, tool name, request id, ...) are cut to this length."""
+
+MAX_FIELD_BYTES: Final = 8192
+"""A metadata value (and each entry of a metadata object, such as one argument) is stored whole up to this size."""
+
+MAX_METADATA_BYTES: Final = 32768
+"""All of an event's metadata, after the per-field cap; beyond it the largest values are summarised too."""
+
+MAX_REDACTIONS: Final = 64
+"""At most this many entries in an event's redaction trail; one more says how many were left out."""
+
+CAPPED_HEAD_CHARS: Final = 256
+"""How much of a capped value's canonical JSON its summary keeps."""
+
+REASON_SIZE_CAP: Final = "over the audit size cap"
 
 FREE_TEXT_FIELDS: Final = (
     "principal_subject",
@@ -129,6 +144,8 @@ def redact_event(event: AuditEvent) -> AuditEvent:
     `AuditLog.append` applies it to every event, so no caller can store a secret by forgetting to.
     """
     metadata, trail = redact(event.metadata)
+    if isinstance(metadata, dict):
+        metadata = cap_metadata(metadata, trail)
     updates: dict[str, object] = {}
     for name in FREE_TEXT_FIELDS:
         text = getattr(event, name)
@@ -137,10 +154,68 @@ def redact_event(event: AuditEvent) -> AuditEvent:
             if reason is not None:
                 updates[name] = REDACTED
                 trail.append(Redaction(field_path=name, reason=reason))
-    if not trail:
+    if not trail and len(event.redactions) <= MAX_REDACTIONS + 1:
         return event
-    merged = list(event.redactions)
-    merged.extend(item for item in trail if item not in merged)
+    merged = list(dict.fromkeys([*event.redactions, *trail]))  # in order, each once
+    if len(merged) > MAX_REDACTIONS + 1:
+        left_out = len(merged) - MAX_REDACTIONS
+        merged = [*merged[:MAX_REDACTIONS], Redaction(field_path="...", reason=f"and {left_out} more")]
     updates["redactions"] = merged
     updates["metadata"] = metadata if isinstance(metadata, dict) else {}
     return event.model_copy(update=updates)
+
+
+def _size(value: JsonValue) -> tuple[int, str]:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return len(text.encode("utf-8", "replace")), text
+
+
+def capped_summary(text: str, size: int) -> dict[str, JsonValue]:
+    """What a value over the cap is stored as: its size, a SHA-256 of its canonical JSON, and its first characters."""
+    return {
+        "capped": True,
+        "bytes": size,
+        "sha256": hashlib.sha256(text.encode("utf-8", "replace")).hexdigest(),
+        "head": text[:CAPPED_HEAD_CHARS],
+    }
+
+
+def _cap(value: JsonValue, path: str, trail: list[Redaction]) -> JsonValue:
+    size, text = _size(value)
+    if size <= MAX_FIELD_BYTES:
+        return value
+    trail.append(Redaction(field_path=path, reason=REASON_SIZE_CAP))
+    return capped_summary(text, size)
+
+
+def cap_metadata(metadata: dict[str, JsonValue], trail: list[Redaction]) -> dict[str, JsonValue]:
+    """`metadata` with every value, and every entry of an object value, cut to `MAX_FIELD_BYTES`.
+
+    A cut value keeps its size, hash and first characters (`capped_summary`), and the trail names it.
+    If the whole is still over `MAX_METADATA_BYTES`, the largest values are summarised whole, so one
+    event's metadata never exceeds about that size however many fields a caller sends.
+    """
+    total, _ = _size(metadata)
+    if total <= MAX_FIELD_BYTES:
+        return metadata  # the common case: one pass, nothing to cut
+    capped: dict[str, JsonValue] = {}
+    for key, value in metadata.items():
+        if isinstance(value, dict):
+            entries = cast(dict[str, JsonValue], value)
+            capped[key] = {name: _cap(item, f"metadata.{key}.{name}", trail) for name, item in entries.items()}
+        else:
+            capped[key] = _cap(value, f"metadata.{key}", trail)
+    sizes = sorted(((_size(value), key) for key, value in capped.items()), key=lambda item: -item[0][0])
+    total, _ = _size(capped)
+    for (size, text), key in sizes:
+        if total <= MAX_METADATA_BYTES:
+            break
+        summary = capped_summary(text, size)
+        trail.append(Redaction(field_path=f"metadata.{key}", reason=REASON_SIZE_CAP))
+        total -= size - _size(summary)[0]
+        capped[key] = summary
+    if total > MAX_METADATA_BYTES:  # very many small top-level keys: keep one summary of them all
+        size, text = _size(capped)
+        trail.append(Redaction(field_path="metadata", reason=REASON_SIZE_CAP))
+        return {"capped": capped_summary(text, size)}
+    return capped

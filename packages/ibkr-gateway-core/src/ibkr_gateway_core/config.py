@@ -324,6 +324,15 @@ class RemoteMcpConfig(_Section):
     """Largest request body accepted (413 beyond)."""
     session_idle_timeout_seconds: Annotated[int, Field(ge=10, le=86_400)] = 1800
     """An MCP session idle this long is closed."""
+    max_sessions_per_subject: Annotated[int, Field(ge=1, le=100_000)] = 8
+    """Most MCP sessions one subject (issuer + subject) may hold open at once (429 beyond), so no one
+    subject can take every slot of `max_sessions`."""
+    max_inflight_per_subject: Annotated[int, Field(ge=1, le=10_000)] = 8
+    """Most requests of one subject being served at once (429 beyond)."""
+    sessions_fair_share: Annotated[int, Field(ge=1, le=100_000)] = 2
+    """A subject's sessions beyond this many are closed after `over_share_idle_timeout_seconds` idle."""
+    over_share_idle_timeout_seconds: Annotated[int, Field(ge=5, le=86_400)] = 60
+    """Idle timeout of a subject's sessions beyond its fair share (its oldest-active sessions keep the long one)."""
 
     @field_validator("resource", "issuer", "jwks_url")
     @classmethod

@@ -63,6 +63,11 @@ class ErrorCode(StrEnum):
     INPUT_INVALID_ARGUMENT = "INPUT_INVALID_ARGUMENT"
     INPUT_UNKNOWN_ORDER = "INPUT_UNKNOWN_ORDER"
     INPUT_UNKNOWN_OPERATION = "INPUT_UNKNOWN_OPERATION"
+    INPUT_NON_FINITE_NUMBER = "INPUT_NON_FINITE_NUMBER"
+    INPUT_NUMBER_TOO_LARGE = "INPUT_NUMBER_TOO_LARGE"
+    INPUT_INVALID_UNICODE = "INPUT_INVALID_UNICODE"
+    INPUT_TOO_DEEP = "INPUT_TOO_DEEP"
+    INPUT_MALFORMED_REQUEST = "INPUT_MALFORMED_REQUEST"
     MARKET_DATA_STALE = "MARKET_DATA_STALE"
     AUDIT_CHAIN_INVALID = "AUDIT_CHAIN_INVALID"
     BROKER_SESSION_REQUIRED = "BROKER_SESSION_REQUIRED"
@@ -206,6 +211,24 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         "input", False, "List orders (`ibkr-agent orders list`, tool `ibkr_orders_list`) to see known order ids."
     ),
     ErrorCode.INPUT_UNKNOWN_OPERATION: ErrorInfo("input", False, "Use one of the operations the gateway lists."),
+    ErrorCode.INPUT_NON_FINITE_NUMBER: ErrorInfo(
+        "input", False, "Send finite numbers only (no NaN, Infinity or overflowing exponents such as 1e999)."
+    ),
+    ErrorCode.INPUT_NUMBER_TOO_LARGE: ErrorInfo(
+        "input", False, "Send integers of at most 64 digits; give exact amounts as decimal strings."
+    ),
+    ErrorCode.INPUT_INVALID_UNICODE: ErrorInfo(
+        "input", False, "Send text as valid UTF-8 with no lone surrogate escapes (\\ud800 to \\udfff)."
+    ),
+    ErrorCode.INPUT_TOO_DEEP: ErrorInfo(
+        "input", False, "Send flat arguments as the tool's input schema describes (at most 32 levels, 100,000 values)."
+    ),
+    ErrorCode.INPUT_MALFORMED_REQUEST: ErrorInfo(
+        "input",
+        False,
+        "Send one JSON-RPC 2.0 message per line (stdio) or per request body (HTTP), "
+        "with the params its method defines.",
+    ),
     ErrorCode.MARKET_DATA_STALE: ErrorInfo("input", True, "Request a fresh quote and retry."),
     ErrorCode.AUDIT_CHAIN_INVALID: ErrorInfo(
         "input", False, "Stop all writers and follow the audit-incident runbook; keep a copy of the database."

@@ -33,6 +33,7 @@ from .backend import Backend, BackendFactory, load_backend_factory
 from .call_context import CURRENT_CALL, CallContext
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
+from .input_limits import safe_jsonable, screen_arguments
 from .models import (
     AccountSummary,
     BrokerAccount,
@@ -266,6 +267,9 @@ class Gateway:
         data: Any = None
         failure: GatewayError | None = None
         try:
+            hostile = screen_arguments(arguments) if not isinstance(arguments, BaseModel) else None
+            if hostile is not None:  # before the lookup too: an unknown name with hostile arguments is the same attack
+                raise hostile
             op = self._lookup(name, tool_names_only=tool_names_only)
             if not caller.has(op.scope):
                 raise GatewayError(
@@ -500,17 +504,9 @@ def _raw_mapping(value: object) -> dict[str, Any]:
 
 
 def _raw_jsonable(value: object) -> Any:
-    """Arguments as given, reduced to JSON-safe data for hashing and the audit trail."""
+    """Arguments as given, reduced to JSON-safe data for hashing and the audit trail (hostile values described)."""
     if value is None:
         return {}
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        mapping = cast(Mapping[object, object], value)
-        return {str(key): _raw_jsonable(item) for key, item in mapping.items()}
-    if isinstance(value, list | tuple):
-        items = cast(list[object], value)
-        return [_raw_jsonable(item) for item in items]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
+    return safe_jsonable(value)

@@ -54,6 +54,7 @@ from .auth import (
     VerifiedToken,
     VerifierSettings,
 )
+from .inbound import Transport, answer, screen_message
 from .server import GatewayMCPServer
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ _DESCRIPTIONS: Final[Mapping[DenyReason, str]] = {
 
 class RemoteGatewayMCPServer(GatewayMCPServer):
     """The gateway's MCP server whose caller is the authenticated principal of the current HTTP request."""
+
+    transport: Transport = "http"
 
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway, _ANONYMOUS)
@@ -187,7 +190,11 @@ class RemoteMcpApp:
         )
         self._audited: OrderedDict[bytes, None] = OrderedDict()
         self._session_owners: OrderedDict[str, str] = OrderedDict()
+        self._session_seen: dict[str, float] = {}
+        """When each open session last served a request (monotonic seconds)."""
+        self._inflight: dict[str, int] = {}
         self._running = False
+        self._last_reap = -float("inf")
         self._clock = clock
         self._throttle_audited: dict[str, float] = {}
 
@@ -277,6 +284,7 @@ class RemoteMcpApp:
             await self._audit_throttled(outcome, retry_after)
             await _json(429, {"error": "rate_limited"}, extra={"retry-after": str(max(1, round(retry_after)))})(send)
             return
+        await self._close_over_share_idle()
         session_ids = headers.get("mcp-session-id", [])
         if session_ids:
             if len(session_ids) != 1 or self._session_owners.get(session_ids[0]) != owner:
@@ -285,24 +293,156 @@ class RemoteMcpApp:
                 )(send)
                 return
             self._session_owners.move_to_end(session_ids[0])  # evict idle sessions' owners first
+            self._session_seen[session_ids[0]] = self._clock()
             if scope["method"] == "DELETE":
                 send = self._forgetting_session(send, session_ids[0])
         else:
+            if scope["method"] == "POST" and self._open_sessions(owner) >= self.remote.max_sessions_per_subject:
+                await self._refuse_fair_share(outcome, "sessions", send)
+                return
             send = self._recording_session(send, owner)
+        if self._inflight.get(owner, 0) >= self.remote.max_inflight_per_subject:
+            await self._refuse_fair_share(outcome, "in_flight", send)
+            return
+        self._inflight[owner] = self._inflight.get(owner, 0) + 1
         token = _CALLER.set(outcome)
         try:
+            if scope["method"] == "POST":
+                screened = await self._screened_body(receive, send)
+                if screened is None:
+                    return  # answered here: too large, or refused and audited
+                receive = screened
             await self._inner(scope, receive, send)
         finally:
             _CALLER.reset(token)
+            left = self._inflight.get(owner, 1) - 1
+            if left > 0:
+                self._inflight[owner] = left
+            else:
+                self._inflight.pop(owner, None)
+
+    # ------------------------------------------------------------------------------ fair share
+
+    def _open_sessions(self, owner: str) -> int:
+        return sum(1 for holder in self._session_owners.values() if holder == owner)
+
+    async def _close_over_share_idle(self) -> None:
+        """Close each subject's sessions beyond its fair share that sat idle past the short timeout.
+
+        A subject's most recently used `sessions_fair_share` sessions keep the long idle timeout;
+        the SDK closes those itself. The rest are closed here, through the SDK's own DELETE.
+        """
+        now = self._clock()
+        if now - self._last_reap < 1.0:
+            return
+        self._last_reap = now
+        by_owner: dict[str, list[str]] = {}
+        for session_id, holder in self._session_owners.items():
+            by_owner.setdefault(holder, []).append(session_id)
+        expired: list[str] = []
+        for sessions in by_owner.values():
+            if len(sessions) <= self.remote.sessions_fair_share:
+                continue
+            recent = sorted(sessions, key=lambda item: self._session_seen.get(item, 0.0), reverse=True)
+            for session_id in recent[self.remote.sessions_fair_share :]:
+                idle = now - self._session_seen.get(session_id, 0.0)
+                if idle >= self.remote.over_share_idle_timeout_seconds:
+                    expired.append(session_id)
+        for session_id in expired:
+            self._session_owners.pop(session_id, None)
+            self._session_seen.pop(session_id, None)
+            await self._terminate(session_id)
+
+    async def _terminate(self, session_id: str) -> None:
+        """End a session in the SDK as its client would: a DELETE carrying its id, answered to nobody."""
+        host = next(iter(sorted(self._hosts)), "localhost").encode("latin-1")
+        scope: AsgiScope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "DELETE",
+            "scheme": "http",
+            "path": self.urls.mcp_path,
+            "raw_path": self.urls.mcp_path.encode("latin-1"),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", host), (b"mcp-session-id", session_id.encode("latin-1"))],
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 0),
+        }
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def discard(message: Message) -> None:
+            return None
+
+        try:
+            await self._inner(scope, receive, discard)
+        except Exception:  # the session may already be gone; the SDK's idle timeout remains the backstop
+            logger.warning("could not close an idle session beyond its subject's share")
+
+    async def _refuse_fair_share(self, principal: Principal, limit: str, send: Send) -> None:
+        await self._audit_throttled(principal, 1.0, limit=limit)
+        body = {
+            "error": "too_many_sessions" if limit == "sessions" else "too_many_requests_in_flight",
+            "message": "This subject holds its share of open sessions; close one (DELETE) or reuse it."
+            if limit == "sessions"
+            else "This subject has its share of requests in flight; wait for one to finish.",
+        }
+        await _json(429, body, extra={"retry-after": "1"})(send)
+
+    # ------------------------------------------------------------------------------ screening
+
+    async def _screened_body(self, receive: Receive, send: Send) -> Receive | None:
+        """Read the body (bounded), screen it (`inbound.screen_message`) and replay it; None when answered."""
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.remote.max_request_bytes:
+                await _json(413, {"error": "payload_too_large", "max_bytes": self.remote.max_request_bytes})(send)
+                return None
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        refusal = screen_message(body, max_bytes=self.remote.max_request_bytes) if body.strip() else None
+        if refusal is not None:
+            reply = await answer(self.server, refusal, "http")
+            if reply is None:
+                await send({"type": "http.response.start", "status": 202, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                status = 200 if refusal.is_tool_call else 400
+                await _json(status, reply)(send)
+            return None
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
 
     def _recording_session(self, send: Send, owner: str) -> Send:
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 for name, value in message.get("headers", []):
                     if name.lower() == b"mcp-session-id":
-                        self._session_owners[value.decode("latin-1")] = owner
+                        session_id = value.decode("latin-1")
+                        self._session_owners[session_id] = owner
+                        self._session_seen[session_id] = self._clock()
                         while len(self._session_owners) > 4 * self.remote.max_sessions + 64:
-                            self._session_owners.popitem(last=False)
+                            forgotten, _ = self._session_owners.popitem(last=False)
+                            self._session_seen.pop(forgotten, None)
             await send(message)
 
         return recording_send
@@ -311,6 +451,7 @@ class RemoteMcpApp:
         async def forgetting_send(message: Message) -> None:
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
                 self._session_owners.pop(session_id, None)
+                self._session_seen.pop(session_id, None)
             await send(message)
 
         return forgetting_send
@@ -444,11 +585,11 @@ class RemoteMcpApp:
         except Exception:  # an audit failure must not turn a refusal into a crash
             logger.exception("could not audit %s", event_type)
 
-    async def _audit_throttled(self, principal: Principal, retry_after: float) -> None:
-        owner = f"{principal.issuer}\n{principal.subject}"
+    async def _audit_throttled(self, principal: Principal, retry_after: float, *, limit: str = "rate") -> None:
+        owner = f"{principal.issuer}\n{principal.subject}\n{limit}"
         now = self._clock()
         if now - self._throttle_audited.get(owner, -float("inf")) < self.remote.rate_limit_window_seconds:
-            return  # one throttle row per subject per window, so a flood cannot flood the log
+            return  # one throttle row per subject and limit per window, so a flood cannot flood the log
         self._throttle_audited[owner] = now
         if len(self._throttle_audited) > 10_000:
             self._throttle_audited.clear()
@@ -464,7 +605,7 @@ class RemoteMcpApp:
             decision="refuse",
             result_status="refused",
             session_id=self.gateway.session_id,
-            metadata={"transport": "http", "retry_after_seconds": round(retry_after, 3)},
+            metadata={"transport": "http", "limit": limit, "retry_after_seconds": round(retry_after, 3)},
         )
         await self.gateway.audit.append(event)
 

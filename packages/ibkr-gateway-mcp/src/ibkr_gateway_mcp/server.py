@@ -27,6 +27,7 @@ from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, ConfigDict
 
 from .catalog import META_PREFIX, SERVER_NAME, tool_scopes
+from .inbound import ProtocolAuditMiddleware, Transport, screened_stdio
 from .schemas import RESULT_KEY, input_schema, output_schema
 from .untrusted import MAX_POINTERS, UNTRUSTED_META_KEY, UntrustedPlan, untrusted_note
 
@@ -77,6 +78,9 @@ class GatewayMCPServer(MCPServer[Any]):
     HTTP) overrides `current_principal`; listing, calling and `ibkr_capabilities` all go through it.
     """
 
+    transport: Transport = "stdio"
+    """The transport this server answers on, as its audit events name it."""
+
     def __init__(self, gateway: Gateway, principal: Principal) -> None:
         self.gateway = gateway
         self._principal = principal
@@ -88,7 +92,14 @@ class GatewayMCPServer(MCPServer[Any]):
             instructions=INSTRUCTIONS,
             tools=tools,
             log_level="WARNING",  # per-request INFO logs cost time and would echo broker URLs on stderr
+            middleware=[ProtocolAuditMiddleware(self, lambda: self.transport)],
         )
+
+    async def run_stdio_async(self) -> None:
+        """Serve stdio with every line screened first (`inbound`): each one answered and audited."""
+        async with screened_stdio(self) as (read_stream, write_stream):
+            lowlevel = self._lowlevel_server
+            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
     def current_principal(self) -> Principal:
         """The caller of the request being served."""
