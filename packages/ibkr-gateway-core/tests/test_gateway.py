@@ -56,7 +56,7 @@ class StubBackend:
     async def cash_balances(self, account_id: str) -> list[CashBalance]:
         return [CashBalance(currency="USD", cash=Decimal("50"))]
 
-    async def positions(self, account_id: str) -> list[Position]:
+    async def positions(self, account_id: str, *, fresh: bool = False) -> list[Position]:
         self.calls.append("positions")
         return []
 

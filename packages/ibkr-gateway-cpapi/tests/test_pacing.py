@@ -36,7 +36,7 @@ def paced_sim(fake_time: FakeTime) -> SimulatorState:
 def governor(fake_time: FakeTime, **kwargs: object) -> RateGovernor:
     max_wait = kwargs.get("max_wait", timedelta(seconds=6))
     assert isinstance(max_wait, timedelta)
-    return RateGovernor(clock=fake_time.monotonic, sleep=fake_time.sleep, max_wait=max_wait)
+    return RateGovernor(clock=fake_time.monotonic, sleep=fake_time.sleep, max_wait=max_wait, margin_s=0.0)
 
 
 @pytest.fixture
@@ -90,19 +90,18 @@ async def test_a_burst_of_30_snapshots_never_trips_the_brokers_pacing(
     paced_backend: CpapiBackend, paced_sim: SimulatorState, fake_time: FakeTime
 ) -> None:
     """IBKR allows 10 snapshots per second and puts violators in a 10-minute penalty box (reference §4)."""
-    params = {"conids": str(AAPL), "fields": "31"}
     client = paced_backend._client  # pyright: ignore[reportPrivateUsage]
     answers: list[object] = []
 
-    async def snapshot() -> None:
-        answers.append(await client.get("/iserver/marketdata/snapshot", params))
+    async def snapshot(fields: str) -> None:
+        answers.append(await client.get("/iserver/marketdata/snapshot", {"conids": str(AAPL), "fields": fields}))
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tasks:
-            for _ in range(30):
-                tasks.start_soon(snapshot)
+            for n in range(30):
+                tasks.start_soon(snapshot, f"31,{7000 + n}")  # 30 different reads: none coalesces
     assert len(answers) == 30
-    assert paced_sim.requests.count(paced_sim.requests[-1]) == 30
+    assert paced_sim.paths().count("GET /iserver/marketdata/snapshot") == 30
     assert fake_time.now_s >= 2.0  # 30 requests need at least three one-second windows
 
 
@@ -143,8 +142,8 @@ async def test_portfolio_accounts_is_reused_within_its_window_instead_of_waiting
     assert fake_time.sleeps == []
 
 
-async def test_a_get_answered_429_with_retry_after_backs_off_then_succeeds(fake_time: FakeTime) -> None:
-    """An idempotent read is retried once the broker's Retry-After has passed, and not before."""
+async def test_a_429_boxes_its_endpoint_until_retry_after_and_is_never_retried(fake_time: FakeTime) -> None:
+    """A read answered 429 fails at once with the broker's Retry-After; the endpoint is not called until it passed."""
     sent: list[float] = []
 
     def handler(request: httpx2.Request) -> httpx2.Response:
@@ -155,8 +154,15 @@ async def test_a_get_answered_429_with_retry_after_backs_off_then_succeeds(fake_
 
     async with mock_client(handler, fake_time) as client:
         with anyio.fail_after(5):
+            for _ in range(2):
+                with pytest.raises(GatewayError) as caught:
+                    await client.get("/trsrv/stocks", {"symbols": "AAPL"})
+                assert caught.value.code == ErrorCode.BROKER_RATE_LIMITED
+                assert caught.value.details["retry_after_seconds"] == 3.0
+            assert await client.get("/trsrv/secdef", {"conids": "1"}) == {"ok": True}  # another endpoint is free
+            fake_time.advance(3.0)
             assert await client.get("/trsrv/stocks", {"symbols": "AAPL"}) == {"ok": True}
-    assert sent == [0.0, 3.0]
+    assert sent == [0.0, 0.0, 3.0]
 
 
 @pytest.mark.parametrize(
@@ -187,8 +193,8 @@ async def test_an_order_write_answered_429_is_never_retried(method: str, path: s
     assert sent == [method]
 
 
-async def test_retries_after_429_are_bounded(fake_time: FakeTime) -> None:
-    """Without Retry-After the hold doubles (1 s, 2 s); after two retries the read fails, rate limited."""
+async def test_a_429_without_retry_after_is_the_ten_minute_penalty_box(fake_time: FakeTime) -> None:
+    """IBKR documents no Retry-After: the endpoint is boxed for the configured penalty (600 s), never probed."""
     sent: list[float] = []
 
     def handler(request: httpx2.Request) -> httpx2.Response:
@@ -196,19 +202,29 @@ async def test_retries_after_429_are_bounded(fake_time: FakeTime) -> None:
         return httpx2.Response(429, text="Too Many Requests")
 
     async with mock_client(handler, fake_time) as client:
-        with anyio.fail_after(5), pytest.raises(GatewayError) as caught:
-            await client.get("/iserver/accounts")
-    assert caught.value.code == ErrorCode.BROKER_RATE_LIMITED
-    assert sent == [0.0, 1.0, 3.0]
+        with anyio.fail_after(5):
+            for _ in range(3):
+                with pytest.raises(GatewayError) as caught:
+                    await client.get("/iserver/accounts")
+                assert caught.value.code == ErrorCode.BROKER_RATE_LIMITED
+            assert caught.value.details["retry_after_seconds"] == 600.0
+            fake_time.advance(599.0)
+            with pytest.raises(GatewayError) as caught:
+                await client.get("/iserver/accounts")
+            assert caught.value.details["retry_after_seconds"] == 1.0
+    assert sent == [0.0]
+    assert fake_time.sleeps == []
 
 
-async def test_a_long_retry_after_holds_every_request_off_the_host(fake_time: FakeTime) -> None:
-    """A penalty-box answer (Retry-After 600) is not waited out and the next call is refused without sending."""
+async def test_a_429_naming_the_ip_holds_every_request_off_the_host(fake_time: FakeTime) -> None:
+    """A penalty-box answer for the whole client (its IP) is not waited out; no endpoint is called again."""
     sent: list[str] = []
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         sent.append(request.url.path)
-        return httpx2.Response(429, headers={"Retry-After": "600"}, text="Too Many Requests")
+        return httpx2.Response(
+            429, headers={"Retry-After": "600"}, json={"error": "Too many requests: this IP is in the penalty box"}
+        )
 
     async with mock_client(handler, fake_time) as client:
         for path in ("/iserver/accounts", "/portfolio/accounts"):

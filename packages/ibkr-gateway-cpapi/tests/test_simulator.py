@@ -384,11 +384,25 @@ async def test_pacing_is_off_by_default_and_refuses_with_429_when_enabled(
     pacer = sim.enable_pacing(penalty=timedelta(minutes=10))
     assert (await http.get("/tickle")).status_code == 200
     refused = await http.get("/tickle")
-    assert (refused.status_code, refused.text) == (429, "Too Many Requests")
-    assert (await http.get("/iserver/auth/status")).status_code == 429  # the penalty box refuses everything
+    assert (refused.status_code, refused.json()["error"]) == (429, "Too many requests")
+    assert "retry-after" not in refused.headers  # IBKR documents none
+    assert (await http.get("/tickle")).status_code == 429  # the endpoint's penalty box
+    assert (await http.get("/iserver/auth/status")).status_code == 200  # other endpoints still answer
     assert pacer.refused == 2
     sim.disable_pacing()
     assert (await http.get("/tickle")).status_code == 200
+
+
+async def test_breaking_the_global_rate_boxes_every_endpoint(http: httpx2.AsyncClient, sim: SimulatorState) -> None:
+    """Over 10 requests per second in all, the whole client (its IP) is refused, and the answer says so."""
+    pacer = sim.enable_pacing(penalty=timedelta(minutes=10))
+    for n in range(10):
+        assert (await http.get(f"/iserver/contract/{n}/info")).status_code in (200, 400)
+    refused = await http.get("/iserver/auth/status")
+    assert refused.status_code == 429
+    assert "this IP" in refused.json()["error"]
+    assert (await http.get("/tickle")).status_code == 429
+    assert pacer.stats()["boxed"] == {"*": 600.0}
 
 
 async def test_pacing_windows_slide_on_the_virtual_clock() -> None:

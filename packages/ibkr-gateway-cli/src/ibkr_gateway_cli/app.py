@@ -67,12 +67,21 @@ def _global(
 def simulator_serve(
     host: Annotated[str, typer.Option("--host", help="Loopback address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port; 0 picks a free one.")] = 5000,
+    unkind: Annotated[
+        bool,
+        typer.Option(
+            "--unkind", help="Behave like the real gateway: IBKR's pacing limits, penalty box, stale positions."
+        ),
+    ] = False,
+    clock_speed: Annotated[
+        float, typer.Option("--clock-speed", help="Run the simulated clock this many times faster (1 to 10000).")
+    ] = 1.0,
     json_output: JsonOption = False,
 ) -> None:
     """Serve the CPAPI simulator over HTTPS on loopback (self-signed certificate); prints its base URL."""
     from .serve_cli import serve_simulator
 
-    serve_simulator(host=host, port=port, options=CliOptions(json=json_output))
+    serve_simulator(host=host, port=port, unkind=unkind, clock_speed=clock_speed, options=CliOptions(json=json_output))
 
 
 @groups["mcp"].command("serve")

@@ -78,6 +78,7 @@ _FIELD_FLAGS: Final[Mapping[str, Flag]] = {
     "preview_id": Flag("--preview-id", "Preview to approve."),
     "ttl_seconds": Flag("--ttl-seconds", "Lifetime in seconds (default 300).", int | None),
     "reason": Flag("--reason", "Why; kept with the switch and audited."),
+    "fresh": Flag("--fresh", "Invalidate IBKR's positions cache first (one extra broker call).", bool, False),
 }
 """Input field → its flag, wherever the field appears."""
 

@@ -58,6 +58,25 @@ def _health(value: Any) -> str:
     return f"gateway: {value.gateway} (version {value.version}, backend {value.backend}, {mode})"
 
 
+_PACING_COLUMNS: Final = [
+    "endpoint",
+    "limit",
+    "window_seconds",
+    "used",
+    "queued",
+    "in_flight",
+    "max_concurrent",
+    "boxed_for_seconds",
+]
+
+
+def _backend_status(value: Any) -> str:
+    text = block(value, skip=("pacing",))
+    if value.pacing:
+        text += "\n\npacing budgets:\n" + table(value.pacing, _PACING_COLUMNS)
+    return text
+
+
 def _session_requirements(value: Any) -> str:
     lines = [f"manual_action: {value.manual_action}"]
     lines += [f"[{'x' if check.satisfied else ' '}] {check.name}: {check.detail}" for check in value.checks]
@@ -126,7 +145,7 @@ def _rows(columns: list[str], empty: str = "(none)") -> Renderer:
 RENDERERS: Final[Mapping[str, Renderer]] = {
     "capabilities": _capabilities,
     "health": _health,
-    "backend_status": block,
+    "backend_status": _backend_status,
     "session_requirements": _session_requirements,
     "list_accounts": _rows(["account_id", "account_mode", "base_currency", "account_label"]),
     "account_summary": block,

@@ -10,11 +10,19 @@ if TYPE_CHECKING:
     from ibkr_gateway_core.config import GatewayConfig
 
 
-def serve_simulator(*, host: str, port: int, options: CliOptions) -> None:
+def serve_simulator(*, host: str, port: int, unkind: bool, clock_speed: float, options: CliOptions) -> None:
     """Serve the simulator until interrupted; the base URL is the first line on stdout."""
     import anyio
-    from ibkr_gateway_core.errors import GatewayError
+    from ibkr_gateway_core.errors import ErrorCode, GatewayError
     from ibkr_gateway_cpapi.serve import serve_simulator as serve
+    from ibkr_gateway_cpapi.simulator import ScaledClock, SimulatorState
+
+    if not 1 <= clock_speed <= 10_000:
+        fail(GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "--clock-speed must be between 1 and 10000."), options)
+        return
+    state = SimulatorState(scaled_clock=ScaledClock(clock_speed))
+    if unkind:
+        state.make_unkind()
 
     def ready(base_url: str) -> None:
         line = json.dumps({"base_url": base_url}) if options.json else base_url
@@ -22,7 +30,7 @@ def serve_simulator(*, host: str, port: int, options: CliOptions) -> None:
         sys.stdout.flush()
 
     async def main() -> None:
-        await serve(host=host, port=port, on_ready=ready)
+        await serve(host=host, port=port, state=state, on_ready=ready)
 
     try:
         anyio.run(main)

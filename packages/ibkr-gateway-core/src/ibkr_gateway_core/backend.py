@@ -58,8 +58,8 @@ class Backend(Protocol):
         """Cash per currency (the ledger), without the synthetic `BASE` row."""
         ...
 
-    async def positions(self, account_id: str) -> list[Position]:
-        """Every position of one account (all pages)."""
+    async def positions(self, account_id: str, *, fresh: bool = False) -> list[Position]:
+        """Every position of one account (all pages); `fresh` invalidates the broker's positions cache first."""
         ...
 
     async def search_contracts(self, symbol: str) -> list[ContractCandidate]:

@@ -73,9 +73,11 @@ class BrokerConfig(_Section):
     pacing_requests_per_second: Annotated[float, Field(ge=1, le=50)] = 10.0
     """Global request rate; IBKR allows 10/s through a Client Portal Gateway (per-endpoint limits are built in)."""
     pacing_max_wait_seconds: Annotated[float, Field(ge=0, le=60)] = 6.0
-    """Longest a request waits for its slot; beyond it the call fails with `BROKER_RATE_LIMITED` and a retry hint."""
+    """Longest a request queues for its slot; beyond it the call fails with `BROKER_RATE_LIMITED` and a retry hint."""
+    pacing_penalty_seconds: Annotated[float, Field(ge=1, le=3600)] = 600.0
+    """After a 429: seconds nothing goes to that endpoint (everything, when IBKR says so) unless `Retry-After` says."""
     rate_limit_retries: Annotated[int, Field(ge=0, le=5)] = 2
-    """Retries of a read (GET) after a 429; order placement and cancellation are never retried."""
+    """No longer used: a 429 is IBKR's penalty box and is never retried (the key is still accepted)."""
     keepalive_enabled: bool = True
     """Long-running servers (MCP stdio and HTTP) tickle the session and track its health; the CLI never does."""
     keepalive_interval_seconds: Annotated[float, Field(ge=1, le=300)] = 60.0

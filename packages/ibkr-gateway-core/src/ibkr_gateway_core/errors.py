@@ -77,6 +77,7 @@ class ErrorCode(StrEnum):
     BROKER_CAPABILITY_UNAVAILABLE = "BROKER_CAPABILITY_UNAVAILABLE"
     BROKER_RESPONSE_INVALID = "BROKER_RESPONSE_INVALID"
     BROKER_OUTCOME_UNKNOWN = "BROKER_OUTCOME_UNKNOWN"
+    BROKER_ANSWER_INCOMPLETE = "BROKER_ANSWER_INCOMPLETE"
     ORDER_CONFIRMATION_REFUSED = "ORDER_CONFIRMATION_REFUSED"
     MARKET_DATA_UNAVAILABLE = "MARKET_DATA_UNAVAILABLE"
     HISTORICAL_BARS_UNAVAILABLE = "HISTORICAL_BARS_UNAVAILABLE"
@@ -248,6 +249,12 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ),
     ErrorCode.BROKER_RESPONSE_INVALID: ErrorInfo(
         "upstream", True, "Retry once; if it persists, check the Client Portal Gateway version and logs."
+    ),
+    ErrorCode.BROKER_ANSWER_INCOMPLETE: ErrorInfo(
+        "upstream",
+        True,
+        "The gateway answered before its data was ready (e.g. an empty order list while orders work): "
+        "retry in a few seconds; do not read it as 'nothing there'.",
     ),
     ErrorCode.BROKER_OUTCOME_UNKNOWN: ErrorInfo(
         "broker",

@@ -52,6 +52,25 @@ class HealthStatus(DomainModel):
     """True while no write scope is enabled for the caller."""
 
 
+class PacingBudget(DomainModel):
+    """One of IBKR's pacing budgets as the gateway keeps it: use, queue and penalty box now."""
+
+    endpoint: str
+    """The CPAPI path it applies to (without query); `*` is the global rate over every path."""
+    limit: int
+    """Requests allowed per window (0 for a budget that only caps concurrency)."""
+    window_seconds: float
+    used: int
+    """Requests sent within the current window."""
+    queued: int
+    """Calls waiting for a slot now."""
+    in_flight: int
+    max_concurrent: int | None = None
+    """At most this many at once (IBKR serves 5 history requests at a time)."""
+    boxed_for_seconds: float
+    """Time left in IBKR's penalty box after a 429 (0 when the endpoint may be called)."""
+
+
 class BrokerSessionStatus(DomainModel):
     """State of the broker (Client Portal) session, without any session material."""
 
@@ -64,6 +83,8 @@ class BrokerSessionStatus(DomainModel):
     message: str | None = None
     user_action: str | None = None
     error_code: str | None = None
+    pacing: list[PacingBudget] = Field(default_factory=list[PacingBudget])
+    """Each pacing budget with its queue (empty when the backend does not pace: fake mode, or pacing off)."""
 
 
 class SessionRequirements(DomainModel):
@@ -169,9 +190,21 @@ class MarketSnapshot(DomainModel):
     bid: Decimal | None = None
     ask: Decimal | None = None
     last: Decimal | None = None
-    bid_size: Decimal | None = None
-    ask_size: Decimal | None = None
-    volume: Decimal | None = None
+    bid_size: Decimal | None = Field(
+        default=None,
+        description="Size at the bid as IBKR reports it (field 88), unconverted: for US stocks IBKR's field "
+        "table says lots of 100 shares (divided by 100); otherwise shares or contracts.",
+    )
+    ask_size: Decimal | None = Field(
+        default=None,
+        description="Size at the ask as IBKR reports it (field 85), unconverted: for US stocks lots of 100 "
+        "shares (divided by 100); otherwise shares or contracts.",
+    )
+    volume: Decimal | None = Field(
+        default=None,
+        description="Day volume in shares (contracts for derivatives): IBKR's raw field 7762, else its "
+        "formatted field 87 with K/M expanded.",
+    )
     last_is_prior_close: bool = False
     """True when the broker marked the last price as the prior close (`C` prefix)."""
     data_status: DataStatus
@@ -189,7 +222,10 @@ class HistoricalBar(DomainModel):
     high: Decimal
     low: Decimal
     close: Decimal
-    volume: Decimal
+    volume: Decimal = Field(
+        description="The bar's volume as IBKR's history answer gives it (`v`), unconverted. IBKR does not "
+        "document the unit; for US stocks it has been reported in lots of 100 shares. 0 for indices."
+    )
 
 
 class HistoricalBars(DomainModel):

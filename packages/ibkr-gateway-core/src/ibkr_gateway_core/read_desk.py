@@ -45,6 +45,7 @@ from .requests import (
     ExecutionsInput,
     NoInput,
     OrderLookupInput,
+    PositionsInput,
 )
 from .scopes import Scope
 
@@ -182,10 +183,10 @@ class ReadDesk:
     async def _account_summary(self, args: AccountInput) -> AccountSummary:
         return await self._backend().account_summary(args.account_id)
 
-    async def _portfolio_snapshot(self, args: AccountInput) -> PortfolioSnapshot:
+    async def _portfolio_snapshot(self, args: PositionsInput) -> PortfolioSnapshot:
         summary = await self._backend().account_summary(args.account_id)
         cash = await self._backend().cash_balances(args.account_id)
-        positions = await self._backend().positions(args.account_id)
+        positions = await self._backend().positions(args.account_id, fresh=args.fresh)
         return PortfolioSnapshot(
             account_id=args.account_id,
             base_currency=summary.currency,
@@ -195,8 +196,8 @@ class ReadDesk:
             as_of=summary.as_of or self._clock(),
         )
 
-    async def _list_positions(self, args: AccountInput) -> list[Position]:
-        return await self._backend().positions(args.account_id)
+    async def _list_positions(self, args: PositionsInput) -> list[Position]:
+        return await self._backend().positions(args.account_id, fresh=args.fresh)
 
     async def _search_contracts(self, args: ContractQueryInput) -> list[ContractCandidate]:
         return await self._candidates(args)

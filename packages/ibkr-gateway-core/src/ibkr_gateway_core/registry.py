@@ -52,6 +52,7 @@ from .requests import (
     NoInput,
     OperationInput,
     OrderLookupInput,
+    PositionsInput,
 )
 from .scopes import Scope
 
@@ -164,7 +165,7 @@ _READS: Final = (
         scope=Scope.PORTFOLIO_READ,
         title="Portfolio snapshot",
         description="Summary, cash per currency and every position of one account at one moment.",
-        input_model=AccountInput,
+        input_model=PositionsInput,
         output_model=PortfolioSnapshot,
     ),
     Operation(
@@ -174,7 +175,7 @@ _READS: Final = (
         scope=Scope.POSITIONS_READ,
         title="List positions",
         description="Positions of one account, as the broker reports them now.",
-        input_model=AccountInput,
+        input_model=PositionsInput,
         output_model=Position,
         many=True,
     ),

@@ -38,6 +38,16 @@ class AccountInput(OperationInput):
     account_id: AccountId = Field(description="IBKR account id, e.g. DU1234567.")
 
 
+class PositionsInput(AccountInput):
+    """A read of one account's positions, optionally past IBKR's positions cache."""
+
+    fresh: bool = Field(
+        default=False,
+        description="Invalidate IBKR's positions cache first (one extra broker call); "
+        "use after fills made outside this gateway.",
+    )
+
+
 class ContractQueryInput(OperationInput):
     """A contract search by symbol, with optional filters."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -35,6 +36,7 @@ from ibkr_gateway_core.models import (
     HistoricalBars,
     MarketSnapshot,
     OrderRecord,
+    PacingBudget,
     Position,
 )
 from ibkr_gateway_core.orders import OrderTicket, OrderWriter, WhatIf
@@ -82,6 +84,14 @@ SIMULATOR_BOOK_FILE: Final = "simulator-book.json"
 
 DEFAULT_PREFLIGHT_DELAYS_S: Final = (0.05, 0.1, 0.2, 0.4, 0.4)
 """Waits before re-polling a snapshot whose first answer was only the pre-flight (6 tries in all)."""
+
+SNAPSHOT_REUSE: Final = timedelta(seconds=1)
+"""With pacing on, a quote with prices is served again for this long: IBKR's snapshot pacing window (10/s)."""
+
+LIVE_ORDERS_RECHECK_S: Final = 1.0
+"""Without a governor, the pause before asking again after a suspicious empty live-orders answer."""
+
+_WORKING_STATUSES: Final = frozenset({"pending_submit", "submitted", "pending_cancel", "unknown"})
 
 _SESSION_ACTION: Final = "Log in to the Client Portal Gateway in a browser, then retry."
 _OPEN_BROKERAGE_ACTION: Final = (
@@ -131,6 +141,14 @@ class CpapiBackend:
         self._streams_generation: int | None = None
         self._writer: ClientPortalOrderWriter | None = None
         self._supervisor: SessionSupervisor | None = None
+        self._quotes: dict[int, MarketSnapshot] = {}
+        """Latest quote with prices per conid (reused for `SNAPSHOT_REUSE` with pacing on)."""
+        self._quote_flights: dict[int, anyio.Event] = {}
+        self._positions_dirty: set[str] = set()
+        """Accounts whose positions this gateway's own orders may have changed since the broker cached them."""
+        self._orders_working: dict[str, tuple[int, int]] = {}
+        """Account → (brokerage generation, working orders in the last non-empty live-orders answer)."""
+        client.on_write = self._order_written
 
     async def __aenter__(self) -> CpapiBackend:
         return self
@@ -154,8 +172,16 @@ class CpapiBackend:
         if supervisor is not None:
             last = supervisor.last_status
             if last is not None and last.status == "usable" and self._clock() - last.checked_at < supervisor.interval:
-                return last
-        return self._recorded(await self._status_from(lambda: self._client.post("/iserver/auth/status"), tickle=False))
+                return self._with_pacing(last)
+        status = await self._status_from(lambda: self._client.post("/iserver/auth/status"), tickle=False)
+        return self._with_pacing(self._recorded(status))
+
+    def _with_pacing(self, status: BrokerSessionStatus) -> BrokerSessionStatus:
+        governor = self._client.governor
+        if governor is None:
+            return status
+        budgets = [PacingBudget(**asdict(budget)) for budget in governor.budgets()]
+        return status.model_copy(update={"pacing": budgets})
 
     async def keepalive(self) -> BrokerSessionStatus:
         """Tickle the session and report its state."""
@@ -288,8 +314,18 @@ class CpapiBackend:
         ledger = wire.parse_keyed(wire.WireLedgerEntry, data, "ledger")
         return _mapped(lambda: mapping.to_cash_balances(ledger))
 
-    async def positions(self, account_id: str) -> list[Position]:
-        """Every position, reading pages of 100 until an empty or short page."""
+    async def positions(self, account_id: str, *, fresh: bool = False) -> list[Position]:
+        """Every position, reading pages of 100 until an empty or short page.
+
+        IBKR caches `/portfolio/{id}/positions` on its side. The cache is invalidated first when the
+        caller asks for `fresh`, and on its own while this gateway's orders in the account may have
+        changed the positions (an order was placed, modified or cancelled, and no live-orders read
+        has shown the account without working orders since).
+        """
+        if fresh or account_id in self._positions_dirty:
+            await self._account_post(account_id, f"/portfolio/{account_id}/positions/invalidate")
+            if not self._orders_still_working(account_id):
+                self._positions_dirty.discard(account_id)
         rows: list[wire.WirePosition] = []
         for page in range(MAX_POSITION_PAGES):
             batch = wire.parse_positions(
@@ -299,6 +335,30 @@ class CpapiBackend:
             if len(batch) < POSITIONS_PAGE_SIZE:
                 break
         return _mapped(lambda: [mapping.to_position(row, account_id) for row in rows])
+
+    def _order_written(self, path: str) -> None:
+        """The client sent an order write: positions of its account (every account, for a reply) may change."""
+        parts = path.split("/")
+        if path.startswith("/iserver/account/") and len(parts) > 3 and parts[3] not in ("orders", "order", "trades"):
+            if not path.endswith("/whatif"):
+                self._positions_dirty.add(parts[3])  # a reply always follows its account's placement
+                self._orders_working.pop(parts[3], None)  # unknown until live orders are read again
+
+    def _orders_still_working(self, account_id: str) -> bool:
+        seen = self._orders_working.get(account_id)
+        return seen is None or seen[1] > 0
+
+    async def _account_post(self, account_id: str, path: str) -> object:
+        try:
+            return await self._client.post(path)
+        except BrokerHttpError as exc:
+            if exc.status_code in (400, 403, 404):
+                raise GatewayError(
+                    ErrorCode.INPUT_UNAUTHORIZED_ACCOUNT,
+                    f"The broker session does not serve account {account_id!r}.",
+                    details={"status_code": exc.status_code},
+                ) from None
+            raise
 
     async def _account_get(self, account_id: str, path: str) -> object:
         try:
@@ -358,9 +418,39 @@ class CpapiBackend:
     async def market_snapshot(self, contract_id: int) -> MarketSnapshot:
         """A quote; the pre-flight answer is re-polled with a short bounded backoff.
 
+        With pacing on, concurrent calls for one conid share one upstream read (and its pre-flight
+        re-polls), and a quote with prices is served again for `SNAPSHOT_REUSE` (its `received_at`
+        stays the time it came from the broker, so its age is never hidden).
+
         Raises:
             GatewayError: `INPUT_UNKNOWN_CONTRACT` when the broker does not know the conid.
         """
+        if self._client.governor is None:
+            return await self._fetch_snapshot(contract_id)
+        while True:
+            quote = self._quotes.get(contract_id)
+            if quote is not None and self._clock() - quote.received_at < SNAPSHOT_REUSE:
+                return quote
+            flight = self._quote_flights.get(contract_id)
+            if flight is None:
+                break
+            await flight.wait()
+            if (
+                contract_id not in self._quotes
+                or self._clock() - self._quotes[contract_id].received_at >= SNAPSHOT_REUSE
+            ):
+                break  # the shared read failed or brought no prices: ask for ourselves
+        done = self._quote_flights[contract_id] = anyio.Event()
+        try:
+            quote = await self._fetch_snapshot(contract_id)
+            if quote.last is not None or quote.bid is not None or quote.ask is not None:
+                self._quotes[contract_id] = quote
+            return quote
+        finally:
+            del self._quote_flights[contract_id]
+            done.set()
+
+    async def _fetch_snapshot(self, contract_id: int) -> MarketSnapshot:
         info = await self._contract_info(contract_id)
         if info is None:
             raise GatewayError(ErrorCode.INPUT_UNKNOWN_CONTRACT, f"The broker knows no contract {contract_id}.")
@@ -429,7 +519,36 @@ class CpapiBackend:
     # -- orders and executions -------------------------------------------------------------------
 
     async def live_orders(self, account_id: str) -> list[OrderRecord]:
-        """Working orders and those finished in this session, for one account."""
+        """Working orders and those finished in this session, for one account.
+
+        CPAPI answers an empty list while it builds its order subscription. An empty answer when
+        orders were working in the account at the previous read of this brokerage session is
+        suspicious: it is asked once more after the endpoint's pacing window, and still empty it is
+        `BROKER_ANSWER_INCOMPLETE`, never "no orders".
+
+        Raises:
+            GatewayError: `BROKER_ANSWER_INCOMPLETE` for an empty answer that cannot be trusted.
+        """
+        records = await self._read_live_orders(account_id)
+        if not records and self._expects_working_orders(account_id):
+            if self._client.governor is None:
+                await anyio.sleep(LIVE_ORDERS_RECHECK_S)  # with a governor, the read waits for its slot
+            records = await self._read_live_orders(account_id)
+            if not records:
+                raise GatewayError(
+                    ErrorCode.BROKER_ANSWER_INCOMPLETE,
+                    "The gateway listed no orders for this account although orders were working in it; "
+                    "its order list is not ready yet.",
+                )
+        working = sum(1 for record in records if record.status in _WORKING_STATUSES)
+        self._orders_working[account_id] = (self._client.brokerage_generation, working)
+        return records
+
+    def _expects_working_orders(self, account_id: str) -> bool:
+        seen = self._orders_working.get(account_id)
+        return seen is not None and seen[0] == self._client.brokerage_generation and seen[1] > 0
+
+    async def _read_live_orders(self, account_id: str) -> list[OrderRecord]:
         params = {"accountId": account_id}
         data: object = None
         for _ in range(2):  # a second round when the brokerage session changed during the read

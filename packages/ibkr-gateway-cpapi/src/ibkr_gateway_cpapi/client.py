@@ -13,9 +13,10 @@ refusal) the error is an ordinary `BROKER_*` code. When it may have reached the 
 answer came back (read timeout, dropped connection, a 5xx, an unreadable 2xx body) the error is
 `BROKER_OUTCOME_UNKNOWN`: the caller must look the order up before anything else, never resend blindly.
 
-With a `RateGovernor` (the default for a real gateway) every request, priming included, waits for its
-slot under IBKR's pacing limits, and a 429 holds the client off the host: an idempotent GET is retried
-a bounded number of times once the hold has passed; a POST or DELETE never is.
+With a `RateGovernor` (the default for a real gateway) every request, priming included, queues for
+its slot under IBKR's pacing limits; identical reads in flight at the same time share one upstream
+request (single flight); and a 429 puts the endpoint (or the whole client, when the broker says so)
+in the penalty box: the request fails with `BROKER_RATE_LIMITED` and nothing is retried.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final, Literal, Self
 from urllib.parse import urlsplit
@@ -33,7 +35,7 @@ from ibkr_gateway_core.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 
 from ._wire import error_text
-from .pacing import DEFAULT_RATE_LIMIT_RETRIES, RateGovernor, parse_retry_after
+from .pacing import DEFAULT_PENALTY, RateGovernor, parse_retry_after
 
 API_PREFIX: Final = "/v1/api"
 """CPAPI's path prefix; added to a base URL that does not already end with it."""
@@ -81,9 +83,29 @@ class _PrimingLostError(Exception):
 class _PacedError(Exception):
     """The broker answered 429; handled inside the client, never escapes."""
 
-    def __init__(self, retry_after_s: float | None) -> None:
+    def __init__(self, retry_after_s: float | None, *, whole_client: bool) -> None:
         super().__init__(retry_after_s)
         self.retry_after_s = retry_after_s
+        self.whole_client = whole_client
+
+
+_WHOLE_CLIENT_MARKERS: Final = ("ip address", "this ip", "your ip", "all endpoints", "all requests")
+"""Words in a 429 answer that mean every endpoint is refused, not only the one called."""
+
+
+def _boxes_whole_client(content: bytes) -> bool:
+    text = content[:1000].decode("utf-8", "replace").lower()
+    return any(marker in text for marker in _WHOLE_CLIENT_MARKERS)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One upstream read that identical concurrent reads wait for."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    answer: object = None
+    error: GatewayError | None = None
+    abandoned: bool = False
 
 
 def api_base_url(base_url: str) -> str:
@@ -123,7 +145,6 @@ class CpapiClient:
         http_client: httpx2.AsyncClient | None = None,
         transport_factory: Callable[[], httpx2.AsyncBaseTransport] | None = None,
         governor: RateGovernor | None = None,
-        rate_limit_retries: int = DEFAULT_RATE_LIMIT_RETRIES,
     ) -> None:
         """Configure the client; nothing is opened until the first request.
 
@@ -134,8 +155,7 @@ class CpapiClient:
             verify_tls: Check the server certificate (config allows off only for localhost).
             http_client: A client to use (tests); it is not closed here.
             transport_factory: Builds the transport of the client made here (the simulator's ASGI app).
-            governor: Paces requests by IBKR's limits; None sends at once and never retries a 429.
-            rate_limit_retries: Retries of an idempotent GET after a 429 (with a governor only).
+            governor: Paces requests by IBKR's limits and coalesces identical reads; None sends at once.
         """
         self._base_url = api_base_url(base_url)
         self._label = _endpoint_label(self._base_url)
@@ -151,7 +171,9 @@ class CpapiClient:
         self._portfolio_primed = False
         self._brokerage_generation = 0
         self._governor = governor
-        self._rate_limit_retries = rate_limit_retries
+        self._flights: dict[tuple[str, str], _Flight] = {}
+        self.on_write: Callable[[str], None] | None = None
+        """Called with the path of every mutating request once it may have reached the broker."""
 
     @classmethod
     def from_config(cls, broker: BrokerConfig, *, http_client: httpx2.AsyncClient | None = None) -> CpapiClient:
@@ -169,7 +191,6 @@ class CpapiClient:
             verify_tls=broker.verify_tls,
             http_client=http_client,
             governor=governor_from_config(broker),
-            rate_limit_retries=broker.rate_limit_retries,
         )
 
     @property
@@ -253,6 +274,53 @@ class CpapiClient:
             found, answer = self._governor.reused_answer(path, params)
             if found:
                 return answer
+            return await self._single_flight(path, params)
+        if not mutating:
+            return await self._request(method, path, params, body, mutating=mutating)
+        sent = False
+        try:
+            answer = await self._request(method, path, params, body, mutating=mutating)
+            sent = True
+            return answer
+        except GatewayError as exc:
+            sent = exc.code == ErrorCode.BROKER_OUTCOME_UNKNOWN
+            raise
+        finally:
+            if sent and self.on_write is not None:
+                self.on_write(path)
+
+    async def _single_flight(self, path: str, params: Mapping[str, str] | None) -> object:
+        """One upstream GET for identical reads in flight at the same time; the others share its answer."""
+        key = (path, "&".join(f"{k}={v}" for k, v in sorted((params or {}).items())))
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            await flight.done.wait()
+            if flight.abandoned:
+                continue  # its caller was cancelled: ask again
+            assert self._governor is not None
+            self._governor.coalesced += 1
+            if flight.error is not None:
+                raise flight.error
+            return flight.answer
+        flight = self._flights[key] = _Flight()
+        try:
+            flight.answer = await self._request("GET", path, params, None, mutating=False)
+        except GatewayError as exc:
+            flight.error = exc
+            raise
+        except BaseException:
+            flight.abandoned = True
+            raise
+        finally:
+            del self._flights[key]
+            flight.done.set()
+        return flight.answer
+
+    async def _request(
+        self, method: Method, path: str, params: Mapping[str, str] | None, body: object, *, mutating: bool
+    ) -> object:
         await self._prime_for(path)
         try:
             return await self._send(method, path, params, body, mutating=mutating)
@@ -317,29 +385,28 @@ class CpapiClient:
     async def _send(
         self, method: Method, path: str, params: Mapping[str, str] | None, body: object, *, mutating: bool = False
     ) -> object:
-        """`_send_once` in a governor slot; a 429 on a GET is retried after the hold, a bounded number of times."""
+        """`_send_once` in a governor slot; a 429 boxes the endpoint (or everything) and is never retried."""
         governor = self._governor
-        retries = 0
-        while True:
-            if governor is not None:
-                await governor.acquire(path, params)
+        if governor is None:
+            try:
+                return await self._send_once(method, path, params, body, mutating=mutating)
+            except _PacedError as exc:
+                wait = exc.retry_after_s if exc.retry_after_s is not None else DEFAULT_PENALTY.total_seconds()
+                raise GatewayError(
+                    ErrorCode.BROKER_RATE_LIMITED,
+                    f"The broker at {self._label} is pacing requests (429).",
+                    user_action=f"Retry in {wait:g} seconds.",
+                    details={"retry_after_seconds": wait},
+                ) from None
+        async with governor.slot(path, params):
             try:
                 data = await self._send_once(method, path, params, body, mutating=mutating)
             except _PacedError as exc:
-                if governor is None:
-                    raise GatewayError(
-                        ErrorCode.BROKER_RATE_LIMITED, f"The broker at {self._label} is pacing requests (429)."
-                    ) from None
-                held = governor.hold(exc.retry_after_s)
-                if method != "GET" or retries >= self._rate_limit_retries or held > governor.max_wait_s:
-                    raise governor.limited_error(held) from None  # never resend a write, never hammer
-                retries += 1
-                continue
-            if governor is not None:
-                governor.answered()
-                if method == "GET":
-                    governor.remember_answer(path, params, data)
-            return data
+                held = governor.penalize(path, whole_client=exc.whole_client, seconds=exc.retry_after_s)
+                raise governor.limited_error(held, boxed=True) from None  # never resend, never probe the box
+        if method == "GET":
+            governor.remember_answer(path, params, data)
+        return data
 
     async def _send_once(
         self, method: Method, path: str, params: Mapping[str, str] | None, body: object, *, mutating: bool = False
@@ -350,7 +417,8 @@ class CpapiClient:
             async with client.stream(method, url, params=params, json=body) as response:
                 status = response.status_code
                 if status == 429:  # nothing was acted on; the body is undocumented
-                    raise _PacedError(parse_retry_after(response.headers.get("retry-after"), now_epoch_s=time.time()))
+                    retry_after = parse_retry_after(response.headers.get("retry-after"), now_epoch_s=time.time())
+                    raise _PacedError(retry_after, whole_client=_boxes_whole_client(await self._read_capped(response)))
                 content = await self._read_capped(response)
         except _NOT_SENT:
             raise GatewayError(
@@ -465,6 +533,7 @@ def governor_from_config(broker: BrokerConfig) -> RateGovernor | None:
     return RateGovernor(
         requests_per_second=broker.pacing_requests_per_second,
         max_wait=timedelta(seconds=broker.pacing_max_wait_seconds),
+        penalty=timedelta(seconds=broker.pacing_penalty_seconds),
     )
 
 

@@ -4,6 +4,7 @@ Importing this package imports starlette; the backend imports it only when fake 
 """
 
 from ._book import SimAccount, SimBook, SimContract, SimExecution, SimOrder, SimPosition, SimProfile, load_seed_book
+from ._clock import ScaledClock
 from ._pacing import DEFAULT_PACING_RULES, Pacer, PacingRule
 from ._session import AuthState, SimConnectionDropped, SimHttpError, SimRequest
 from ._tickets import DEFAULT_QUESTION_RULES, OrderTicket, QuestionRule
@@ -18,6 +19,7 @@ __all__ = [
     "Pacer",
     "PacingRule",
     "QuestionRule",
+    "ScaledClock",
     "SimAccount",
     "SimBook",
     "SimConnectionDropped",

@@ -102,6 +102,7 @@ class OrderEngine:
 
     def _ask(self, pending: _Pending) -> list[dict[str, object]]:
         reply_id = str(uuid.uuid4())
+        self._pending.clear()  # IBKR: a newer question invalidates every older reply id of the session
         self._pending[reply_id] = pending
         rule, ticket = pending.questions[0]
         return [

@@ -29,6 +29,10 @@ _PRIMED_ISERVER: Final = ("/iserver/marketdata/", "/iserver/account/", "/iserver
 """`/iserver` paths that need `/iserver/accounts` first in each brokerage session."""
 
 
+SimPositionRow = dict[str, object]
+"""One row of `/portfolio/{id}/positions/{page}`."""
+
+
 class AuthState(StrEnum):
     """Where the simulated login stands."""
 
@@ -45,10 +49,11 @@ class AuthState(StrEnum):
 class SimHttpError(Exception):
     """An HTTP error answer; the app renders `body` (JSON, or text when it is a `str`) with `status`."""
 
-    def __init__(self, status: int, body: object) -> None:
+    def __init__(self, status: int, body: object, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
+        self.headers = headers or {}
 
 
 class SimConnectionDropped(Exception):
@@ -70,6 +75,10 @@ class BrokerageSession:
     """Conids whose snapshot stream has been opened (the first request only opens it)."""
     snapshot_fields: dict[int, list[str]] = field(default_factory=dict[int, list[str]])
     live_orders_warmed: bool = False
+    live_orders_empty_left: int = 0
+    """Further empty live-orders answers still to come after the warm-up (a slow subscription)."""
+    positions_cache: dict[str, list[SimPositionRow]] = field(default_factory=dict[str, list[SimPositionRow]])
+    """Account → the positions rows served until `/positions/invalidate` (when the cache is on)."""
     suppressed: set[str] = field(default_factory=set[str])
     """Question message ids suppressed with `/iserver/questions/suppress`."""
 

@@ -38,10 +38,10 @@ class _DroppedConnection(Response):
         raise httpx2.RemoteProtocolError("Server disconnected without sending a complete response.")
 
 
-def _render(status: int, body: object) -> Response:
+def _render(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
     if isinstance(body, str):
-        return PlainTextResponse(body, status_code=status)
-    return JSONResponse(body, status_code=status)
+        return PlainTextResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _sub_path(request: Request) -> str:
@@ -61,7 +61,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                 state.admit(request.method, path, request.url.query)
                 return _render(200, await handler(request, state))
             except SimHttpError as exc:
-                return _render(exc.status, exc.body)
+                return _render(exc.status, exc.body, exc.headers)
             except SimConnectionDropped:
                 return _DroppedConnection()  # the book keeps the change: it is saved before the drop
 
@@ -149,8 +149,7 @@ async def _positions(request: Request, state: SimulatorState) -> object:
 
 
 async def _invalidate(request: Request, state: SimulatorState) -> object:
-    state.portfolio_meta(_path(request, "account_id"))
-    return {"message": "success"}
+    return state.invalidate_positions(_path(request, "account_id"))
 
 
 async def _search(request: Request, state: SimulatorState) -> object:
@@ -194,12 +193,13 @@ async def _history(request: Request, state: SimulatorState) -> object:
     query = request.query_params
     if "bar" not in query:
         raise SimHttpError(400, error_body("bar is required"))
-    return state.history(
-        _int_param(request, "conid"),
-        period=query.get("period", "1w"),
-        bar=query["bar"],
-        outside_rth=_flag(query.get("outsideRth", "false")),
-    )
+    async with state.history_slot():
+        return state.history(
+            _int_param(request, "conid"),
+            period=query.get("period", "1w"),
+            bar=query["bar"],
+            outside_rth=_flag(query.get("outsideRth", "false")),
+        )
 
 
 async def _live_orders(request: Request, state: SimulatorState) -> object:
@@ -292,8 +292,34 @@ def _routes() -> list[BaseRoute]:
     return [Route(path, _endpoint(handler), methods=methods) for path, handler, methods in _ROUTES]
 
 
+CONTROL_PATH: Final = "/sim/control"
+"""The simulator's own control endpoint (not CPAPI): GET reads its counters, POST switches behaviours."""
+
+
+async def _control(request: Request) -> Response:
+    state: SimulatorState = request.app.state.simulator
+    if request.method == "POST":
+        body = as_object(await _json_body_or_400(request))
+        if body is None:
+            return _render(400, error_body("the control body is a JSON object"))
+        try:
+            state.control(body)
+        except (TypeError, ValueError, KeyError) as exc:
+            return _render(400, error_body(f"bad control request: {exc}"))
+    return _render(200, state.control_status())
+
+
+async def _json_body_or_400(request: Request) -> object:
+    try:
+        return await _json_body(request)
+    except SimHttpError:
+        return None
+
+
 def create_simulator_app(state: SimulatorState | None = None) -> Starlette:
     """A CPAPI simulator app; without `state`, a fresh paper login seeded from the packaged data."""
-    app = Starlette(routes=[Mount(prefix, routes=_routes()) for prefix in PREFIXES])
+    routes: list[BaseRoute] = [Mount(prefix, routes=_routes()) for prefix in PREFIXES]
+    routes.append(Route(CONTROL_PATH, _control, methods=["GET", "POST"]))
+    app = Starlette(routes=routes)
     app.state.simulator = state if state is not None else SimulatorState()
     return app

@@ -12,15 +12,17 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
 
 from . import _market, _order_views, _portfolio
 from ._book import SimAccount, SimBook, SimContract, SimOrder, SimPosition, SimProfile, load_seed_book
+from ._clock import ScaledClock
+from ._json import as_array, as_object
 from ._orders import OrderEngine
-from ._pacing import DEFAULT_PACING_RULES, DEFAULT_PENALTY, GLOBAL_PER_SECOND, Pacer, PacingRule
+from ._pacing import DEFAULT_PACING_RULES, DEFAULT_PENALTY, GLOBAL_PER_SECOND, HISTORY_CONCURRENCY, Pacer, PacingRule
 from ._session import AuthState, SessionMachine, SimConnectionDropped, SimHttpError, SimRequest, error_body
 from ._store import (
     COMPACT_HISTORY_BYTES,
@@ -60,6 +62,7 @@ class SimulatorState:
         session_lifetime: timedelta | None = None,
         book: SimBook | None = None,
         book_path: Path | None = None,
+        scaled_clock: ScaledClock | None = None,
     ) -> None:
         """A logged-in simulator with an open brokerage session, seeded from the packaged data.
 
@@ -71,7 +74,12 @@ class SimulatorState:
             book: A book to serve instead of the packaged seed.
             book_path: Keep the book in this file, shared with other processes (fake mode's
                 `simulator-book.json`); read on the first request, saved after each change.
+            scaled_clock: An accelerated clock to run on instead of `clock` (the control endpoint
+                can then change its speed and move it forward).
         """
+        if scaled_clock is not None:
+            clock = scaled_clock.now
+        self.scaled_clock = scaled_clock
         self._clock = clock
         self.book = book if book is not None else load_seed_book(clock())
         self._profile = self._profile_named(profile)
@@ -85,6 +93,14 @@ class SimulatorState:
         self._archived_orders: set[int] = set()
         """Finished orders already in the saved history (they never change again)."""
         self._archived_executions: set[str] = set()
+        self.pacer: Pacer | None = None
+        """The pacing limits while pacing is on."""
+        self.positions_cache = False
+        """Serve `/portfolio/{id}/positions` from a cache that goes stale until `/positions/invalidate`."""
+        self.live_orders_empty_calls = 0
+        """Further empty live-orders answers after each warm-up (IBKR's slow order subscription)."""
+        self.history_latency_s = 0.0
+        """Real seconds each history request takes (so concurrent requests overlap)."""
 
     # -- inspection ------------------------------------------------------------------------------
 
@@ -270,15 +286,98 @@ class SimulatorState:
         rules: Sequence[PacingRule] = DEFAULT_PACING_RULES,
         global_per_second: int = GLOBAL_PER_SECOND,
         penalty: timedelta = DEFAULT_PENALTY,
+        history_concurrency: int = HISTORY_CONCURRENCY,
+        retry_after: bool = False,
     ) -> Pacer:
-        """Refuse requests over IBKR's pacing limits with 429, then everything for `penalty` (0: no box)."""
-        pacer = Pacer(self._clock, rules=rules, global_per_second=global_per_second, penalty=penalty)
+        """Refuse requests over IBKR's pacing limits with 429 and box the offender for `penalty` (0: no box).
+
+        With `retry_after`, each 429 carries `Retry-After` in real seconds (scaled by the accelerated clock).
+        """
+        scaled = self.scaled_clock
+        to_real = scaled.real_seconds if scaled is not None else timedelta.total_seconds
+        pacer = Pacer(
+            self._clock,
+            rules=rules,
+            global_per_second=global_per_second,
+            penalty=penalty,
+            history_concurrency=history_concurrency,
+            retry_after=to_real if retry_after else None,
+        )
+        self.pacer = pacer
         self.session.pace = pacer.check
         return pacer
 
     def disable_pacing(self) -> None:
         """Serve every request regardless of rate (the default)."""
+        self.pacer = None
         self.session.pace = None
+
+    def control(self, body: dict[str, object]) -> None:
+        """Apply a control request (`POST /sim/control`); see `docs/rate-limits-and-sessions.md`.
+
+        Raises:
+            ValueError: a value of the wrong type or out of range (nothing after it is applied).
+        """
+        if body.get("unkind") is True:
+            self.make_unkind()
+        clock = as_object(body.get("clock"))
+        if clock is not None:
+            if self.scaled_clock is None:
+                raise ValueError("this simulator runs on a fixed clock")
+            if "speed" in clock:
+                self.scaled_clock.set_speed(_number(clock["speed"]))
+            if "advance_seconds" in clock:
+                self.scaled_clock.advance(_number(clock["advance_seconds"]))
+        pacing = body.get("pacing")
+        pacing_options = as_object(pacing)
+        if pacing is False:
+            self.disable_pacing()
+        elif pacing is True:
+            self.enable_pacing()
+        elif pacing_options is not None:
+            self.enable_pacing(**_pacing_options(pacing_options))
+        if "positions_cache" in body:
+            self.positions_cache = bool(body["positions_cache"])
+        if "live_orders_empty_calls" in body:
+            self.live_orders_empty_calls = int(_number(body["live_orders_empty_calls"]))
+        if "history_latency_seconds" in body:
+            self.history_latency_s = _number(body["history_latency_seconds"])
+        position = as_object(body.get("set_position"))
+        if position is not None:
+            self.set_position(
+                str(position["account_id"]),
+                int(_number(position["conid"])),
+                Decimal(str(position["quantity"])),
+                Decimal(str(position.get("avg_cost", "100"))),
+            )
+        if body.get("reset_counters") is True:
+            self.session.requests.clear()
+            if self.pacer is not None:
+                self.pacer.refused = self.pacer.boxes = 0
+                self.pacer.counted.clear()
+                self.pacer.peak.clear()
+
+    def control_status(self) -> dict[str, object]:
+        """What `GET /sim/control` answers: behaviours, clock and counters."""
+        counts: dict[str, int] = {}
+        for request in self.session.requests:
+            key = f"{request.method} {request.path}"
+            counts[key] = counts.get(key, 0) + 1
+        return {
+            "now": self._clock().isoformat(),
+            "clock_speed": self.scaled_clock.speed if self.scaled_clock is not None else 1.0,
+            "pacing": self.pacer.stats() if self.pacer is not None else None,
+            "positions_cache": self.positions_cache,
+            "live_orders_empty_calls": self.live_orders_empty_calls,
+            "history_latency_seconds": self.history_latency_s,
+            "requests": len(self.session.requests),
+            "requests_by_path": counts,
+        }
+
+    def make_unkind(self) -> None:
+        """Behave like the real gateway at its worst: pacing with IBKR's limits and penalty box, stale positions."""
+        self.enable_pacing()
+        self.positions_cache = True
 
     def drop_response_after_accept(self, times: int = 1) -> None:
         """The next `times` accepted orders stay in the book, but each answer is lost to a dropped connection.
@@ -417,8 +516,21 @@ class SimulatorState:
         return _portfolio.ledger(self.book, self._account(account_id), self._clock())
 
     def positions(self, account_id: str, page: int) -> list[dict[str, object]]:
-        """`/portfolio/{id}/positions/{page}`."""
-        return _portfolio.positions_page(self.book, self._account(account_id).account_id, page)
+        """`/portfolio/{id}/positions/{page}`; with the cache on, what the first read saw until invalidated."""
+        account = self._account(account_id).account_id
+        if not self.positions_cache:
+            return _portfolio.positions_page(self.book, account, page)
+        cache = self.session.brokerage.positions_cache
+        if account not in cache:
+            cache[account] = [_portfolio.position_row(self.book, p) for p in self.book.positions_of(account)]
+        rows = cache[account]
+        size = _portfolio.PAGE_SIZE
+        return [dict(row) for row in rows[page * size : (page + 1) * size]] if page >= 0 else []
+
+    def invalidate_positions(self, account_id: str) -> dict[str, object]:
+        """`POST /portfolio/{id}/positions/invalidate`: the next read sees the book as it is now."""
+        self.session.brokerage.positions_cache.pop(self._account(account_id).account_id, None)
+        return {"message": "success"}
 
     # -- contracts and market data ---------------------------------------------------------------
 
@@ -509,6 +621,20 @@ class SimulatorState:
         self.session.brokerage.snapshot_fields.clear()
         return {"unsubscribed": True}
 
+    @asynccontextmanager
+    async def history_slot(self) -> AsyncGenerator[None]:
+        """One history request in flight for `history_latency_s`; a 429 past IBKR's concurrency cap."""
+        pacer = self.pacer
+        if pacer is not None:
+            pacer.history_started()
+        try:
+            if self.history_latency_s > 0:
+                await anyio.sleep(self.history_latency_s)
+            yield
+        finally:
+            if pacer is not None:
+                pacer.history_finished()
+
     def history(self, conid: int, *, period: str, bar: str, outside_rth: bool) -> dict[str, object]:
         """`/iserver/marketdata/history`."""
         contract = self.book.contracts.get(conid)
@@ -524,6 +650,10 @@ class SimulatorState:
         brokerage = self.session.brokerage
         if force or not brokerage.live_orders_warmed:
             brokerage.live_orders_warmed = True
+            brokerage.live_orders_empty_left = self.live_orders_empty_calls
+            return {"orders": [], "snapshot": True}
+        if brokerage.live_orders_empty_left > 0:
+            brokerage.live_orders_empty_left -= 1
             return {"orders": [], "snapshot": True}
         since = self.session.logged_in_at
         rows: list[dict[str, object]] = []
@@ -597,3 +727,41 @@ class SimulatorState:
         """`/iserver/questions/suppress/reset`."""
         self.session.brokerage.suppressed.clear()
         return {"status": "submitted"}
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+    if value < 0:
+        raise ValueError(f"{value!r} is negative")
+    return float(value)
+
+
+def _pacing_options(options: dict[str, object]) -> dict[str, Any]:
+    """`enable_pacing` keyword arguments from a control request's `pacing` object."""
+    known = {"penalty_seconds", "global_per_second", "history_concurrency", "retry_after", "rules"}
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(f"unknown pacing options {sorted(unknown)}")
+    out: dict[str, Any] = {}
+    if "penalty_seconds" in options:
+        out["penalty"] = timedelta(seconds=_number(options["penalty_seconds"]))
+    if "global_per_second" in options:
+        out["global_per_second"] = max(int(_number(options["global_per_second"])), 1)
+    if "history_concurrency" in options:
+        out["history_concurrency"] = int(_number(options["history_concurrency"]))
+    if "retry_after" in options:
+        out["retry_after"] = options["retry_after"] is True
+    rules = as_array(options.get("rules"))
+    if rules is not None:
+        given: dict[str, PacingRule] = {r.path: r for r in DEFAULT_PACING_RULES}
+        for raw in rules:
+            rule = as_object(raw)
+            if rule is None:
+                raise ValueError("each rule is an object with path, limit and window_seconds")
+            path = str(rule["path"])
+            given[path] = PacingRule(
+                path, max(int(_number(rule["limit"])), 1), timedelta(seconds=_number(rule["window_seconds"]))
+            )
+        out["rules"] = list(given.values())
+    return out
