@@ -181,6 +181,7 @@ class RateGovernor:
         self._sleep = sleep
         self._max_wait_s = max_wait.total_seconds()
         self._penalty_s = penalty.total_seconds()
+        self._margin_s = margin_s
         per_second = max(int(requests_per_second), 1)
         self._windows: dict[str, _Window] = {_GLOBAL: _Window(per_second, 1.0 + margin_s)}
         self._reuse: dict[str, float] = {}
@@ -338,7 +339,7 @@ class RateGovernor:
                 Budget(
                     endpoint=key,
                     limit=window.limit if window is not None else 0,
-                    window_seconds=round(window.window_s, 3) if window is not None else 0.0,
+                    window_seconds=round(window.window_s - self._margin_s, 3) if window is not None else 0.0,
                     used=len(window.seen) if window is not None else 0,
                     queued=self._queued.get(key, 0),
                     in_flight=self._running.get(key, 0),
