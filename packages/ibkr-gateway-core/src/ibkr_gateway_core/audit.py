@@ -12,9 +12,10 @@ Subkeys for the chain, account hashes and payload hashes are derived from one se
 with domain separation. Truncating the newest rows or restoring an older copy of the file leaves a
 valid chain; signed checkpoints (`checkpoint.py`) catch those.
 
-Appends are linear across threads (a lock) and processes (`BEGIN IMMEDIATE` around reading the
-head and inserting the next row). `tail` reads the newest rows by primary key and never re-verifies
-the chain; `verify` streams the whole table in batches on its own connection.
+Appends are linear across threads (a lock) and processes or replicas (`BEGIN IMMEDIATE` on SQLite,
+the `audit` advisory lock on PostgreSQL, around reading the head and inserting the next row).
+`tail` reads the newest rows by primary key and never re-verifies the chain; `verify` streams the
+whole table in batches on its own connection.
 """
 
 from __future__ import annotations
@@ -50,7 +51,14 @@ from .audit_keys import MIN_KEY_BYTES, load_audit_key, load_checkpoint_key, publ
 from .checkpoint import Checkpoint
 from .errors import ErrorCode, GatewayError
 from .redaction import find_secret_markers
-from .state import open_database, read_transaction, write_transaction
+from .state import (
+    StateConnection,
+    StateLocation,
+    database_errors,
+    open_state,
+    read_transaction,
+    write_transaction,
+)
 
 __all__ = [
     "AuditEvent",
@@ -204,9 +212,9 @@ class AuditLog:
     Open it with `AuditLog.open`; `append` from async code, `append_sync` from threads or scripts.
     """
 
-    def __init__(self, db: sqlite3.Connection, path: Path, key: bytes, clock: Callable[[], datetime]) -> None:
-        self._db: sqlite3.Connection | None = db
-        self._path = path
+    def __init__(self, db: StateConnection, location: StateLocation, key: bytes, clock: Callable[[], datetime]) -> None:
+        self._db: StateConnection | None = db
+        self._location = location
         self._clock = clock
         subkeys = {name: hmac.digest(key, label, "sha256") for name, label in _SUBKEY_LABELS.items()}
         self._mac = _ChainMac(subkeys["chain"])
@@ -222,8 +230,8 @@ class AuditLog:
         self._flushing = False
 
     @classmethod
-    def open(cls, path: Path, key: bytes, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
-        """Open (creating if needed) the audit log in the state database at `path`.
+    def open(cls, location: StateLocation, key: bytes, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
+        """Open (creating if needed) the audit log in the state database at `location` (a file or PostgreSQL).
 
         Raises:
             GatewayError: `CONFIG_INVALID` for a key shorter than 32 bytes; `STATE_DATABASE_UNAVAILABLE`
@@ -231,12 +239,23 @@ class AuditLog:
         """
         if len(key) < MIN_KEY_BYTES:
             raise GatewayError(ErrorCode.CONFIG_INVALID, f"The audit key must be at least {MIN_KEY_BYTES} bytes.")
-        return cls(open_database(path), path, key, clock or _utc_now)
+        return cls(open_state(location), location, key, clock or _utc_now)
+
+    @property
+    def location(self) -> StateLocation:
+        """The state database: its file, or its PostgreSQL location."""
+        return self._location
 
     @property
     def path(self) -> Path:
-        """The state database file."""
-        return self._path
+        """The state database file (SQLite only).
+
+        Raises:
+            GatewayError: `STATE_DATABASE_UNAVAILABLE` when the state is in PostgreSQL.
+        """
+        if not isinstance(self._location, Path):
+            raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "The state is in PostgreSQL, not in a file.")
+        return self._location
 
     def close(self) -> None:
         """Close the connection; later calls fail with `AUDIT_WRITE_FAILED`."""
@@ -318,7 +337,7 @@ class AuditLog:
         with self._thread_lock:
             db = self._open_db()
             try:
-                with write_transaction(db):  # re-read the head under the write lock: other processes append too
+                with write_transaction(db, "audit"):  # re-read the head under the lock: other processes append too
                     sequence, previous = self._head_for_append(db)
                     rows: list[tuple[int, str, str, str, str, str, str]] = []
                     for event, payload, timestamp in rendered:
@@ -333,9 +352,9 @@ class AuditLog:
                         )
                         records.append(AuditRecord(sequence=sequence, event=event, chain_hash=chain))
                     db.executemany(_INSERT_SQL, rows)
-            except sqlite3.Error as exc:
+            except database_errors() as exc:
                 raise GatewayError(
-                    ErrorCode.AUDIT_WRITE_FAILED, f"The audit event could not be written ({_sqlite_reason(exc)})."
+                    ErrorCode.AUDIT_WRITE_FAILED, f"The audit event could not be written ({_db_reason(exc)})."
                 ) from None
         return records
 
@@ -343,7 +362,7 @@ class AuditLog:
         """Append many events in one transaction (bulk imports and benchmarks); returns the new head sequence."""
         with self._thread_lock:
             db = self._open_db()
-            with write_transaction(db):
+            with write_transaction(db, "audit"):
                 sequence, previous = self._head_for_append(db)
                 rows: list[tuple[int, str, str, str, str, str, str]] = []
                 for event in events:
@@ -364,7 +383,7 @@ class AuditLog:
                 db.executemany(_INSERT_SQL, rows)
         return sequence
 
-    def _head_for_append(self, db: sqlite3.Connection) -> tuple[int, bytes]:
+    def _head_for_append(self, db: StateConnection) -> tuple[int, bytes]:
         row = db.execute(_HEAD_SQL).fetchone()
         if row is None:
             return 0, GENESIS_HASH
@@ -470,20 +489,20 @@ class AuditLog:
             raise GatewayError(
                 ErrorCode.INPUT_INVALID_ARGUMENT, "A checkpoint can only be checked against its public key."
             )
-        db = open_database(self._path)
+        db = open_state(self._location)
         try:
             with read_transaction(db):  # one snapshot: rows appended meanwhile are not half-seen
                 return self._scan(db, checkpoint, checkpoint_key, progress)
-        except sqlite3.Error as exc:
+        except database_errors() as exc:
             raise GatewayError(
-                ErrorCode.STATE_DATABASE_UNAVAILABLE, f"The audit log cannot be read ({_sqlite_reason(exc)})."
+                ErrorCode.STATE_DATABASE_UNAVAILABLE, f"The audit log cannot be read ({_db_reason(exc)})."
             ) from None
         finally:
             db.close()
 
     def _scan(
         self,
-        db: sqlite3.Connection,
+        db: StateConnection,
         checkpoint: Checkpoint | None,
         checkpoint_key: Ed25519PublicKey | None,
         progress: Callable[[int, int], None] | None,
@@ -564,7 +583,7 @@ class AuditLog:
             head_chain_hash=head_hash,
         )
 
-    def _open_db(self) -> sqlite3.Connection:
+    def _open_db(self) -> StateConnection:
         if self._db is None:
             raise GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "The audit log is closed.", retryable=False)
         return self._db
@@ -618,8 +637,10 @@ def _check_limit(limit: int, maximum: int) -> None:
         raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, f"limit must be between 1 and {maximum}, not {limit}.")
 
 
-def _sqlite_reason(exc: sqlite3.Error) -> str:
-    return str(exc) or type(exc).__name__
+def _db_reason(exc: Exception) -> str:
+    if isinstance(exc, sqlite3.Error):
+        return str(exc) or type(exc).__name__
+    return type(exc).__name__  # a PostgreSQL message may name the server's host or user
 
 
 def _utc_now() -> datetime:

@@ -26,6 +26,7 @@ from .errors import ErrorCode, GatewayError
 from .principal import ApproverRef, Principal, is_approver
 from .risk import RiskPolicy
 from .scopes import WITH_LIVE, Scope, parse_scopes
+from .state import PostgresLocation, StateLocation
 
 LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 """The only hosts for which TLS verification may be turned off."""
@@ -148,6 +149,20 @@ class StateConfig(_Section):
 
     directory: Path | None = None
     """Defaults to `$IBKR_AGENT_STATE_DIR`, else `~/.local/state/ibkr-agent-gateway/simulator` (or `client-portal`)."""
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    """Where the audit log and order workflow state live: one SQLite file (`sqlite`, one host) or a
+    PostgreSQL database shared by several replicas (`postgres`, needs `ibkr-gateway-core[postgres]`)."""
+    postgres_dsn_env: str | None = None
+    """With `backend: postgres`: name of the environment variable holding the libpq DSN or URL (it may
+    hold a password, so it is never written in the file)."""
+    postgres_pool_size: Annotated[int, Field(ge=1, le=64)] = 4
+    """With `backend: postgres`: most connections each store of one process opens."""
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> StateConfig:
+        if self.backend == "postgres" and not self.postgres_dsn_env:
+            raise ValueError("state.backend postgres needs state.postgres_dsn_env")
+        return self
 
 
 class SafetyConfig(_Section):
@@ -589,8 +604,26 @@ class GatewayConfig(_Section):
         return self.state.directory or default_state_dir(self.broker.backend)
 
     def audit_path(self) -> Path:
-        """The state database file that holds the audit log."""
+        """The state database file that holds the audit log (with `state.backend: sqlite`)."""
         return self.audit.sqlite_path or self.state_dir() / "state.sqlite3"
+
+    def state_location(self) -> StateLocation:
+        """Where the audit log and workflow state live: the SQLite file, or the PostgreSQL database.
+
+        Raises:
+            GatewayError: `CONFIG_INVALID` when the DSN's environment variable is unset or empty.
+        """
+        if self.state.backend == "sqlite":
+            return self.audit_path()
+        env = self.state.postgres_dsn_env or ""
+        dsn = os.environ.get(env, "").strip()
+        if not dsn:
+            raise GatewayError(
+                ErrorCode.CONFIG_INVALID,
+                f"state.backend is postgres but the environment variable {env!r} is unset or empty.",
+                user_action=f"Export {env} with the PostgreSQL DSN, e.g. postgresql://user:password@host/db.",
+            )
+        return PostgresLocation(dsn, pool_size=self.state.postgres_pool_size)
 
 
 def _config_error(exc: ValidationError) -> GatewayError:

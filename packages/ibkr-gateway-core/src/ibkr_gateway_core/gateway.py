@@ -168,7 +168,7 @@ class Gateway:
         Raises:
             GatewayError: `CONFIG_*` when the audit key or backend cannot be set up.
         """
-        audit = AuditLog.open(config.audit_path(), load_audit_key(config))
+        audit = AuditLog.open(config.state_location(), load_audit_key(config))
         return cls(config, audit, principal=principal)
 
     async def __aenter__(self) -> Self:
@@ -198,7 +198,7 @@ class Gateway:
 
             self._desk = OrderDesk(
                 self.config,
-                OrderStore.open(self.audit.path),
+                OrderStore.open(self.audit.location),
                 self.audit,
                 backend=lambda: self.backend,
                 accounts=self._reads.visible_accounts,

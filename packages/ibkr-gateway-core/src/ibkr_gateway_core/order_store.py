@@ -1,7 +1,8 @@
 """Durable order workflow state: previews, approvals, idempotency records, kill switch, live backlog.
 
 Everything lives in the state database next to the audit log. Writes take the write lock up front
-(`BEGIN IMMEDIATE`), so the check-then-write steps below are atomic across threads *and* processes:
+(`BEGIN IMMEDIATE` on SQLite, the `state` advisory lock on PostgreSQL, see `state.write_transaction`),
+so the check-then-write steps below are atomic across threads, processes *and* replicas:
 reserving an idempotency key, consuming the approval and reading the kill switch happen in one
 transaction, before any writer call.
 """
@@ -9,18 +10,16 @@ transaction, before any writer call.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Final, Literal
 
 from .errors import ErrorCode, GatewayError
 from .order_models import ApprovalRecord, KillSwitchState, OrderPreview
-from .state import open_database, read_transaction, write_transaction
+from .state import StateConnection, StateLocation, open_state, read_transaction, write_transaction
 
 RecordStatus = Literal["pending", "completed", "failed", "unknown"]
 """`pending`: reserved, writer not yet answered; `unknown`: the broker may have the order."""
@@ -100,14 +99,14 @@ class LiveOrder:
 class OrderStore:
     """The order workflow tables of one state database; every method blocks (call it from a worker thread)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db: sqlite3.Connection | None = db
+    def __init__(self, db: StateConnection) -> None:
+        self._db: StateConnection | None = db
         self._lock = threading.Lock()  # one statement sequence at a time on the shared connection
 
     @classmethod
-    def open(cls, path: Path) -> OrderStore:
-        """Open the state database at `path` (migrating it if needed)."""
-        return cls(open_database(path))
+    def open(cls, location: StateLocation) -> OrderStore:
+        """Open the state database at `location` (migrating it if needed)."""
+        return cls(open_state(location))
 
     def close(self) -> None:
         """Close the connection."""
@@ -116,7 +115,7 @@ class OrderStore:
             if db is not None:
                 db.close()
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> StateConnection:
         if self._db is None:
             raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "The order store is closed.")
         return self._db
@@ -310,7 +309,9 @@ class OrderStore:
             )
             if track is not None:
                 db.execute(
-                    "INSERT OR REPLACE INTO live_orders VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                    "INSERT INTO live_orders VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (account_id, broker_order_id) "
+                    "DO UPDATE SET writer = excluded.writer, client_order_id = excluded.client_order_id, "
+                    "last_status = excluded.last_status, created_at = excluded.created_at, last_polled_at = NULL",
                     (
                         track.account_id,
                         track.broker_order_id,
@@ -429,7 +430,11 @@ class OrderStore:
         """Persist a new position; returns the previous one."""
         with self._lock, write_transaction(self._conn()) as db:
             row = db.execute("SELECT payload FROM kill_switch WHERE id = 1").fetchone()
-            db.execute("INSERT OR REPLACE INTO kill_switch VALUES (1, ?, ?)", (state.state, state.model_dump_json()))
+            db.execute(
+                "INSERT INTO kill_switch VALUES (1, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, payload = excluded.payload",
+                (state.state, state.model_dump_json()),
+            )
         if row is None:
             return KillSwitchState(state="closed", reason="closed by default")
         return KillSwitchState.model_validate_json(row[0])
@@ -508,7 +513,7 @@ def _approval(row: Sequence[object]) -> ApprovalRecord:
 
 
 def _live_usage(
-    db: sqlite3.Connection, account_id: str, window_start: datetime, day_start: datetime
+    db: StateConnection, account_id: str, window_start: datetime, day_start: datetime
 ) -> tuple[int, int, Decimal]:
     """Live submits of an account that were or may have been sent: in the window, today, today's notional."""
     rows = db.execute(
@@ -528,12 +533,12 @@ def _live_usage(
     return window, today, notional
 
 
-def _kill_switch_state(db: sqlite3.Connection) -> str:
+def _kill_switch_state(db: StateConnection) -> str:
     row = db.execute("SELECT state FROM kill_switch WHERE id = 1").fetchone()
     return str(row[0]) if row is not None else "closed"
 
 
-def _consume(db: sqlite3.Connection, approval_id: str, now: datetime) -> bool:
+def _consume(db: StateConnection, approval_id: str, now: datetime) -> bool:
     row = db.execute("SELECT payload, status FROM order_approvals WHERE approval_id = ?", (approval_id,)).fetchone()
     if row is None or str(row[1]) != "approved":
         return False
@@ -545,7 +550,7 @@ def _consume(db: sqlite3.Connection, approval_id: str, now: datetime) -> bool:
     return True
 
 
-def _release(db: sqlite3.Connection, approval_id: str) -> None:
+def _release(db: StateConnection, approval_id: str) -> None:
     row = db.execute("SELECT payload, status FROM order_approvals WHERE approval_id = ?", (approval_id,)).fetchone()
     if row is None or str(row[1]) != "consumed":
         return

@@ -1,26 +1,40 @@
-"""The state database: the one place that opens SQLite connections, and its versioned schema.
+"""The state database: the one place that opens state connections, and its versioned schema.
 
-Every connection comes from `open_database`, which sets the durability pragmas (they are per
-connection in SQLite, so none may be skipped) and brings the schema up to date. Writes go through
-`write_transaction`, which takes the write lock up front with `BEGIN IMMEDIATE`: a deferred `BEGIN`
-that reads and then writes fails at once with SQLITE_BUSY when another process wrote meanwhile.
+Two backends sit behind one small seam, `StateConnection` (execute, executemany, close) plus
+`write_transaction` / `read_transaction`:
 
-To change the schema, append a `Migration` to `MIGRATIONS` with the next version number; applied
-migrations are never edited.
+- **SQLite** (the embedded default): every connection comes from `open_database`, which sets the
+  durability pragmas (they are per connection in SQLite, so none may be skipped) and brings the schema
+  up to date. `write_transaction` takes the write lock up front with `BEGIN IMMEDIATE`: a deferred
+  `BEGIN` that reads and then writes fails at once with SQLITE_BUSY when another process wrote meanwhile.
+- **PostgreSQL** (for several replicas, `state_postgres.py`, imported only when configured): the same
+  SQL text (`?` placeholders are rewritten for the driver), a write transaction holds a
+  transaction-scoped advisory lock per lock domain, so every check-then-write step keeps the single-writer
+  semantics it has on SQLite, across processes *and* hosts.
+
+Queries are written once in the dialect both accept (standard `INSERT ... ON CONFLICT`, no
+`INSERT OR REPLACE`); `open_state` opens whichever `StateLocation` the config names.
+
+To change the schema, append a `Migration` to `MIGRATIONS` (and its PostgreSQL form to
+`state_postgres.POSTGRES_MIGRATIONS`) with the next version number; applied migrations are never edited.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Generator
+import sys
+from collections.abc import Generator, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast
 
 from .errors import ErrorCode, GatewayError
+
+if TYPE_CHECKING:
+    from .state_postgres import PostgresConnection
 
 BUSY_TIMEOUT_MS: Final = 10_000
 """How long a connection waits for another process's write lock before giving up."""
@@ -30,6 +44,91 @@ DIRECTORY_MODE: Final = 0o700
 
 FILE_MODE: Final = 0o600
 """Mode of a database file this module creates: only the owner may read it."""
+
+
+LockDomain = Literal["state", "audit"]
+"""Which writers exclude each other on PostgreSQL: order workflow writes (`state`) or audit appends (`audit`).
+SQLite has one write lock for the whole file, so there the domain changes nothing."""
+
+
+class StateCursor(Protocol):
+    """The rows of one statement, as both drivers return them (tuples)."""
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+        ...
+
+    def fetchmany(self, size: int, /) -> list[Any]:
+        """Up to `size` more rows."""
+        ...
+
+
+class StateConnection(Protocol):
+    """The part of a database connection the stores use; `sqlite3.Connection` is one as it is."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> StateCursor:
+        """Run one statement with `?` placeholders."""
+        ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
+        """Run one statement for each parameter row."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection (or pool)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresLocation:
+    """A PostgreSQL state database: the DSN comes from the environment variable `state.postgres_dsn_env`."""
+
+    dsn: str
+    """libpq connection string or URL; holds a password, so it is never shown (see `__repr__`)."""
+    pool_size: int = 4
+    """Most connections one store opens."""
+    connect_timeout_s: float = 10.0
+    """How long opening the pool, or waiting for a free pooled connection, may take."""
+
+    def __repr__(self) -> str:
+        return "PostgresLocation(dsn=<hidden>)"
+
+
+_C = TypeVar("_C", bound=StateConnection)
+
+StateLocation = Path | PostgresLocation
+"""Where the state lives: a SQLite file, or a PostgreSQL database."""
+
+
+def open_state(location: StateLocation) -> StateConnection:
+    """Open (creating or migrating if needed) the state database at `location`.
+
+    Raises:
+        GatewayError: `STATE_DATABASE_UNAVAILABLE` when it cannot be reached or has a newer schema;
+            `CONFIG_INVALID` when PostgreSQL is configured but its optional extra is not installed.
+    """
+    if isinstance(location, PostgresLocation):
+        from .state_postgres import open_postgres
+
+        return open_postgres(location)
+    return open_database(location)
+
+
+def describe_location(location: StateLocation) -> str:
+    """A name for messages: the file name, or `postgresql` (never the DSN: it may hold a password)."""
+    return location.name if isinstance(location, Path) else "postgresql"
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """The driver exceptions a state operation may raise: SQLite's, and psycopg's once it is loaded."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +261,15 @@ def open_database(path: Path, *, migrations: tuple[Migration, ...] = MIGRATIONS)
 
 
 @contextmanager
-def write_transaction(db: sqlite3.Connection) -> Generator[sqlite3.Connection]:
-    """Run the block in a `BEGIN IMMEDIATE` transaction: commit on success, roll back on any error."""
+def write_transaction(db: _C, lock: LockDomain = "state") -> Generator[_C]:
+    """Run the block as the only writer of its lock domain: commit on success, roll back on any error.
+
+    SQLite: `BEGIN IMMEDIATE`. PostgreSQL: `BEGIN` and a transaction-scoped advisory lock for `lock`.
+    """
+    if not isinstance(db, sqlite3.Connection):
+        with cast("PostgresConnection", db).transaction(write=True, lock=lock):
+            yield db
+        return
     db.execute("BEGIN IMMEDIATE")  # take the write lock now; a deferred BEGIN cannot wait for it later
     try:
         yield db
@@ -175,8 +281,15 @@ def write_transaction(db: sqlite3.Connection) -> Generator[sqlite3.Connection]:
 
 
 @contextmanager
-def read_transaction(db: sqlite3.Connection) -> Generator[sqlite3.Connection]:
-    """Run the block on one consistent snapshot of the database (a deferred read transaction)."""
+def read_transaction(db: _C) -> Generator[_C]:
+    """Run the block on one consistent snapshot of the database (a deferred read transaction).
+
+    PostgreSQL: a `REPEATABLE READ READ ONLY` transaction.
+    """
+    if not isinstance(db, sqlite3.Connection):
+        with cast("PostgresConnection", db).transaction(write=False, lock="state"):
+            yield db
+        return
     db.execute("BEGIN")
     try:
         yield db
@@ -185,8 +298,10 @@ def read_transaction(db: sqlite3.Connection) -> Generator[sqlite3.Connection]:
             db.execute("ROLLBACK")
 
 
-def schema_version(db: sqlite3.Connection) -> int:
+def schema_version(db: StateConnection) -> int:
     """The newest migration applied to the database, 0 for a new file."""
+    if not isinstance(db, sqlite3.Connection):
+        return cast("PostgresConnection", db).schema_version()
     exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone()
     if exists is None:
         return 0

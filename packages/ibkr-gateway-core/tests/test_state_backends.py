@@ -1,0 +1,278 @@
+"""The state stores on both backends (SQLite, PostgreSQL): same behaviour, and races decided by the database.
+
+Every test takes `state_location`, so it runs once on a SQLite file and once on a fresh PostgreSQL
+database. The race tests open several independent stores on the same location (as separate replicas
+would) and let threads collide on one idempotency key, one approval, one kill switch and one audit chain.
+"""
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from ibkr_gateway_core.audit import AuditEvent, AuditLog
+from ibkr_gateway_core.config import GatewayConfig
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_core.order_models import ApprovalRecord, KillSwitchState, OrderPreview
+from ibkr_gateway_core.order_store import LiveOrder, NewRecord, OrderStore
+from ibkr_gateway_core.orders import OrderTicket
+from ibkr_gateway_core.state import PostgresLocation, StateLocation, open_state, schema_version
+
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+ACCOUNT = "DU1234567"
+KEY = b"k" * 32
+TICKET = OrderTicket(
+    account_id=ACCOUNT,
+    contract_id=265598,
+    symbol="AAPL",
+    asset_class="stock",
+    currency="USD",
+    side="buy",
+    quantity=Decimal(10),
+    order_type="limit",
+    limit_price=Decimal(100),
+)
+
+
+def preview(n: int = 1) -> OrderPreview:
+    return OrderPreview(
+        preview_id=f"pv-{n}",
+        account_id=ACCOUNT,
+        ticket=TICKET,
+        fingerprint="f" * 64,
+        risk_policy_id="default",
+        created_by="op",
+        created_at=NOW,
+        expires_at=NOW + timedelta(minutes=5),
+        audit_event_id=f"ev-{n}",
+    )
+
+
+def approval(n: int = 1) -> ApprovalRecord:
+    return ApprovalRecord(
+        approval_id=f"ap-{n}",
+        preview_id=f"pv-{n}",
+        account_id=ACCOUNT,
+        fingerprint="f" * 64,
+        status="approved",
+        approved_by="op",
+        approved_by_kind="local_operator",
+        approved_at=NOW,
+        expires_at=NOW + timedelta(minutes=5),
+        audit_event_id=f"ev-a{n}",
+    )
+
+
+def new_record(key: str, approval_id: str | None = None, notional: str | None = None) -> NewRecord:
+    return NewRecord(
+        scope_key=key,
+        flow="live_submit",
+        account_id=ACCOUNT,
+        request_hash="h" * 64,
+        client_order_id=f"coid-{key}",
+        writer="client-portal",
+        approval_id=approval_id,
+        context={"ticket": "t"},
+        notional=Decimal(notional) if notional is not None else None,
+    )
+
+
+def event(n: int) -> AuditEvent:
+    return AuditEvent(
+        event_type="tool_completed",
+        timestamp=NOW,
+        principal_kind="local_agent",
+        principal_subject=f"agent-{n}",
+        scopes=[],
+        decision="allow",
+        result_status="completed",
+    )
+
+
+@pytest.fixture
+def stores(state_location: StateLocation) -> Iterator[Callable[[], OrderStore]]:
+    """Opens independent stores on one location (each like a separate replica); closes them all after."""
+    opened: list[OrderStore] = []
+
+    def open_one() -> OrderStore:
+        store = OrderStore.open(state_location)
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        store.close()
+
+
+def race(count: int, call: Callable[[int], Any]) -> list[Any]:
+    """Run `call(i)` for i in range(count) on `count` threads released together."""
+    barrier = threading.Barrier(count)
+
+    def run(i: int) -> Any:
+        barrier.wait()
+        return call(i)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def test_the_schema_is_migrated_once_and_versioned(state_location: StateLocation) -> None:
+    first, second = open_state(state_location), open_state(state_location)
+    try:
+        assert schema_version(first) == schema_version(second) == 2
+        rows = first.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+        assert [tuple(row) for row in rows] == [(1, "audit events"), (2, "order workflow")]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_previews_approvals_and_revocation_round_trip(stores: Callable[[], OrderStore]) -> None:
+    store = stores()
+    store.save_preview(preview(), "local_operator")
+    store.save_approval(approval())
+    found = store.preview("pv-1")
+    assert found is not None and found[0] == preview() and found[1] == "local_operator"
+    record, linked = store.approval_with_preview("ap-1")
+    assert record == approval() and linked == preview()
+    assert [a.approval_id for a in store.approvals(ACCOUNT, 10)] == ["ap-1"]
+    assert store.approvals("DU0000000", 10) == []
+    revoked = store.revoke_approval("ap-1", "changed my mind", NOW)
+    assert revoked is not None and revoked.status == "revoked" and revoked.revoke_reason == "changed my mind"
+    again = store.revoke_approval("ap-1", "twice", NOW)
+    assert again is not None and again.revoke_reason == "changed my mind"
+    assert store.revoke_approval("ap-none", "x", NOW) is None
+
+
+def test_a_duplicate_preview_id_is_refused_by_the_database(stores: Callable[[], OrderStore]) -> None:
+    store = stores()
+    store.save_preview(preview(), "local_operator")
+    with pytest.raises(Exception) as caught:
+        store.save_preview(preview(), "local_operator")
+    assert "Integrity" in type(caught.value).__name__ or "UniqueViolation" in type(caught.value).__name__
+    assert store.preview("pv-1") is not None
+
+
+def test_the_record_lifecycle_and_live_backlog(stores: Callable[[], OrderStore]) -> None:
+    store = stores()
+    outcome, record = store.reserve(new_record("k1", notional="1000"), NOW, kill_switch_required=False)
+    assert outcome == "reserved" and record is not None and record.status == "pending"
+    track = LiveOrder(ACCOUNT, "b-1", "client-portal", "coid-k1", "Submitted")
+    store.complete("k1", {"broker_order_id": "b-1"}, NOW, track=track)
+    store.complete("k1", {"broker_order_id": "b-1"}, NOW, track=track)  # the upsert is idempotent
+    assert store.live_orders() == [track]
+    done = store.record("k1")
+    assert done is not None and done.status == "completed" and done.result == {"broker_order_id": "b-1"}
+    assert store.live_usage(ACCOUNT, NOW - timedelta(minutes=1), NOW - timedelta(hours=1)) == (1, 1, Decimal(1000))
+    store.update_live_orders([(LiveOrder(ACCOUNT, "b-1", "client-portal", "coid-k1", "PreSubmitted"), False)], NOW)
+    assert store.live_orders()[0].last_status == "PreSubmitted"
+    store.update_live_orders([(track, True)], NOW)
+    assert store.live_orders() == []
+    store.reserve(new_record("k2"), NOW, kill_switch_required=False)
+    store.mark_unknown("k2", {"code": "BROKER_TIMEOUT"}, NOW)
+    assert [r.scope_key for r in store.unsettled()] == ["k2"]
+    assert store.unknown_submit(ACCOUNT, other_than="zz") == "coid-k2"
+    store.reserve(new_record("k3"), NOW, kill_switch_required=False)
+    store.forget("k3")
+    assert store.record("k3") is None
+
+
+def test_fifty_replicas_racing_on_one_key_reserve_it_once(stores: Callable[[], OrderStore]) -> None:
+    """Each thread has its own store (its own connection): the database alone decides who wins."""
+    replicas = [stores() for _ in range(8)]
+    replicas[0].save_preview(preview(), "local_operator")
+    replicas[0].save_approval(approval())
+    outcomes = race(
+        50, lambda i: replicas[i % 8].reserve(new_record("one-key", "ap-1"), NOW, kill_switch_required=False)[0]
+    )
+    assert sorted(outcomes) == ["existing"] * 49 + ["reserved"]
+    consumed = replicas[3].approval("ap-1")
+    assert consumed is not None and consumed.status == "consumed"
+
+
+def test_one_approval_is_consumed_once_across_replicas(stores: Callable[[], OrderStore]) -> None:
+    """Different keys, one approval: exactly one reservation, the rest find it unavailable."""
+    replicas = [stores() for _ in range(6)]
+    replicas[0].save_preview(preview(), "local_operator")
+    replicas[0].save_approval(approval())
+    outcomes = race(
+        24, lambda i: replicas[i % 6].reserve(new_record(f"key-{i}", "ap-1"), NOW, kill_switch_required=False)[0]
+    )
+    assert sorted(outcomes) == ["approval_unavailable"] * 23 + ["reserved"]
+
+
+def test_the_kill_switch_closed_by_one_replica_refuses_on_another_at_once(stores: Callable[[], OrderStore]) -> None:
+    one, two = stores(), stores()
+    assert two.kill_switch().state == "closed"
+    one.set_kill_switch(KillSwitchState(state="open", changed_by="op", changed_at=NOW))
+    assert two.kill_switch().state == "open"
+    assert two.reserve(new_record("a"), NOW, kill_switch_required=True)[0] == "reserved"
+    previous = one.set_kill_switch(KillSwitchState(state="closed", changed_by="op", changed_at=NOW, reason="halt"))
+    assert previous.state == "open"
+    assert two.reserve(new_record("b"), NOW, kill_switch_required=True)[0] == "kill_switch_closed"
+    assert two.kill_switch().reason == "halt"
+
+
+def test_risk_usage_counts_every_replica_s_submits(stores: Callable[[], OrderStore]) -> None:
+    replicas = [stores() for _ in range(4)]
+    race(20, lambda i: replicas[i % 4].reserve(new_record(f"u{i}", notional="10.5"), NOW, kill_switch_required=False))
+    usage = replicas[1].live_usage(ACCOUNT, NOW - timedelta(minutes=1), NOW - timedelta(hours=1))
+    assert usage == (20, 20, Decimal("210.0"))
+
+
+def test_appends_from_several_logs_on_one_database_form_one_chain(state_location: StateLocation) -> None:
+    """Four writers (one per replica) append concurrently: one linear chain, nothing lost, verify passes."""
+    logs = [AuditLog.open(state_location, KEY) for _ in range(4)]
+    try:
+        results = race(40, lambda i: logs[i % 4].append_sync(event(i)).sequence)
+        assert sorted(results) == list(range(1, 41))
+        report = logs[0].verify_sync()
+        assert report.chain_valid, report.reason
+        assert report.events_scanned == 40
+    finally:
+        for log in logs:
+            log.close()
+
+
+def test_postgres_config_reads_the_dsn_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = GatewayConfig.from_mapping({"state": {"backend": "postgres", "postgres_dsn_env": "TEST_STATE_DSN"}})
+    monkeypatch.delenv("TEST_STATE_DSN", raising=False)
+    with pytest.raises(GatewayError) as caught:
+        config.state_location()
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert "TEST_STATE_DSN" in caught.value.message
+    monkeypatch.setenv("TEST_STATE_DSN", "postgresql://u:secret-canary@127.0.0.1/db")
+    location = config.state_location()
+    assert location == PostgresLocation("postgresql://u:secret-canary@127.0.0.1/db")
+    assert "secret-canary" not in repr(location) and "secret-canary" not in str(location)
+
+
+def test_postgres_without_a_dsn_variable_is_a_config_error() -> None:
+    with pytest.raises(GatewayError) as caught:
+        GatewayConfig.from_mapping({"state": {"backend": "postgres"}})
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+
+
+def test_an_unreachable_postgres_is_state_unavailable_without_the_password() -> None:
+    with socket_that_refuses() as port:
+        with pytest.raises(GatewayError) as caught:
+            open_state(PostgresLocation(f"postgresql://u:pw-canary-77@127.0.0.1:{port}/db", connect_timeout_s=1.0))
+    assert caught.value.code is ErrorCode.STATE_DATABASE_UNAVAILABLE
+    assert "pw-canary-77" not in f"{caught.value.message} {caught.value.details} {caught.value.user_action}"
+
+
+class socket_that_refuses:
+    """A loopback port with nothing listening."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        return None
