@@ -62,6 +62,9 @@ def test_screen_passes_ordinary_messages() -> None:
         (b'{"jsonrpc":"2.0","id":true,"method":"tools/list"}', -32600, None),
         (b'{"jsonrpc":"2.0","id":4,"method":5}', -32600, 4),
         (b'{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{"cursor":1e999}}', -32602, 5),
+        (b'{"jsonrpc":"2.0"}', -32600, None),  # found by the fuzzer: no method, no id, dropped unanswered
+        (b'{"jsonrpc":"2.0","id":6}', -32600, None),
+        (b'{"jsonrpc":"2.0","id":7,"result":{},"error":{}}', -32600, None),
     ],
 )
 def test_screen_classifies_protocol_errors(raw: bytes, jsonrpc_code: int, request_id: object) -> None:

@@ -215,6 +215,12 @@ def screen_message(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Refusal
     if envelope.get("jsonrpc") != "2.0" or ("id" in envelope and request_id is None and "method" in envelope):
         error = _malformed("The message is not a JSON-RPC 2.0 request (check `jsonrpc` and `id`).")
         return Refusal(error, INVALID_REQUEST, request_id, method_name, None, None, raw)
+    is_response = (
+        "method" not in envelope and request_id is not None and (("result" in envelope) != ("error" in envelope))
+    )
+    if "method" not in envelope and not is_response:
+        error = _malformed("The message is neither a request, a notification nor a response.")
+        return Refusal(error, INVALID_REQUEST, None, None, None, None, raw)
     if "method" in envelope and method_name is None:
         error = _malformed("The message's `method` is not a string.")
         return Refusal(error, INVALID_REQUEST, request_id, None, None, None, raw)

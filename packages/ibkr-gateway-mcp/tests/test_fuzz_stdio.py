@@ -1,0 +1,111 @@
+"""Fuzzing every MCP tool over a real stdio session, and raw malformed JSON-RPC lines.
+
+The tools and their input schemas come from the server's own `tools/list`. Each call must be
+answered within a bound, with success or a stable code, add exactly one audit event, and leave
+no traceback on stderr; the audit chain verifies at the end. `IBKR_FUZZ_PROFILE=long` runs
+10,000 cases per test (`scripts/fuzz_surfaces.py`).
+"""
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .fuzz_cases import MALFORMED_LINES, call_line, check_tool_reply, examples, tool_arguments
+from .raw_stdio import AuditView, RawStdio
+
+
+def fuzz_settings(normal: int) -> settings:
+    """Bounded in the normal run, 10,000 examples under the long profile; no deadline, no example database."""
+    return settings(
+        max_examples=examples(normal),
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
+
+
+_ids = itertools.count(1000)
+
+
+class Session:
+    """One stdio child for a whole test, its audit log, and the tools it lists."""
+
+    def __init__(self, root: Path) -> None:
+        state = root / "state"
+        config = root / "gateway.yaml"
+        config.write_text(
+            f"auth:\n  enabled_scopes: [with_paper, 'ibkr:audit:read']\nstate:\n  directory: {state}\n",
+            encoding="utf-8",
+        )
+        self.stdio = RawStdio(state, config=config)
+        self.audit = AuditView(state)
+        listed = self.stdio.request(b'{"jsonrpc":"2.0","id":"list","method":"tools/list"}', "list")
+        assert listed is not None
+        self.schemas: dict[str, dict[str, Any]] = {
+            tool["name"]: tool["inputSchema"] for tool in listed["result"]["tools"]
+        }
+        assert len(self.schemas) > 10
+        self.cases = 0
+        self.codes: dict[str, int] = {}
+
+    def one_call(self, line: bytes, request_id: int | None, bound_s: float = 10.0) -> dict[str, Any] | None:
+        """Send a line; assert it is answered in time (when it has an id) and adds exactly one audit event."""
+        before = self.audit.count()
+        started = time.monotonic()
+        if request_id is None:
+            self.stdio.send(line)
+            reply = self.stdio.request(b'{"jsonrpc":"2.0","id":"sync","method":"ping"}', "sync")
+            assert reply is not None, f"no answer after {line[:200]!r}"
+            answered = [item for item in self.stdio.unsolicited if item.get("id") is None]
+            self.stdio.unsolicited.clear()
+            assert len(answered) <= 1, answered
+            reply = answered[0] if answered else None
+        else:
+            reply = self.stdio.request(line, request_id, deadline_s=bound_s)
+            assert reply is not None, f"no answer within {bound_s} s to {line[:200]!r}"
+        while self.audit.count() == before and time.monotonic() - started < bound_s:
+            time.sleep(0.01)  # a request the SDK answers itself runs concurrently with the ping
+        assert time.monotonic() - started < bound_s
+        time.sleep(0.01)  # room for a second (wrong) event to show
+        added = self.audit.count() - before
+        assert added == 1, f"{added} audit events for {line[:200]!r}: {reply}"
+        assert "Traceback" not in self.stdio.stderr, self.stdio.stderr[-3000:]
+        self.cases += 1
+        return reply
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    running = Session(tmp_path_factory.mktemp("fuzz-stdio"))
+    yield running
+    assert running.stdio.close() == 0
+    assert "Traceback" not in running.stdio.stderr, running.stdio.stderr[-3000:]
+    running.audit.verify()
+    print(f"stdio fuzz: {running.cases} cases, codes {sorted(running.codes.items())}")
+
+
+@pytest.mark.slow
+@fuzz_settings(120)
+@given(data=st.data())
+def test_every_tool_call_is_answered_coded_and_audited_once(session: Session, data: st.DataObject) -> None:
+    tool, arguments, _kind = data.draw(tool_arguments(session.schemas))
+    request_id = next(_ids)
+    reply = session.one_call(call_line(request_id, tool, arguments), request_id)
+    assert reply is not None
+    code = check_tool_reply(reply)
+    session.codes[code or "OK"] = session.codes.get(code or "OK", 0) + 1
+
+
+@pytest.mark.slow
+@fuzz_settings(60)
+@given(line=MALFORMED_LINES)
+def test_every_malformed_line_is_answered_and_audited_once(session: Session, line: bytes) -> None:
+    reply = session.one_call(line, None)
+    if reply is not None:
+        check_tool_reply(reply)
