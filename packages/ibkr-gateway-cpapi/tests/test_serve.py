@@ -1,6 +1,7 @@
 """The simulator over real HTTPS on loopback, as `ibkr-agent simulator serve` runs it."""
 
 from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import pytest
@@ -105,3 +106,61 @@ async def test_a_dropped_answer_over_a_real_socket_is_an_unknown_outcome() -> No
                 await backend.aclose()
     assert caught.value.code == ErrorCode.BROKER_OUTCOME_UNKNOWN
     assert found is not None and [o.c_oid for o in sim.placements] == ["k-net"]
+
+
+async def test_a_gateway_certificate_from_a_private_ca_is_trusted_through_broker_ca_file(tmp_path: Path) -> None:
+    """A gateway on another host (e.g. in a container) with its own CA: verify_tls stays on, ca_file names the CA."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    chain, key, ca_pem = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    leaf.private_key_pem.write_to_path(str(key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    with anyio.fail_after(20):
+        async with serving_simulator(certificate=(chain, key)) as base_url:
+            trusting = GatewayConfig.from_mapping(
+                {"broker": {"backend": "client_portal_gateway", "base_url": base_url, "ca_file": str(ca_pem)}}
+            )
+            backend = open_client_portal_backend(trusting)
+            try:
+                accounts = await backend.list_accounts()
+            finally:
+                await backend.aclose()
+            system_trust = open_client_portal_backend(GatewayConfig.client_portal(base_url))
+            try:
+                with pytest.raises(GatewayError) as untrusted:
+                    await system_trust.list_accounts()
+            finally:
+                await system_trust.aclose()
+    assert [a.account_id for a in accounts] == ["DU1234567", "DU7654321"]
+    assert untrusted.value.code == ErrorCode.BROKER_BACKEND_UNAVAILABLE
+
+
+async def test_an_unreadable_ca_file_is_a_config_error_that_names_no_path(tmp_path: Path) -> None:
+    """A missing or non-PEM CA file fails closed with CONFIG_INVALID; the message keeps the local path private."""
+    (tmp_path / "not-pem.pem").write_text("hello", encoding="utf-8")
+    for ca_file in (tmp_path / "missing.pem", tmp_path / "not-pem.pem"):
+        config = GatewayConfig.from_mapping(
+            {"broker": {"backend": "client_portal_gateway", "base_url": "https://127.0.0.1:1", "ca_file": str(ca_file)}}
+        )
+        backend = open_client_portal_backend(config)
+        try:
+            with pytest.raises(GatewayError) as caught:
+                await backend.list_accounts()
+        finally:
+            await backend.aclose()
+        assert caught.value.code == ErrorCode.CONFIG_INVALID
+        assert str(tmp_path) not in caught.value.message
+
+
+def test_ca_file_with_verification_off_is_refused_and_a_relative_path_follows_the_config_file(tmp_path: Path) -> None:
+    """A CA that would never be used is a contradiction; a relative ca_file is read next to the config file."""
+    with pytest.raises(GatewayError) as caught:
+        GatewayConfig.from_mapping(
+            {"broker": {"base_url": "https://127.0.0.1:5000", "verify_tls": False, "ca_file": "ca.pem"}}
+        )
+    assert caught.value.code == ErrorCode.CONFIG_INVALID
+    path = tmp_path / "gateway.yaml"
+    path.write_text("broker:\n  base_url: https://10.0.0.5:5000\n  ca_file: certs/ca.pem\n", encoding="utf-8")
+    assert GatewayConfig.load(path).broker.ca_file == tmp_path / "certs" / "ca.pem"

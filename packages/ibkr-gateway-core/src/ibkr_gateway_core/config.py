@@ -67,6 +67,9 @@ class BrokerConfig(_Section):
     """Client Portal Gateway URL, e.g. `https://localhost:5000` (`/v1/api` is added when missing)."""
     verify_tls: bool = True
     """May be false only when `base_url` is on localhost, 127.0.0.1 or ::1."""
+    ca_file: Path | None = None
+    """PEM file of the certificate authorities that sign the gateway's certificate, trusted instead of the
+    system's (a gateway on another host, e.g. in a container, with its own CA). Needs `verify_tls: true`."""
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = DEFAULT_TIMEOUT_SECONDS
     max_response_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = DEFAULT_MAX_RESPONSE_BYTES
     pacing_enabled: bool = True
@@ -108,6 +111,12 @@ class BrokerConfig(_Section):
                     "broker.verify_tls may be false only for localhost, 127.0.0.1 or ::1.",
                     user_action="Turn TLS verification on, or run the gateway on localhost.",
                 )
+        if not self.verify_tls and self.ca_file is not None:
+            raise GatewayError(
+                ErrorCode.CONFIG_INVALID,
+                "broker.ca_file is set but broker.verify_tls is false, so the CA would never be used.",
+                user_action="Set broker.verify_tls to true to check the gateway's certificate against broker.ca_file.",
+            )
         return self
 
 
@@ -592,6 +601,8 @@ class GatewayConfig(_Section):
             data["state"]["directory"] = base / self.state.directory
         if self.audit.sqlite_path is not None and not self.audit.sqlite_path.is_absolute():
             data["audit"]["sqlite_path"] = base / self.audit.sqlite_path
+        if self.broker.ca_file is not None and not self.broker.ca_file.is_absolute():
+            data["broker"]["ca_file"] = base / self.broker.ca_file
         return GatewayConfig.model_validate(data)
 
     @property

@@ -22,10 +22,12 @@ in the penalty box: the request fails with `BROKER_RATE_LIMITED` and nothing is 
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Final, Literal, Self
 from urllib.parse import urlsplit
 
@@ -142,6 +144,7 @@ class CpapiClient:
         timeout_s: float = DEFAULT_TIMEOUT_SECONDS,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify_tls: bool = True,
+        ca_file: Path | None = None,
         http_client: httpx2.AsyncClient | None = None,
         transport_factory: Callable[[], httpx2.AsyncBaseTransport] | None = None,
         governor: RateGovernor | None = None,
@@ -153,6 +156,7 @@ class CpapiClient:
             timeout_s: Connect, read and write timeout of each request.
             max_response_bytes: Larger bodies are refused as `BROKER_RESPONSE_INVALID`.
             verify_tls: Check the server certificate (config allows off only for localhost).
+            ca_file: PEM bundle of the authorities to trust for that check instead of the system's.
             http_client: A client to use (tests); it is not closed here.
             transport_factory: Builds the transport of the client made here (the simulator's ASGI app).
             governor: Paces requests by IBKR's limits and coalesces identical reads; None sends at once.
@@ -162,6 +166,7 @@ class CpapiClient:
         self._timeout_s = timeout_s
         self._max_response_bytes = max_response_bytes
         self._verify_tls = verify_tls
+        self._ca_file = ca_file
         self._transport_factory = transport_factory
         self._owns_http = http_client is None
         self._http = http_client
@@ -189,6 +194,7 @@ class CpapiClient:
             timeout_s=broker.timeout_seconds,
             max_response_bytes=broker.max_response_bytes,
             verify_tls=broker.verify_tls,
+            ca_file=broker.ca_file,
             http_client=http_client,
             governor=governor_from_config(broker),
         )
@@ -369,12 +375,26 @@ class CpapiClient:
             transport = self._transport_factory() if self._transport_factory is not None else None
             self._http = httpx2.AsyncClient(
                 timeout=httpx2.Timeout(self._timeout_s),
-                verify=self._verify_tls,
+                verify=self._tls_verification(),
                 transport=transport,
                 headers={"User-Agent": USER_AGENT},
                 follow_redirects=False,
             )
         return self._http
+
+    def _tls_verification(self) -> bool | ssl.SSLContext:
+        """`verify` for httpx2: on or off, or a context trusting only the CAs of `ca_file`."""
+        if not self._verify_tls or self._ca_file is None:
+            return self._verify_tls
+        try:
+            return ssl.create_default_context(cafile=self._ca_file)
+        except (OSError, ssl.SSLError):
+            raise GatewayError(
+                ErrorCode.CONFIG_INVALID,
+                "broker.ca_file cannot be read as a PEM bundle of certificate authorities.",
+                user_action="Point broker.ca_file at a readable PEM file holding the CA that signed the gateway's "
+                "certificate.",
+            ) from None
 
     async def prime(self) -> None:
         """Query `/iserver/accounts` now, as CPAPI wants first in each brokerage session (after a reset too)."""

@@ -38,7 +38,8 @@ _STARTUP_POLL_S: Final = 0.02
 
 @dataclass(frozen=True, slots=True)
 class _CertFiles:
-    directory: Path
+    directory: Path | None
+    """The private directory of a certificate made here (removed at close); None for a given one."""
     cert: Path
     key: Path
 
@@ -131,7 +132,8 @@ class _Prepared:
 
     def close(self) -> None:
         self.sock.close()
-        shutil.rmtree(self.certs.directory, ignore_errors=True)
+        if self.certs.directory is not None:
+            shutil.rmtree(self.certs.directory, ignore_errors=True)
 
     async def wait_started(self) -> None:
         with anyio.fail_after(STARTUP_TIMEOUT_S):
@@ -139,7 +141,9 @@ class _Prepared:
                 await anyio.sleep(_STARTUP_POLL_S)  # uvicorn offers no started event
 
 
-def _prepare(host: str, port: int, state: SimulatorState | None) -> _Prepared:
+def _prepare(
+    host: str, port: int, state: SimulatorState | None, certificate: tuple[Path, Path] | None = None
+) -> _Prepared:
     try:
         import uvicorn
     except ImportError:  # pragma: no cover - depends on the installed extras
@@ -148,7 +152,8 @@ def _prepare(host: str, port: int, state: SimulatorState | None) -> _Prepared:
 
     sock = _bind(host, port)
     try:
-        certs = _make_self_signed_cert()
+        # A given certificate stays where it is: only a self-signed one made here is removed at close.
+        certs = _make_self_signed_cert() if certificate is None else _CertFiles(None, *certificate)
     except BaseException:
         sock.close()
         raise
@@ -168,7 +173,11 @@ def _prepare(host: str, port: int, state: SimulatorState | None) -> _Prepared:
 
 @asynccontextmanager
 async def serving_simulator(
-    *, host: str = "127.0.0.1", port: int = 0, state: SimulatorState | None = None
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    state: SimulatorState | None = None,
+    certificate: tuple[Path, Path] | None = None,
 ) -> AsyncGenerator[str]:
     """Serve the simulator over HTTPS while the block runs; yields the base URL (`https://127.0.0.1:<port>`).
 
@@ -176,12 +185,14 @@ async def serving_simulator(
         host: A loopback address (`127.0.0.1`, `localhost` or `::1`).
         port: TCP port; 0 picks a free one.
         state: The simulator to serve; a fresh paper login when None.
+        certificate: (certificate chain PEM, key PEM) to serve, e.g. issued by a private CA that clients
+            trust through `broker.ca_file`; a fresh self-signed one when None.
 
     Raises:
         GatewayError: `INPUT_INVALID_ARGUMENT` for a non-loopback host or a busy port,
             `CONFIG_BACKEND_NOT_INSTALLED` without uvicorn or cryptography.
     """
-    prepared = _prepare(host, port, state)
+    prepared = _prepare(host, port, state, certificate)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(prepared.server.serve, [prepared.sock])
