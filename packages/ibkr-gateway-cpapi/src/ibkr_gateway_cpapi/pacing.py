@@ -21,7 +21,7 @@ Time and sleep are injected, so tests run the governor on a fake clock and never
 from __future__ import annotations
 
 import time
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -248,8 +248,11 @@ class RateGovernor:
         key = path_key(path)
         cap = self._caps.get(key)
         if cap is None:
-            await self.acquire(path, params)
-            yield
+            sent_at = await self.acquire(path, params)
+            try:
+                yield
+            finally:
+                self._answered_at(key, sent_at)
             return
         deadline = self._clock() + self._max_wait_s
         self._queued[key] = self._queued.get(key, 0) + 1
@@ -265,10 +268,13 @@ class RateGovernor:
         finally:
             self._queued[key] -= 1
         self._running[key] = self._running.get(key, 0) + 1
+        sent_at: float | None = None
         try:
-            await self.acquire(path, params, deadline=deadline)
+            sent_at = await self.acquire(path, params, deadline=deadline)
             yield
         finally:
+            if sent_at is not None:
+                self._answered_at(key, sent_at)
             self._running[key] -= 1
             freed = self._cap_freed.pop(key, None)
             if freed is not None:
@@ -276,8 +282,8 @@ class RateGovernor:
 
     async def acquire(
         self, path: str, params: Mapping[str, str] | None = None, *, deadline: float | None = None
-    ) -> None:
-        """Wait for a slot for one request to `path`, at most `max_wait_s` in all.
+    ) -> float:
+        """Wait for a slot for one request to `path`, at most `max_wait_s` in all; returns when it was given.
 
         Raises:
             GatewayError: `BROKER_RATE_LIMITED` at once while the endpoint (or everything) is in the
@@ -296,7 +302,7 @@ class RateGovernor:
                 if free_at <= now:
                     self._record(key, params, now)
                     self.sent += 1
-                    return
+                    return now
                 if free_at > deadline:
                     raise self._limited(free_at - now)
                 self.waited_s += free_at - now
@@ -348,6 +354,25 @@ class RateGovernor:
                 )
             )
         return rows
+
+    def _answered_at(self, key: str, sent_at: float) -> None:
+        """Count the request from when its answer came instead of when it left.
+
+        The broker counts a request when it arrives, which may be later than when it left here (a
+        new TLS connection, a slow network); counting from the answer keeps the next request in a
+        window from ever looking early to the broker.
+        """
+        now = self._clock()
+        if now <= sent_at:
+            return
+        for window_key in (_GLOBAL, key):
+            window = self._windows.get(window_key)
+            if window is None:
+                continue
+            index = bisect_left(window.seen, sent_at)
+            if index < len(window.seen) and window.seen[index] == sent_at:
+                del window.seen[index]
+                insort(window.seen, now)
 
     def _check_box(self, key: str, now: float) -> None:
         until = max(self._boxed.get(_GLOBAL, 0.0), self._boxed.get(key, 0.0))

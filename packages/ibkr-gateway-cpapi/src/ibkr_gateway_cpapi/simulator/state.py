@@ -350,6 +350,10 @@ class SimulatorState:
                 Decimal(str(position["quantity"])),
                 Decimal(str(position.get("avg_cost", "100"))),
             )
+        if "live_orders_empty_now" in body:
+            self.session.brokerage.live_orders_empty_left = int(_number(body["live_orders_empty_now"]))
+        if "add_contracts" in body:
+            self.add_stock_contracts(int(_number(body["add_contracts"])))
         if body.get("reset_counters") is True:
             self.session.requests.clear()
             if self.pacer is not None:
@@ -373,6 +377,35 @@ class SimulatorState:
             "requests": len(self.session.requests),
             "requests_by_path": counts,
         }
+
+    def add_stock_contracts(self, count: int) -> list[int]:
+        """Add `count` (at most 1,000) made-up US stocks with live quotes; returns their conids (9,000,001 up)."""
+        conids: list[int] = []
+        for n in range(1, min(count, 1000) + 1):
+            conid = 9_000_000 + n
+            price = Decimal(20 + n)
+            self.book.contracts[conid] = SimContract(
+                conid=conid,
+                symbol=f"SIM{n:03d}",
+                company_name=f"SIMULATED STOCK {n}",
+                sec_type="STK",
+                listing_exchange="NASDAQ",
+                currency="USD",
+                category="Simulated",
+                industry="Simulated",
+                stock_type="COMMON",
+                valid_exchanges="SMART,NASDAQ",
+                bid=price - Decimal("0.01"),
+                ask=price + Decimal("0.01"),
+                last=price,
+                prior_close=price - Decimal("0.50"),
+                bid_size=3,
+                ask_size=5,
+                volume=100_000 + n,
+                availability="RpB",
+            )
+            conids.append(conid)
+        return conids
 
     def make_unkind(self) -> None:
         """Behave like the real gateway at its worst: pacing with IBKR's limits and penalty box, stale positions."""
