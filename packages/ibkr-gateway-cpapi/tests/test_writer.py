@@ -285,6 +285,7 @@ async def test_an_acknowledged_order_is_placed_once_with_the_client_order_id(
             "broker_status": "Submitted",
             "status": "submitted",
             "confirmed_message_ids": [],
+            "legs": [],
         }
     )
     assert (order.order_id, order.c_oid, order.price, order.quantity) == (1873266404, "k-1", Decimal(210), 10)

@@ -84,7 +84,12 @@ def test_write_tools_count_only_with_their_scope() -> None:
         operations=WITH_WRITES,
     )
     assert previewer.order_preview_allowed is True
-    assert previewer.write_tools == ["ibkr_order_preview", "ibkr_kill_switch_close"]
+    assert previewer.write_tools == [
+        "ibkr_order_preview",
+        "ibkr_kill_switch_close",
+        "ibkr_bracket_order_preview",
+        "ibkr_order_modify_preview",
+    ]
     assert previewer.read_only is False
 
 

@@ -58,6 +58,11 @@ PAPER_TIER_TOOLS: Final = [
     "ibkr_kill_switch_status",
     "ibkr_kill_switch_close",
     "ibkr_limits_status",
+    "ibkr_bracket_order_preview",
+    "ibkr_paper_bracket_order_submit",
+    "ibkr_paper_bracket_order_cancel",
+    "ibkr_order_modify_preview",
+    "ibkr_paper_order_modify",
 ]
 """What the with_paper tier lists, in registry order: every read, then the paper workflow."""
 

@@ -79,6 +79,8 @@ _FIELD_FLAGS: Final[Mapping[str, Flag]] = {
     "ttl_seconds": Flag("--ttl-seconds", "Lifetime in seconds (default 300).", int | None),
     "reason": Flag("--reason", "Why; kept with the switch and audited."),
     "fresh": Flag("--fresh", "Invalidate IBKR's positions cache first (one extra broker call).", bool, False),
+    "take_profit_price": Flag("--take-profit-price", "Limit price of the take-profit exit."),
+    "stop_loss_price": Flag("--stop-loss-price", "Stop price of the stop-loss exit."),
 }
 """Input field → its flag, wherever the field appears."""
 
@@ -93,6 +95,20 @@ _OPERATION_FLAGS: Final[Mapping[tuple[str, str], Flag | None]] = {
     ("preview_order", "currency"): Flag("--currency", "Order currency.", str, "USD"),
     ("preview_order", "exchange"): Flag("--exchange", "Routing exchange (default SMART)."),
     ("preview_order", "outside_regular_hours"): None,
+    ("preview_bracket_order", "limit_price"): Flag("--limit-price", "Limit price of the entry (parent) order."),
+    ("preview_bracket_order", "currency"): Flag("--currency", "Order currency.", str, "USD"),
+    ("preview_bracket_order", "exchange"): Flag("--exchange", "Routing exchange (default SMART)."),
+    ("preview_order_modify", "broker_order_id"): Flag("--broker-order-id", "Broker order id of the order to change."),
+    ("preview_order_modify", "quantity"): Flag("--quantity", "New total quantity."),
+    ("preview_order_modify", "limit_price"): Flag("--limit-price", "New limit price."),
+    ("preview_order_modify", "stop_price"): Flag("--stop-price", "New stop price."),
+    ("preview_order_modify", "time_in_force"): Flag("--tif", "New time in force: day or gtc."),
+    ("cancel_paper_bracket_order", "broker_order_id"): Flag(
+        "--broker-order-id", "Broker order id of the bracket's parent."
+    ),
+    ("cancel_live_bracket_order", "broker_order_id"): Flag(
+        "--broker-order-id", "Broker order id of the bracket's parent."
+    ),
 }
 """(operation, input field) → its flag for that operation only; None keeps the field off the command line."""
 
@@ -128,6 +144,14 @@ _SWITCHES: Final[Mapping[str, tuple[str, ...]]] = {
     "cancel_paper_order": ("enable_paper",),
     "submit_live_order": _LIVE,
     "cancel_live_order": _LIVE,
+    "preview_bracket_order": ("enable_preview",),
+    "submit_paper_bracket_order": ("enable_paper",),
+    "cancel_paper_bracket_order": ("enable_paper",),
+    "submit_live_bracket_order": _LIVE,
+    "cancel_live_bracket_order": _LIVE,
+    "preview_order_modify": ("enable_preview",),
+    "modify_paper_order": ("enable_paper",),
+    "modify_live_order": _LIVE,
 }
 """Operation → the operator switches its command offers."""
 

@@ -121,12 +121,20 @@ def _preview(value: Any) -> str:
         f"commission: {value.estimated_commission.amount if value.estimated_commission else '-'}",
         f"expires at: {value.expires_at.isoformat()}",
     ]
+    if value.take_profit is not None and value.stop_loss is not None:
+        lines.insert(1, f"take-profit: {value.take_profit.side} limit @ {value.take_profit.limit_price}")
+        lines.insert(2, f"stop-loss: {value.stop_loss.side} stop @ {value.stop_loss.stop_price}")
+    if value.broker_order_id is not None:
+        lines.insert(1, f"modifies order {value.broker_order_id}")
     lines += [f"warning (broker text, untrusted): {w}" for w in value.warnings]
     return "\n".join(lines)
 
 
 def _lifecycle(value: Any) -> str:
-    return table([value], _LIFECYCLE_COLUMNS)
+    text = table([value], _LIFECYCLE_COLUMNS)
+    if value.legs:
+        text += "\n" + table(value.legs, ["role", "broker_order_id", "status", "broker_status"])
+    return text
 
 
 def _kill_switch(value: Any) -> str:
@@ -175,5 +183,13 @@ RENDERERS: Final[Mapping[str, Renderer]] = {
     "open_kill_switch": _kill_switch,
     "close_kill_switch": _kill_switch,
     "limits_status": block,
+    "preview_bracket_order": _preview,
+    "submit_paper_bracket_order": _lifecycle,
+    "submit_live_bracket_order": _lifecycle,
+    "cancel_paper_bracket_order": _lifecycle,
+    "cancel_live_bracket_order": _lifecycle,
+    "preview_order_modify": _preview,
+    "modify_paper_order": _lifecycle,
+    "modify_live_order": _lifecycle,
 }
 """Every registry operation's renderer; a test checks the keys equal the registry's."""

@@ -15,7 +15,7 @@ from .gates import (
     check_preview_fresh,
     check_self_approval,
 )
-from .order_models import ApprovalRecord, OrderPreview, TradingMode
+from .order_models import ApprovalRecord, OrderPreview, PreviewKind, TradingMode
 from .order_requests import ApprovalCreateInput, ApprovalListInput, ApprovalRevokeInput
 
 
@@ -98,9 +98,12 @@ class Approvals:
         return revoked
 
     async def approved_preview(
-        self, approval_id: str, account_id: str, scope_key: str, *, mode: str
+        self, approval_id: str, account_id: str, scope_key: str, *, mode: str, kind: PreviewKind = "order"
     ) -> OrderPreview | None:
-        """The preview an approval allows, after every approval and preview gate; None when `scope_key` raced."""
+        """The preview an approval allows, after every approval and preview gate; None when `scope_key` raced.
+
+        `kind` is what the caller submits: an approval of another kind of preview is refused.
+        """
         desk = self._desk
         approval, stored = await desk.run(lambda: desk.store.approval_with_preview(approval_id))
         found = (stored, "") if stored is not None else None
@@ -113,7 +116,7 @@ class Approvals:
                 account_id=approval.account_id,
                 expires_at=approval.expires_at,
                 fingerprint=approval.fingerprint,
-                preview_fingerprint=found[0].ticket.fingerprint() if found is not None else "",
+                preview_fingerprint=found[0].order_fingerprint() if found is not None else "",
                 mode=approval.mode,
             )
         decision = check_approval(state, account_id, now, mode=mode)
@@ -123,5 +126,11 @@ class Approvals:
         if found is None:
             raise GatewayError(ErrorCode.PREVIEW_NOT_FOUND, "The approval's preview is gone.")
         preview = found[0]
+        if preview.kind != kind:
+            raise GatewayError(
+                ErrorCode.APPROVAL_OPERATION_MISMATCH,
+                f"Approval {approval_id} is for a preview of kind {preview.kind!r}, not {kind!r}.",
+                details={"preview_kind": preview.kind, "submitted_kind": kind},
+            )
         raise_refusal(check_preview_fresh(preview.preview_id, preview.expires_at, now))
         return preview

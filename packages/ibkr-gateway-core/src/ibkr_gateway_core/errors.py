@@ -104,6 +104,8 @@ class ErrorCode(StrEnum):
     ORDER_QUOTE_STALE = "ORDER_QUOTE_STALE"
     ORDER_PRICE_COLLAR_REFUSED = "ORDER_PRICE_COLLAR_REFUSED"
     ORDER_BROKER_WOULD_REJECT = "ORDER_BROKER_WOULD_REJECT"
+    ORDER_BRACKET_PRICES_INVALID = "ORDER_BRACKET_PRICES_INVALID"
+    ORDER_NOT_MODIFIABLE = "ORDER_NOT_MODIFIABLE"
     PREVIEW_NOT_FOUND = "PREVIEW_NOT_FOUND"
     PREVIEW_EXPIRED = "PREVIEW_EXPIRED"
     PAPER_APPROVAL_REQUIRED = "PAPER_APPROVAL_REQUIRED"
@@ -113,6 +115,7 @@ class ErrorCode(StrEnum):
     APPROVAL_REVOKED = "APPROVAL_REVOKED"
     APPROVAL_ACCOUNT_MISMATCH = "APPROVAL_ACCOUNT_MISMATCH"
     APPROVAL_PREVIEW_MISMATCH = "APPROVAL_PREVIEW_MISMATCH"
+    APPROVAL_OPERATION_MISMATCH = "APPROVAL_OPERATION_MISMATCH"
     APPROVAL_SELF_FORBIDDEN = "APPROVAL_SELF_FORBIDDEN"
     APPROVAL_TTL_OUT_OF_RANGE = "APPROVAL_TTL_OUT_OF_RANGE"
     APPROVAL_APPROVER_REQUIRED = "APPROVAL_APPROVER_REQUIRED"
@@ -334,6 +337,15 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ErrorCode.ORDER_BROKER_WOULD_REJECT: ErrorInfo(
         "refusal", False, "The broker's what-if says it would reject this order; read its message and adjust."
     ),
+    ErrorCode.ORDER_BRACKET_PRICES_INVALID: ErrorInfo(
+        "refusal",
+        False,
+        "Order the bracket's prices: for a buy, stop-loss below the entry limit below the take-profit; "
+        "for a sell, the other way round.",
+    ),
+    ErrorCode.ORDER_NOT_MODIFIABLE: ErrorInfo(
+        "refusal", False, "Only a working order can be modified; list the account's orders to see their status."
+    ),
     ErrorCode.PREVIEW_NOT_FOUND: ErrorInfo(
         "refusal",
         False,
@@ -358,6 +370,12 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ErrorCode.APPROVAL_ACCOUNT_MISMATCH: ErrorInfo("refusal", False, "Use an approval created for this account."),
     ErrorCode.APPROVAL_PREVIEW_MISMATCH: ErrorInfo(
         "refusal", False, "The approval does not match the preview; approve the preview you mean to submit."
+    ),
+    ErrorCode.APPROVAL_OPERATION_MISMATCH: ErrorInfo(
+        "refusal",
+        False,
+        "Submit the approval with the operation of its preview: an order preview with `orders submit`, a bracket "
+        "preview with `orders bracket-submit`, a modify preview with `orders modify` (or their live commands).",
     ),
     ErrorCode.APPROVAL_SELF_FORBIDDEN: ErrorInfo(
         "refusal",

@@ -1,9 +1,10 @@
 """Keyed order writes: idempotent submits and cancels, and the recovery of writes left unsettled.
 
-A submit reserves a durable write-ahead record (consuming the approval and reading the kill switch in
-one `BEGIN IMMEDIATE` transaction) before any writer call, so a retry with the same key never sends
-twice. A record whose outcome is unknown is settled by looking the order up by its client order id
-(cOID); it is sent again, with the same cOID, only after a grace period, never blindly. Until it
+A submit (of one order, a bracket or a modification) reserves a durable write-ahead record (consuming
+the approval and reading the kill switch in one `BEGIN IMMEDIATE` transaction) before any writer call,
+so a retry with the same key never sends twice. A record whose outcome is unknown is settled by looking
+the order up by its client order id (cOID); it is sent again, with the same cOID, only after a grace
+period, never blindly (a modification states absolute values and is simply sent again). Until it
 settles, a new submit for the same account is refused (`ORDER_OUTCOME_PENDING`).
 """
 
@@ -13,7 +14,7 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Final
 
@@ -25,10 +26,10 @@ from .call_context import CallContext
 from .errors import ErrorCode, GatewayError
 from .gates import check_kill_switch, check_no_unknown_outcome
 from .models import Money, OrderRecord
-from .order_models import OrderLifecycle
+from .order_models import OrderLifecycle, OrderPreview, PreviewKind
 from .order_requests import OrderCancelInput, OrderSubmitInput
 from .order_store import BudgetCheck, IdempotencyRecord, LiveOrder, NewRecord
-from .orders import OrderTicket, PlacedOrder
+from .orders import OrderTicket, PlacedLeg, PlacedOrder
 from .writers import WarningPolicy, client_order_id
 
 NOT_SENT_RETRYABLE: Final = frozenset(
@@ -60,6 +61,25 @@ class RiskOutcome:
 RiskCheck = Callable[[OrderTicket], Awaitable[RiskOutcome]]
 """The mode's risk gates, run after the approval gates and before the reservation."""
 
+PreviewCheck = Callable[[OrderPreview], Awaitable[None]]
+"""A check of the approved preview against the broker before the reservation (a modify: the order still works)."""
+
+
+def worst_outcome(tickets: list[OrderTicket], outcomes: list[RiskOutcome]) -> RiskOutcome:
+    """A bracket's risk: its worst leg's, resting only when every limit leg rests.
+
+    Only one exit can ever fill, so the worst leg is the group's exposure.
+    """
+    worst = max(outcomes, key=lambda o: o.notional if o.notional is not None else Decimal(-1))
+    resting = all(o.resting for t, o in zip(tickets, outcomes, strict=True) if t.order_type == "limit")
+    return replace(worst, resting=resting)
+
+
+def worst_notional(notionals: list[Decimal | None]) -> Decimal | None:
+    """The largest notional of a bracket's legs."""
+    known = [n for n in notionals if n is not None]
+    return max(known) if known else None
+
 
 def scope_key(ctx: CallContext, flow: str, key: str) -> str:
     """The idempotency key as stored: one caller's key never collides with another's."""
@@ -88,38 +108,57 @@ class KeyedWrites:
                     logger.warning("order recovery could not finish", exc_info=True)
 
     async def submit(
-        self, ctx: CallContext, args: OrderSubmitInput, *, mode: str, writer_name: str, risk_check: RiskCheck
+        self,
+        ctx: CallContext,
+        args: OrderSubmitInput,
+        *,
+        mode: str,
+        writer_name: str,
+        risk_check: RiskCheck,
+        kind: PreviewKind = "order",
+        preview_check: PreviewCheck | None = None,
     ) -> OrderLifecycle:
-        """Send the approved preview's order once per key; a key seen before replays or settles."""
+        """Send the approved preview's order, bracket or modification once per key; a seen key replays or settles."""
         desk = self._desk
-        flow = f"{mode}_submit"
+        flow = f"{mode}_modify" if kind == "modify" else f"{mode}_submit"
         request: dict[str, object] = {"account_id": args.account_id, "approval_id": args.approval_id}
         key, digest, existing = await self._lookup(ctx, flow, args.idempotency_key, request)
         if existing is not None:
             return await self._settle(existing, digest)
         earlier = await desk.run(lambda: desk.store.unknown_submit(args.account_id, other_than=key))
         raise_refusal(check_no_unknown_outcome(earlier))
-        preview = await self._approvals.approved_preview(args.approval_id, args.account_id, key, mode=mode)
+        preview = await self._approvals.approved_preview(args.approval_id, args.account_id, key, mode=mode, kind=kind)
         if preview is None:
             return await self._settle_latest(key, digest)
+        if preview_check is not None:
+            await preview_check(preview)
         ticket = preview.ticket
-        risk = await risk_check(ticket)
+        tickets = preview.tickets()
+        risk = worst_outcome(tickets, [await risk_check(leg) for leg in tickets])
         notional = risk.notional
+        context: dict[str, object] = {
+            "kind": kind,
+            "ticket": ticket.model_dump(mode="json"),
+            "preview_id": preview.preview_id,
+            "audit_event_id": ctx.audit_event_id,
+            "notional": str(notional) if notional is not None else None,
+            "resting": risk.resting,
+        }
+        if kind == "bracket":
+            assert preview.take_profit is not None and preview.stop_loss is not None
+            context["take_profit"] = preview.take_profit.model_dump(mode="json")
+            context["stop_loss"] = preview.stop_loss.model_dump(mode="json")
+        if kind == "modify":
+            context["broker_order_id"] = preview.broker_order_id
         new = NewRecord(
             scope_key=key,
             flow=flow,
             account_id=args.account_id,
             request_hash=digest,
-            client_order_id=client_order_id(key),
+            client_order_id=None if kind == "modify" else client_order_id(key),
             writer=writer_name,
             approval_id=args.approval_id,
-            context={
-                "ticket": ticket.model_dump(mode="json"),
-                "preview_id": preview.preview_id,
-                "audit_event_id": ctx.audit_event_id,
-                "notional": str(notional) if notional is not None else None,
-                "resting": risk.resting,
-            },
+            context=context,
             notional=notional,
         )
         outcome, record = await desk.run(
@@ -128,17 +167,27 @@ class KeyedWrites:
         if outcome == "kill_switch_closed":
             raise_refusal(check_kill_switch(False))
         if outcome == "approval_unavailable":
-            await self._approvals.approved_preview(args.approval_id, args.account_id, key, mode=mode)
+            await self._approvals.approved_preview(args.approval_id, args.account_id, key, mode=mode, kind=kind)
             return await self._settle_latest(key, digest)
         assert record is not None
         if outcome == "existing":
             return await self._settle(record, digest)
         return await self._place(record)
 
-    async def cancel(self, ctx: CallContext, args: OrderCancelInput, *, mode: str, writer_name: str) -> OrderLifecycle:
-        """Cancel an order once per key; a key seen before replays or settles."""
+    async def cancel(
+        self,
+        ctx: CallContext,
+        args: OrderCancelInput,
+        *,
+        mode: str,
+        writer_name: str,
+        legs: list[PlacedLeg] | None = None,
+    ) -> OrderLifecycle:
+        """Cancel an order (with `legs`: every leg of a bracket) once per key; a key seen before replays or settles."""
         flow = f"{mode}_cancel"
         request: dict[str, object] = {"account_id": args.account_id, "broker_order_id": args.broker_order_id}
+        if legs is not None:
+            request["group"] = True
         key, digest, existing = await self._lookup(ctx, flow, args.idempotency_key, request)
         if existing is not None:
             return await self._settle(existing, digest)
@@ -150,7 +199,11 @@ class KeyedWrites:
             client_order_id=None,
             writer=writer_name,
             approval_id=None,
-            context={"broker_order_id": args.broker_order_id, "audit_event_id": ctx.audit_event_id},
+            context={
+                "broker_order_id": args.broker_order_id,
+                "audit_event_id": ctx.audit_event_id,
+                **({"legs": [leg.model_dump(mode="json") for leg in legs]} if legs is not None else {}),
+            },
         )
         # a cancel needs no write-ahead record: sending it twice is harmless, so only its result is kept
         return await self._cancel_record(new, request_hash=digest)
@@ -205,15 +258,29 @@ class KeyedWrites:
         """Call the writer for a reserved record and settle the record from its answer."""
         desk = self._desk
         ticket = OrderTicket.model_validate(record.context["ticket"])
-        assert record.client_order_id is not None
         warnings = WarningPolicy(desk.config.orders.warning_policy, resting=bool(record.context.get("resting")))
+        writer = desk.writer(record.writer)
+        rounds = desk.config.orders.max_confirmation_rounds
+        kind = record.context.get("kind", "order")
         try:
-            placed = await desk.writer(record.writer).place(
-                ticket,
-                client_order_id=record.client_order_id,
-                confirm=warnings,
-                max_rounds=desk.config.orders.max_confirmation_rounds,
-            )
+            if kind == "modify":
+                target = str(record.context["broker_order_id"])
+                placed = await writer.modify(target, ticket, confirm=warnings, max_rounds=rounds)
+            elif kind == "bracket":
+                assert record.client_order_id is not None
+                placed = await writer.place_bracket(
+                    ticket,
+                    OrderTicket.model_validate(record.context["take_profit"]),
+                    OrderTicket.model_validate(record.context["stop_loss"]),
+                    client_order_id=record.client_order_id,
+                    confirm=warnings,
+                    max_rounds=rounds,
+                )
+            else:
+                assert record.client_order_id is not None
+                placed = await writer.place(
+                    ticket, client_order_id=record.client_order_id, confirm=warnings, max_rounds=rounds
+                )
         except GatewayError as exc:
             await self._writer_failed(record, exc)
             raise
@@ -237,12 +304,26 @@ class KeyedWrites:
 
     async def _complete_submit(self, record: IdempotencyRecord, placed: PlacedOrder) -> OrderLifecycle:
         desk = self._desk
-        mode = "live" if record.flow == "live_submit" else "paper"
+        mode = "live" if record.flow.startswith("live_") else "paper"
+        kind = record.context.get("kind", "order")
         ticket = OrderTicket.model_validate(record.context["ticket"])
         raw_notional = record.context.get("notional")
+        legs = placed.legs
+        if kind == "bracket" and not legs:  # settled by its parent's cOID: the exits' ids are not known here
+            parent = PlacedLeg(
+                role="parent",
+                broker_order_id=placed.broker_order_id,
+                broker_status=placed.broker_status,
+                status=placed.status,
+            )
+            legs = [
+                parent,
+                PlacedLeg(role="take_profit", status="unknown"),
+                PlacedLeg(role="stop_loss", status="unknown"),
+            ]
         lifecycle = OrderLifecycle(
             mode=mode,
-            action="submit",
+            action="modify" if kind == "modify" else "submit",
             account_id=record.account_id,
             broker_order_id=placed.broker_order_id,
             client_order_id=placed.client_order_id or record.client_order_id,
@@ -253,14 +334,18 @@ class KeyedWrites:
             preview_id=record.context.get("preview_id"),
             notional=Money(amount=Decimal(raw_notional), currency=ticket.currency) if raw_notional else None,
             confirmed_message_ids=placed.confirmed_message_ids,
+            legs=legs,
             updated_at=desk.clock(),
             audit_event_id=str(record.context.get("audit_event_id", "")),
         )
-        track = None
-        if mode == "live" and record.writer == "client-portal" and lifecycle.status not in TERMINAL_STATUSES:
-            track = LiveOrder(
-                record.account_id, placed.broker_order_id, record.writer, record.client_order_id, lifecycle.status
-            )
+        track: list[LiveOrder] = []
+        if mode == "live" and record.writer == "client-portal" and kind != "modify":  # a modified order is tracked
+            pairs = [(leg.broker_order_id, leg.status) for leg in legs] or [(placed.broker_order_id, lifecycle.status)]
+            track = [
+                LiveOrder(record.account_id, order_id, record.writer, record.client_order_id, status)
+                for order_id, status in pairs
+                if order_id is not None and status not in TERMINAL_STATUSES
+            ]
         result = lifecycle.model_dump(mode="json")
         await desk.run(lambda: desk.store.complete(record.scope_key, result, desk.clock(), track=track))
         return lifecycle
@@ -301,6 +386,9 @@ class KeyedWrites:
         desk = self._desk
         if record.flow.endswith("_cancel"):
             return await self._cancel_record(record, request_hash=record.request_hash)
+        if record.flow.endswith("_modify"):  # a modification states absolute values: sending it again is harmless
+            await desk.run(lambda: desk.store.touch(record.scope_key, desk.clock()))
+            return await self._place(record)
         assert record.client_order_id is not None
         found = await desk.writer(record.writer).find_by_client_order_id(record.account_id, record.client_order_id)
         if found is not None:
@@ -319,25 +407,61 @@ class KeyedWrites:
 
     # ------------------------------------------------------------------ cancels
 
+    async def _cancel_legs(self, record: IdempotencyRecord | NewRecord) -> list[PlacedLeg]:
+        """Cancel every leg of a bracket, parent first (the broker cancels the exits with it).
+
+        A leg the broker no longer knows is reported `unknown`, the others with their cancel status.
+        """
+        desk = self._desk
+        writer = desk.writer(record.writer)
+        done: list[PlacedLeg] = []
+        for raw in record.context["legs"]:
+            leg = PlacedLeg.model_validate(raw)
+            if leg.broker_order_id is None:
+                done.append(leg.model_copy(update={"status": "unknown", "broker_status": None}))
+                continue
+            try:
+                ack = await writer.cancel(record.account_id, leg.broker_order_id)
+            except GatewayError as exc:
+                if exc.code != ErrorCode.INPUT_UNKNOWN_ORDER:
+                    raise
+                done.append(leg.model_copy(update={"status": "unknown", "broker_status": None}))
+                continue
+            status = broker_status(ack.broker_status, accepted=ack.accepted)
+            done.append(leg.model_copy(update={"status": status, "broker_status": ack.broker_status}))
+        if not any(leg.status != "unknown" for leg in done):
+            raise GatewayError(
+                ErrorCode.BROKER_RESPONSE_INVALID, "The broker accepted the cancel of no leg of the bracket."
+            )
+        return done
+
     async def _cancel_record(self, record: IdempotencyRecord | NewRecord, *, request_hash: str) -> OrderLifecycle:
         desk = self._desk
         broker_order_id = str(record.context["broker_order_id"])
-        ack = await desk.writer(record.writer).cancel(record.account_id, broker_order_id)
-        status = broker_status(ack.broker_status, accepted=ack.accepted)
-        if not ack.accepted and status not in TERMINAL_STATUSES:
-            raise GatewayError(
-                ErrorCode.BROKER_RESPONSE_INVALID,
-                f"The broker did not accept the cancel of {broker_order_id} (untrusted broker text): "
-                f"{(ack.message or '')[:BROKER_TEXT_LIMIT]}",
-            )
+        legs: list[PlacedLeg] = []
+        if "legs" in record.context:
+            legs = await self._cancel_legs(record)
+            status = legs[0].status
+            answered = legs[0].broker_status
+        else:
+            ack = await desk.writer(record.writer).cancel(record.account_id, broker_order_id)
+            status = broker_status(ack.broker_status, accepted=ack.accepted)
+            answered = ack.broker_status
+            if not ack.accepted and status not in TERMINAL_STATUSES:
+                raise GatewayError(
+                    ErrorCode.BROKER_RESPONSE_INVALID,
+                    f"The broker did not accept the cancel of {broker_order_id} (untrusted broker text): "
+                    f"{(ack.message or '')[:BROKER_TEXT_LIMIT]}",
+                )
         lifecycle = OrderLifecycle(
             mode="live" if record.flow == "live_cancel" else "paper",
             action="cancel",
             account_id=record.account_id,
             broker_order_id=broker_order_id,
             status=status,
-            broker_status=ack.broker_status,
+            broker_status=answered,
             writer=record.writer,
+            legs=legs,
             updated_at=desk.clock(),
             audit_event_id=str(record.context.get("audit_event_id", "")),
         )
@@ -350,9 +474,14 @@ class KeyedWrites:
         else:
             done_key = record.scope_key
             await desk.run(lambda: desk.store.complete(done_key, result, desk.clock(), track=None))
-        if record.flow == "live_cancel" and status in TERMINAL_STATUSES:
-            done = LiveOrder(record.account_id, broker_order_id, record.writer, None, status)
-            await desk.run(lambda: desk.store.update_live_orders([(done, True)], desk.clock()))
+        pairs = [(leg.broker_order_id, leg.status) for leg in legs] or [(broker_order_id, status)]
+        finished = [
+            (LiveOrder(record.account_id, order_id, record.writer, None, leg_status), True)
+            for order_id, leg_status in pairs
+            if order_id is not None and leg_status in TERMINAL_STATUSES
+        ]
+        if record.flow == "live_cancel" and finished:
+            await desk.run(lambda: desk.store.update_live_orders(finished, desk.clock()))
         return lifecycle
 
 

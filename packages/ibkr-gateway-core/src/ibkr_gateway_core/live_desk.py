@@ -8,6 +8,7 @@ backlog that `reconcile` polls until each order is terminal.
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -16,12 +17,12 @@ from ._desk import TERMINAL_STATUSES, DeskServices, is_operator, raise_refusal
 from .call_context import CallContext, Switch
 from .errors import ErrorCode, GatewayError
 from .gates import LiveSwitches, check_live_budgets, check_live_switches, check_risk, is_resting, order_notional
-from .keyed_writes import KeyedWrites, RiskOutcome
+from .keyed_writes import KeyedWrites, PreviewCheck, RiskOutcome
 from .kill_switch import KillSwitch
-from .order_models import KillSwitchState, LimitsStatus, OrderLifecycle, ReconcileReport
+from .order_models import KillSwitchState, LimitsStatus, OrderLifecycle, PreviewKind, ReconcileReport
 from .order_requests import OrderCancelInput, OrderSubmitInput
 from .order_store import BudgetCheck, LiveOrder
-from .orders import OrderTicket
+from .orders import OrderTicket, PlacedLeg
 from .requests import AccountInput, NoInput
 from .risk import FAKE_LIVE_POLICY, LiveUsage, RiskPolicy
 from .writers import LIVE_CANDIDATE_PREFIX
@@ -38,8 +39,13 @@ class LiveDesk:
         self._writes = writes
         self._kill_switch = kill_switch
 
-    async def live_submit(self, args: OrderSubmitInput) -> OrderLifecycle:
-        """Send the approved preview's order through the live gate stack and the chosen live writer."""
+    async def live_submit(
+        self, args: OrderSubmitInput, *, kind: PreviewKind = "order", preview_check: PreviewCheck | None = None
+    ) -> OrderLifecycle:
+        """Send the approved preview's order, bracket or modification through the live gates and the live writer.
+
+        A bracket passes the risk checks leg by leg and counts its worst leg.
+        """
         ctx = self._desk.call_context()
         policy = await self._gates(ctx, args.account_id)
         writer_name = self._writer_name(ctx)
@@ -52,13 +58,24 @@ class LiveDesk:
             await self._kill_switch.gate(ctx)
             return RiskOutcome(notional, self._budget(policy, notional), is_resting(ticket, quote))
 
-        return await self._writes.submit(ctx, args, mode="live", writer_name=writer_name, risk_check=live_check)
+        return await self._writes.submit(
+            ctx,
+            args,
+            mode="live",
+            writer_name=writer_name,
+            risk_check=live_check,
+            kind=kind,
+            preview_check=preview_check,
+        )
 
-    async def live_cancel(self, args: OrderCancelInput) -> OrderLifecycle:
-        """Cancel a live order; the kill switch never blocks a cancel."""
+    async def live_cancel(
+        self, args: OrderCancelInput, *, legs: Callable[[], Awaitable[list[PlacedLeg]]] | None = None
+    ) -> OrderLifecycle:
+        """Cancel a live order (with `legs`: every leg of a bracket); the kill switch never blocks a cancel."""
         desk = self._desk
         ctx = desk.call_context()
         await self._gates(ctx, args.account_id)
+        group = await legs() if legs is not None else None
         tracked = next(
             (o for o in await desk.run(desk.store.live_orders) if o.broker_order_id == args.broker_order_id), None
         )
@@ -66,7 +83,7 @@ class LiveDesk:
         if writer_name == "local-candidate":
             await self._check_local_candidate(args)
         await self._writes.ensure_recovered()
-        return await self._writes.cancel(ctx, args, mode="live", writer_name=writer_name)
+        return await self._writes.cancel(ctx, args, mode="live", writer_name=writer_name, legs=group)
 
     async def limits_status(self, args: AccountInput) -> LimitsStatus:
         """Used and remaining budgets of the live policy for one account."""

@@ -5,6 +5,8 @@ read-only commands). Each part gathers state, asks the pure gates in `gates.py` 
 order, and raises the first refusal as a `GatewayError`; the Gateway audits it. The parts:
 
 - `previews`: resolve, check and what-if an order; nothing is placed.
+- `brackets` and `modifications`: the previews of a bracket and of a change to a working order; their
+  approvals and keyed submits are those of any order, bound to the kind of preview.
 - `approvals`: approve a preview once, list and revoke approvals.
 - `keyed_writes`: idempotent submits and cancels with a durable write-ahead record, and recovery.
 - `paper_desk` and `live_desk`: the gates of each mode; the live limits and reconciliation.
@@ -22,17 +24,21 @@ from ._desk import DeskServices
 from .approvals import Approvals
 from .audit import AuditLog
 from .backend import Backend
+from .brackets import Brackets
 from .config import GatewayConfig
 from .keyed_writes import KeyedWrites
 from .kill_switch import KillSwitch
 from .live_desk import LiveDesk
 from .models import BrokerAccount, ContractCandidate
+from .modifications import Modifications
 from .order_models import ApprovalRecord, KillSwitchState, LimitsStatus, OrderLifecycle, OrderPreview, ReconcileReport
 from .order_requests import (
     ApprovalCreateInput,
     ApprovalListInput,
     ApprovalRevokeInput,
+    BracketPreviewInput,
     KillSwitchChangeInput,
+    ModifyPreviewInput,
     OrderCancelInput,
     OrderPreviewInput,
     OrderSubmitInput,
@@ -69,6 +75,8 @@ class OrderDesk:
         self._paper = PaperDesk(services, self._writes)
         self._kill_switch = KillSwitch(services)
         self._live = LiveDesk(services, self._writes, self._kill_switch)
+        self._brackets = Brackets(services, resolve=resolve, recovered=self._writes.ensure_recovered)
+        self._modifications = Modifications(services)
 
     def close(self) -> None:
         """Close the store's connection."""
@@ -106,6 +114,42 @@ class OrderDesk:
         """Cancel a live order; the kill switch never blocks a cancel."""
         return await self._live.live_cancel(args)
 
+    async def preview_bracket(self, args: BracketPreviewInput) -> OrderPreview:
+        """Resolve, check every leg, what-if the entry and persist a bracket as one preview."""
+        return await self._brackets.preview(args)
+
+    async def paper_bracket_submit(self, args: OrderSubmitInput) -> OrderLifecycle:
+        """Send an approved bracket to a paper account: its three legs in one placement."""
+        return await self._paper.paper_submit(args, kind="bracket")
+
+    async def live_bracket_submit(self, args: OrderSubmitInput) -> OrderLifecycle:
+        """Send an approved bracket through the live gate stack; every leg passes the live risk checks."""
+        return await self._live.live_submit(args, kind="bracket")
+
+    async def paper_bracket_cancel(self, args: OrderCancelInput) -> OrderLifecycle:
+        """Cancel every leg of a paper bracket this gateway placed, found by its parent's broker order id."""
+        return await self._paper.paper_cancel(
+            args, legs=lambda: self._brackets.legs(args.account_id, args.broker_order_id)
+        )
+
+    async def live_bracket_cancel(self, args: OrderCancelInput) -> OrderLifecycle:
+        """Cancel every leg of a live bracket this gateway placed; the kill switch never blocks a cancel."""
+        return await self._live.live_cancel(
+            args, legs=lambda: self._brackets.legs(args.account_id, args.broker_order_id)
+        )
+
+    async def preview_modify(self, args: ModifyPreviewInput) -> OrderPreview:
+        """Read a working order, apply the changes, check and persist the modification; nothing is sent."""
+        return await self._modifications.preview(args)
+
+    async def paper_modify(self, args: OrderSubmitInput) -> OrderLifecycle:
+        """Send an approved modification of a paper account's working order."""
+        return await self._paper.paper_submit(args, kind="modify", preview_check=self._modifications.still_working)
+
+    async def live_modify(self, args: OrderSubmitInput) -> OrderLifecycle:
+        """Send an approved modification through the live gate stack; the changed order passes the live checks."""
+        return await self._live.live_submit(args, kind="modify", preview_check=self._modifications.still_working)
+
     async def kill_switch_status(self, args: NoInput) -> KillSwitchState:
         """The persisted kill switch."""
         return await self._kill_switch.status(args)
@@ -141,6 +185,14 @@ ORDER_HANDLERS: Final[Mapping[str, str]] = {
     "close_kill_switch": "kill_switch_close",
     "limits_status": "limits_status",
     "reconcile_orders": "reconcile",
+    "preview_bracket_order": "preview_bracket",
+    "submit_paper_bracket_order": "paper_bracket_submit",
+    "submit_live_bracket_order": "live_bracket_submit",
+    "cancel_paper_bracket_order": "paper_bracket_cancel",
+    "cancel_live_bracket_order": "live_bracket_cancel",
+    "preview_order_modify": "preview_modify",
+    "modify_paper_order": "paper_modify",
+    "modify_live_order": "live_modify",
 }
 """Registry operation name → `OrderDesk` method."""
 

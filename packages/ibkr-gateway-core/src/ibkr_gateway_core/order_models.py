@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
@@ -10,7 +12,7 @@ from pydantic import Field
 from pydantic.config import JsonDict
 
 from .models import DomainModel, Money, OrderStatus
-from .orders import OrderTicket
+from .orders import OrderTicket, PlacedLeg
 
 _UNTRUSTED: JsonDict = {"x-untrusted-text": True}
 """Output-schema marker of broker (or caller) free text: untrusted data."""
@@ -18,6 +20,8 @@ _UNTRUSTED: JsonDict = {"x-untrusted-text": True}
 ApprovalStatus = Literal["approved", "consumed", "revoked", "expired"]
 KillSwitchPosition = Literal["open", "closed"]
 TradingMode = Literal["paper", "live"]
+PreviewKind = Literal["order", "bracket", "modify"]
+"""What a preview would do: place one order, place a bracket, or modify a working order."""
 
 
 class OrderPreview(DomainModel):
@@ -26,9 +30,21 @@ class OrderPreview(DomainModel):
     preview_id: str
     account_id: str
     ticket: OrderTicket
-    """Every economic field; exactly this is sent if the preview is approved and submitted."""
+    """Every economic field; exactly this is sent if the preview is approved and submitted (for a bracket:
+    its parent; for a modify: the order as it will be after the change)."""
     fingerprint: str
-    """SHA-256 of the ticket; approvals bind to it."""
+    """SHA-256 of what would be sent (the ticket; for a bracket or a modify, every leg and the target too);
+    approvals bind to it."""
+    kind: PreviewKind = "order"
+    """`order`, `bracket` or `modify`; an approval works only with the submit of its kind."""
+    take_profit: OrderTicket | None = None
+    """Bracket only: the take-profit exit (a limit order on the other side)."""
+    stop_loss: OrderTicket | None = None
+    """Bracket only: the stop-loss exit (a stop order on the other side)."""
+    broker_order_id: str | None = None
+    """Modify only: the working order to change."""
+    original: OrderTicket | None = None
+    """Modify only: the order as the broker showed it when the modification was previewed."""
     risk_policy_id: str
     reference_price: Decimal | None = None
     """Bid/ask midpoint, else last, when a quote was needed."""
@@ -47,6 +63,24 @@ class OrderPreview(DomainModel):
     created_at: datetime
     expires_at: datetime
     audit_event_id: str
+
+    def order_fingerprint(self) -> str:
+        """The fingerprint of what would be sent, recomputed from the stored fields (approvals compare it)."""
+        if self.kind == "order":
+            return self.ticket.fingerprint()
+        data = {
+            "kind": self.kind,
+            "ticket": self.ticket.model_dump(mode="json"),
+            "take_profit": self.take_profit.model_dump(mode="json") if self.take_profit else None,
+            "stop_loss": self.stop_loss.model_dump(mode="json") if self.stop_loss else None,
+            "broker_order_id": self.broker_order_id,
+        }
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def tickets(self) -> list[OrderTicket]:
+        """Every ticket that would be sent: the parent and the exits of a bracket, else the one ticket."""
+        return [t for t in (self.ticket, self.take_profit, self.stop_loss) if t is not None]
 
 
 class ApprovalRecord(DomainModel):
@@ -74,7 +108,7 @@ class OrderLifecycle(DomainModel):
     """The outcome of one paper or live submit or cancel."""
 
     mode: TradingMode
-    action: Literal["submit", "cancel"]
+    action: Literal["submit", "cancel", "modify"]
     account_id: str
     broker_order_id: str
     client_order_id: str | None = None
@@ -87,6 +121,8 @@ class OrderLifecycle(DomainModel):
     notional: Money | None = None
     confirmed_message_ids: list[str] = Field(default_factory=list[str])
     """IBKR warnings the warning policy confirmed on the way."""
+    legs: list[PlacedLeg] = Field(default_factory=list[PlacedLeg])
+    """A bracket's legs, parent first (`broker_order_id` is the parent's); empty for a single order."""
     replayed: bool = False
     """True when this is the stored result of an earlier call with the same idempotency key."""
     updated_at: datetime

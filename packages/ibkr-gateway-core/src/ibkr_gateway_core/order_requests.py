@@ -117,3 +117,48 @@ class KillSwitchChangeInput(OperationInput):
     """Open or close the live kill switch."""
 
     reason: Annotated[str, Field(min_length=1, max_length=500)] = Field(description="Why; kept and audited.")
+
+
+class BracketPreviewInput(AccountInput):
+    """A bracket to preview: a limit entry and two exits on the other side, one cancelling the other."""
+
+    symbol: Annotated[str | None, BeforeValidator(_upper)] = Field(
+        default=None, min_length=1, max_length=32, description="Symbol, e.g. AAPL; or pass contract_id."
+    )
+    contract_id: ContractId | None = Field(default=None, description="IBKR contract id (conid) instead of a symbol.")
+    side: Annotated[OrderSide, BeforeValidator(_lower)] = Field(description="Side of the entry: buy or sell.")
+    quantity: Decimal = Field(description="Shares or contracts of every leg, positive.")
+    limit_price: Decimal = Field(description="Limit price of the entry (parent) order.")
+    take_profit_price: Decimal = Field(description="Limit price of the take-profit exit.")
+    stop_loss_price: Decimal = Field(description="Stop trigger price of the stop-loss exit.")
+    currency: Annotated[Currency, BeforeValidator(_upper)] = Field(default="USD", description="Order currency.")
+    time_in_force: Annotated[TimeInForce, BeforeValidator(_lower)] = Field(
+        default="day", description="day or gtc, for every leg."
+    )
+    exchange: Annotated[str | None, BeforeValidator(_upper)] = Field(
+        default=None, max_length=16, description="Routing exchange; SMART when omitted."
+    )
+
+    @model_validator(mode="after")
+    def _one_contract(self) -> Self:
+        if (self.symbol is None) == (self.contract_id is None):
+            raise ValueError("pass exactly one of symbol and contract_id")
+        return self
+
+
+class ModifyPreviewInput(AccountInput):
+    """A change to one working order: its price, quantity or time in force."""
+
+    broker_order_id: RecordId = Field(description="Broker order id of the working order to change.")
+    quantity: Decimal | None = Field(default=None, description="New total quantity.")
+    limit_price: Decimal | None = Field(default=None, description="New limit price (limit and stop_limit orders).")
+    stop_price: Decimal | None = Field(default=None, description="New stop price (stop and stop_limit orders).")
+    time_in_force: Annotated[TimeInForce | None, BeforeValidator(_lower)] = Field(
+        default=None, description="New time in force: day or gtc."
+    )
+
+    @model_validator(mode="after")
+    def _some_change(self) -> Self:
+        if all(v is None for v in (self.quantity, self.limit_price, self.stop_price, self.time_in_force)):
+            raise ValueError("pass at least one of quantity, limit_price, stop_price and time_in_force")
+        return self

@@ -299,15 +299,18 @@ class OrderStore:
             )
         return None
 
-    def complete(self, scope_key: str, result: dict[str, Any], now: datetime, *, track: LiveOrder | None) -> None:
-        """Store the result; a live submit enters the reconciliation backlog in the same transaction."""
+    def complete(
+        self, scope_key: str, result: dict[str, Any], now: datetime, *, track: LiveOrder | Sequence[LiveOrder] | None
+    ) -> None:
+        """Store the result; a live submit (each leg of a bracket) enters the backlog in the same transaction."""
+        tracked = [track] if isinstance(track, LiveOrder) else list(track or ())
         with self._lock, write_transaction(self._conn()) as db:
             db.execute(
                 "UPDATE order_idempotency SET status = 'completed', result = ?, error = NULL, updated_at = ? "
                 "WHERE scope_key = ?",
                 (json.dumps(result), _ts(now), scope_key),
             )
-            if track is not None:
+            for track in tracked:
                 db.execute(
                     "INSERT INTO live_orders VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (account_id, broker_order_id) "
                     "DO UPDATE SET writer = excluded.writer, client_order_id = excluded.client_order_id, "
@@ -356,6 +359,24 @@ class OrderStore:
         """Restart the clock of an unknown record before it is sent again."""
         with self._lock, write_transaction(self._conn()) as db:
             db.execute("UPDATE order_idempotency SET updated_at = ? WHERE scope_key = ?", (_ts(now), scope_key))
+
+    def bracket_result(self, account_id: str, parent_order_id: str) -> dict[str, Any] | None:
+        """The stored result of the completed bracket submit whose parent is `parent_order_id`, if any."""
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT result FROM order_idempotency WHERE status = 'completed' AND account_id = ? "
+                    "AND flow IN ('paper_submit', 'live_submit') AND result LIKE ?",
+                    (account_id, '%"legs": [{%'),
+                )
+                .fetchall()
+            )
+        for (text,) in rows:
+            result = json.loads(str(text))
+            if result.get("broker_order_id") == parent_order_id and result.get("legs"):
+                return result
+        return None
 
     def unsettled(self) -> list[IdempotencyRecord]:
         """Records still `pending` or `unknown`, oldest first."""

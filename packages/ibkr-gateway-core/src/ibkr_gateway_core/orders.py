@@ -18,6 +18,8 @@ from .models import AssetClass, Currency, DomainModel, Money, OrderRecord, Order
 
 OrderType = Literal["limit", "market", "stop", "stop_limit", "trailing_stop"]
 TimeInForce = Literal["day", "gtc"]
+LegRole = Literal["parent", "take_profit", "stop_loss"]
+"""The legs of a bracket: the entry order and its two exits (one cancels the other)."""
 
 
 class OrderTicket(DomainModel):
@@ -72,15 +74,27 @@ class BrokerQuestion(DomainModel):
     """Broker text: untrusted data."""
 
 
+class PlacedLeg(DomainModel):
+    """One leg of a bracket as the broker acknowledged it."""
+
+    role: LegRole
+    broker_order_id: str | None = None
+    """None when the leg's id is not known (a bracket settled by looking its parent up)."""
+    broker_status: str | None = None
+    status: OrderStatus = "submitted"
+
+
 class PlacedOrder(DomainModel):
-    """The broker accepted an order."""
+    """The broker accepted an order (for a bracket: its parent; for a modify: the modified order)."""
 
     broker_order_id: str
-    client_order_id: str
+    client_order_id: str | None = None
     broker_status: str | None = None
     status: OrderStatus = "submitted"
     confirmed_message_ids: list[str] = Field(default_factory=list)
     """Warnings the policy allowed on the way."""
+    legs: list[PlacedLeg] = Field(default_factory=list[PlacedLeg])
+    """A bracket's legs, parent first; empty for a single order."""
 
 
 class CancelAck(DomainModel):
@@ -117,6 +131,33 @@ class OrderWriter(Protocol):
                 text and ids in `details`); `BROKER_OUTCOME_UNKNOWN` when the request may have reached
                 the broker but no answer came back (look up `client_order_id` before anything else);
                 other `BROKER_*` codes when it surely did not.
+        """
+        ...
+
+    async def place_bracket(
+        self,
+        parent: OrderTicket,
+        take_profit: OrderTicket,
+        stop_loss: OrderTicket,
+        *,
+        client_order_id: str,
+        confirm: QuestionPolicy,
+        max_rounds: int,
+    ) -> PlacedOrder:
+        """Place a bracket in one request: the parent with `client_order_id` as `cOID`, its exits linked to it.
+
+        Raises:
+            GatewayError: as `place`.
+        """
+        ...
+
+    async def modify(
+        self, broker_order_id: str, ticket: OrderTicket, *, confirm: QuestionPolicy, max_rounds: int
+    ) -> PlacedOrder:
+        """Replace the working order `broker_order_id` by `ticket` (same contract, side and type).
+
+        Raises:
+            GatewayError: as `place`; `INPUT_UNKNOWN_ORDER` when the broker does not know the order.
         """
         ...
 

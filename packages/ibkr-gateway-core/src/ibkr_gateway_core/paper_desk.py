@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from ._desk import DeskServices, is_operator, raise_refusal
 from .call_context import CallContext, Switch
 from .gates import check_paper_account, check_paper_enabled, check_risk, is_resting, needs_quote, order_notional
-from .keyed_writes import KeyedWrites, RiskOutcome
-from .order_models import OrderLifecycle
+from .keyed_writes import KeyedWrites, PreviewCheck, RiskOutcome
+from .order_models import OrderLifecycle, PreviewKind
 from .order_requests import OrderCancelInput, OrderSubmitInput
-from .orders import OrderTicket
+from .orders import OrderTicket, PlacedLeg
 from .risk import DEFAULT_PREVIEW_POLICY
 
 PAPER_WRITER = "client-portal"
@@ -22,8 +24,10 @@ class PaperDesk:
         self._desk = desk
         self._writes = writes
 
-    async def paper_submit(self, args: OrderSubmitInput) -> OrderLifecycle:
-        """Send the approved preview's order to a paper account through the broker's writer."""
+    async def paper_submit(
+        self, args: OrderSubmitInput, *, kind: PreviewKind = "order", preview_check: PreviewCheck | None = None
+    ) -> OrderLifecycle:
+        """Send the approved preview's order (bracket, modification) to a paper account through the broker's writer."""
         ctx = await self._gates(args.account_id)
         desk = self._desk
         policy = desk.config.risk_policy(desk.config.orders.preview_policy_id) or DEFAULT_PREVIEW_POLICY
@@ -34,12 +38,23 @@ class PaperDesk:
             raise_refusal(check_risk(ticket, policy, stage="preview", quote=quote))
             return RiskOutcome(order_notional(ticket, quote, policy), None, is_resting(ticket, quote))
 
-        return await self._writes.submit(ctx, args, mode="paper", writer_name=PAPER_WRITER, risk_check=paper_check)
+        return await self._writes.submit(
+            ctx,
+            args,
+            mode="paper",
+            writer_name=PAPER_WRITER,
+            risk_check=paper_check,
+            kind=kind,
+            preview_check=preview_check,
+        )
 
-    async def paper_cancel(self, args: OrderCancelInput) -> OrderLifecycle:
-        """Cancel an order of a paper account."""
+    async def paper_cancel(
+        self, args: OrderCancelInput, *, legs: Callable[[], Awaitable[list[PlacedLeg]]] | None = None
+    ) -> OrderLifecycle:
+        """Cancel an order of a paper account (with `legs`: every leg of a bracket)."""
         ctx = await self._gates(args.account_id)
-        return await self._writes.cancel(ctx, args, mode="paper", writer_name=PAPER_WRITER)
+        group = await legs() if legs is not None else None
+        return await self._writes.cancel(ctx, args, mode="paper", writer_name=PAPER_WRITER, legs=group)
 
     async def _gates(self, account_id: str) -> CallContext:
         """The paper switch and a paper account, then recovery; returns the call's context."""

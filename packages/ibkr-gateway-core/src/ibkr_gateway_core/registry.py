@@ -35,7 +35,9 @@ from .order_requests import (
     ApprovalCreateInput,
     ApprovalListInput,
     ApprovalRevokeInput,
+    BracketPreviewInput,
     KillSwitchChangeInput,
+    ModifyPreviewInput,
     OrderCancelInput,
     OrderPreviewInput,
     OrderSubmitInput,
@@ -480,7 +482,121 @@ _ORDERS: Final = (
     ),
 )
 
-OPERATIONS: Final[Mapping[str, Operation]] = {op.name: op for op in (*_READS, *_AUDIT, *_ORDERS)}
+_BRACKETS_AND_MODIFY: Final = (
+    Operation(
+        name="preview_bracket_order",
+        tool="ibkr_bracket_order_preview",
+        cli=("orders", "bracket-preview"),
+        scope=Scope.ORDERS_PREVIEW,
+        title="Preview a bracket",
+        description="A limit entry with a take-profit limit and a stop-loss stop on the other side, one cancelling "
+        "the other, checked leg by leg and kept as one ticket with one fingerprint for one approval; nothing is "
+        "placed. The estimated cost is the worst leg's.",
+        input_model=BracketPreviewInput,
+        output_model=OrderPreview,
+        read_only=False,
+        idempotent=False,
+        event_type="order_preview_created",
+    ),
+    Operation(
+        name="submit_paper_bracket_order",
+        tool="ibkr_paper_bracket_order_submit",
+        cli=("orders", "bracket-submit"),
+        scope=Scope.ORDERS_PAPER_SUBMIT,
+        title="Submit a paper bracket",
+        description="Send an approved bracket preview to a paper account: all three legs in one placement, the "
+        "exits linked to the entry; the idempotency key makes a retry return the first result.",
+        input_model=OrderSubmitInput,
+        output_model=OrderLifecycle,
+        read_only=False,
+        destructive=True,
+        event_type="paper_order_submitted",
+    ),
+    Operation(
+        name="submit_live_bracket_order",
+        tool="ibkr_live_bracket_order_submit",
+        cli=("orders", "live-bracket-submit"),
+        scope=Scope.ORDERS_LIVE_SUBMIT,
+        title="Submit a live bracket",
+        description="Send an approved bracket preview through every live gate; each leg passes the live risk "
+        "policy and the budgets count the worst leg.",
+        input_model=OrderSubmitInput,
+        output_model=OrderLifecycle,
+        read_only=False,
+        destructive=True,
+        event_type="live_order_lifecycle_changed",
+    ),
+    Operation(
+        name="cancel_paper_bracket_order",
+        tool="ibkr_paper_bracket_order_cancel",
+        cli=("orders", "bracket-cancel"),
+        scope=Scope.ORDERS_PAPER_CANCEL,
+        title="Cancel a paper bracket",
+        description="Cancel every leg of a paper bracket this gateway placed, named by its parent's broker order id.",
+        input_model=OrderCancelInput,
+        output_model=OrderLifecycle,
+        read_only=False,
+        destructive=True,
+        event_type="paper_order_cancelled",
+    ),
+    Operation(
+        name="cancel_live_bracket_order",
+        tool="ibkr_live_bracket_order_cancel",
+        cli=("orders", "live-bracket-cancel"),
+        scope=Scope.ORDERS_LIVE_CANCEL,
+        title="Cancel a live bracket",
+        description="Cancel every leg of a live bracket this gateway placed; the kill switch never blocks a cancel.",
+        input_model=OrderCancelInput,
+        output_model=OrderLifecycle,
+        read_only=False,
+        destructive=True,
+        event_type="live_order_lifecycle_changed",
+    ),
+    Operation(
+        name="preview_order_modify",
+        tool="ibkr_order_modify_preview",
+        cli=("orders", "modify-preview"),
+        scope=Scope.ORDERS_PREVIEW,
+        title="Preview a modification",
+        description="Read one working order of the account from the broker, apply a new price, quantity or time "
+        "in force, and keep the changed order for approval; nothing is sent.",
+        input_model=ModifyPreviewInput,
+        output_model=OrderPreview,
+        read_only=False,
+        idempotent=False,
+        event_type="order_preview_created",
+    ),
+    Operation(
+        name="modify_paper_order",
+        tool="ibkr_paper_order_modify",
+        cli=("orders", "modify"),
+        scope=Scope.ORDERS_PAPER_MODIFY,
+        title="Modify a paper order",
+        description="Send an approved modification of a working paper order; refused once the order has finished. "
+        "The idempotency key makes a retry return the first result.",
+        input_model=OrderSubmitInput,
+        output_model=OrderLifecycle,
+        read_only=False,
+        destructive=True,
+        event_type="paper_order_modified",
+    ),
+    Operation(
+        name="modify_live_order",
+        tool="ibkr_live_order_modify",
+        cli=("orders", "live-modify"),
+        scope=Scope.ORDERS_LIVE_MODIFY,
+        title="Modify a live order",
+        description="Send an approved modification of a working live order through every live gate; the changed "
+        "order passes the live risk policy.",
+        input_model=OrderSubmitInput,
+        output_model=OrderLifecycle,
+        read_only=False,
+        destructive=True,
+        event_type="live_order_lifecycle_changed",
+    ),
+)
+
+OPERATIONS: Final[Mapping[str, Operation]] = {op.name: op for op in (*_READS, *_AUDIT, *_ORDERS, *_BRACKETS_AND_MODIFY)}
 """Every operation by Gateway method name."""
 
 OPERATIONS_BY_TOOL: Final[Mapping[str, Operation]] = {op.tool: op for op in OPERATIONS.values()}

@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 from .errors import ErrorCode, GatewayError
 from .models import OrderRecord
-from .orders import BrokerQuestion, CancelAck, OrderTicket, PlacedOrder, QuestionPolicy
+from .orders import BrokerQuestion, CancelAck, OrderTicket, PlacedLeg, PlacedOrder, QuestionPolicy
 
 WriterName = Literal["local-candidate", "client-portal", "refusing"]
 
@@ -69,6 +69,33 @@ class LocalCandidateWriter:
             status="submitted",
         )
 
+    async def place_bracket(
+        self,
+        parent: OrderTicket,
+        take_profit: OrderTicket,
+        stop_loss: OrderTicket,
+        *,
+        client_order_id: str,
+        confirm: QuestionPolicy,
+        max_rounds: int,
+    ) -> PlacedOrder:
+        """Deterministic candidate ids for the three legs (`-tp`, `-sl` for the exits); no broker call."""
+        base = f"local-candidate-{client_order_id}"
+        legs = [
+            PlacedLeg(role="parent", broker_order_id=base, broker_status="LocalCandidate"),
+            PlacedLeg(role="take_profit", broker_order_id=f"{base}-tp", broker_status="LocalCandidate"),
+            PlacedLeg(role="stop_loss", broker_order_id=f"{base}-sl", broker_status="LocalCandidate"),
+        ]
+        return PlacedOrder(
+            broker_order_id=base, client_order_id=client_order_id, broker_status="LocalCandidate", legs=legs
+        )
+
+    async def modify(
+        self, broker_order_id: str, ticket: OrderTicket, *, confirm: QuestionPolicy, max_rounds: int
+    ) -> PlacedOrder:
+        """Accepted locally under the same id; no broker call."""
+        return PlacedOrder(broker_order_id=broker_order_id, broker_status="LocalCandidate", status="submitted")
+
     async def find_by_client_order_id(self, account_id: str, client_order_id: str) -> OrderRecord | None:
         """Nothing was ever sent, so nothing can be found."""
         return None
@@ -95,6 +122,33 @@ class RefusingWriter:
             GatewayError: `LIVE_TRADING_DISABLED`.
         """
         raise GatewayError(ErrorCode.LIVE_TRADING_DISABLED, "The refusing writer sends no orders.")
+
+    async def place_bracket(
+        self,
+        parent: OrderTicket,
+        take_profit: OrderTicket,
+        stop_loss: OrderTicket,
+        *,
+        client_order_id: str,
+        confirm: QuestionPolicy,
+        max_rounds: int,
+    ) -> PlacedOrder:
+        """Always refuses.
+
+        Raises:
+            GatewayError: `LIVE_TRADING_DISABLED`.
+        """
+        raise GatewayError(ErrorCode.LIVE_TRADING_DISABLED, "The refusing writer sends no orders.")
+
+    async def modify(
+        self, broker_order_id: str, ticket: OrderTicket, *, confirm: QuestionPolicy, max_rounds: int
+    ) -> PlacedOrder:
+        """Always refuses.
+
+        Raises:
+            GatewayError: `LIVE_TRADING_DISABLED`.
+        """
+        raise GatewayError(ErrorCode.LIVE_TRADING_DISABLED, "The refusing writer modifies no orders.")
 
     async def find_by_client_order_id(self, account_id: str, client_order_id: str) -> OrderRecord | None:
         """Nothing was ever sent."""

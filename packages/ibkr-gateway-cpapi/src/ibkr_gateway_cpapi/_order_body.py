@@ -141,6 +141,15 @@ def order_body(ticket: OrderTicket, client_order_id: str | None) -> dict[str, ob
     Raises:
         GatewayError: `ORDER_VALIDATION_FAILED` for a ticket `validate_ticket` refuses.
     """
+    return {"orders": [ticket_json(ticket, client_order_id)]}
+
+
+def ticket_json(ticket: OrderTicket, client_order_id: str | None) -> dict[str, object]:
+    """One CPAPI ticket object for a core ticket (with `cOID` when given).
+
+    Raises:
+        GatewayError: `ORDER_VALIDATION_FAILED` for a ticket `validate_ticket` refuses.
+    """
     validate_ticket(ticket)
     order: dict[str, object] = {"acctId": ticket.account_id, "conid": ticket.contract_id}
     if client_order_id is not None:
@@ -172,4 +181,33 @@ def order_body(ticket: OrderTicket, client_order_id: str | None) -> dict[str, ob
             else:
                 order["trailingAmt"] = json_number(_require(ticket.trailing_percent, "trailing_percent", "trailing"))
                 order["trailingType"] = "%"
-    return {"orders": [order]}
+    return order
+
+
+def bracket_body(
+    parent: OrderTicket, take_profit: OrderTicket, stop_loss: OrderTicket, client_order_id: str
+) -> dict[str, object]:
+    """The `{"orders": [parent, take_profit, stop_loss]}` body of a bracket placement.
+
+    The parent carries `cOID`; each exit carries `parentId` equal to it and no `cOID` of its own, as CPAPI
+    documents for brackets (IBKR then treats the two exits as one-cancels-the-other).
+
+    Raises:
+        GatewayError: `ORDER_VALIDATION_FAILED` for a leg `validate_ticket` refuses, or legs of different
+            accounts or contracts.
+    """
+    for leg in (take_profit, stop_loss):
+        if (leg.account_id, leg.contract_id) != (parent.account_id, parent.contract_id):
+            raise _invalid("Every leg of a bracket must be for the parent's account and contract.", "contract_id")
+    orders: list[dict[str, object]] = [ticket_json(parent, client_order_id)]
+    orders += [{**ticket_json(leg, None), "parentId": client_order_id} for leg in (take_profit, stop_loss)]
+    return {"orders": orders}
+
+
+def modify_body(ticket: OrderTicket) -> dict[str, object]:
+    """The single ticket object a modify sends: the whole order again, with the changed values (no `cOID`).
+
+    Raises:
+        GatewayError: `ORDER_VALIDATION_FAILED` for a ticket `validate_ticket` refuses.
+    """
+    return ticket_json(ticket, None)

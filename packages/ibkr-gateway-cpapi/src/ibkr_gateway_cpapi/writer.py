@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, Literal
 
 import anyio
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.models import OrderRecord
-from ibkr_gateway_core.orders import BrokerQuestion, CancelAck, OrderTicket, PlacedOrder, QuestionPolicy
+from ibkr_gateway_core.orders import BrokerQuestion, CancelAck, OrderTicket, PlacedLeg, PlacedOrder, QuestionPolicy
 
 from . import _order_mapping as order_mapping
 from . import _wire as wire
-from ._order_body import check_account_id, check_client_order_id, order_body
+from ._order_body import bracket_body, check_account_id, check_client_order_id, modify_body, order_body
 from .client import BrokerHttpError, CpapiClient
 
 WRITER_NAME: Final = "client-portal"
@@ -49,6 +49,10 @@ _DUPLICATE_COID: Final = re.compile(r"local order id.*already registered", re.IG
 """IBKR's refusal of a `cOID` it has seen: "Order couldn't be submitted: Local order ID=… is already registered."."""
 
 _UNKNOWN_ORDER: Final = re.compile(r"doesn't exist|does not exist|not found|invalid order", re.IGNORECASE)
+
+_NOT_MODIFIABLE: Final = re.compile(
+    r"cannot be modified|can't be modified|not editable|already (?:filled|cancel)", re.I
+)
 
 _CANCEL_STATUSES: Final = frozenset({"cancelled", "pendingcancel", "apicancelled"})
 
@@ -88,33 +92,116 @@ class ClientPortalOrderWriter:
             GatewayError: see the module docstring for each code.
         """
         body = order_body(ticket, check_client_order_id(client_order_id))
+        path = f"/iserver/account/{ticket.account_id}/orders"
         async with self._placement_lock:  # IBKR: the next order waits until this one is fully answered
-            data = await self._send(f"/iserver/account/{ticket.account_id}/orders", body, client_order_id)
-            confirmed: list[str] = []
-            rounds = 0
-            while True:
-                reply = self._first_reply(data, client_order_id)
-                if reply.order_id is not None:
-                    return self._placed(reply, client_order_id, confirmed)
-                if reply.id is None:
-                    return await self._resolve_error(ticket, client_order_id, reply)
-                question = BrokerQuestion(
-                    reply_id=reply.id, message_ids=list(reply.message_ids), messages=_messages(reply)
-                )
-                rounds += 1
-                too_many = rounds > max_rounds
-                allowed = discarded = False
-                try:
-                    allowed = not too_many and confirm(question)
-                finally:
-                    if not allowed:  # also when the policy raised: leave nothing pending at the broker
-                        discarded = await self._decline(question.reply_id)
-                if not allowed:
-                    raise _refused(question, client_order_id, confirmed, discarded, too_many=too_many)
-                confirmed.extend(question.message_ids)
-                data = await self._send(f"/iserver/reply/{question.reply_id}", {"confirmed": True}, client_order_id)
+            replies, confirmed = await self._exchange(path, body, client_order_id, confirm, max_rounds)
+            reply = replies[0]
+            if reply.order_id is not None:
+                return self._placed(reply, client_order_id, confirmed)
+            return await self._resolve_error(ticket, client_order_id, reply)
 
-    async def _send(self, path: str, body: object, client_order_id: str) -> object:
+    async def place_bracket(
+        self,
+        parent: OrderTicket,
+        take_profit: OrderTicket,
+        stop_loss: OrderTicket,
+        *,
+        client_order_id: str,
+        confirm: QuestionPolicy,
+        max_rounds: int,
+    ) -> PlacedOrder:
+        """Place a bracket in one request: the parent with `client_order_id` as `cOID`, each exit with `parentId`.
+
+        IBKR links the exits to the parent by `parentId` (they carry no `cOID` of their own), holds them until
+        the parent fills, and cancels the other exit when one fills, or all three when the parent is cancelled.
+
+        Raises:
+            GatewayError: as `place`.
+        """
+        body = bracket_body(parent, take_profit, stop_loss, check_client_order_id(client_order_id))
+        path = f"/iserver/account/{parent.account_id}/orders"
+        async with self._placement_lock:
+            replies, confirmed = await self._exchange(path, body, client_order_id, confirm, max_rounds)
+            if replies[0].order_id is None:
+                return await self._resolve_error(parent, client_order_id, replies[0])
+            return self._placed_bracket(replies, client_order_id, confirmed)
+
+    async def modify(
+        self, broker_order_id: str, ticket: OrderTicket, *, confirm: QuestionPolicy, max_rounds: int
+    ) -> PlacedOrder:
+        """Replace the working order `broker_order_id` by the whole `ticket`, answering questions like a placement.
+
+        Raises:
+            GatewayError: `INPUT_UNKNOWN_ORDER` when the broker does not know the order; `ORDER_NOT_MODIFIABLE`
+                when it has finished; `ORDER_VALIDATION_FAILED` for another refusal; otherwise as `place`.
+        """
+        if not broker_order_id.isdigit():
+            raise GatewayError(ErrorCode.INPUT_UNKNOWN_ORDER, f"{broker_order_id!r} is not a broker order id.")
+        body = modify_body(ticket)
+        path = f"/iserver/account/{ticket.account_id}/order/{broker_order_id}"
+        async with self._placement_lock:  # ibind holds the same lock across a modify and its questions
+            replies, confirmed = await self._exchange(path, body, None, confirm, max_rounds)
+        reply = replies[0]
+        if reply.order_id is not None:
+            placed = self._placed(reply, None, confirmed)
+            return placed.model_copy(update={"client_order_id": (reply.local_order_id or "").strip() or None})
+        text = _broker_text(reply.error or reply.text or "")
+        if not text:
+            raise GatewayError(
+                ErrorCode.BROKER_OUTCOME_UNKNOWN,
+                "The broker's answer to the modification is not one CPAPI documents; it may have taken it.",
+                details={"broker_order_id": broker_order_id},
+            )
+        details: dict[str, object] = {"broker_message": text, "broker_order_id": broker_order_id}
+        if _UNKNOWN_ORDER.search(text):
+            raise GatewayError(
+                ErrorCode.INPUT_UNKNOWN_ORDER,
+                f"The broker knows no order {broker_order_id!r} in this account.",
+                details=details,
+            )
+        if _NOT_MODIFIABLE.search(text):
+            raise GatewayError(
+                ErrorCode.ORDER_NOT_MODIFIABLE,
+                f"The broker will not modify order {broker_order_id}: {text}",
+                details=details,
+            )
+        raise GatewayError(
+            ErrorCode.ORDER_VALIDATION_FAILED,
+            f"The broker rejected the modification: {text}",
+            user_action="Read the broker's reason (untrusted broker text), correct the change and preview it again.",
+            details={**details, "reason": "broker_rejected"},
+        )
+
+    async def _exchange(
+        self, path: str, body: object, client_order_id: str | None, confirm: QuestionPolicy, max_rounds: int
+    ) -> tuple[list[wire.WireOrderReply], list[str]]:
+        """Send `body`, then answer each question with `confirm`, until acknowledgements or an error come back.
+
+        Returns the final answer's elements and the message ids confirmed on the way.
+        """
+        data = await self._send(path, body, client_order_id)
+        confirmed: list[str] = []
+        rounds = 0
+        while True:
+            replies = self._replies(data, client_order_id)
+            reply = replies[0]
+            if reply.order_id is not None or reply.id is None:
+                return replies, confirmed
+            question = BrokerQuestion(reply_id=reply.id, message_ids=list(reply.message_ids), messages=_messages(reply))
+            rounds += 1
+            too_many = rounds > max_rounds
+            allowed = discarded = False
+            try:
+                allowed = not too_many and confirm(question)
+            finally:
+                if not allowed:  # also when the policy raised: leave nothing pending at the broker
+                    discarded = await self._decline(question.reply_id)
+            if not allowed:
+                raise _refused(question, client_order_id, confirmed, discarded, too_many=too_many)
+            confirmed.extend(question.message_ids)
+            data = await self._send(f"/iserver/reply/{question.reply_id}", {"confirmed": True}, client_order_id)
+
+    async def _send(self, path: str, body: object, client_order_id: str | None) -> object:
         try:
             return await self._client.post(path, body, mutating=True)
         except BrokerHttpError as exc:
@@ -122,11 +209,11 @@ class ClientPortalOrderWriter:
                 return {"error": exc.broker_message}  # a 4xx refusal reads like the 200 error body
             raise
         except GatewayError as exc:
-            if exc.code == ErrorCode.BROKER_OUTCOME_UNKNOWN:
+            if exc.code == ErrorCode.BROKER_OUTCOME_UNKNOWN and client_order_id is not None:
                 exc.details["client_order_id"] = client_order_id
             raise
 
-    def _first_reply(self, data: object, client_order_id: str) -> wire.WireOrderReply:
+    def _replies(self, data: object, client_order_id: str | None) -> list[wire.WireOrderReply]:
         try:
             replies = wire.parse_order_replies(data)
         except GatewayError:
@@ -137,9 +224,31 @@ class ClientPortalOrderWriter:
                 "The broker's answer to the order is not one CPAPI documents; it may have accepted the order.",
                 details={"client_order_id": client_order_id},
             )
-        return replies[0]
+        return replies
 
-    def _placed(self, reply: wire.WireOrderReply, client_order_id: str, confirmed: Sequence[str]) -> PlacedOrder:
+    def _placed_bracket(
+        self, replies: Sequence[wire.WireOrderReply], client_order_id: str, confirmed: Sequence[str]
+    ) -> PlacedOrder:
+        """The parent's acknowledgement (its `local_order_id` is our cOID) and the exits' in the order sent."""
+        acks = [r for r in replies if r.order_id is not None]
+        parent = next((r for r in acks if (r.local_order_id or "").strip() == client_order_id), acks[0])
+        exits = [r for r in acks if r is not parent]
+        placed = self._placed(parent, client_order_id, confirmed)
+        legs = [
+            PlacedLeg(
+                role="parent",
+                broker_order_id=placed.broker_order_id,
+                broker_status=placed.broker_status,
+                status=placed.status,
+            )
+        ]
+        take_profit = exits[0] if exits else None
+        stop_loss = exits[1] if len(exits) > 1 else None
+        legs.append(_leg("take_profit", take_profit))
+        legs.append(_leg("stop_loss", stop_loss))
+        return placed.model_copy(update={"legs": legs})
+
+    def _placed(self, reply: wire.WireOrderReply, client_order_id: str | None, confirmed: Sequence[str]) -> PlacedOrder:
         broker_status = (reply.order_status or "").strip() or None
         return PlacedOrder(
             broker_order_id=str(reply.order_id),
@@ -278,6 +387,19 @@ class ClientPortalOrderWriter:
         )
 
 
+def _leg(role: Literal["take_profit", "stop_loss"], ack: wire.WireOrderReply | None) -> PlacedLeg:
+    """An exit as acknowledged; a missing acknowledgement leaves its id unknown."""
+    if ack is None:
+        return PlacedLeg(role=role, status="unknown")
+    word = (ack.order_status or "").strip() or None
+    return PlacedLeg(
+        role=role,
+        broker_order_id=str(ack.order_id),
+        broker_status=word,
+        status=order_mapping.order_status(word) if word else "submitted",
+    )
+
+
 def _same_order(existing: OrderRecord, ticket: OrderTicket) -> bool:
     """Whether the order the broker holds under a `cOID` is this ticket (contract, side and size)."""
     return (
@@ -288,7 +410,7 @@ def _same_order(existing: OrderRecord, ticket: OrderTicket) -> bool:
 
 
 def _refused(
-    question: BrokerQuestion, client_order_id: str, confirmed: Sequence[str], discarded: bool, *, too_many: bool
+    question: BrokerQuestion, client_order_id: str | None, confirmed: Sequence[str], discarded: bool, *, too_many: bool
 ) -> GatewayError:
     if too_many:
         message = "The broker asked more confirmation questions than allowed; the order was not placed."

@@ -107,6 +107,9 @@ class SimOrder:
     trailing_amount: Decimal | None = None
     trailing_type: str | None = None
     """`amt` or `%` for `TRAIL` orders."""
+    parent_id: int | None = None
+    """A bracket exit: the order id of its parent. Held (`PreSubmitted`) until the parent fills; the exits
+    of one parent are one-cancels-the-other."""
 
     @property
     def remaining(self) -> Decimal:

@@ -1,8 +1,13 @@
 """The simulator's order engine: placement with reply prompts, cancel, modify, what-if, and fills.
 
-Deterministic fill model: a limit buy at or above the ask (a sell at or below the bid) and every
-market order fill at once at the quote, producing an execution, a position change and a cash
-movement; anything else works (`Submitted`) until cancelled or until a quote change crosses it.
+Deterministic fill model: a limit buy at or above the ask (a sell at or below the bid), every
+market order, and a stop whose trigger the quote reached (a buy stop at or below the ask, a sell
+stop at or above the bid) fill at once at the quote, producing an execution, a position change and
+a cash movement; anything else works (`Submitted`) until cancelled or until a quote change crosses it.
+
+Brackets: a placement may hold a parent (with `cOID`) and exits naming it in `parentId`. The exits
+wait (`PreSubmitted`) until the parent fills; when one exit fills the other is cancelled (OCA); a
+cancel of the parent cancels its exits, and a cancel of one exit cancels its sibling.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class _Pending:
     tickets: list[OrderTicket]
     questions: list[tuple[QuestionRule, OrderTicket]]
     created_at: datetime
+    modify_of: int | None = None
+    """The order a pending modify changes; None for a placement."""
 
 
 def _money(value: Decimal, currency: str | None = None) -> str:
@@ -67,7 +74,19 @@ class OrderEngine:
             duplicate = self._duplicate(ticket)
             if duplicate is not None:
                 return duplicate
-        questions = [
+        parents = {t.c_oid for t in tickets if t.c_oid is not None}
+        for ticket in tickets:
+            if ticket.parent_c_oid is not None and ticket.parent_c_oid not in parents:
+                return error_body(f"Parent order {ticket.parent_c_oid} is not in this request")
+        questions = self._questions(tickets, account_id, session)
+        if questions:
+            return self._ask(_Pending(tickets, questions, self._clock()))
+        return self._submit(tickets)
+
+    def _questions(
+        self, tickets: Sequence[OrderTicket], account_id: str, session: BrokerageSession
+    ) -> list[tuple[QuestionRule, OrderTicket]]:
+        return [
             (rule, ticket)
             for ticket in tickets
             for rule in self.question_rules
@@ -75,9 +94,6 @@ class OrderEngine:
             and (rule.accounts is None or account_id in rule.accounts)
             and rule.applies(ticket, self._contract(ticket.conid))
         ]
-        if questions:
-            return self._ask(_Pending(tickets, questions, self._clock()))
-        return self._submit(tickets)
 
     def reply(self, reply_id: str, confirmed: bool) -> object:
         """`POST /iserver/reply/{id}`: the next prompt or the acknowledgement; an id works once.
@@ -94,6 +110,8 @@ class OrderEngine:
         if pending.questions:
             pending.created_at = self._clock()
             return self._ask(pending)
+        if pending.modify_of is not None:
+            return self._apply_modify(pending.modify_of, pending.tickets[0])
         for ticket in pending.tickets:
             duplicate = self._duplicate(ticket)
             if duplicate is not None:
@@ -121,8 +139,11 @@ class OrderEngine:
 
     def _submit(self, tickets: Sequence[OrderTicket]) -> list[dict[str, object]]:
         acks: list[dict[str, object]] = []
+        placed: dict[str, SimOrder] = {}
+        orders: list[SimOrder] = []
         for ticket in tickets:
             now = self._clock()
+            parent = placed.get(ticket.parent_c_oid) if ticket.parent_c_oid is not None else None
             order = SimOrder(
                 order_id=self.next_order_id,
                 account_id=ticket.account_id,
@@ -140,13 +161,21 @@ class OrderEngine:
                 outside_rth=ticket.outside_rth,
                 trailing_amount=ticket.trailing_amount,
                 trailing_type=ticket.trailing_type,
+                parent_id=parent.order_id if parent is not None else None,
             )
+            if parent is not None:
+                order.status = "PreSubmitted"  # held until the parent fills
             self.next_order_id += 1
             self._book.orders[order.order_id] = order
             self.accepted.append(order.order_id)
             if ticket.c_oid is not None:
                 self.client_ids.add((ticket.account_id, ticket.c_oid))
-            self._try_fill(order)
+                placed[ticket.c_oid] = order
+            orders.append(order)
+        for order in orders:  # parents first: an exit may fill as soon as its parent did
+            if order.parent_id is None:
+                self._try_fill(order)
+        for order in orders:
             ack: dict[str, object] = {
                 "order_id": str(order.order_id),
                 "order_status": order.status,
@@ -154,6 +183,8 @@ class OrderEngine:
             }
             if order.c_oid is not None:
                 ack["local_order_id"] = order.c_oid
+            if order.parent_id is not None:
+                ack["parent_order_id"] = str(order.parent_id)
             acks.append(ack)
         return acks
 
@@ -173,10 +204,26 @@ class OrderEngine:
         order = self._order(account_id, order_id)
         if order.is_working:
             self._set_status(order, "Cancelled")
+            for linked in self._linked(order):  # a parent takes its exits along; an exit its sibling
+                self._set_status(linked, "Cancelled")
         return {"msg": "Request was submitted", "order_id": order.order_id, "conid": order.conid, "account": account_id}
 
-    def modify(self, account_id: str, order_id: int, body: object) -> list[dict[str, object]]:
+    def _linked(self, order: SimOrder) -> list[SimOrder]:
+        """Working orders cancelled with `order`: a parent's exits, or an exit's sibling."""
+        if order.parent_id is None:
+            return [o for o in self._book.orders.values() if o.parent_id == order.order_id and o.is_working]
+        return [
+            o
+            for o in self._book.orders.values()
+            if o.parent_id == order.parent_id and o.order_id != order.order_id and o.is_working
+        ]
+
+    def modify(
+        self, account_id: str, order_id: int, body: object, session: BrokerageSession | None = None
+    ) -> list[dict[str, object]]:
         """`POST /iserver/account/{acct}/order/{id}`: the full ticket again with changed price, size or tif.
+
+        The question rules apply as for a placement: a matching change is answered with a reply prompt.
 
         Raises:
             SimHttpError: 400 for an unknown or finished order, or a ticket for another contract or side.
@@ -187,6 +234,17 @@ class OrderEngine:
             raise SimHttpError(400, error_body(f"Order {order_id} cannot be modified in status {order.status}"))
         if ticket.conid != order.conid or ticket.side != order.side or ticket.order_type != order.order_type:
             raise SimHttpError(400, error_body("Modify must repeat the original conid, side and orderType"))
+        if ticket.quantity < order.filled:
+            raise SimHttpError(400, error_body(f"Quantity {ticket.quantity} is below the filled {order.filled}"))
+        questions = self._questions([ticket], account_id, session) if session is not None else []
+        if questions:
+            return self._ask(_Pending([ticket], questions, self._clock(), modify_of=order_id))
+        return self._apply_modify(order_id, ticket)
+
+    def _apply_modify(self, order_id: int, ticket: OrderTicket) -> list[dict[str, object]]:
+        order = self._book.orders[order_id]
+        if not order.is_working:  # it finished while the question was open
+            return [error_body(f"Order {order_id} cannot be modified in status {order.status}")]
         order.quantity, order.price, order.aux_price, order.tif = (
             ticket.quantity,
             ticket.price,
@@ -194,7 +252,8 @@ class OrderEngine:
             ticket.tif,
         )
         order.updated_at = self._clock()
-        self._try_fill(order)
+        if not self._held(order):
+            self._try_fill(order)
         ack: dict[str, object] = {"order_id": str(order.order_id), "order_status": order.status}
         if order.c_oid is not None:
             ack["local_order_id"] = order.c_oid
@@ -260,9 +319,16 @@ class OrderEngine:
 
     def match_working(self) -> None:
         """Fill every working order the current quotes cross (after a test moved a quote)."""
-        for order in list(self._book.orders.values()):
-            if order.is_working:
+        for order in sorted(self._book.orders.values(), key=lambda o: o.order_id):
+            if order.is_working and not self._held(order):
                 self._try_fill(order)
+
+    def _held(self, order: SimOrder) -> bool:
+        """A bracket exit waits until its parent has filled."""
+        if order.parent_id is None:
+            return False
+        parent = self._book.orders.get(order.parent_id)
+        return parent is None or parent.status != "Filled"
 
     def fill(self, order_id: int, price: Decimal | None = None) -> None:
         """Fill a working order now, at `price` or at its crossing quote (a test hook)."""
@@ -276,10 +342,14 @@ class OrderEngine:
         if order.side == "BUY":
             quote = contract.ask
             crosses = quote is not None and (order.order_type == "MKT" or (order.price or 0) >= quote)
+            triggered = quote is not None and order.aux_price is not None and quote >= order.aux_price
         else:
             quote = contract.bid
             crosses = quote is not None and (order.order_type == "MKT" or (order.price or Decimal(0)) <= quote)
-        if order.order_type in ("LMT", "MKT") and crosses and quote is not None:
+            triggered = quote is not None and order.aux_price is not None and quote <= order.aux_price
+        if quote is None:
+            return
+        if (order.order_type in ("LMT", "MKT") and crosses) or (order.order_type == "STP" and triggered):
             self._execute(order, quote)
 
     def _execute(self, order: SimOrder, price: Decimal) -> None:
@@ -305,6 +375,16 @@ class OrderEngine:
         order.avg_fill_price = price
         self._set_status(order, "Filled")
         self._apply_to_position(order.account_id, contract, order.side, quantity, price)
+        if order.parent_id is not None:
+            for sibling in self._linked(order):  # one exit filled: the other is cancelled (OCA)
+                self._set_status(sibling, "Cancelled")
+            return
+        for child in self._linked(order):  # the parent filled: its exits go live
+            if child.status == "PreSubmitted":
+                self._set_status(child, "Submitted")
+        for child in self._linked(order):
+            if child.is_working:
+                self._try_fill(child)
 
     def _apply_to_position(
         self, account_id: str, contract: SimContract, side: str, quantity: Decimal, price: Decimal

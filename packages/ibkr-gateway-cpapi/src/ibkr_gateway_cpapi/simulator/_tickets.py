@@ -46,6 +46,8 @@ class OrderTicket:
     trailing_amount: Decimal | None = None
     trailing_type: str | None = None
     """`amt` or `%`."""
+    parent_c_oid: str | None = None
+    """`parentId`: a bracket exit names its parent's `cOID`."""
 
     def reference_price(self, contract: SimContract) -> Decimal:
         """The price a preview or a limit check uses: the limit, else the side's quote, else last."""
@@ -190,6 +192,7 @@ def parse_ticket(raw: object, account_id: str) -> OrderTicket:
             raise SimHttpError(400, error_body("price is required for STP orders"))
     trailing_amount, trailing_type = _trailing(ticket, order_type)
     c_oid = ticket.get("cOID")
+    parent = ticket.get("parentId")
     return OrderTicket(
         account_id=account_id,
         conid=conid,
@@ -203,6 +206,7 @@ def parse_ticket(raw: object, account_id: str) -> OrderTicket:
         outside_rth=ticket.get("outsideRTH") is True,
         trailing_amount=trailing_amount,
         trailing_type=trailing_type,
+        parent_c_oid=str(parent) if parent is not None else None,
     )
 
 

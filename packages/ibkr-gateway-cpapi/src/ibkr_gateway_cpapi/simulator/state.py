@@ -749,7 +749,7 @@ class SimulatorState:
     def modify_order(self, account_id: str, order_id: int, body: object) -> list[dict[str, object]]:
         """`POST /iserver/account/{acct}/order/{id}`."""
         self._account(account_id)
-        return self.engine.modify(account_id, order_id, body)
+        return self.engine.modify(account_id, order_id, body, self.session.brokerage)
 
     def suppress_questions(self, message_ids: Iterable[str]) -> dict[str, object]:
         """`/iserver/questions/suppress`: for this brokerage session only."""
