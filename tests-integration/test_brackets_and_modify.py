@@ -22,6 +22,7 @@ from reliability_harness import (
     OPERATOR,
     PAPER,
     PREVIEW,
+    REMOTE,
     Clock,
     Desk,
     running_desk,
@@ -84,8 +85,8 @@ async def bracket_preview(desk: Desk, principal: Principal = OPERATOR, **changes
     return await desk.call("preview_bracket_order", {**BRACKET, **changes}, principal=principal, switches=switches)
 
 
-async def approved_bracket(desk: Desk, **changes: object) -> ApprovalRecord:
-    return await desk.approve(await bracket_preview(desk, **changes))
+async def approved_bracket(desk: Desk, *, mode: str = "paper", **changes: object) -> ApprovalRecord:
+    return await desk.approve(await bracket_preview(desk, **changes), mode=mode)
 
 
 def submit_args(approval: ApprovalRecord, key: str, account: str | None = None) -> dict[str, Any]:
@@ -250,11 +251,11 @@ async def test_bracket_refusals_name_their_code(desk: Desk, sim: SimulatorState)
 
 
 async def test_an_agent_previews_a_bracket_that_another_principal_approves(desk: Desk, sim: SimulatorState) -> None:
-    """The approval rules of single orders hold for the whole group: no self-approval."""
+    """The approval rules of single orders hold for the whole group: an agent never approves, a person does."""
     preview = await bracket_preview(desk, AGENT)
     args = {"account_id": ACCOUNT, "preview_id": preview.preview_id}
-    await refused(desk, ErrorCode.APPROVAL_SELF_FORBIDDEN, "create_approval", args, principal=AGENT)
-    approval = await desk.call("create_approval", args, principal=OPERATOR)
+    await refused(desk, ErrorCode.APPROVAL_APPROVER_REQUIRED, "create_approval", args, principal=AGENT)
+    approval = await desk.call("create_approval", args, principal=REMOTE)
     placed = await desk.call("submit_paper_bracket_order", submit_args(approval, "agent"), principal=AGENT)
     assert len(placed.legs) == 3 and sim.placement_requests == 1
 
@@ -266,7 +267,9 @@ async def test_live_bracket_through_every_gate_is_tracked_leg_by_leg(tmp_path: P
     """Configured live trading for agents (as with a real gateway): the group goes to the broker's writer, each
     leg enters the reconciliation backlog, the budgets count the worst leg, the kill switch refuses."""
     async with running_desk(tmp_path / "state", sim, Clock(), LIVE_FOR_AGENTS) as desk:
-        approval = await approved_bracket(desk)
+        paper = submit_args(await approved_bracket(desk), "paper-approval")
+        await refused(desk, ErrorCode.APPROVAL_MODE_MISMATCH, "submit_live_bracket_order", paper, principal=AGENT)
+        approval = await approved_bracket(desk, mode="live")
         args = submit_args(approval, "live-bracket")
         await refused(desk, ErrorCode.LIVE_KILL_SWITCH_CLOSED, "submit_live_bracket_order", args, principal=AGENT)
         await desk.call("open_kill_switch", {"reason": "session start"})
@@ -290,7 +293,7 @@ async def test_live_bracket_risk_is_checked_on_the_worst_leg(tmp_path: Path, sim
     }
     async with running_desk(tmp_path / "state", sim, Clock(), extra) as desk:
         await desk.call("open_kill_switch", {"reason": "session start"})
-        args = submit_args(await approved_bracket(desk), "worst-leg")
+        args = submit_args(await approved_bracket(desk, mode="live"), "worst-leg")
         error = await refused(
             desk, ErrorCode.LIVE_NOTIONAL_LIMIT_REFUSED, "submit_live_bracket_order", args, principal=AGENT
         )
@@ -311,11 +314,11 @@ async def test_each_missing_live_flag_refuses_the_bracket_and_the_modify(
     desk: Desk, sim: SimulatorState, missing: str, code: ErrorCode
 ) -> None:
     """The operator's live flags gate brackets and modifications like single orders; nothing reaches a writer."""
-    bracket = await approved_bracket(desk)
+    bracket = await approved_bracket(desk, mode="live")
     await refused(desk, code, "submit_live_bracket_order", submit_args(bracket, "l"), switches=LIVE_CP - {missing})
     working = await desk.submit(await desk.approved(), "to-modify")
     modify = await modify_preview(desk, working.broker_order_id, limit_price="101")
-    approval = await desk.approve(modify)
+    approval = await desk.approve(modify, mode="live")
     await refused(desk, code, "modify_live_order", submit_args(approval, "m"), switches=LIVE_CP - {missing})
     assert len(sim.placements) == 1 and sim.placements[0].price == Decimal(100)
 
@@ -324,7 +327,7 @@ async def test_live_bracket_with_the_local_candidate_writer_sends_nothing(desk: 
     """The default live writer returns deterministic candidate ids for the three legs and places nothing."""
     placed = await desk.call(
         "submit_live_bracket_order",
-        submit_args(await approved_bracket(desk), "candidate"),
+        submit_args(await approved_bracket(desk, mode="live"), "candidate"),
         switches=LIVE | {"live_broker:local-candidate"},
     )
     base = f"local-candidate-{placed.client_order_id}"
@@ -337,7 +340,7 @@ async def test_live_cancel_of_a_bracket_is_not_blocked_by_the_kill_switch(tmp_pa
     async with running_desk(tmp_path / "state", sim, Clock(), LIVE_FOR_AGENTS) as desk:
         await desk.call("open_kill_switch", {"reason": "start"})
         placed = await desk.call(
-            "submit_live_bracket_order", submit_args(await approved_bracket(desk), "g"), principal=AGENT
+            "submit_live_bracket_order", submit_args(await approved_bracket(desk, mode="live"), "g"), principal=AGENT
         )
         await desk.call("close_kill_switch", {"reason": "stop"}, principal=AGENT)
         cancel = {"account_id": ACCOUNT, "broker_order_id": placed.broker_order_id, "idempotency_key": "c"}
@@ -453,8 +456,12 @@ async def test_live_modify_passes_every_live_gate_and_the_live_policy(tmp_path: 
     extra = {**LIVE_FOR_AGENTS, "risk_policies": [{"policy_id": "live", "max_quantity": "5"}]}
     async with running_desk(tmp_path / "state", sim, Clock(), extra) as desk:
         working = await desk.submit(await desk.approved(), "live-target")
-        too_big = await desk.approve(await modify_preview(desk, working.broker_order_id, quantity="6"))
-        fine = await desk.approve(await modify_preview(desk, working.broker_order_id, quantity="4"))
+        too_big = await desk.approve(await modify_preview(desk, working.broker_order_id, quantity="6"), mode="live")
+        fine = await desk.approve(await modify_preview(desk, working.broker_order_id, quantity="4"), mode="live")
+        paper = await desk.approve(await modify_preview(desk, working.broker_order_id, quantity="4"))
+        await refused(
+            desk, ErrorCode.APPROVAL_MODE_MISMATCH, "modify_live_order", submit_args(paper, "p"), principal=AGENT
+        )
         await refused(
             desk, ErrorCode.LIVE_KILL_SWITCH_CLOSED, "modify_live_order", submit_args(fine, "k"), principal=AGENT
         )
