@@ -213,6 +213,9 @@ class OrdersConfig(_Section):
     """Most broker questions answered for one order before it is refused."""
     operator_scopes: list[str] | None = None
     """Scopes of the CLI operator; default: every scope with the simulator, else `auth.enabled_scopes`."""
+    background_reconcile_seconds: Annotated[float, Field(ge=1, le=3600)] | None = 30.0
+    """Long-running servers (MCP stdio and HTTP) settle unknown writes and follow live orders every this many
+    seconds while there are any (null: only on request, `orders reconcile`); the CLI never does on its own."""
     recovery_min_age_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     """Pending idempotency records younger than this belong to a call still running and are left to it."""
     unknown_resend_after_seconds: Annotated[float, Field(ge=0, le=86_400)] = 60.0

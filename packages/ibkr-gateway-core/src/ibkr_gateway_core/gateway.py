@@ -229,6 +229,16 @@ class Gateway:
             return "unknown"
         return str(state.state)
 
+    async def unfinished_orders(self) -> int:
+        """Writes whose outcome is unknown plus live orders not yet terminal: what a reconciliation pass has to do.
+
+        Read from the state store without a broker call or an audit event (for background reconciliation).
+        """
+        desk = self._order_desk()
+        unsettled = await anyio.to_thread.run_sync(desk.store.unsettled)
+        tracked = await anyio.to_thread.run_sync(desk.store.live_orders)
+        return len(unsettled) + len(tracked)
+
     @property
     def backend(self) -> Backend:
         """The broker backend, opened on first use."""

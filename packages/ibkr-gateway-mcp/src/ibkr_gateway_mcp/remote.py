@@ -91,6 +91,7 @@ async def serve_http(
     """
     import anyio
     import uvicorn
+    from ibkr_gateway_core.reconciler import reconcile_in_background
     from ibkr_gateway_cpapi.supervisor import supervise_session
 
     from .http_app import open_remote_app
@@ -106,7 +107,11 @@ async def serve_http(
         sock.close()
         raise GatewayError(ErrorCode.CONFIG_INVALID, f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
     with sock:  # uvicorn leaves a socket it was handed open, on cancellation too
-        async with open_remote_app(config) as app, supervise_session(app.gateway.backend, config.broker):
+        async with (
+            open_remote_app(config) as app,
+            supervise_session(app.gateway.backend, config.broker),
+            reconcile_in_background(app.gateway),
+        ):
             server = uvicorn.Server(
                 uvicorn.Config(
                     app,
