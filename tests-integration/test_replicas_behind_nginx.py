@@ -39,7 +39,10 @@ DSN_ENV = "IBKR_TEST_STATE_DSN"
 TOKEN_KEY_ENV = "IBKR_TEST_TOKEN_KEY"
 AUDIT_KEY = "integration-test-audit-key-0123456789abcdef"
 ACCOUNT = "DU1234567"
-AGENT_SCOPES = "ibkr:accounts:read ibkr:orders:read ibkr:orders:preview ibkr:orders:paper:submit ibkr:approvals:read"
+AGENT_SCOPES = (
+    "ibkr:accounts:read ibkr:positions:read ibkr:orders:read ibkr:orders:preview ibkr:orders:paper:submit "
+    "ibkr:approvals:read"
+)
 REVIEWER_SCOPES = "ibkr:approvals:create ibkr:approvals:read ibkr:killswitch:close ibkr:risk:read ibkr:accounts:read"
 
 
@@ -66,6 +69,7 @@ class Stack:
     tls: ssl.SSLContext
     replicas: list[subprocess.Popen[str]]
     replica_ports: list[int]
+    replica_logs: list[Path]
     dsn: str
     env: dict[str, str]
     config: Path
@@ -114,21 +118,23 @@ def _config(tmp_path: Path, resource: str, issuer: str, simulator: str) -> Path:
         f"  token_id_hmac_secret_env: {TOKEN_KEY_ENV}\n"
         "  behind_proxy: true\n"
         "  trusted_proxies: [127.0.0.1/32]\n"
-        "  rate_limit_max_requests: 100000\n",
+        "  rate_limit_max_requests: 100000\n"
+        "observability:\n  metrics_enabled: true\n  log_format: json\n  log_level: INFO\n",
         encoding="utf-8",
     )
     return path
 
 
-def _start_replica(config: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+def _start_replica(config: Path, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
     command = [*ibkr_agent(), "--config", str(config), "mcp", "serve", "--transport", "http", "--enable-remote-mcp"]
-    return subprocess.Popen(
-        [*command, "--bind", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        encoding="utf-8",
-        env=env,
-    )
+    with log.open("w", encoding="utf-8") as stderr:  # a file, not a pipe: JSON call logs must never block
+        return subprocess.Popen(
+            [*command, "--bind", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            encoding="utf-8",
+            env=env,
+        )
 
 
 def _await_ready(process: subprocess.Popen[str]) -> None:
@@ -136,8 +142,8 @@ def _await_ready(process: subprocess.Popen[str]) -> None:
     line = process.stdout.readline().strip()
     if not line.startswith("http://127.0.0.1:"):
         process.kill()
-        _, err = process.communicate(timeout=10)
-        pytest.fail(f"replica did not start: {line!r} {err[-2000:]}")
+        process.communicate(timeout=10)
+        pytest.fail(f"replica did not start: {line!r}")
 
 
 def _render_site(cert: Path, key: Path, listen: int, replicas: list[int]) -> str:
@@ -237,7 +243,8 @@ async def stack(
             "PYTHONWARNDEFAULTENCODING": "1",
         }
         ports = [_free_port(), _free_port()]
-        replicas = [_start_replica(config, port, env) for port in ports]
+        logs = [tmp_path / f"replica-{n}.log" for n in range(2)]
+        replicas = [_start_replica(config, port, env, log) for port, log in zip(ports, logs, strict=True)]
         nginx: subprocess.Popen[bytes] | None = None
         try:
             for replica in replicas:
@@ -253,6 +260,7 @@ async def stack(
                 tls=tls,
                 replicas=replicas,
                 replica_ports=ports,
+                replica_logs=logs,
                 dsn=dsn,
                 env=env,
                 config=config,
@@ -310,6 +318,31 @@ async def test_the_proxy_speaks_tls_and_forwards_to_healthy_replicas(stack: Stac
     with pytest.raises(httpx2.ConnectError):  # plain HTTP clients and untrusted certificates are refused
         async with httpx2.AsyncClient(timeout=5) as http:
             await http.get(f"{stack.url}/healthz")
+
+
+async def test_each_replica_serves_metrics_and_json_logs_without_account_ids(stack: Stack) -> None:
+    """`/metrics` straight from a replica (the proxy hides it); one JSON log line per call, with its ids."""
+    async with stack.client(stack.token("agent-1", AGENT_SCOPES)) as client:
+        listed = await _call(client, "ibkr_positions_list", {"account_id": ACCOUNT})
+    assert "value" in listed, listed
+    host = stack.resource.removeprefix("https://").removesuffix("/mcp")
+    texts: list[str] = []
+    async with httpx2.AsyncClient(timeout=10, headers={"Host": host}) as http:
+        for port in stack.replica_ports:
+            answer = await http.get(f"http://127.0.0.1:{port}/metrics")
+            assert answer.status_code == 200
+            assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+            texts.append(answer.text)
+    joined = "\n".join(texts)
+    assert 'ibkr_gateway_calls_total{operation="list_positions",outcome="ok"} 1' in joined
+    assert "ibkr_gateway_audit_append_seconds_count" in joined
+    assert "ibkr_gateway_broker_requests_total" in joined
+    lines = [line for log in stack.replica_logs for line in log.read_text(encoding="utf-8").splitlines()]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    calls = [r for r in records if r.get("operation") == "list_positions"]
+    assert len(calls) == 1 and calls[0]["audit_event_id"] == listed["event"] and calls[0]["request_id"]
+    for text in (joined, *lines):
+        assert ACCOUNT not in text and "Bearer" not in text and stack.dsn not in text
 
 
 async def test_fifty_submits_with_one_key_over_both_replicas_place_one_order(stack: Stack) -> None:

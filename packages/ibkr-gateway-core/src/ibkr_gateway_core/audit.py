@@ -25,6 +25,7 @@ import hmac
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ from .audit_events import (
 from .audit_keys import MIN_KEY_BYTES, load_audit_key, load_checkpoint_key, public_key_id
 from .checkpoint import Checkpoint
 from .errors import ErrorCode, GatewayError
+from .observability import AUDIT_APPEND, AUDIT_EVENTS
 from .redaction import find_secret_markers
 from .state import (
     StateConnection,
@@ -334,6 +336,7 @@ class AuditLog:
         cleaned = [redact_event(event) for event in events]
         rendered = [(e, e.canonical_bytes().decode("utf-8"), format_timestamp(e.timestamp)) for e in cleaned]
         records: list[AuditRecord] = []
+        started = time.perf_counter()
         with self._thread_lock:
             db = self._open_db()
             try:
@@ -356,6 +359,8 @@ class AuditLog:
                 raise GatewayError(
                     ErrorCode.AUDIT_WRITE_FAILED, f"The audit event could not be written ({_db_reason(exc)})."
                 ) from None
+        AUDIT_APPEND.observe(time.perf_counter() - started)
+        AUDIT_EVENTS.inc(amount=len(records))
         return records
 
     def _append_batch_sync(self, events: Iterable[AuditEvent]) -> int:

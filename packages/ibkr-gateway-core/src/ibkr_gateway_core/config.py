@@ -464,6 +464,18 @@ def _remote_mcp_agrees(value: RemoteMcpConfig, info: ValidationInfo) -> RemoteMc
     return value
 
 
+class ObservabilityConfig(_Section):
+    """Metrics and logs of a running server (see the deployment guide)."""
+
+    metrics_enabled: bool = False
+    """Serve Prometheus metrics on `/metrics` of the HTTP MCP server (no token; scrape it from the private
+    network, never through the public proxy). Labels hold operation names, outcomes and error codes only."""
+    log_format: Literal["text", "json"] = "text"
+    """Server logs on stderr: text lines, or one JSON object per line with the request id and audit event id."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    """Lowest level logged; `INFO` adds one record per gateway call."""
+
+
 class GatewayConfig(_Section):
     """The whole configuration of one gateway."""
 
@@ -475,6 +487,7 @@ class GatewayConfig(_Section):
     orders: OrdersConfig = Field(default_factory=OrdersConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     live_trading: LiveTradingConfig = Field(default_factory=LiveTradingConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     risk_policies: list[RiskPolicy] = Field(default_factory=list[RiskPolicy])
     """Named risk policies; `orders.preview_policy_id` and `live_trading.risk_policy_id` pick one."""
     remote_mcp: Annotated[RemoteMcpConfig, AfterValidator(_remote_mcp_agrees)] = Field(

@@ -48,6 +48,7 @@ from .models import (
     Position,
     SessionRequirements,
 )
+from .observability import observe_call
 from .order_desk import OrderDesk, order_handlers
 from .principal import Principal
 from .read_desk import ReadDesk
@@ -306,6 +307,14 @@ class Gateway:
             logger.exception("operation %s failed unexpectedly", name)
             failure = GatewayError(ErrorCode.INTERNAL_ERROR, f"Internal error ({type(exc).__name__}).")
         await self._record(event_id, name, op, caller, args, arguments, data, failure, started, request_id)
+        observe_call(
+            op.name if op is not None else "unknown",  # never the caller's text: labels are a closed set
+            error_code=failure.code.value if failure is not None else None,
+            refusal=failure is not None and failure.family in ("refusal", "auth", "input"),
+            seconds=time.perf_counter() - started,
+            request_id=request_id,
+            audit_event_id=event_id,
+        )
         if failure is not None:
             failure.audit_event_id = event_id
             raise failure

@@ -31,6 +31,7 @@ from typing import Final
 
 import anyio
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_core.observability import BROKER_REQUESTS, PACING_WAIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,10 +303,12 @@ class RateGovernor:
                 if free_at <= now:
                     self._record(key, params, now)
                     self.sent += 1
+                    BROKER_REQUESTS.inc()
                     return now
                 if free_at > deadline:
                     raise self._limited(free_at - now)
                 self.waited_s += free_at - now
+                PACING_WAIT.observe(free_at - now)
                 await self._sleep(free_at - now)
         finally:
             self._queued[key] -= 1

@@ -39,6 +39,7 @@ from ibkr_gateway_core.audit import AuditEvent
 from ibkr_gateway_core.config import GatewayConfig, RemoteMcpConfig
 from ibkr_gateway_core.errors import ErrorCode
 from ibkr_gateway_core.gateway import Gateway
+from ibkr_gateway_core.observability import CONTENT_TYPE, render_prometheus
 from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_core.scopes import Scope
 from mcp.server.transport_security import TransportSecuritySettings
@@ -63,6 +64,8 @@ METADATA_PATH: Final = "/.well-known/oauth-protected-resource"
 """RFC 9728 well-known path; the path-suffixed form appends the MCP path."""
 
 HEALTH_PATH: Final = "/healthz"
+METRICS_PATH: Final = "/metrics"
+"""Prometheus metrics, served only with `observability.metrics_enabled` (404 otherwise); no token."""
 READY_PATH: Final = "/readyz"
 
 REALM: Final = "ibkr-agent-gateway"
@@ -233,6 +236,8 @@ class RemoteMcpApp:
         elif path == READY_PATH:
             ready = self._running and await self.verifier.ready()
             await _json(200 if ready else 503, {"status": "ready" if ready else "not_ready"})(send)
+        elif path == METRICS_PATH and self.gateway.config.observability.metrics_enabled:
+            await _metrics(send)
         elif path in self.urls.metadata_paths:
             await _json(200, self.metadata(), extra={"access-control-allow-origin": "*"})(send)
         elif path == self.urls.mcp_path:
@@ -723,3 +728,15 @@ async def open_remote_app(
         finally:
             if owned:
                 await verifier.aclose()
+
+
+async def _metrics(send: Send) -> None:
+    body = render_prometheus().encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -8,14 +8,13 @@ never read by uvicorn; the app believes `X-Forwarded-For` only from `remote_mcp.
 
 from __future__ import annotations
 
-import logging
 import socket
-import sys
 from collections.abc import Callable
 from typing import Any, Final
 
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_core.observability import configure_logging
 
 from .catalog import SERVER_NAME, visible_tools
 
@@ -93,6 +92,7 @@ async def serve_http(
     import uvicorn
     from ibkr_gateway_core.reconciler import reconcile_in_background
     from ibkr_gateway_cpapi.supervisor import supervise_session
+    from uvicorn.config import LOGGING_CONFIG
 
     from .http_app import open_remote_app
 
@@ -116,6 +116,7 @@ async def serve_http(
                 uvicorn.Config(
                     app,
                     log_level="warning",
+                    log_config=None if config.observability.log_format == "json" else LOGGING_CONFIG,  # json: ours
                     proxy_headers=False,  # X-Forwarded-For is judged by the app, against trusted_proxies
                     server_header=False,
                     ssl_certfile=str(remote.tls_cert_file) if remote.tls_cert_file else None,
@@ -147,7 +148,7 @@ def run_http(
     """`serve_http` in a fresh event loop, logging to stderr."""
     import anyio
 
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format=LOG_FORMAT)
+    configure_logging(config.observability.log_format, config.observability.log_level)
 
     async def main() -> None:
         await serve_http(config, enable_remote_mcp=enable_remote_mcp, bind=bind, on_ready=on_ready)
