@@ -88,6 +88,9 @@ DEFAULT_PREFLIGHT_DELAYS_S: Final = (0.05, 0.1, 0.2, 0.4, 0.4)
 SNAPSHOT_REUSE: Final = timedelta(seconds=1)
 """With pacing on, a quote with prices is served again for this long: IBKR's snapshot pacing window (10/s)."""
 
+ACCOUNTS_LOADING_WAITS_S: Final = (0.25, 0.5, 1.0)
+"""Pauses before asking `/iserver/accounts` again while it names no account (just after a login)."""
+
 LIVE_ORDERS_RECHECK_S: Final = 1.0
 """Without a governor, the pause before asking again after a suspicious empty live-orders answer."""
 
@@ -286,12 +289,33 @@ class CpapiBackend:
         fresh = cached is not None and (now - cached[1]).total_seconds() < ACCOUNTS_REUSE_S
         if cached is not None and fresh and cached[0] == self._client.brokerage_generation:
             return cached[2]
-        iserver = wire.parse(wire.WireIserverAccounts, await self._client.get("/iserver/accounts"), "accounts")
+        iserver = await self._loaded_iserver_accounts()
         portfolio = wire.parse_portfolio_accounts(await self._client.get("/portfolio/accounts"))
         by_id = {row.key: row for row in portfolio if row.key}
         accounts = _mapped(lambda: [mapping.to_broker_account(a, iserver, by_id.get(a)) for a in iserver.accounts])
         self._accounts = (self._client.brokerage_generation, now, accounts)
         return accounts
+
+    async def _loaded_iserver_accounts(self) -> wire.WireIserverAccounts:
+        """`/iserver/accounts` once it names accounts: right after a login IBKR answers an empty list for a while.
+
+        Raises:
+            GatewayError: `BROKER_SESSION_REQUIRED` (retryable) when the accounts are still not loaded after
+                `ACCOUNTS_LOADING_WAITS_S`: a session that is not ready yet, never "no such account".
+        """
+        iserver = wire.parse(wire.WireIserverAccounts, await self._client.get("/iserver/accounts"), "accounts")
+        for wait in ACCOUNTS_LOADING_WAITS_S:
+            if iserver.accounts:
+                break
+            await anyio.sleep(wait)
+            iserver = wire.parse(wire.WireIserverAccounts, await self._client.get("/iserver/accounts"), "accounts")
+        if not iserver.accounts:
+            raise GatewayError(
+                ErrorCode.BROKER_SESSION_REQUIRED,
+                "The brokerage session is open, but IBKR has not loaded its accounts yet.",
+                user_action="Wait a few seconds and retry; IBKR loads the accounts shortly after a login.",
+            )
+        return iserver
 
     async def account_summary(self, account_id: str) -> AccountSummary:
         """Balances and margin from `/portfolio/{id}/summary`."""

@@ -518,6 +518,13 @@ class CpapiClient:
         lowered = (broker_error or "").lower()
         if status in (400, 500) and "accounts first" in lowered:
             raise _PrimingLostError
+        if "init session first" in lowered:
+            raise GatewayError(
+                ErrorCode.BROKER_SESSION_REQUIRED,
+                f"The Client Portal Gateway at {self._label} is logged in, but its brokerage session is not "
+                "initialised yet (Init session first).",
+                user_action=_NO_BRIDGE_ACTION,
+            )
         if status == 400 and "no bridge" in lowered:
             raise GatewayError(
                 ErrorCode.BROKER_SESSION_REQUIRED,

@@ -84,6 +84,7 @@ class SimulatorState:
         self.book = book if book is not None else load_seed_book(clock())
         self._profile = self._profile_named(profile)
         self.session = SessionMachine(clock, idle_timeout=idle_timeout, session_lifetime=session_lifetime)
+        self._accounts_loading = 0
         self.engine = OrderEngine(self.book, clock)
         self.withheld_quotes: set[int] = set()
         """Conids whose snapshot never gets past the pre-flight answer (a stalled market-data stream)."""
@@ -526,8 +527,15 @@ class SimulatorState:
             raise SimHttpError(400, error_body(f"Account {account_id} is not available in this session"))
         return self.book.accounts[account_id]
 
+    def load_accounts_slowly(self, answers: int = 2) -> None:
+        """The next `answers` `/iserver/accounts` calls name no account yet, as right after a real login."""
+        self._accounts_loading = answers
+
     def iserver_accounts(self) -> dict[str, object]:
-        """`/iserver/accounts` (also primes the brokerage session)."""
+        """`/iserver/accounts` (also primes the brokerage session); empty while accounts are still loading."""
+        if self._accounts_loading > 0:
+            self._accounts_loading -= 1
+            return {"accounts": [], "aliases": {}, "selectedAccount": ""}
         return _portfolio.iserver_accounts(self.book, self._profile, self.session.session_id)
 
     def portfolio_accounts(self) -> list[dict[str, object]]:
