@@ -1,0 +1,171 @@
+"""State backends side by side: SQLite (the embedded default) vs PostgreSQL (for replicas), on this machine.
+
+Run: `uv run python benchmarks/state_backends.py [--cycles 300] [--appends 400]`. It starts a throwaway
+PostgreSQL cluster with durable settings (fsync on, synchronous commit; Debian's `postgresql` must be
+installed) on loopback, then measures on each backend:
+
+- gated paper submit + cancel cycles through `Gateway.call` on the in-process simulator (approval and
+  preview gates, idempotency record, approval consumption, audit events), median and p99 per cycle;
+- audit appends with 8 concurrent writers, each its own `AuditLog` on its own connection (as 8
+  processes or replicas would be), in appends per second; the chain is verified afterwards.
+
+Prints both and the ratio PostgreSQL / SQLite. Goals: PostgreSQL within 3x of SQLite per cycle, and
+appends/s with 8 writers at least SQLite's. Exit status 0 always (figures, not a gate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+from ibkr_gateway_core.audit import AuditEvent, AuditLog
+from ibkr_gateway_core.call_context import Switch
+from ibkr_gateway_core.config import GatewayConfig
+from ibkr_gateway_core.gateway import Gateway
+from ibkr_gateway_core.principal import Principal
+from ibkr_gateway_core.scopes import WITH_LIVE
+from ibkr_gateway_core.state import PostgresLocation, StateLocation
+from ibkr_gateway_cpapi.backend import CpapiBackend, open_simulator_backend
+from ibkr_gateway_cpapi.simulator import SimulatorState
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests-integration"))
+from postgres_server import running_postgres
+
+OPERATOR = Principal(kind="local_operator", subject="bench", scopes=WITH_LIVE)
+ACCOUNT = "DU1234567"
+KEY = b"b" * 32
+WRITERS = 8
+
+
+async def cycles(location: StateLocation, directory: Path, count: int) -> dict[str, float]:
+    """Median and p99 (ms) of `count` gated paper submit + cancel cycles."""
+    config = GatewayConfig.fake_local(state_dir=directory)
+    sim = SimulatorState()
+    sim.set_question_rules([])
+
+    def backend_factory(_: GatewayConfig) -> CpapiBackend:
+        return open_simulator_backend(sim, preflight_delays_s=(0.0, 0.0, 0.0))
+
+    async with Gateway(config, AuditLog.open(location, KEY), backend_factory=backend_factory) as gateway:
+        approvals: list[str] = []
+        for _ in range(count):
+            preview = await gateway.call(
+                "preview_order",
+                {"account_id": ACCOUNT, "symbol": "AAPL", "side": "buy", "quantity": "1", "limit_price": "100"},
+                principal=OPERATOR,
+                switches=frozenset({Switch.ENABLE_PREVIEW}),
+            )
+            approval = await gateway.call(
+                "create_approval",
+                {"account_id": ACCOUNT, "preview_id": preview.value.preview_id, "ttl_seconds": 3600},
+                principal=OPERATOR,
+            )
+            approvals.append(approval.value.approval_id)
+        paper = frozenset({Switch.ENABLE_PAPER})
+        durations: list[float] = []
+        for number, approval_id in enumerate(approvals):
+            started = time.perf_counter()
+            placed = await gateway.call(
+                "submit_paper_order",
+                {"account_id": ACCOUNT, "approval_id": approval_id, "idempotency_key": f"bench-submit-{number}"},
+                principal=OPERATOR,
+                switches=paper,
+            )
+            await gateway.call(
+                "cancel_paper_order",
+                {
+                    "account_id": ACCOUNT,
+                    "broker_order_id": placed.value.broker_order_id,
+                    "idempotency_key": f"bench-cancel-{number}",
+                },
+                principal=OPERATOR,
+                switches=paper,
+            )
+            durations.append((time.perf_counter() - started) * 1000)
+    durations.sort()
+    return {
+        "median_ms": statistics.median(durations),
+        "p99_ms": durations[min(len(durations) - 1, int(len(durations) * 0.99))],
+    }
+
+
+def appends(location: StateLocation, per_writer: int) -> dict[str, float]:
+    """Appends per second with `WRITERS` writers, each its own log and connection, all at once."""
+    logs = [AuditLog.open(location, KEY) for _ in range(WRITERS)]
+    barrier = threading.Barrier(WRITERS + 1)
+
+    def writer(log: AuditLog, n: int) -> None:
+        barrier.wait()
+        for i in range(per_writer):
+            log.append_sync(
+                AuditEvent(
+                    event_type="tool_completed",
+                    timestamp=datetime.now(UTC),
+                    principal_kind="local_agent",
+                    principal_subject=f"writer-{n}",
+                    scopes=[],
+                    decision="allow",
+                    result_status="completed",
+                    metadata={"i": i},
+                )
+            )
+
+    threads = [threading.Thread(target=writer, args=(log, n)) for n, log in enumerate(logs)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    report = logs[0].verify_sync()
+    for log in logs:
+        log.close()
+    assert report.chain_valid and report.events_scanned == WRITERS * per_writer, report
+    return {"appends_per_s": WRITERS * per_writer / elapsed}
+
+
+def main() -> None:
+    """Run both backends and print the figures and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cycles", type=int, default=300)
+    parser.add_argument("--appends", type=int, default=400, help="appends per writer")
+    parser.add_argument("--json", action="store_true")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        sqlite = anyio.run(cycles, root / "cycles.sqlite3", root / "a", options.cycles)
+        sqlite.update(appends(root / "appends.sqlite3", options.appends))
+        with running_postgres(durable=True) as server:
+            postgres = anyio.run(cycles, PostgresLocation(server.new_database()), root / "b", options.cycles)
+            postgres.update(appends(PostgresLocation(server.new_database()), options.appends))
+    ratios = {
+        "cycle_median": postgres["median_ms"] / sqlite["median_ms"],
+        "cycle_p99": postgres["p99_ms"] / sqlite["p99_ms"],
+        "appends_per_s": postgres["appends_per_s"] / sqlite["appends_per_s"],
+    }
+    if options.json:
+        print(json.dumps({"sqlite": sqlite, "postgres": postgres, "ratio_postgres_to_sqlite": ratios}))
+        return
+    print(f"gated paper submit+cancel cycles: {options.cycles}; audit appends: {WRITERS} writers x {options.appends}")
+    print(f"{'':28}{'SQLite':>12}{'PostgreSQL':>14}{'ratio':>9}")
+    print(
+        f"{'cycle median (ms)':28}{sqlite['median_ms']:12.2f}{postgres['median_ms']:14.2f}{ratios['cycle_median']:9.2f}"
+    )
+    print(f"{'cycle p99 (ms)':28}{sqlite['p99_ms']:12.2f}{postgres['p99_ms']:14.2f}{ratios['cycle_p99']:9.2f}")
+    print(
+        f"{'audit appends/s (8 writers)':28}{sqlite['appends_per_s']:12.0f}"
+        f"{postgres['appends_per_s']:14.0f}{ratios['appends_per_s']:9.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
