@@ -3,6 +3,7 @@ the group's cancel, and every refusal with its own code, audited. Each test coun
 
 import json
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from cli_harness import run_cli
 from ibkr_gateway_core.call_context import Switch
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.order_models import ApprovalRecord, OrderLifecycle, OrderPreview
@@ -86,7 +88,7 @@ async def bracket_preview(desk: Desk, principal: Principal = OPERATOR, **changes
 
 
 async def approved_bracket(desk: Desk, *, mode: str = "paper", **changes: object) -> ApprovalRecord:
-    return await desk.approve(await bracket_preview(desk, **changes), mode=mode)
+    return await desk.approve(await bracket_preview(desk, OPERATOR, **changes), mode=mode)
 
 
 def submit_args(approval: ApprovalRecord, key: str, account: str | None = None) -> dict[str, Any]:
@@ -258,6 +260,19 @@ async def test_an_agent_previews_a_bracket_that_another_principal_approves(desk:
     approval = await desk.call("create_approval", args, principal=REMOTE)
     placed = await desk.call("submit_paper_bracket_order", submit_args(approval, "agent"), principal=AGENT)
     assert len(placed.legs) == 3 and sim.placement_requests == 1
+
+
+async def test_a_lost_bracket_answer_is_settled_by_the_parents_coid(desk: Desk, sim: SimulatorState) -> None:
+    """The broker takes the group but the answer is lost: the same key finds the parent by cOID, never resends."""
+    args = submit_args(await approved_bracket(desk), "lost")
+    sim.drop_response_after_accept()
+    with pytest.raises(GatewayError) as caught:
+        await desk.call("submit_paper_bracket_order", args, switches=PAPER)
+    assert caught.value.code is ErrorCode.BROKER_OUTCOME_UNKNOWN
+    settled = await desk.call("submit_paper_bracket_order", args, switches=PAPER)
+    assert settled.broker_order_id == str(sim.placements[0].order_id)
+    assert [leg.status for leg in settled.legs] == ["submitted", "unknown", "unknown"]  # ids never invented
+    assert sim.placement_requests == 1 and len(sim.placements) == 3
 
 
 # ----------------------------------------------------------------------------- brackets live
@@ -497,3 +512,65 @@ async def test_concurrent_modifies_with_one_key_send_one_modification(desk: Desk
     assert {r for r in results if not isinstance(r, OrderLifecycle)} <= {ErrorCode.IDEMPOTENCY_IN_PROGRESS}
     modifies = [p for p in sim.paths() if p == f"POST /iserver/account/{ACCOUNT}/order/{working.broker_order_id}"]
     assert len(modifies) == 1
+
+
+# ----------------------------------------------------------------------------- real processes
+
+
+def _cli(args: list[str], env: dict[str, str], *, code: int = 0) -> subprocess.CompletedProcess[str]:
+    proc = run_cli(args, env)
+    assert proc.returncode == code, proc.stderr
+    return proc
+
+
+def _json(args: list[str], env: dict[str, str]) -> Any:
+    return json.loads(_cli([*args, "--json"], env).stdout)
+
+
+def test_the_documented_paper_bracket_flow_as_separate_processes(cli_env: dict[str, str]) -> None:
+    """The commands of docs/brackets-and-modify.md, each as its own `ibkr-agent` process over the saved book."""
+    env = cli_env
+    bracket = ["--account", ACCOUNT, "--symbol", "AAPL", "--side", "buy", "--quantity", "2", "--limit-price", "200"]
+    preview = _json(
+        ["orders", "bracket-preview", *bracket, "--take-profit-price", "230", "--stop-loss-price", "190",
+         "--enable-preview"], env,
+    )  # fmt: skip
+    assert preview["kind"] == "bracket" and preview["estimated_cost"]["amount"] == "460"
+    refused = _cli(
+        ["orders", "bracket-preview", *bracket, "--take-profit-price", "195", "--stop-loss-price", "190",
+         "--enable-preview", "--json"], env, code=1,
+    )  # fmt: skip
+    assert json.loads(refused.stderr)["code"] == "ORDER_BRACKET_PRICES_INVALID"
+    approval = _json(["approvals", "create", "--account", ACCOUNT, "--preview-id", preview["preview_id"]], env)
+    wrong = _cli(
+        ["orders", "submit", "--account", ACCOUNT, "--approval-id", approval["approval_id"], "--idempotency-key",
+         "wrong-kind", "--enable-paper", "--json"], env, code=1,
+    )  # fmt: skip
+    assert json.loads(wrong.stderr)["code"] == "APPROVAL_OPERATION_MISMATCH"
+    submit = ["--account", ACCOUNT, "--approval-id", approval["approval_id"], "--idempotency-key", "bracket-001"]
+    placed = _json(["orders", "bracket-submit", *submit, "--enable-paper"], env)
+    assert [leg["role"] for leg in placed["legs"]] == ["parent", "take_profit", "stop_loss"]
+    parent = placed["broker_order_id"]
+    listed = {row["broker_order_id"] for row in _json(["orders", "list", "--account", ACCOUNT], env)}
+    assert {leg["broker_order_id"] for leg in placed["legs"]} <= listed  # the next process sees the whole group
+
+    change = _json(
+        ["orders", "modify-preview", "--account", ACCOUNT, "--broker-order-id", parent, "--limit-price", "201",
+         "--enable-preview"], env,
+    )  # fmt: skip
+    approval = _json(["approvals", "create", "--account", ACCOUNT, "--preview-id", change["preview_id"]], env)
+    modify = ["orders", "modify", "--account", ACCOUNT, "--approval-id", approval["approval_id"],
+              "--idempotency-key", "modify-001", "--enable-paper"]  # fmt: skip
+    assert _json(modify, env)["action"] == "modify"
+    assert _json(modify, env)["replayed"] is True
+    status = _json(["orders", "status", "--account", ACCOUNT, "--broker-order-id", parent], env)
+    assert status["limit_price"] == "201.00"
+
+    cancel = ["orders", "bracket-cancel", "--account", ACCOUNT, "--broker-order-id", parent,
+              "--idempotency-key", "bracket-cancel-001", "--enable-paper"]  # fmt: skip
+    assert len(_json(cancel, env)["legs"]) == 3
+    late = _cli(
+        ["orders", "modify-preview", "--account", ACCOUNT, "--broker-order-id", parent, "--limit-price", "202",
+         "--enable-preview", "--json"], env, code=1,
+    )  # fmt: skip
+    assert json.loads(late.stderr)["code"] == "ORDER_NOT_MODIFIABLE"
