@@ -165,3 +165,45 @@ async def test_supervise_session_runs_only_for_a_real_gateway_with_keepalive_on(
             assert supervisor is not None
             assert supervisor.interval == timedelta(seconds=60)
             assert (await supervisor.wait_for_checks(1)).status == "usable"
+
+
+async def _checked_once(sim: SimulatorState, *, reopen: bool) -> tuple[str, int]:
+    """One supervisor check over `sim`: the resulting status and how many times it re-opened the session."""
+    from ibkr_gateway_cpapi.supervisor import SessionSupervisor
+
+    backend = open_simulator_backend(sim)
+    try:
+        supervisor = SessionSupervisor(backend, reopen=reopen)
+        with anyio.fail_after(10):
+            status = await supervisor.check()
+    finally:
+        await backend.aclose()
+    return status.status, supervisor.reopened
+
+
+async def test_a_closed_brokerage_session_of_a_logged_in_gateway_is_reopened_without_competing() -> None:
+    sim = SimulatorState()
+    sim.log_in_sso_only()
+    assert await _checked_once(sim, reopen=True) == ("usable", 1)
+    assert "POST /iserver/auth/ssodh/init" in sim.paths()
+
+
+async def test_another_platforms_session_is_never_taken_over() -> None:
+    sim = SimulatorState()
+    sim.set_competing()
+    assert await _checked_once(sim, reopen=True) == ("manual_action_required", 0)
+    assert "POST /iserver/auth/ssodh/init" not in sim.paths()
+
+
+async def test_without_reopen_the_closed_session_waits_for_a_person() -> None:
+    sim = SimulatorState()
+    sim.log_in_sso_only()
+    assert await _checked_once(sim, reopen=False) == ("manual_action_required", 0)
+    assert "POST /iserver/auth/ssodh/init" not in sim.paths()
+
+
+async def test_a_logged_out_gateway_is_not_reopened_either() -> None:
+    sim = SimulatorState()
+    sim.log_out()
+    assert await _checked_once(sim, reopen=True) == ("manual_action_required", 0)
+    assert "POST /iserver/auth/ssodh/init" not in sim.paths()

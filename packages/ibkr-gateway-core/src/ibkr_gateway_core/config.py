@@ -84,6 +84,9 @@ class BrokerConfig(_Section):
     """No longer used: a 429 is IBKR's penalty box and is never retried (the key is still accepted)."""
     keepalive_enabled: bool = True
     """Long-running servers (MCP stdio and HTTP) tickle the session and track its health; the CLI never does."""
+    reopen_brokerage_session: bool = True
+    """Long-running servers re-open a logged-in gateway's closed brokerage session (`ssodh/init`, without
+    `compete`): never a takeover of another platform's session, which stays a person's decision."""
     keepalive_interval_seconds: Annotated[float, Field(ge=1, le=300)] = 60.0
     """Seconds between tickles; CPAPI drops a session after about 6 idle minutes."""
 

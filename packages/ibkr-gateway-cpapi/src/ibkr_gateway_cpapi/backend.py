@@ -194,15 +194,23 @@ class CpapiBackend:
         """Query `/iserver/accounts` now, as CPAPI wants first in each brokerage session."""
         await self._client.prime()
 
+    async def open_brokerage_session(self, *, compete: bool) -> None:
+        """`POST /iserver/auth/ssodh/init`: open the brokerage session of a logged-in gateway.
+
+        `compete=True` takes the session from another platform using the same login; only a person decides that.
+        """
+        await self._client.post("/iserver/auth/ssodh/init", {"publish": True, "compete": compete})
+
     @asynccontextmanager
     async def supervised(
-        self, *, interval: timedelta = DEFAULT_TICKLE_INTERVAL, sleep: Sleep = anyio.sleep
+        self, *, interval: timedelta = DEFAULT_TICKLE_INTERVAL, sleep: Sleep = anyio.sleep, reopen: bool = False
     ) -> AsyncGenerator[SessionSupervisor]:
-        """Keep the session alive while the block runs: tickle every `interval`, re-prime after a reset.
+        """Keep the session alive while the block runs: tickle every `interval`, re-prime after a reset, and
+        with `reopen` re-open a closed brokerage session (never competing).
 
         The supervisor task starts at once (its first check runs in the background) and is cancelled on exit.
         """
-        supervisor = SessionSupervisor(self, interval=interval, sleep=sleep)
+        supervisor = SessionSupervisor(self, interval=interval, sleep=sleep, reopen=reopen)
         async with anyio.create_task_group() as tasks:
             await tasks.start(supervisor.run)
             self._supervisor = supervisor

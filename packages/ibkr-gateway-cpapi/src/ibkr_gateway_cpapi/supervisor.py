@@ -50,12 +50,26 @@ class SupervisedSession(Protocol):
         """The session status an error implies."""
         ...
 
+    async def open_brokerage_session(self, *, compete: bool) -> None:
+        """Ask the gateway to open the brokerage session (`ssodh/init`)."""
+        ...
+
+
+def reopenable(status: BrokerSessionStatus) -> bool:
+    """Logged in and connected, no other platform holding it, yet no brokerage session: `ssodh/init` fixes it."""
+    return status.status == "manual_action_required" and status.connected and not status.competing
+
 
 class SessionSupervisor:
     """Tickles one backend's session on an interval and tracks its health."""
 
     def __init__(
-        self, session: SupervisedSession, *, interval: timedelta = DEFAULT_TICKLE_INTERVAL, sleep: Sleep = anyio.sleep
+        self,
+        session: SupervisedSession,
+        *,
+        interval: timedelta = DEFAULT_TICKLE_INTERVAL,
+        sleep: Sleep = anyio.sleep,
+        reopen: bool = False,
     ) -> None:
         """Supervise `session`; nothing runs until `run` is started.
 
@@ -63,10 +77,14 @@ class SessionSupervisor:
             session: The backend to keep alive.
             interval: Time between tickles.
             sleep: Waits that many seconds (tests pass a controllable one).
+            reopen: Re-open a closed brokerage session of a logged-in gateway (never competing).
         """
         self._session = session
         self.interval = interval
         self._sleep = sleep
+        self._reopen = reopen
+        self.reopened = 0
+        """Times this supervisor re-opened the brokerage session."""
         self._last: BrokerSessionStatus | None = None
         self._checks = 0
         self._checked = anyio.Event()
@@ -88,8 +106,15 @@ class SessionSupervisor:
         return self._last
 
     async def check(self) -> BrokerSessionStatus:
-        """Tickle once; prime again when the session has just become usable."""
+        """Tickle once; re-open a closed brokerage session when allowed; prime again once it is usable."""
         status = await self._session.keepalive()
+        if self._reopen and reopenable(status):
+            try:
+                await self._session.open_brokerage_session(compete=False)
+                self.reopened += 1
+            except GatewayError as exc:
+                logger.warning("Re-opening the brokerage session failed: %s", exc.code)
+            status = await self._session.keepalive()
         if status.status == "usable" and (self._last is None or self._last.status != "usable"):
             try:
                 await self._session.prime()
@@ -127,5 +152,6 @@ async def supervise_session(backend: object, broker: BrokerConfig) -> AsyncGener
     if not broker.keepalive_enabled or not isinstance(backend, CpapiBackend) or backend.name not in SUPERVISED_BACKENDS:
         yield None
         return
-    async with backend.supervised(interval=timedelta(seconds=broker.keepalive_interval_seconds)) as supervisor:
+    interval = timedelta(seconds=broker.keepalive_interval_seconds)
+    async with backend.supervised(interval=interval, reopen=broker.reopen_brokerage_session) as supervisor:
         yield supervisor
