@@ -205,10 +205,10 @@ class CpapiBackend:
     async def supervised(
         self, *, interval: timedelta = DEFAULT_TICKLE_INTERVAL, sleep: Sleep = anyio.sleep, reopen: bool = False
     ) -> AsyncGenerator[SessionSupervisor]:
-        """Keep the session alive while the block runs: tickle every `interval`, re-prime after a reset, and
-        with `reopen` re-open a closed brokerage session (never competing).
+        """Keep the session alive while the block runs: tickle every `interval`, re-prime after a reset.
 
-        The supervisor task starts at once (its first check runs in the background) and is cancelled on exit.
+        With `reopen`, a closed brokerage session is re-opened (never competing). The supervisor task starts
+        at once (its first check runs in the background) and is cancelled on exit.
         """
         supervisor = SessionSupervisor(self, interval=interval, sleep=sleep, reopen=reopen)
         async with anyio.create_task_group() as tasks:
