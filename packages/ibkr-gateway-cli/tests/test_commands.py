@@ -12,7 +12,7 @@ from ibkr_gateway_cli.renderers import RENDERERS
 from ibkr_gateway_core.registry import OPERATIONS
 from typer.testing import CliRunner
 
-HAND_WRITTEN = {("simulator", "serve"), ("mcp", "serve")}
+HAND_WRITTEN = {("simulator", "serve"), ("mcp", "serve"), ("desk", "serve")}
 """Commands that are not registry operations."""
 
 

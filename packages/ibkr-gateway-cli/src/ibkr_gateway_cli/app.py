@@ -41,9 +41,11 @@ _GROUP_HELP = {
     "simulator": "The embedded CPAPI simulator.",
     "audit": "The tamper-evident audit log.",
     "mcp": "The MCP server.",
+    "previews": "Order previews and a person's decision on them.",
     "approvals": "Approvals of order previews.",
     "kill-switch": "The live kill switch.",
     "limits": "Live risk limits.",
+    "desk": "The approval desk web page.",
 }
 """Every command group with its help, in the order `--help` lists them."""
 
@@ -109,6 +111,23 @@ def mcp_serve(
         enable_remote_mcp=enable_remote_mcp,
         bind=bind,
     )
+
+
+@groups["desk"].command("serve")
+def desk_serve(
+    ctx: typer.Context,
+    bind: Annotated[
+        str | None, typer.Option("--bind", help="host:port (default desk.bind_address).", show_default=False)
+    ] = None,
+    describe: Annotated[bool, typer.Option("--describe", help="Print what would be served, then exit.")] = False,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    request_id: RequestIdOption = None,
+) -> None:
+    """Serve the approval desk; prints its URL, then a one-time sign-in link for a loopback bind."""
+    from .serve_cli import serve_desk
+
+    serve_desk(options_from(ctx, config, json_output, request_id), bind=bind, describe=describe)
 
 
 def main() -> None:

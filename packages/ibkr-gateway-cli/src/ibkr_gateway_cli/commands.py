@@ -81,6 +81,7 @@ _FIELD_FLAGS: Final[Mapping[str, Flag]] = {
     "fresh": Flag("--fresh", "Invalidate IBKR's positions cache first (one extra broker call).", bool, False),
     "take_profit_price": Flag("--take-profit-price", "Limit price of the take-profit exit."),
     "stop_loss_price": Flag("--stop-loss-price", "Stop price of the stop-loss exit."),
+    "fingerprint": Flag("--fingerprint", "The preview fingerprint you reviewed; a changed order is refused."),
 }
 """Input field → its flag, wherever the field appears."""
 
@@ -92,6 +93,10 @@ _OPERATION_FLAGS: Final[Mapping[tuple[str, str], Flag | None]] = {
     ("create_approval", "mode"): Flag(
         "--mode", "paper or live: the only submit the approval allows (default: the account's mode at the broker)."
     ),
+    ("list_previews", "limit"): Flag("--limit", "How many (default 50).", int | None),
+    ("list_previews", "pending_only"): Flag("--pending", "Only previews waiting for a decision.", bool, False),
+    ("deny_preview", "preview_id"): Flag("--preview-id", "Preview to deny."),
+    ("deny_preview", "reason"): Flag("--reason", "Why; shown to the agent and audited.", str, "denied"),
     ("preview_order", "currency"): Flag("--currency", "Order currency.", str, "USD"),
     ("preview_order", "exchange"): Flag("--exchange", "Routing exchange (default SMART)."),
     ("preview_order", "outside_regular_hours"): None,

@@ -90,3 +90,38 @@ def _serve_http(
         run_http(config, enable_remote_mcp=enable_remote_mcp, bind=bind, on_ready=ready)
     except KeyboardInterrupt:
         raise SystemExit(0) from None
+
+
+def serve_desk(options: CliOptions, *, bind: str | None, describe: bool) -> None:
+    """Describe or run the approval desk; the URL is the first stdout line, the one-time link the second."""
+    from ibkr_gateway_core.errors import GatewayError
+
+    try:
+        config = load_config(options)
+        from ibkr_gateway_mcp.desk import describe_desk, run_desk
+
+        if describe:
+            description = describe_desk(config, bind)
+            text = (
+                json.dumps(description, indent=2)
+                if options.json
+                else "\n".join(f"{key}: {value}" for key, value in description.items())
+            )
+            sys.stdout.write(text + "\n")
+            return
+
+        def ready(base_url: str, link: str | None) -> None:
+            if options.json:
+                sys.stdout.write(json.dumps({"base_url": base_url, "login_link": link}) + "\n")
+            else:
+                sys.stdout.write(base_url + "\n")
+                if link is not None:
+                    sys.stdout.write(f"One-time sign-in link (valid once, for one hour): {link}\n")
+            sys.stdout.flush()
+
+        try:
+            run_desk(config, bind=bind, on_ready=ready)
+        except KeyboardInterrupt:
+            raise SystemExit(0) from None
+    except GatewayError as error:
+        fail(error, options)

@@ -15,8 +15,14 @@ from .gates import (
     check_preview_fresh,
     check_self_approval,
 )
-from .order_models import ApprovalRecord, OrderPreview, PreviewKind, TradingMode
-from .order_requests import ApprovalCreateInput, ApprovalListInput, ApprovalRevokeInput
+from .order_models import ApprovalRecord, OrderPreview, PreviewDenial, PreviewEntry, PreviewKind, PreviewStatus, TradingMode
+from .order_requests import (
+    ApprovalCreateInput,
+    ApprovalListInput,
+    ApprovalRevokeInput,
+    PreviewDenyInput,
+    PreviewListInput,
+)
 
 
 class Approvals:
@@ -40,6 +46,15 @@ class Approvals:
                 ErrorCode.APPROVAL_ACCOUNT_MISMATCH,
                 f"Preview {preview.preview_id} is for another account, not {args.account_id!r}.",
             )
+        if args.fingerprint is not None and args.fingerprint not in {preview.fingerprint} & {
+            preview.ticket.fingerprint()
+        }:
+            raise GatewayError(
+                ErrorCode.APPROVAL_PREVIEW_MISMATCH,
+                f"Preview {preview.preview_id} is not the order that was shown for approval: it changed since.",
+            )
+        if await desk.run(lambda: desk.store.preview_denial(args.preview_id)) is not None:
+            raise GatewayError(ErrorCode.PREVIEW_DENIED, f"Preview {preview.preview_id} was denied.")
         now = desk.clock()
         raise_refusal(check_preview_fresh(preview.preview_id, preview.expires_at, now))
         bounds = desk.config.approvals
@@ -84,6 +99,59 @@ class Approvals:
             r.model_copy(update={"status": "expired"}) if r.status == "approved" and now >= r.expires_at else r
             for r in records
         ]
+
+    async def list_previews(self, args: PreviewListInput) -> list[PreviewEntry]:
+        """Previews, newest first, each with its status; `pending_only` keeps those waiting for a person."""
+        desk = self._desk
+        now = desk.clock()
+        rows = await desk.run(lambda: desk.store.previews(args.account_id, 500 if args.pending_only else args.limit))
+        entries: list[PreviewEntry] = []
+        for preview, kind, approval, denial in rows:
+            status: PreviewStatus
+            if denial is not None:
+                status = "denied"
+            elif approval is not None and approval.status in ("consumed", "revoked"):
+                status = approval.status
+            elif approval is not None and now < approval.expires_at and now < preview.expires_at:
+                status = "approved"
+            elif now >= preview.expires_at or approval is not None:
+                status = "expired"
+            else:
+                status = "pending"
+            if args.pending_only and status != "pending":
+                continue
+            entries.append(
+                PreviewEntry(
+                    preview=preview,
+                    status=status,
+                    created_by_kind=kind,
+                    approval_id=approval.approval_id if approval is not None else None,
+                    denial=denial,
+                )
+            )
+        return entries[: args.limit]
+
+    async def deny_preview(self, args: PreviewDenyInput) -> PreviewDenial:
+        """Deny a preview: it can never be approved, and its unused approvals are revoked."""
+        desk = self._desk
+        ctx = desk.call_context()
+        denial = PreviewDenial(
+            preview_id=args.preview_id,
+            denied_by=ctx.principal.subject,
+            denied_by_kind=ctx.principal.kind,
+            denied_at=desk.clock(),
+            reason=args.reason,
+            audit_event_id=ctx.audit_event_id,
+        )
+        stored = await desk.run(lambda: desk.store.deny_preview(denial))
+        if stored == "missing":
+            raise GatewayError(ErrorCode.PREVIEW_NOT_FOUND, f"No preview {args.preview_id!r}.")
+        if stored == "consumed":
+            raise GatewayError(
+                ErrorCode.APPROVAL_CONSUMED,
+                f"Preview {args.preview_id} was already approved and submitted; cancel the order instead.",
+            )
+        return stored
 
     async def revoke_approval(self, args: ApprovalRevokeInput) -> ApprovalRecord:
         """Revoke an unused approval."""

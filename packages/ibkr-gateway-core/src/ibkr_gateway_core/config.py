@@ -457,6 +457,64 @@ class RemoteMcpConfig(_Section):
         return value.encode("utf-8")
 
 
+class DeskConfig(_Section):
+    """The approval desk: a web page where a person approves, denies and halts (`ibkr-agent desk serve`)."""
+
+    bind_address: str = "127.0.0.1:8090"
+    """Where the desk listens; `--bind` overrides it. Beyond loopback it needs `public_url` with https."""
+    public_url: str | None = None
+    """The desk's URL as people reach it (`https://desk.example.com`); links in notifications and the
+    OpenID redirect use it. Default: `http://` + the bind address."""
+    session_secret_env: str | None = None
+    """Name of the environment variable holding the cookie signing key (>= 32 bytes); without it a random
+    key is made at start, so sessions end when the desk stops."""
+    session_ttl_seconds: Annotated[int, Field(ge=60, le=86_400)] = 8 * 3600
+    """How long a desk login lasts."""
+    oidc_issuer: str | None = None
+    """OpenID provider people log in with (authorization code + PKCE); subjects in `auth.approvers` may approve."""
+    oidc_client_id: str | None = None
+    """The desk's client id at the OpenID provider."""
+    oidc_client_secret_env: str | None = None
+    """Name of the environment variable holding the client secret (none for a public client)."""
+    oidc_scopes: list[str] = Field(default_factory=lambda: ["openid"])
+    """Scopes requested at login; `openid` is required."""
+    local_login: bool = True
+    """`desk serve` prints a one-time login link for the operator at this machine (loopback binds only)."""
+    refresh_seconds: Annotated[float, Field(ge=0.5, le=60)] = 2.0
+    """How often an open page asks whether anything changed, and how often notifications are checked."""
+    notify_webhook_url: str | None = None
+    """A URL that gets a JSON POST for each new preview waiting for approval (no account id in clear)."""
+    notify_ntfy_url: str | None = None
+    """An ntfy-compatible topic URL (`https://ntfy.sh/my-topic`) that gets a short text message with a link."""
+    notify_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 5.0
+    """Timeout of one notification request; a failed one is logged and audited, never retried in a loop."""
+
+    @field_validator("public_url", "oidc_issuer", "notify_webhook_url", "notify_ntfy_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise ValueError("must be an absolute http(s) URL without a fragment")
+        if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+            raise ValueError("must use https (plain http is allowed only on loopback)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_desk(self) -> Self:
+        split_bind_address(self.bind_address)
+        if (self.oidc_issuer is None) != (self.oidc_client_id is None):
+            raise ValueError("desk: oidc_issuer and oidc_client_id go together")
+        if self.oidc_issuer is not None and "openid" not in self.oidc_scopes:
+            raise ValueError("desk.oidc_scopes must include openid")
+        return self
+
+    def base_url(self, bind: str | None = None) -> str:
+        """The URL people reach the desk at: `public_url`, else `http://` + the bind address."""
+        return self.public_url or f"http://{bind or self.bind_address}"
+
+
 def _remote_mcp_agrees(value: RemoteMcpConfig, info: ValidationInfo) -> RemoteMcpConfig:
     safety = info.data.get("safety")
     if isinstance(safety, SafetyConfig) and safety.remote_mcp_enabled != value.enabled:
@@ -497,6 +555,8 @@ class GatewayConfig(_Section):
         default_factory=RemoteMcpConfig, validate_default=True
     )
     """The remote (streamable HTTP, OAuth) MCP server."""
+    desk: DeskConfig = Field(default_factory=DeskConfig)
+    """The approval desk web page."""
 
     @model_validator(mode="after")
     def _check_orders(self) -> Self:

@@ -52,6 +52,9 @@ class ErrorCode(StrEnum):
     AUTH_INVALID_ISSUER = "AUTH_INVALID_ISSUER"
     AUTH_INVALID_AUDIENCE = "AUTH_INVALID_AUDIENCE"
     AUTH_SCOPE_UNKNOWN = "AUTH_SCOPE_UNKNOWN"
+    DESK_LOGIN_REFUSED = "DESK_LOGIN_REFUSED"
+    DESK_SESSION_INVALID = "DESK_SESSION_INVALID"
+    DESK_CSRF_INVALID = "DESK_CSRF_INVALID"
     AUDIT_READ_FORBIDDEN = "AUDIT_READ_FORBIDDEN"
     INPUT_MISSING_ACCOUNT = "INPUT_MISSING_ACCOUNT"
     INPUT_UNAUTHORIZED_ACCOUNT = "INPUT_UNAUTHORIZED_ACCOUNT"
@@ -108,6 +111,7 @@ class ErrorCode(StrEnum):
     ORDER_NOT_MODIFIABLE = "ORDER_NOT_MODIFIABLE"
     PREVIEW_NOT_FOUND = "PREVIEW_NOT_FOUND"
     PREVIEW_EXPIRED = "PREVIEW_EXPIRED"
+    PREVIEW_DENIED = "PREVIEW_DENIED"
     PAPER_APPROVAL_REQUIRED = "PAPER_APPROVAL_REQUIRED"
     APPROVAL_NOT_FOUND = "APPROVAL_NOT_FOUND"
     APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
@@ -188,6 +192,18 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ErrorCode.AUTH_INVALID_ISSUER: ErrorInfo("auth", False, "Use a token from the configured issuer."),
     ErrorCode.AUTH_INVALID_AUDIENCE: ErrorInfo("auth", False, "Request a token for this resource (audience)."),
     ErrorCode.AUTH_SCOPE_UNKNOWN: ErrorInfo("auth", False, "Use only the scopes listed in the scope reference."),
+    ErrorCode.DESK_LOGIN_REFUSED: ErrorInfo(
+        "auth",
+        False,
+        "Log in to the approval desk as a subject listed in auth.approvers, or use the one-time link "
+        "`ibkr-agent desk serve` prints.",
+    ),
+    ErrorCode.DESK_SESSION_INVALID: ErrorInfo(
+        "auth", False, "Your desk session is unknown, expired or signed out; log in to the approval desk again."
+    ),
+    ErrorCode.DESK_CSRF_INVALID: ErrorInfo(
+        "auth", False, "Reload the approval desk page and submit the form from it again."
+    ),
     ErrorCode.AUDIT_READ_FORBIDDEN: ErrorInfo("auth", False, "Grant ibkr:audit:read to read the audit log."),
     ErrorCode.INPUT_MISSING_ACCOUNT: ErrorInfo(
         "input", False, "Give the account id (`--account`, `account_id`) of one of the visible accounts."
@@ -352,6 +368,9 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         "Preview the order (`ibkr-agent orders preview`, tool `ibkr_order_preview`) and use its preview_id.",
     ),
     ErrorCode.PREVIEW_EXPIRED: ErrorInfo("refusal", False, "Preview the order again; previews expire."),
+    ErrorCode.PREVIEW_DENIED: ErrorInfo(
+        "refusal", False, "A person denied this preview; change the order and preview it again, or ask them why."
+    ),
     ErrorCode.PAPER_APPROVAL_REQUIRED: ErrorInfo(
         "refusal",
         False,

@@ -31,7 +31,16 @@ from .kill_switch import KillSwitch
 from .live_desk import LiveDesk
 from .models import BrokerAccount, ContractCandidate
 from .modifications import Modifications
-from .order_models import ApprovalRecord, KillSwitchState, LimitsStatus, OrderLifecycle, OrderPreview, ReconcileReport
+from .order_models import (
+    ApprovalRecord,
+    KillSwitchState,
+    LimitsStatus,
+    OrderLifecycle,
+    OrderPreview,
+    PreviewDenial,
+    PreviewEntry,
+    ReconcileReport,
+)
 from .order_requests import (
     ApprovalCreateInput,
     ApprovalListInput,
@@ -42,6 +51,8 @@ from .order_requests import (
     OrderCancelInput,
     OrderPreviewInput,
     OrderSubmitInput,
+    PreviewDenyInput,
+    PreviewListInput,
 )
 from .order_store import OrderStore
 from .paper_desk import PaperDesk
@@ -93,6 +104,14 @@ class OrderDesk:
     async def list_approvals(self, args: ApprovalListInput) -> list[ApprovalRecord]:
         """Approvals, newest first; unused ones past their expiry show as `expired`."""
         return await self._approvals.list_approvals(args)
+
+    async def list_previews(self, args: PreviewListInput) -> list[PreviewEntry]:
+        """Previews, newest first, with their status."""
+        return await self._approvals.list_previews(args)
+
+    async def deny_preview(self, args: PreviewDenyInput) -> PreviewDenial:
+        """Deny a preview; it can never be approved afterwards."""
+        return await self._approvals.deny_preview(args)
 
     async def revoke_approval(self, args: ApprovalRevokeInput) -> ApprovalRecord:
         """Revoke an unused approval."""
@@ -176,6 +195,8 @@ ORDER_HANDLERS: Final[Mapping[str, str]] = {
     "create_approval": "create_approval",
     "list_approvals": "list_approvals",
     "revoke_approval": "revoke_approval",
+    "list_previews": "list_previews",
+    "deny_preview": "deny_preview",
     "submit_paper_order": "paper_submit",
     "cancel_paper_order": "paper_cancel",
     "submit_live_order": "live_submit",

@@ -83,6 +83,35 @@ class OrderPreview(DomainModel):
         return [t for t in (self.ticket, self.take_profit, self.stop_loss) if t is not None]
 
 
+PreviewStatus = Literal["pending", "approved", "consumed", "revoked", "denied", "expired"]
+
+
+class PreviewDenial(DomainModel):
+    """A person's refusal of one preview: it can never be approved afterwards."""
+
+    preview_id: str
+    denied_by: str
+    denied_by_kind: str
+    denied_at: datetime
+    reason: str = Field(json_schema_extra=_UNTRUSTED)
+    revoked_approvals: list[str] = Field(default_factory=list[str])
+    """Unused approvals of the preview revoked by the denial."""
+    audit_event_id: str
+
+
+class PreviewEntry(DomainModel):
+    """One preview with where it stands: waiting for a person, approved, used, denied or expired."""
+
+    preview: OrderPreview
+    status: PreviewStatus
+    """`pending`: unexpired, neither approved nor denied; the others follow its newest approval or denial."""
+    created_by_kind: str
+    """`local_agent`, `remote` or `local_operator`."""
+    approval_id: str | None = None
+    """The newest approval of the preview, if any."""
+    denial: PreviewDenial | None = None
+
+
 class ApprovalRecord(DomainModel):
     """An approval of one preview for one account: single use, expiring, revocable."""
 

@@ -83,6 +83,10 @@ class ApprovalCreateInput(AccountInput):
         default=None,
         description="paper or live: the only submit the approval allows (default: the account's mode at the broker).",
     )
+    fingerprint: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        default=None,
+        description="The preview fingerprint the approver saw; when given, an order changed since is refused.",
+    )
 
 
 class ApprovalListInput(OperationInput):
@@ -97,6 +101,23 @@ class ApprovalRevokeInput(OperationInput):
 
     approval_id: RecordId = Field(description="The approval to revoke.")
     reason: Annotated[str, Field(max_length=500)] = Field(default="revoked", description="Why; kept in the record.")
+
+
+class PreviewListInput(OperationInput):
+    """Previews, newest first, with their status."""
+
+    account_id: AccountId | None = Field(default=None, description="Only previews for this account.")
+    pending_only: bool = Field(default=False, description="Only previews still waiting for a person's decision.")
+    limit: Annotated[int, Field(ge=1, le=500)] = Field(default=50, description="How many, 1 to 500.")
+
+
+class PreviewDenyInput(OperationInput):
+    """Deny one preview: it can never be approved, and its unused approvals are revoked."""
+
+    preview_id: RecordId = Field(description="The preview to deny.")
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = Field(
+        default="denied", description="Why; kept in the record and shown to the agent."
+    )
 
 
 class OrderSubmitInput(AccountInput):

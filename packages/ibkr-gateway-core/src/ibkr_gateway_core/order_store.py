@@ -9,6 +9,7 @@ transaction, before any writer call.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from .errors import ErrorCode, GatewayError
-from .order_models import ApprovalRecord, KillSwitchState, OrderPreview
+from .order_models import ApprovalRecord, KillSwitchState, OrderPreview, PreviewDenial
 from .state import StateConnection, StateLocation, open_state, read_transaction, write_transaction
 
 RecordStatus = Literal["pending", "completed", "failed", "unknown"]
@@ -150,6 +151,95 @@ class OrderStore:
         if row is None:
             return None
         return OrderPreview.model_validate_json(row[0]), str(row[1])
+
+    def previews(
+        self, account_id: str | None, limit: int
+    ) -> list[tuple[OrderPreview, str, ApprovalRecord | None, PreviewDenial | None]]:
+        """Previews newest first, each with its creator's kind, its newest approval and its denial."""
+        sql = (
+            "SELECT p.payload, p.created_by_kind, d.payload, "
+            "(SELECT a.payload FROM order_approvals a WHERE a.preview_id = p.preview_id "
+            "ORDER BY a.approved_at DESC LIMIT 1), "
+            "(SELECT a.status FROM order_approvals a WHERE a.preview_id = p.preview_id "
+            "ORDER BY a.approved_at DESC LIMIT 1) "
+            "FROM order_previews p LEFT JOIN preview_denials d ON d.preview_id = p.preview_id"
+        )
+        params: tuple[object, ...] = ()
+        if account_id is not None:
+            sql += " WHERE p.account_id = ?"
+            params = (account_id,)
+        with self._lock, read_transaction(self._conn()) as db:
+            rows = db.execute(sql + " ORDER BY p.created_at DESC LIMIT ?", (*params, limit)).fetchall()
+        return [
+            (
+                OrderPreview.model_validate_json(row[0]),
+                str(row[1]),
+                _approval((row[3], row[4])) if row[3] is not None else None,
+                PreviewDenial.model_validate_json(row[2]) if row[2] is not None else None,
+            )
+            for row in rows
+        ]
+
+    def preview_denial(self, preview_id: str) -> PreviewDenial | None:
+        """The denial of a preview, if a person denied it."""
+        with self._lock:
+            row = (
+                self._conn()
+                .execute("SELECT payload FROM preview_denials WHERE preview_id = ?", (preview_id,))
+                .fetchone()
+            )
+        return PreviewDenial.model_validate_json(row[0]) if row is not None else None
+
+    def deny_preview(self, denial: PreviewDenial) -> PreviewDenial | Literal["missing", "consumed"]:
+        """Record a denial and revoke the preview's unused approvals, in one transaction.
+
+        Returns the stored denial (an earlier one if the preview was already denied), `missing` when
+        there is no such preview, or `consumed` when an approval of it was already used.
+        """
+        with self._lock, write_transaction(self._conn()) as db:
+            if db.execute("SELECT 1 FROM order_previews WHERE preview_id = ?", (denial.preview_id,)).fetchone() is None:
+                return "missing"
+            earlier = db.execute(
+                "SELECT payload FROM preview_denials WHERE preview_id = ?", (denial.preview_id,)
+            ).fetchone()
+            if earlier is not None:
+                return PreviewDenial.model_validate_json(earlier[0])
+            rows = db.execute(
+                "SELECT payload, status FROM order_approvals WHERE preview_id = ?", (denial.preview_id,)
+            ).fetchall()
+            approvals = [_approval(row) for row in rows]
+            if any(approval.status == "consumed" for approval in approvals):
+                return "consumed"
+            revoked: list[str] = []
+            for approval in approvals:
+                if approval.status != "approved":
+                    continue
+                update = {"status": "revoked", "revoked_at": denial.denied_at, "revoke_reason": "preview denied"}
+                db.execute(
+                    "UPDATE order_approvals SET status = 'revoked', payload = ? WHERE approval_id = ?",
+                    (approval.model_copy(update=update).model_dump_json(), approval.approval_id),
+                )
+                revoked.append(approval.approval_id)
+            stored = denial.model_copy(update={"revoked_approvals": revoked})
+            db.execute(
+                "INSERT INTO preview_denials VALUES (?, ?, ?)",
+                (stored.preview_id, _ts(stored.denied_at), stored.model_dump_json()),
+            )
+            return stored
+
+    def change_stamp(self) -> str:
+        """A short value that changes whenever a preview, approval, denial or the kill switch changes.
+
+        For a page that refreshes itself: it holds no data, only counts and times.
+        """
+        with self._lock, read_transaction(self._conn()) as db:
+            row = db.execute(
+                "SELECT (SELECT count(*) || ':' || coalesce(max(created_at), '') FROM order_previews), "
+                "(SELECT count(*) || ':' || coalesce(sum(length(payload)), 0) FROM order_approvals), "
+                "(SELECT count(*) FROM preview_denials), "
+                "(SELECT coalesce(max(payload), '') FROM kill_switch)"
+            ).fetchone()
+        return hashlib.sha256(repr(tuple(row)).encode()).hexdigest()[:16]
 
     # ----------------------------------------------------------------- approvals
 

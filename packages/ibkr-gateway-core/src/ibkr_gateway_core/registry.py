@@ -30,7 +30,16 @@ from .models import (
     Position,
     SessionRequirements,
 )
-from .order_models import ApprovalRecord, KillSwitchState, LimitsStatus, OrderLifecycle, OrderPreview, ReconcileReport
+from .order_models import (
+    ApprovalRecord,
+    KillSwitchState,
+    LimitsStatus,
+    OrderLifecycle,
+    OrderPreview,
+    PreviewDenial,
+    PreviewEntry,
+    ReconcileReport,
+)
 from .order_requests import (
     ApprovalCreateInput,
     ApprovalListInput,
@@ -41,6 +50,8 @@ from .order_requests import (
     OrderCancelInput,
     OrderPreviewInput,
     OrderSubmitInput,
+    PreviewDenyInput,
+    PreviewListInput,
 )
 from .requests import (
     AccountInput,
@@ -366,6 +377,32 @@ _ORDERS: Final = (
         read_only=False,
         open_world=False,
         event_type="approval_revoked",
+    ),
+    Operation(
+        name="list_previews",
+        tool="ibkr_previews_list",
+        cli=("previews", "list"),
+        scope=Scope.APPROVALS_READ,
+        title="List previews",
+        description="Previews, newest first, with their status (pending, approved, consumed, revoked, denied, "
+        "expired); pending ones wait for a person's decision.",
+        input_model=PreviewListInput,
+        output_model=PreviewEntry,
+        many=True,
+        open_world=False,
+    ),
+    Operation(
+        name="deny_preview",
+        tool="ibkr_previews_deny",
+        cli=("previews", "deny"),
+        scope=Scope.APPROVALS_CREATE,
+        title="Deny a preview",
+        description="Refuse one preview for good: it can never be approved, and its unused approvals are revoked.",
+        input_model=PreviewDenyInput,
+        output_model=PreviewDenial,
+        read_only=False,
+        open_world=False,
+        event_type="preview_denied",
     ),
     Operation(
         name="submit_paper_order",

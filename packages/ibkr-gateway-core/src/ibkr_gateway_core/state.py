@@ -229,6 +229,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "preview denials",
+        (
+            """
+            CREATE TABLE preview_denials (
+                preview_id TEXT PRIMARY KEY REFERENCES order_previews (preview_id),
+                denied_at TEXT NOT NULL,
+                payload TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX order_previews_by_time ON order_previews (created_at)",
+        ),
+    ),
 )
 """Every schema step, oldest first; append new ones, never edit applied ones."""
 

@@ -134,6 +134,20 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "preview denials",
+        (
+            f"""
+            CREATE TABLE preview_denials (
+                preview_id TEXT PRIMARY KEY REFERENCES order_previews (preview_id),
+                denied_at {_TIMESTAMP},
+                payload TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX order_previews_by_time ON order_previews (created_at)",
+        ),
+    ),
 )
 """The PostgreSQL form of `state.MIGRATIONS`, version for version; append new ones to both."""
 
