@@ -364,9 +364,7 @@ def test_a_person_approves_denies_and_halts_in_the_browser(rig: DeskRig, browser
     browser.find_element(By.ID, f"deny-{second.preview_id}").click()
     assert "Denied preview" in _flash(browser)
     with pytest.raises(GatewayError) as denied:
-        rig.agent(
-            "create_approval", {"account_id": PAPER_ACCOUNT, "preview_id": second.preview_id}, subject=APPROVER
-        )
+        rig.agent("create_approval", {"account_id": PAPER_ACCOUNT, "preview_id": second.preview_id}, subject=APPROVER)
     assert denied.value.code == "PREVIEW_DENIED"
     assert not browser.find_elements(By.ID, f"preview-{second.preview_id}")
 

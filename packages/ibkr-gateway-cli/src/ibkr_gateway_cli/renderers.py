@@ -146,6 +146,25 @@ def _kill_switch(value: Any) -> str:
     return text
 
 
+def _previews(value: Any) -> str:
+    lines: list[str] = []
+    for entry in value:
+        p, t = entry.preview, entry.preview.ticket
+        price = f" @ {t.limit_price}" if t.limit_price is not None else ""
+        lines.append(
+            f"{p.preview_id}  {entry.status:<8} {t.side} {t.quantity} {t.symbol} {t.order_type}{price}  "
+            f"by {p.created_by} ({entry.created_by_kind}) at {p.created_at.isoformat()}"
+        )
+    return "\n".join(lines) or "(no previews)"
+
+
+def _denial(value: Any) -> str:
+    text = f"preview {value.preview_id} denied by {value.denied_by} at {value.denied_at.isoformat()}: {value.reason}"
+    if value.revoked_approvals:
+        text += "\nrevoked approvals: " + ", ".join(value.revoked_approvals)
+    return text
+
+
 def _rows(columns: list[str], empty: str = "(none)") -> Renderer:
     return lambda value: table(value, columns, empty=empty)
 
@@ -174,6 +193,8 @@ RENDERERS: Final[Mapping[str, Renderer]] = {
     "create_approval": block,
     "list_approvals": _rows(_APPROVAL_COLUMNS, "(no approvals)"),
     "revoke_approval": block,
+    "list_previews": _previews,
+    "deny_preview": _denial,
     "submit_paper_order": _lifecycle,
     "cancel_paper_order": _lifecycle,
     "submit_live_order": _lifecycle,

@@ -298,10 +298,13 @@ def _kill_switch_card(session: DeskSession, state: Any) -> str:
         if closed
         else "<p>The kill switch is <b>open</b>: live orders may be sent when every other gate allows them.</p>"
     )
-    detail = (
-        f"<p class='muted'>Last changed by {e(state.changed_by)} at {when(state.changed_at)}"
-        f"{' — ' + e(state.reason) if state.reason else ''}</p>"
-    )
+    if state.changed_at is None:
+        detail = "<p class='muted'>Closed since the gateway started; the operator opens it.</p>"
+    else:
+        detail = (
+            f"<p class='muted'>Last changed by {e(state.changed_by)} at {when(state.changed_at)}"
+            f"{' — ' + e(state.reason) if state.reason else ''}</p>"
+        )
     if closed:
         form = (
             f"<form method='post' action='/kill-switch/open'>{csrf(session)}"
