@@ -364,7 +364,7 @@ async def _card(desk: Desk, session: DeskSession, entry: PreviewEntry, account_m
     except GatewayError as error:
         problem = f"{error.code.value}: {error.message}"
     policy = desk.config.risk_policy(entry.preview.risk_policy_id) or DEFAULT_PREVIEW_POLICY
-    exposure: Decimal | None = order_notional(ticket, quote)
+    exposure: Decimal | None = order_notional(ticket, quote, policy)
     decision = check_risk(ticket, policy, stage="preview", quote=quote)
     verdict = (
         (True, f"The preview policy {policy.policy_id} passes on this quote.")

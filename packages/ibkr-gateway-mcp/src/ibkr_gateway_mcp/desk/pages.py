@@ -486,7 +486,7 @@ def risk_checks(
             None if policy.max_quantity is None else t.quantity <= policy.max_quantity,
         ),
         Check(
-            "Notional",
+            f"Worst-case notional (slippage {policy.slippage_bps} bps)",
             f"{number(policy.max_notional)} {policy.currency}" if policy.max_notional is not None else "—",
             f"{number(exposure)} {t.currency}" if exposure is not None else "cannot be priced",
             None
