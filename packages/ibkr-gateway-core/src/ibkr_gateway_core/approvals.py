@@ -15,7 +15,15 @@ from .gates import (
     check_preview_fresh,
     check_self_approval,
 )
-from .order_models import ApprovalRecord, OrderPreview, PreviewDenial, PreviewEntry, PreviewKind, PreviewStatus, TradingMode
+from .order_models import (
+    ApprovalRecord,
+    OrderPreview,
+    PreviewDenial,
+    PreviewEntry,
+    PreviewKind,
+    PreviewStatus,
+    TradingMode,
+)
 from .order_requests import (
     ApprovalCreateInput,
     ApprovalListInput,
