@@ -220,6 +220,10 @@ class CpapiBackend:
                 self._supervisor = None
                 tasks.cancel_scope.cancel()
 
+    def _supervised_status(self) -> BrokerSessionStatus | None:
+        """The latest status the supervisor saw; None when no supervisor runs (one-shot CLI commands)."""
+        return self._supervisor.last_status if self._supervisor is not None else None
+
     def _recorded(self, status: BrokerSessionStatus) -> BrokerSessionStatus:
         if self._supervisor is not None:
             self._supervisor.record(status)
@@ -647,7 +651,7 @@ class CpapiBackend:
     def order_writer(self) -> OrderWriter:
         """The `client-portal` writer over this backend's client; one per backend, so placements queue."""
         if self._writer is None:
-            self._writer = ClientPortalOrderWriter(self._client)
+            self._writer = ClientPortalOrderWriter(self._client, session=self._supervised_status)
         return self._writer
 
 

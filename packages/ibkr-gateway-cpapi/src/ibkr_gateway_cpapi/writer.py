@@ -26,7 +26,7 @@ from typing import Final, Literal
 
 import anyio
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.models import OrderRecord
+from ibkr_gateway_core.models import BrokerSessionStatus, OrderRecord
 from ibkr_gateway_core.orders import BrokerQuestion, CancelAck, OrderTicket, PlacedLeg, PlacedOrder, QuestionPolicy
 
 from . import _order_mapping as order_mapping
@@ -71,11 +71,31 @@ def _messages(reply: wire.WireOrderReply) -> list[str]:
 class ClientPortalOrderWriter:
     """Places and cancels orders through a Client Portal Gateway; satisfies core's `OrderWriter`."""
 
-    def __init__(self, client: CpapiClient) -> None:
-        """Write through `client`; the writer does not close it (the backend that owns it does)."""
+    def __init__(self, client: CpapiClient, *, session: Callable[[], BrokerSessionStatus | None] | None = None) -> None:
+        """Write through `client`; the writer does not close it (the backend that owns it does).
+
+        `session` gives the latest session status a supervisor saw (None when nobody supervises it): new orders
+        and changes are refused while it is not usable, before anything is sent.
+        """
         self.name = WRITER_NAME
         self._client = client
+        self._session = session
         self._placement_lock = anyio.Lock()
+
+    def _refuse_while_degraded(self) -> None:
+        """Raise `BROKER_SESSION_REQUIRED` when the supervised session is known not to be usable.
+
+        The order is then surely not sent, so its idempotency key and approval stay usable for a retry.
+        Cancels are never refused here: a cancel is always worth trying.
+        """
+        status = self._session() if self._session is not None else None
+        if status is None or status.status == "usable":
+            return
+        raise GatewayError(
+            ErrorCode.BROKER_SESSION_REQUIRED,
+            f"New orders are refused while the broker session is degraded: {status.message or status.status}",
+            user_action=status.user_action or "Restore the broker session (`ibkr-agent session status`), then retry.",
+        )
 
     async def place(
         self, ticket: OrderTicket, *, client_order_id: str, confirm: QuestionPolicy, max_rounds: int
@@ -91,6 +111,7 @@ class ClientPortalOrderWriter:
         Raises:
             GatewayError: see the module docstring for each code.
         """
+        self._refuse_while_degraded()
         body = order_body(ticket, check_client_order_id(client_order_id))
         path = f"/iserver/account/{ticket.account_id}/orders"
         async with self._placement_lock:  # IBKR: the next order waits until this one is fully answered
@@ -118,6 +139,7 @@ class ClientPortalOrderWriter:
         Raises:
             GatewayError: as `place`.
         """
+        self._refuse_while_degraded()
         body = bracket_body(parent, take_profit, stop_loss, check_client_order_id(client_order_id))
         path = f"/iserver/account/{parent.account_id}/orders"
         async with self._placement_lock:
@@ -137,6 +159,7 @@ class ClientPortalOrderWriter:
         """
         if not broker_order_id.isdigit():
             raise GatewayError(ErrorCode.INPUT_UNKNOWN_ORDER, f"{broker_order_id!r} is not a broker order id.")
+        self._refuse_while_degraded()
         body = modify_body(ticket)
         path = f"/iserver/account/{ticket.account_id}/order/{broker_order_id}"
         async with self._placement_lock:  # ibind holds the same lock across a modify and its questions
