@@ -3,7 +3,16 @@
 import json
 
 import pytest
-from ibkr_gateway_core.redaction import REDACTED, Redaction, find_secret_markers, redact
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ibkr_gateway_core.redaction import (
+    _ANY_SECRET,  # pyright: ignore[reportPrivateUsage]
+    REDACTED,
+    Redaction,
+    find_secret_markers,
+    redact,
+    secret_reason,
+)
 from pydantic import JsonValue
 
 
@@ -115,3 +124,32 @@ def test_the_root_name_prefixes_the_paths() -> None:
 def test_secret_markers_are_found_case_insensitively(text: str, markers: list[str]) -> None:
     """The output guard names the markers it saw (never the text around them)."""
     assert sorted(find_secret_markers(text)) == sorted(markers)
+
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "/home/ann",
+        "/Users/bob",
+        " /root/x",
+        "C:\\\\Users\\\\x",
+        "Bearer abcdefgh12",
+        "eyJabcd.efgh.ij",
+        "Basic x",
+        "cookie=1",
+        "PASSWORD=",
+        "a" * 16 + "." + "b" * 16 + "." + "c" * 16,
+        "plain",
+        '{"conid": 265598}',
+        " ",
+        ".",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_FRAGMENTS, st.text(max_size=20)), max_size=6).map("".join))
+def test_the_fast_secret_scan_decides_as_the_full_pattern(text: str) -> None:
+    """The substring pre-check never lets through a text the full pattern would catch."""
+    full = _ANY_SECRET.search(text)
+    reason = secret_reason(text)
+    assert (reason is None) == (full is None)

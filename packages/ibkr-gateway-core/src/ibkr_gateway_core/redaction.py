@@ -85,8 +85,21 @@ def redact(value: JsonValue, *, root: str = "metadata") -> tuple[JsonValue, list
     return _redact(value, root, trail), trail
 
 
+_CANDIDATES: Final = ("/home/", "/users/", "/root", "users\\", "bearer", "basic", "eyj", *SECRET_MARKERS)
+"""Lower-case fragments at least one of which every match of `_ANY_SECRET` contains, except a whole-text token."""
+_WHOLE_TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{16,}(?:\.[A-Za-z0-9_-]{16,}){2}$")
+
+
 def secret_reason(text: str) -> str | None:
-    """Why `text` must not be stored or shown as is, or None when it looks harmless."""
+    """Why `text` must not be stored or shown as is, or None when it looks harmless.
+
+    A plain substring pass over the lower-cased text rules out the common case (a broker answer
+    with nothing secret-like in it) in microseconds; only a text holding a candidate fragment, or
+    one that is a single token, goes through the full pattern.
+    """
+    lowered = text.lower()
+    if not any(fragment in lowered for fragment in _CANDIDATES) and not _WHOLE_TOKEN.match(text):
+        return None
     if not _ANY_SECRET.search(text):
         return None
     return REASON_LOCAL_PATH if _LOCAL_PATH.search(text) else REASON_SECRET_VALUE
