@@ -6,6 +6,7 @@ No I/O and no clock reads: whatever time a mapping needs is passed in. Numbers g
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -75,9 +76,13 @@ def to_decimal(value: WireNumber | None) -> Decimal | None:
     """A CPAPI number as `Decimal`: JSON numbers, `"1,300"`, `"+2.37"`, `"41.2M"`; None when absent."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, float) and value.is_integer():
-        return Decimal(int(value))  # JSON `150.0` shares are 150, not "150.0"
-    text = str(value).strip().replace(",", "")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        if value.is_integer():
+            return Decimal(int(value))  # JSON `150.0` shares are 150, not "150.0"
+        return Decimal(repr(value)) if math.isfinite(value) else None  # the shortest text that reads back
+    text = value.strip().replace(",", "")
     if not text or text.upper() in ("N/A", "NAN", "-"):
         return None
     scaled = _SCALED.match(text.upper())
