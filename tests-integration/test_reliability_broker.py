@@ -48,7 +48,7 @@ async def test_a_broker_error_on_place_then_a_retry_with_the_same_key_makes_at_m
         approval = await desk.approved()
         await desk.call("list_orders", {"account_id": approval.account_id}, principal=AGENT)  # warm up the session
         requests_before = len(sim.requests)
-        sim.fail_next(status, {"error": "injected"})
+        sim.fail_next(status, {"error": "injected"}, path_contains="/orders")  # the placement, not the fresh quote
         args = desk.submit_args(approval, f"fault-{status}")
         placed, codes = await _retry_until_placed(desk, args)
         assert codes and set(codes) <= NOT_PLACED_OR_UNKNOWN, codes
@@ -114,7 +114,7 @@ async def test_a_paced_placement_frees_its_key_so_the_same_key_simply_succeeds_l
     async with running_desk(tmp_path / "state", sim, Clock(), AGENTS_MAY_TRADE_PAPER) as desk:
         approval = await desk.approved()
         await desk.call("list_orders", {"account_id": approval.account_id}, principal=AGENT)
-        sim.fail_next(429, {"error": "Too Many Requests"})
+        sim.fail_next(429, {"error": "Too Many Requests"}, path_contains="/orders")
         args = desk.submit_args(approval, "paced-once")
         assert await desk.code_of("submit_paper_order", args, principal=AGENT) is ErrorCode.BROKER_RATE_LIMITED
         placed = await desk.call("submit_paper_order", args, principal=AGENT)

@@ -96,6 +96,8 @@ class SimRequest:
 class _Failure:
     status: int
     body: object
+    path_contains: str | None = None
+    """Only a request whose path holds this (e.g. `/orders`) takes the failure; None: the next request."""
 
 
 class SessionMachine:
@@ -160,10 +162,10 @@ class SessionMachine:
             self.brokerage = BrokerageSession()
         return True
 
-    def fail_next(self, status: int, body: object = None, *, times: int = 1) -> None:
-        """Answer the next `times` requests with `status` (and `body`) instead of serving them."""
+    def fail_next(self, status: int, body: object = None, *, times: int = 1, path_contains: str | None = None) -> None:
+        """Answer the next `times` requests (whose path holds `path_contains`) with `status` and `body`."""
         for _ in range(times):
-            self._failures.append(_Failure(status, body))
+            self._failures.append(_Failure(status, body, path_contains))
 
     # -- per-request checks ----------------------------------------------------------------------
 
@@ -178,7 +180,7 @@ class SessionMachine:
         if self.state != AuthState.NO_SESSION and self._expired(now):
             self.log_out()
         self.last_request_at = now
-        if self._failures:
+        if self._failures and (self._failures[0].path_contains or "") in path:
             failure = self._failures.popleft()
             raise SimHttpError(failure.status, failure.body)
         if self.pace is not None:

@@ -277,9 +277,12 @@ class SimulatorState:
         """Without a login, answer 200 `{"error": "no session"}` instead of 401."""
         self.session.no_session_body = enabled
 
-    def fail_next(self, status: int, body: object = None, *, times: int = 1) -> None:
-        """Answer the next `times` requests with `status` and `body` (text when a `str`)."""
-        self.session.fail_next(status, body, times=times)
+    def fail_next(self, status: int, body: object = None, *, times: int = 1, path_contains: str | None = None) -> None:
+        """Answer the next `times` requests with `status` and `body` (text when a `str`).
+
+        With `path_contains`, only requests whose path holds it take the failure; the others pass.
+        """
+        self.session.fail_next(status, body, times=times, path_contains=path_contains)
 
     def enable_pacing(
         self,
