@@ -45,8 +45,8 @@ def broker_status(text: str | None, *, accepted: bool) -> OrderStatus:
 def raise_refusal(decision: Decision) -> None:
     """Raise a gate's refusal as a `GatewayError`; an allowing decision passes."""
     if not decision.allowed:
-        assert decision.code is not None
-        raise GatewayError(decision.code, decision.message, details=dict(decision.details))
+        code = decision.code if decision.code is not None else ErrorCode.INTERNAL_ERROR  # a refusal always refuses
+        raise GatewayError(code, decision.message, details=dict(decision.details))
 
 
 def request_hash(flow: str, request: dict[str, object]) -> str:

@@ -31,6 +31,7 @@ from .order_requests import (
     PreviewDenyInput,
     PreviewListInput,
 )
+from .redaction import scrub_text
 
 
 class Approvals:
@@ -165,7 +166,7 @@ class Approvals:
         """Revoke an unused approval."""
         desk = self._desk
         revoked: ApprovalRecord | None = await desk.run(
-            lambda: desk.store.revoke_approval(args.approval_id, args.reason, desk.clock())
+            lambda: desk.store.revoke_approval(args.approval_id, scrub_text(args.reason), desk.clock())
         )
         if revoked is None:
             raise GatewayError(ErrorCode.APPROVAL_NOT_FOUND, f"No approval {args.approval_id!r}.")

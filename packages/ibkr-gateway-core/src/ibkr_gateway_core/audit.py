@@ -443,12 +443,15 @@ class AuditLog:
 
     # ------------------------------------------------------------- checkpoints
 
-    async def checkpoint(self, signing_key: Ed25519PrivateKey) -> Checkpoint:
-        """A signed checkpoint of the current head; store it outside the database (see `checkpoint.py`)."""
-        async with self._lock:
-            return await anyio.to_thread.run_sync(self.checkpoint_sync, signing_key)
+    async def checkpoint(self, signing_key: Ed25519PrivateKey, *, own_event_id: str | None = None) -> Checkpoint:
+        """A signed checkpoint of the current head; store it outside the database (see `checkpoint.py`).
 
-    def checkpoint_sync(self, signing_key: Ed25519PrivateKey) -> Checkpoint:
+        `own_event_id`: the id of the event that will record this call; verify then requires it in the log.
+        """
+        async with self._lock:
+            return await anyio.to_thread.run_sync(partial(self.checkpoint_sync, signing_key, own_event_id=own_event_id))
+
+    def checkpoint_sync(self, signing_key: Ed25519PrivateKey, *, own_event_id: str | None = None) -> Checkpoint:
         """`checkpoint` for threads and scripts."""
         with self._thread_lock:
             row = self._open_db().execute(_HEAD_SQL).fetchone()
@@ -457,7 +460,7 @@ class AuditLog:
             raise GatewayError(
                 ErrorCode.AUDIT_CHAIN_INVALID, "The newest audit record is damaged; run `ibkr-agent audit verify`."
             )
-        return Checkpoint.sign(sequence, chain_hash, self._clock(), signing_key)
+        return Checkpoint.sign(sequence, chain_hash, self._clock(), signing_key, own_event_id=own_event_id)
 
     # ------------------------------------------------------------------- verify
 
@@ -519,6 +522,8 @@ class AuditLog:
             (checkpoint.sequence, checkpoint.chain_hash) if checkpoint is not None and signed else (-1, "")
         )
         mac, key_id = self._mac, self.key_id
+        own_event = checkpoint.own_event_id if checkpoint is not None and signed else None
+        own_event_seen = own_event is None
         previous, expected, head_hash = GENESIS_HASH, 1, None
         cursor = db.execute(_SCAN_SQL)
         while batch := cursor.fetchmany(VERIFY_BATCH_ROWS):
@@ -551,6 +556,7 @@ class AuditLog:
                         problem = "the row differs from the signed checkpoint (rolled back or rewritten)"
                     else:
                         previous, head_hash = digest, chain_hash
+                        own_event_seen = own_event_seen or (expected > mark and event_id == own_event)
                 if problem is not None:
                     found_id = event_id if type(event_id) is str and len(event_id) <= 64 else None
                     return VerifyReport(
@@ -578,6 +584,11 @@ class AuditLog:
                 )
             elif checkpoint.sequence == 0 and checkpoint.chain_hash != GENESIS_HASH.hex():
                 reason = "the checkpoint's chain hash does not match an empty log"
+            elif not own_event_seen:
+                reason = (
+                    f"the event that recorded the signed checkpoint ({own_event}) is missing after sequence "
+                    f"{checkpoint.sequence} (truncated or rolled back)"
+                )
         return VerifyReport(
             events_scanned=scanned,
             chain_valid=reason is None,

@@ -45,30 +45,43 @@ class Checkpoint(BaseModel):
     """Fingerprint of the signing key's public half (see `public_key_id`)."""
     signature: str
     """Base64 Ed25519 signature of `signed_text()`."""
+    own_event_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The audit event that records taking this checkpoint (it comes after `sequence`): the log must still
+    hold it, so cutting off exactly the newest events, this one included, is detected as well."""
 
     @field_serializer("created_at", when_used="json")
     def _serialise_created_at(self, value: datetime) -> str:
         return format_timestamp(value)
 
     @classmethod
-    def sign(cls, sequence: int, chain_hash: str, created_at: datetime, signing_key: Ed25519PrivateKey) -> Checkpoint:
-        """A checkpoint of (sequence, chain_hash), signed now with `signing_key`."""
+    def sign(
+        cls,
+        sequence: int,
+        chain_hash: str,
+        created_at: datetime,
+        signing_key: Ed25519PrivateKey,
+        *,
+        own_event_id: str | None = None,
+    ) -> Checkpoint:
+        """A checkpoint of (sequence, chain_hash) and the id of the event that will record it, signed now."""
         unsigned = cls(
             sequence=sequence,
             chain_hash=chain_hash,
             created_at=created_at,
             key_id=public_key_id(signing_key.public_key()),
             signature="",
+            own_event_id=own_event_id,
         )
         signature = base64.b64encode(signing_key.sign(unsigned.signed_text().encode("utf-8"))).decode("ascii")
         return unsigned.model_copy(update={"signature": signature})
 
     def signed_text(self) -> str:
         """The exact text the signature covers: every field but the signature, one per line."""
-        return (
+        text = (
             f"{CHECKPOINT_HEADER}\nsequence {self.sequence}\nchain_hash {self.chain_hash}\n"
             f"created_at {format_timestamp(self.created_at)}\nkey_id {self.key_id}\n"
         )
+        return text + (f"own_event_id {self.own_event_id}\n" if self.own_event_id is not None else "")
 
     def is_signed_by(self, public_key: Ed25519PublicKey) -> bool:
         """True when `public_key` made this checkpoint and nothing in it changed since."""

@@ -286,8 +286,12 @@ def check_ticket_shape(
                 "A trailing-stop order needs exactly one of a trailing amount and a trailing percent.",
             )
         offset = trailing_amount if trailing_amount is not None else trailing_percent
-        assert offset is not None
-        if not offset.is_finite() or offset <= 0 or (trailing_percent is not None and trailing_percent >= 100):
+        if (
+            offset is None
+            or not offset.is_finite()
+            or offset <= 0
+            or (trailing_percent is not None and trailing_percent >= 100)
+        ):
             return refuse(
                 ErrorCode.ORDER_TRAILING_OFFSET_INVALID, f"Trailing offset {offset} must be positive (percent < 100)."
             )

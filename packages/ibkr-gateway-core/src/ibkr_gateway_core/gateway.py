@@ -7,6 +7,7 @@ completed, refused, denied or failed. Surfaces only parse and render.
 
 from __future__ import annotations
 
+import decimal
 import functools
 import json
 import logging
@@ -303,6 +304,8 @@ class Gateway:
             failure = exc
             failure.message = scrub_text(failure.message)
             failure.user_action = scrub_text(failure.user_action)
+        except decimal.DecimalException:  # a number too large (or too precise) to compute with: bad input
+            failure = GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "A number in the request is out of range.")
         except Exception as exc:  # a bug must still be audited and shown without a traceback
             logger.exception("operation %s failed unexpectedly", name)
             failure = GatewayError(ErrorCode.INTERNAL_ERROR, f"Internal error ({type(exc).__name__}).")

@@ -169,7 +169,8 @@ class KeyedWrites:
         if outcome == "approval_unavailable":
             await self._approvals.approved_preview(args.approval_id, args.account_id, key, mode=mode, kind=kind)
             return await self._settle_latest(key, digest)
-        assert record is not None
+        if record is None:
+            raise GatewayError(ErrorCode.INTERNAL_ERROR, "The reservation returned no record.")
         if outcome == "existing":
             return await self._settle(record, digest)
         return await self._place(record)
@@ -368,7 +369,8 @@ class KeyedWrites:
                 "This idempotency key was used for a different request.",
             )
         if record.status == "completed":
-            assert record.result is not None
+            if record.result is None:
+                raise GatewayError(ErrorCode.INTERNAL_ERROR, "A completed record has no stored result.")
             return OrderLifecycle.model_validate(record.result).model_copy(update={"replayed": True})
         if record.status == "failed":
             error = record.error or {}
@@ -389,7 +391,8 @@ class KeyedWrites:
         if record.flow.endswith("_modify"):  # a modification states absolute values: sending it again is harmless
             await desk.run(lambda: desk.store.touch(record.scope_key, desk.clock()))
             return await self._place(record)
-        assert record.client_order_id is not None
+        if record.client_order_id is None:
+            raise GatewayError(ErrorCode.INTERNAL_ERROR, "A submit record has no client order id.")
         found = await desk.writer(record.writer).find_by_client_order_id(record.account_id, record.client_order_id)
         if found is not None:
             return await self._complete_submit(record, _placed_from(found, record.client_order_id))

@@ -13,6 +13,7 @@ from .errors import ErrorCode, GatewayError
 from .gates import check_kill_switch
 from .order_models import KillSwitchState
 from .order_requests import KillSwitchChangeInput
+from .redaction import scrub_text
 from .requests import NoInput
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class KillSwitch:
             for order in await desk.run(desk.store.live_orders):
                 try:
                     ack = await desk.writer(order.writer).cancel(order.account_id, order.broker_order_id)
-                except GatewayError:
+                except Exception:
                     logger.warning("kill switch close: the cancel of a tracked live order failed")
                     continue
                 if ack.accepted:
@@ -66,6 +67,7 @@ class KillSwitch:
 
     async def _set(self, ctx: CallContext, position: str, reason: str, *, audit: bool = True) -> KillSwitchState:
         desk = self._desk
+        reason = scrub_text(reason)  # free text: a pasted token or path is never stored or echoed
         state = KillSwitchState(
             state="open" if position == "open" else "closed",
             changed_by=ctx.principal.subject,

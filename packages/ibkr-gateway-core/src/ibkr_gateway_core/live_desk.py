@@ -236,7 +236,8 @@ class LiveDesk:
             policy_known=policy is not None,
         )
         raise_refusal(check_live_switches(account_id, switches, policy_id=live.risk_policy_id))
-        assert policy is not None
+        if policy is None:  # the switches refuse first; never rely on that alone
+            raise GatewayError(ErrorCode.LIVE_POLICY_UNKNOWN, "The live risk policy is not defined.")
         return policy
 
     def _budget(self, policy: RiskPolicy, notional: Decimal | None) -> BudgetCheck:

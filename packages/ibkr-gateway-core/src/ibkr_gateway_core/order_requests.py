@@ -7,8 +7,10 @@ as switches, and other callers get the config's equivalents.
 
 from __future__ import annotations
 
+import math
+import re
 from decimal import Decimal
-from typing import Annotated, Literal, Self
+from typing import Annotated, Final, Literal, Self
 
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -29,6 +31,44 @@ IdempotencyKey = Annotated[
 
 RecordId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 """A preview, approval or broker order id."""
+
+
+MAX_ORDER_NUMBER: Final = Decimal(10) ** 12
+"""Quantities and prices are below this; anything larger is a typo or an attack, refused as input."""
+
+_PLAIN_NUMBER: Final = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,20})?")
+"""ASCII digits, an optional sign and fraction: no `1_000`, no spaces, no exponent, no other scripts' digits."""
+
+
+def _plain_number(value: object) -> object:
+    """A quantity or price: a plain decimal number (text, integer or finite float) below `MAX_ORDER_NUMBER`."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    if isinstance(value, str):
+        if not _PLAIN_NUMBER.fullmatch(value):
+            raise ValueError("must be a plain decimal number such as 100 or 12.5 (ASCII digits, no separators)")
+        number = Decimal(value)
+    elif isinstance(value, int):
+        if abs(value) >= MAX_ORDER_NUMBER:
+            raise ValueError(f"must be below {MAX_ORDER_NUMBER:,.0f}")
+        return Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        number = Decimal(repr(value))
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            return value  # the shape gate refuses it with its order code
+        number = value
+    else:
+        return value  # pydantic reports the type
+    if abs(number) >= MAX_ORDER_NUMBER or number.as_tuple().exponent < -20:  # type: ignore[operator]
+        raise ValueError(f"must be below {MAX_ORDER_NUMBER:,.0f} with at most 20 decimal places")
+    return number
+
+
+OrderNumber = Annotated[Decimal, BeforeValidator(_plain_number)]
+"""A quantity or a price as the order inputs accept it."""
 
 
 def _order_type(value: object) -> object:
@@ -52,14 +92,14 @@ class OrderPreviewInput(AccountInput):
     )
     contract_id: ContractId | None = Field(default=None, description="IBKR contract id (conid) instead of a symbol.")
     side: Annotated[OrderSide, BeforeValidator(_lower)] = Field(description="buy or sell.")
-    quantity: Decimal = Field(description="Shares or contracts, positive.")
+    quantity: OrderNumber = Field(description="Shares or contracts, positive.")
     order_type: Annotated[OrderType, BeforeValidator(_order_type)] = Field(
         default="limit", description="limit, market, stop, stop_limit or trailing_stop."
     )
-    limit_price: Decimal | None = Field(default=None, description="Limit price (limit and stop_limit orders).")
-    stop_price: Decimal | None = Field(default=None, description="Stop trigger price (stop and stop_limit orders).")
-    trailing_amount: Decimal | None = Field(default=None, description="Trailing offset as an amount.")
-    trailing_percent: Decimal | None = Field(default=None, description="Trailing offset in percent.")
+    limit_price: OrderNumber | None = Field(default=None, description="Limit price (limit and stop_limit orders).")
+    stop_price: OrderNumber | None = Field(default=None, description="Stop trigger price (stop and stop_limit orders).")
+    trailing_amount: OrderNumber | None = Field(default=None, description="Trailing offset as an amount.")
+    trailing_percent: OrderNumber | None = Field(default=None, description="Trailing offset in percent.")
     currency: Annotated[Currency, BeforeValidator(_upper)] = Field(default="USD", description="Order currency.")
     time_in_force: Annotated[TimeInForce, BeforeValidator(_lower)] = Field(default="day", description="day or gtc.")
     exchange: Annotated[str | None, BeforeValidator(_upper)] = Field(

@@ -113,7 +113,8 @@ class Previews:
     async def _contract(self, args: OrderPreviewInput) -> ContractCandidate:
         if args.contract_id is not None:
             return await self._desk.backend().contract(args.contract_id)
-        assert args.symbol is not None
+        if args.symbol is None:
+            raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "Pass exactly one of symbol and contract_id.")
         try:
             return await self._resolve(ContractQueryInput(query=args.symbol, currency=args.currency))
         except GatewayError as exc:

@@ -283,7 +283,9 @@ class ReadDesk:
         return report
 
     async def _audit_checkpoint(self, _: NoInput) -> Checkpoint:
-        return await self.audit.checkpoint(load_checkpoint_key(self.config))
+        ctx = CURRENT_CALL.get()
+        own = ctx.audit_event_id if ctx is not None else None  # the event of this very call comes next
+        return await self.audit.checkpoint(load_checkpoint_key(self.config), own_event_id=own)
 
 
 def _caller(default: Principal) -> Principal:
