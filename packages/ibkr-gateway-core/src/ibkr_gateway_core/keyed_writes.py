@@ -145,7 +145,8 @@ class KeyedWrites:
             "resting": risk.resting,
         }
         if kind == "bracket":
-            assert preview.take_profit is not None and preview.stop_loss is not None
+            if preview.take_profit is None or preview.stop_loss is None:
+                raise GatewayError(ErrorCode.INTERNAL_ERROR, "A bracket preview lacks one of its exit orders.")
             context["take_profit"] = preview.take_profit.model_dump(mode="json")
             context["stop_loss"] = preview.stop_loss.model_dump(mode="json")
         if kind == "modify":
@@ -263,25 +264,24 @@ class KeyedWrites:
         writer = desk.writer(record.writer)
         rounds = desk.config.orders.max_confirmation_rounds
         kind = record.context.get("kind", "order")
+        coid = record.client_order_id
+        if kind != "modify" and coid is None:  # checked before the writer: never stored as an unknown outcome
+            raise GatewayError(ErrorCode.INTERNAL_ERROR, "A submit record has no client order id.")
         try:
             if kind == "modify":
                 target = str(record.context["broker_order_id"])
                 placed = await writer.modify(target, ticket, confirm=warnings, max_rounds=rounds)
             elif kind == "bracket":
-                assert record.client_order_id is not None
                 placed = await writer.place_bracket(
                     ticket,
                     OrderTicket.model_validate(record.context["take_profit"]),
                     OrderTicket.model_validate(record.context["stop_loss"]),
-                    client_order_id=record.client_order_id,
+                    client_order_id=coid or "",
                     confirm=warnings,
                     max_rounds=rounds,
                 )
             else:
-                assert record.client_order_id is not None
-                placed = await writer.place(
-                    ticket, client_order_id=record.client_order_id, confirm=warnings, max_rounds=rounds
-                )
+                placed = await writer.place(ticket, client_order_id=coid or "", confirm=warnings, max_rounds=rounds)
         except GatewayError as exc:
             await self._writer_failed(record, exc)
             raise
