@@ -46,6 +46,14 @@ _GROUP_HELP = {
     "kill-switch": "The live kill switch.",
     "limits": "Live risk limits.",
     "desk": "The approval desk web page.",
+    "pnl": "Profit and loss.",
+    "options": "Option chains and greeks.",
+    "scanner": "Market scanners.",
+    "fx": "Currency exchange rates.",
+    "transactions": "Portfolio Analyst transactions.",
+    "transfers": "Cash transfers.",
+    "fundamentals": "Company fundamentals.",
+    "news": "News.",
 }
 """Every command group with its help, in the order `--help` lists them."""
 

@@ -82,6 +82,20 @@ _FIELD_FLAGS: Final[Mapping[str, Flag]] = {
     "take_profit_price": Flag("--take-profit-price", "Limit price of the take-profit exit."),
     "stop_loss_price": Flag("--stop-loss-price", "Stop price of the stop-loss exit."),
     "fingerprint": Flag("--fingerprint", "The preview fingerprint you reviewed; a changed order is refused."),
+    "month": Flag("--month", "Expiry month, e.g. AUG24."),
+    "expiry": Flag("--expiry", "One expiry date within the month, YYYYMMDD."),
+    "strike_count": Flag("--strikes", "Strikes nearest the money, 1 to 20 (default 6).", int | None),
+    "right": Flag("--right", "call, put or both (default both)."),
+    "scan_code": Flag("--scan", "Scan type code, e.g. TOP_PERC_GAIN."),
+    "instrument": Flag("--instrument", "Instrument code (default STK)."),
+    "location": Flag("--location", "Location code (default STK.US.MAJOR)."),
+    "base": Flag("--base", "Currency to convert from, e.g. EUR."),
+    "quote": Flag("--quote", "Currency to convert to, e.g. USD."),
+    "status": Flag("--status", "open, filled, cancelled, inactive or all (default all)."),
+    "since": Flag("--since", "Only orders updated at or after this time (ISO 8601)."),
+    "until": Flag("--until", "Only orders updated at or before this time (ISO 8601)."),
+    "levels": Flag("--levels", "Levels per side, 1 to 20 (default 5).", int | None),
+    "article_id": Flag("--article-id", "Article id from a headline."),
 }
 """Input field → its flag, wherever the field appears."""
 
@@ -114,6 +128,13 @@ _OPERATION_FLAGS: Final[Mapping[tuple[str, str], Flag | None]] = {
     ("cancel_live_bracket_order", "broker_order_id"): Flag(
         "--broker-order-id", "Broker order id of the bracket's parent."
     ),
+    ("option_expirations", "contract_id"): Flag("--contract-id", "Underlying conid, when the symbol means several."),
+    ("options_chain", "contract_id"): Flag("--contract-id", "Underlying conid, when the symbol means several."),
+    ("option_strikes", "contract_id"): Flag("--contract-id", "Underlying conid, e.g. 265598."),
+    ("scanner_run", "limit"): Flag("--limit", "Rows, 1 to 50 (default 25).", int | None),
+    ("orders_history", "limit"): Flag("--limit", "At most this many, 1 to 500 (default 100).", int | None),
+    ("transactions", "days"): Flag("--days", "Days back, 1 to 365 (default 90).", int | None),
+    ("transactions", "currency"): Flag("--currency", "Currency of the amounts (default USD)."),
 }
 """(operation, input field) → its flag for that operation only; None keeps the field off the command line."""
 

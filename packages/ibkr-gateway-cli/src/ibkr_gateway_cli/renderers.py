@@ -165,6 +165,36 @@ def _denial(value: Any) -> str:
     return text
 
 
+def _options_chain(value: Any) -> str:
+    head = f"{value.symbol} {value.month}: underlying {value.underlying_price or '-'}, expiries " + (
+        ", ".join(day.isoformat() for day in value.expiries) or "-"
+    )
+    columns = ["expiry", "strike", "right", "bid", "ask", "last", "delta", "implied_volatility_percent", "contract_id"]
+    lines = [head, table(value.options, columns, empty="(no options)")]
+    return "\n".join([*lines, *(f"warning: {w}" for w in value.warnings)])
+
+
+def _schedule(value: Any) -> str:
+    now = "unknown" if value.is_open_now is None else ("open" if value.is_open_now else "closed")
+    head = f"{value.symbol} on {value.exchange} ({value.time_zone or '-'}): {now} now"
+    nxt = value.next_session
+    if nxt is not None:
+        head += f"; next session {nxt.kind} {nxt.opens_at.isoformat()} to {nxt.closes_at.isoformat()}"
+    lines = [
+        f"{day.date.isoformat()}  {'open  ' if day.open else 'closed'}  "
+        + " ".join(f"{s.opens_at:%H:%M}-{s.closes_at:%H:%M} {s.kind}" for s in day.sessions)
+        for day in value.days
+    ]
+    return "\n".join([head, *(line.rstrip() for line in lines)])
+
+
+def _depth(value: Any) -> str:
+    lines = [f"book of {value.contract_id}: {len(value.bids)} bid and {len(value.asks)} ask levels"]
+    lines += [f"bid {cell(level.price):>12}  x {cell(level.size)}" for level in value.bids]
+    lines += [f"ask {cell(level.price):>12}  x {cell(level.size)}" for level in value.asks]
+    return "\n".join(lines)
+
+
 def _rows(columns: list[str], empty: str = "(none)") -> Renderer:
     return lambda value: table(value, columns, empty=empty)
 
@@ -212,5 +242,33 @@ RENDERERS: Final[Mapping[str, Renderer]] = {
     "preview_order_modify": _preview,
     "modify_paper_order": _lifecycle,
     "modify_live_order": _lifecycle,
+    "renew_session": block,
+    "account_metadata": block,
+    "pnl_daily": block,
+    "pnl_breakdown": lambda value: (
+        block(value, skip=("currencies",))
+        + "\n"
+        + table(value.currencies, ["currency", "realized_pnl", "unrealized_pnl"])
+    ),
+    "option_expirations": block,
+    "option_strikes": block,
+    "options_chain": _options_chain,
+    "option_greeks": block,
+    "scanner_params": lambda value: table(value.scan_types, ["code", "name"], empty="(no scans)"),
+    "scanner_run": lambda value: table(
+        value.rows, ["rank", "contract_id", "symbol", "company_name", "exchange", "scan_value"], empty="(no rows)"
+    ),
+    "market_schedule": _schedule,
+    "market_holidays": block,
+    "currency_rate": lambda value: f"1 {value.base} = {value.rate} {value.quote}",
+    "orders_history": lambda value: table(value.orders, _ORDER_COLUMNS, empty="(no orders)") + "\n" + value.note,
+    "transactions": lambda value: table(
+        value.transactions, ["date", "kind", "quantity", "price", "amount", "currency"], empty="(no transactions)"
+    ),
+    "transfer_history": block,
+    "market_depth": _depth,
+    "fundamentals": block,
+    "news_list": block,
+    "news_article": block,
 }
 """Every registry operation's renderer; a test checks the keys equal the registry's."""

@@ -149,6 +149,8 @@ class ErrorCode(StrEnum):
     LIVE_DAILY_NOTIONAL_LIMIT_REFUSED = "LIVE_DAILY_NOTIONAL_LIMIT_REFUSED"
     LIVE_KILL_SWITCH_CLOSED = "LIVE_KILL_SWITCH_CLOSED"
     KILL_SWITCH_OPERATOR_ONLY = "KILL_SWITCH_OPERATOR_ONLY"
+    BACKEND_UNSUPPORTED = "BACKEND_UNSUPPORTED"
+    OPERATOR_ONLY = "OPERATOR_ONLY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,6 +495,14 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ),
     ErrorCode.KILL_SWITCH_OPERATOR_ONLY: ErrorInfo(
         "auth", False, "Only the operator at the CLI may open the kill switch; anyone with a write scope may close it."
+    ),
+    ErrorCode.BACKEND_UNSUPPORTED: ErrorInfo(
+        "upstream",
+        False,
+        "The broker's Client Portal Web API does not offer this; use another source for it (see the message).",
+    ),
+    ErrorCode.OPERATOR_ONLY: ErrorInfo(
+        "auth", False, "Ask the operator to run the command at the CLI (`ibkr-agent ...`); agents may not."
     ),
 }
 """Family, retry advice and user action for every code; a test keeps it complete."""

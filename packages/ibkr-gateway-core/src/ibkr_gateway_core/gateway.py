@@ -35,6 +35,7 @@ from .call_context import CURRENT_CALL, CallContext
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
 from .input_limits import safe_jsonable, screen_arguments
+from .market_desk import MarketDesk
 from .models import (
     AccountSummary,
     BrokerAccount,
@@ -160,6 +161,7 @@ class Gateway:
             kill_switch=self.kill_switch_position,
         )
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = self._reads.handlers()
+        self._handlers.update(MarketDesk(backend=lambda: self.backend, clock=clock).handlers())
         self._desk: OrderDesk | None = None
         self._handlers.update(order_handlers(self._order_desk))
 

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import httpx2
@@ -44,11 +44,13 @@ from ibkr_gateway_core.orders import OrderTicket, OrderWriter, WhatIf
 from . import _mapping as mapping
 from . import _order_mapping as order_mapping
 from . import _wire as wire
+from ._market_reads import MarketReads
 from ._order_body import order_body
-from .client import BrokerHttpError, CpapiClient
+from .client import BrokerHttpError, CpapiClient, api_base_url
 from .pacing import RateGovernor
 from .supervisor import DEFAULT_TICKLE_INTERVAL, SessionSupervisor, Sleep
 from .writer import ClientPortalOrderWriter
+from .ws import AsgiConnector, WebsocketConnector, WsConnector
 
 if TYPE_CHECKING:
     from .simulator import SimulatorState
@@ -110,7 +112,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class CpapiBackend:
+class CpapiBackend(MarketReads):
     """Reads one broker through CPAPI; satisfies core's `Backend` Protocol."""
 
     def __init__(
@@ -120,6 +122,7 @@ class CpapiBackend:
         name: str,
         clock: Callable[[], datetime] = _utcnow,
         preflight_delays_s: Sequence[float] = DEFAULT_PREFLIGHT_DELAYS_S,
+        ws: WsConnector | None = None,
     ) -> None:
         """Wrap a client.
 
@@ -128,6 +131,7 @@ class CpapiBackend:
             name: `fake` or `client_portal_gateway`.
             clock: Source of `checked_at` and `received_at` times.
             preflight_delays_s: Waits between snapshot re-polls after a pre-flight answer.
+            ws: Opens websocket connections to the same broker (market depth, the P&L stream).
         """
         self.name = name
         self._client = client
@@ -152,6 +156,10 @@ class CpapiBackend:
         self._orders_working: dict[str, tuple[int, int]] = {}
         """Account → (brokerage generation, working orders in the last non-empty live-orders answer)."""
         client.on_write = self._order_written
+        self._ws = ws
+        self._scanner_params = None
+        self._searched = (-1, set())
+        self._pnl_primed = None
 
     async def __aenter__(self) -> CpapiBackend:
         return self
@@ -682,7 +690,12 @@ def _mapped(build: Callable[[], _T]) -> _T:
 
 def open_client_portal_backend(config: GatewayConfig) -> Backend:
     """The `client_portal_gateway` entry point: real HTTP to `broker.base_url`; no I/O until first use."""
-    return CpapiBackend(CpapiClient.from_config(config.broker), name="client_portal_gateway")
+    client = CpapiClient.from_config(config.broker)
+    base_url = config.broker.base_url or ""
+    ws = WebsocketConnector(
+        api_base_url(base_url), verify_tls=config.broker.verify_tls, timeout_s=config.broker.timeout_seconds
+    )
+    return CpapiBackend(client, name="client_portal_gateway", ws=ws)
 
 
 def open_fake_backend(config: GatewayConfig) -> Backend:
@@ -724,13 +737,19 @@ def open_simulator_backend(
     `profile` and `book_path` configure the simulator made here when no `state` is given. Fake mode
     does not pace; a test passes a `governor` to exercise pacing against the simulator's limits.
     """
+    apps: list[Any] = []
+
+    def app() -> Any:
+        if not apps:  # one app for HTTP and the websocket, so both see the same simulator
+            from .simulator.app import create_simulator_app  # lazy: starlette only when fake mode is used
+            from .simulator.state import SimulatorState
+
+            simulator = state if state is not None else SimulatorState(profile=profile, book_path=book_path)
+            apps.append(create_simulator_app(simulator))
+        return apps[0]
 
     def transport() -> httpx2.AsyncBaseTransport:
-        from .simulator.app import create_simulator_app  # lazy: starlette only when fake mode is used
-        from .simulator.state import SimulatorState
-
-        simulator = state if state is not None else SimulatorState(profile=profile, book_path=book_path)
-        return httpx2.ASGITransport(app=create_simulator_app(simulator))
+        return httpx2.ASGITransport(app=app())
 
     client = CpapiClient(
         FAKE_BASE_URL,
@@ -739,4 +758,4 @@ def open_simulator_backend(
         transport_factory=transport,
         governor=governor,
     )
-    return CpapiBackend(client, name="fake", clock=clock, preflight_delays_s=preflight_delays_s)
+    return CpapiBackend(client, name="fake", clock=clock, preflight_delays_s=preflight_delays_s, ws=AsgiConnector(app))

@@ -164,7 +164,7 @@ def _prepare(
         log_level="warning",
         access_log=False,
         lifespan="off",
-        ws="none",
+        ws="websockets-sansio",  # `/v1/api/ws`: depth and the P&L stream
         http="h11",
         timeout_graceful_shutdown=1,
     )

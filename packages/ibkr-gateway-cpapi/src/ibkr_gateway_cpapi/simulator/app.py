@@ -15,11 +15,12 @@ import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from ._json import as_array, as_object
 from ._session import SimConnectionDropped, SimHttpError, error_body
+from ._trading_routes import TRADING_ROUTES, websocket_endpoint
 from .state import SimulatorState
 
 PREFIXES: Final = ("/v1/api", "/v1/portal")
@@ -289,7 +290,11 @@ _ROUTES: Final[list[tuple[str, Handler, list[str]]]] = [
 
 
 def _routes() -> list[BaseRoute]:
-    return [Route(path, _endpoint(handler), methods=methods) for path, handler, methods in _ROUTES]
+    routes: list[BaseRoute] = [
+        Route(path, _endpoint(handler), methods=methods) for path, handler, methods in [*_ROUTES, *TRADING_ROUTES]
+    ]
+    routes.append(WebSocketRoute("/ws", websocket_endpoint))
+    return routes
 
 
 CONTROL_PATH: Final = "/sim/control"

@@ -36,6 +36,7 @@ from ._store import (
     history_bytes,
 )
 from ._tickets import QuestionRule
+from ._trading import TradingDesk
 
 _MAC = "02:5C:51:4D:00:01"
 
@@ -102,8 +103,14 @@ class SimulatorState:
         """Further empty live-orders answers after each warm-up (IBKR's slow order subscription)."""
         self.history_latency_s = 0.0
         """Real seconds each history request takes (so concurrent requests overlap)."""
+        self.trading = TradingDesk(self)
+        """Options, scanner, schedules, FX, P&L, transactions and depth."""
 
     # -- inspection ------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The simulator's clock."""
+        return self._clock()
 
     @property
     def profile(self) -> SimProfile:
@@ -588,7 +595,9 @@ class SimulatorState:
                 continue
             sections: list[dict[str, object]] = [{"secType": contract.sec_type}]
             if contract.sec_type == "STK":
-                sections.append({"secType": "OPT", "months": "JUL24;AUG24;SEP24", "exchange": "SMART;AMEX;CBOE"})
+                sections.append(
+                    {"secType": "OPT", "months": self.trading.option_months(), "exchange": "SMART;AMEX;CBOE"}
+                )
             results.append(
                 {
                     "conid": str(contract.conid),
@@ -610,6 +619,9 @@ class SimulatorState:
 
     def contract_info(self, conid: int) -> dict[str, object]:
         """`/iserver/contract/{conid}/info` (snake case)."""
+        option = self.trading.option(conid)
+        if option is not None:
+            return self.trading.option_info(option)
         contract = self._contract(conid)
         return {
             "con_id": contract.conid,
@@ -637,7 +649,8 @@ class SimulatorState:
         rows: list[dict[str, object]] = []
         for conid in conids:
             contract = self.book.contracts.get(conid)
-            if contract is None:
+            option = self.trading.option(conid) if contract is None else None
+            if contract is None and option is None:
                 continue
             remembered = brokerage.snapshot_fields.setdefault(conid, [])
             remembered.extend(code for code in fields if code not in remembered)
@@ -647,7 +660,15 @@ class SimulatorState:
                 continue
             server_id = f"q{sorted(brokerage.preflighted).index(conid)}"
             wanted = remembered or list(_market.DEFAULT_FIELDS)
-            rows.append(_market.snapshot_row(contract, wanted, server_id=server_id, updated_ms=updated_ms))
+            base = contract if contract is not None else option.underlying if option is not None else None
+            assert base is not None
+            extra = self.trading.option_fields(option) if option is not None else self.trading.stock_fields(base)
+            row = _market.snapshot_row(base, wanted, server_id=server_id, updated_ms=updated_ms)
+            if option is not None:  # an option has its own prices, not its underlying's
+                row = {k: v for k, v in row.items() if k not in _market.field_values(base)} | {"55": base.symbol}
+                row["conid"], row["conidEx"] = conid, str(conid)
+            row.update({code: extra[code] for code in wanted if code in extra})
+            rows.append(row)
         return rows
 
     def unsubscribe(self, conid: int) -> dict[str, object]:
