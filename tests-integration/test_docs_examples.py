@@ -17,6 +17,7 @@ DOCS_SRC = ROOT / "docs_src"
 
 EXPECTED_OUTPUT: dict[str, str] = {
     "getting_started/tutorial001.py": r"visible_accounts=[1-9]\d*\n",
+    "library/tutorial001.py": r"pnl_available=True options=[1-9]\d*\npreview=AAPL 1 @ 200\n",
 }
 """Regular expression that the whole stdout of each example must match."""
 

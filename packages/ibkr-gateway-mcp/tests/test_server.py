@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 ACCOUNT: Final = "DU1234567"
 """A paper account of the simulator's seed data."""
 
-READ_CALLS: Final[dict[str, dict[str, Any]]] = {
+BASE_READ_CALLS: Final[dict[str, dict[str, Any]]] = {
     "ibkr_capabilities": {},
     "ibkr_health": {},
     "ibkr_backend_status": {},
@@ -44,10 +44,43 @@ READ_CALLS: Final[dict[str, dict[str, Any]]] = {
     "ibkr_kill_switch_status": {},
     "ibkr_limits_status": {"account_id": ACCOUNT},
 }
+
+MARKET_READ_CALLS: Final[dict[str, dict[str, Any]]] = {
+    "ibkr_session_renew": {},
+    "ibkr_account_metadata": {"account_id": ACCOUNT},
+    "ibkr_pnl_daily": {"account_id": ACCOUNT},
+    "ibkr_pnl_realtime": {"account_id": ACCOUNT},
+    "ibkr_option_expirations": {"symbol": "AAPL"},
+    "ibkr_option_strikes": {"contract_id": 265598, "month": "dec26"},
+    "ibkr_options_chain": {"symbol": "aapl", "strike_count": 2},
+    "ibkr_option_greeks": {"contract_id": 900010000100},  # the simulator's at-the-money AAPL call, nearest expiry
+    "ibkr_scanner_params": {},
+    "ibkr_scanner_run": {"scan_code": "MOST_ACTIVE", "limit": 3},
+    "ibkr_market_session": {"symbol": "AAPL"},
+    "ibkr_market_holidays": {"symbol": "AAPL", "exchange": "NASDAQ"},
+    "ibkr_currency_rate": {"base": "eur", "quote": "USD"},
+    "ibkr_orders_history": {"account_id": ACCOUNT, "status": "open", "limit": 5},
+    "ibkr_transactions_list": {"account_id": ACCOUNT, "contract_id": 265598},
+    "ibkr_transfer_history": {"account_id": ACCOUNT},
+    "ibkr_market_depth": {"account_id": ACCOUNT, "contract_id": 265598, "levels": 3},
+    "ibkr_fundamentals_get": {"contract_id": 265598},
+    "ibkr_news_list": {"symbol": "AAPL"},
+    "ibkr_news_article": {"article_id": "abc-1"},
+}
+
+READ_CALLS: Final[dict[str, dict[str, Any]]] = {**BASE_READ_CALLS, **MARKET_READ_CALLS}
 """Valid arguments for every read tool, against the simulator's seed data."""
 
+REFUSING_READS: Final = {
+    "ibkr_session_renew": "OPERATOR_ONLY",
+    "ibkr_transfer_history": "BACKEND_UNSUPPORTED",
+    "ibkr_news_list": "BACKEND_UNSUPPORTED",
+    "ibkr_news_article": "BACKEND_UNSUPPORTED",
+}
+"""Reads an agent is refused: the operator's session renewal, and what CPAPI does not offer."""
+
 PAPER_TIER_TOOLS: Final = [
-    *list(READ_CALLS)[:-4],
+    *list(BASE_READ_CALLS)[:-4],
     "ibkr_order_preview",
     "ibkr_approvals_create",
     "ibkr_approvals_list",
@@ -63,6 +96,7 @@ PAPER_TIER_TOOLS: Final = [
     "ibkr_paper_bracket_order_cancel",
     "ibkr_order_modify_preview",
     "ibkr_paper_order_modify",
+    *MARKET_READ_CALLS,
 ]
 """What the with_paper tier lists, in registry order: every read, then the paper workflow."""
 
@@ -93,12 +127,18 @@ async def test_read_only_tier_lists_every_read_tool(gateway: Gateway, mode: str)
     [
         pytest.param(
             ["ibkr:health:read"],
-            ["ibkr_capabilities", "ibkr_health", "ibkr_backend_status", "ibkr_session_requirements"],
+            [
+                "ibkr_capabilities",
+                "ibkr_health",
+                "ibkr_backend_status",
+                "ibkr_session_requirements",
+                "ibkr_session_renew",
+            ],
             id="health-only",
         ),
         pytest.param(
             ["ibkr:accounts:read", "ibkr:positions:read"],
-            ["ibkr_accounts_list", "ibkr_positions_list"],
+            ["ibkr_accounts_list", "ibkr_positions_list", "ibkr_account_metadata"],
             id="accounts-and-positions",
         ),
         pytest.param(["with_paper"], PAPER_TIER_TOOLS, id="with-paper-tier"),
@@ -151,10 +191,18 @@ async def test_server_instructions_explain_the_gates(gateway: Gateway, mode: str
 async def test_every_read_tool_answers_with_structured_content_and_one_audit_event(
     gateway: Gateway, mode: str, tool: str
 ) -> None:
-    """Each read tool succeeds against the simulator; the client validated the output schema; one event."""
+    """Each read tool succeeds against the simulator; the client validated the output schema; one event.
+
+    The reads an agent is refused answer with their code and are audited as refused.
+    """
     async with Client(build_server(gateway), mode=mode) as client:
         with anyio.fail_after(10):
             result = await client.call_tool(tool, READ_CALLS[tool])
+    if tool in REFUSING_READS:
+        assert result.is_error and text_of(result).startswith(f"[{REFUSING_READS[tool]}] ")
+        records = await gateway.audit.tail(1)
+        assert records[0].event.tool_name == tool and records[0].event.error_code == REFUSING_READS[tool]
+        return
     assert not result.is_error, text_of(result)
     records = await gateway.audit.tail(5)
     audited = {record.event.event_id: record.event for record in records}

@@ -39,9 +39,10 @@ def test_describe_reports_versions_and_the_scope_filtered_tools(tmp_path: Path) 
         "ibkr_health",
         "ibkr_backend_status",
         "ibkr_session_requirements",
+        "ibkr_session_renew",
     ]
-    assert described["tool_count"] == 4
-    assert described["status"] == "local MCP stdio server ready with 4 scope-filtered tools"
+    assert described["tool_count"] == 5
+    assert described["status"] == "local MCP stdio server ready with 5 scope-filtered tools"
 
 
 def test_describe_defaults_to_the_read_only_tier(tmp_path: Path) -> None:
@@ -141,7 +142,13 @@ async def test_stdio_subprocess_takes_scopes_from_the_config_file(tmp_path: Path
     with anyio.fail_after(60):
         async with Client(params) as client:
             tools = [tool.name for tool in (await client.list_tools()).tools]
-    assert tools == ["ibkr_capabilities", "ibkr_health", "ibkr_backend_status", "ibkr_session_requirements"]
+    assert tools == [
+        "ibkr_capabilities",
+        "ibkr_health",
+        "ibkr_backend_status",
+        "ibkr_session_requirements",
+        "ibkr_session_renew",
+    ]
 
 
 @pytest.mark.slow

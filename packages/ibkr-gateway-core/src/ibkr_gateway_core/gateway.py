@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ._operation_methods import ReadMethods, WriteMethods
 from .audit import (
     AuditEvent,
     AuditLog,
@@ -31,25 +32,11 @@ from .audit import (
     new_event_id,
 )
 from .backend import Backend, BackendFactory, load_backend_factory
-from .call_context import CURRENT_CALL, CallContext
+from .call_context import CURRENT_CALL, CallContext, Switch
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
 from .input_limits import safe_jsonable, screen_arguments
 from .market_desk import MarketDesk
-from .models import (
-    AccountSummary,
-    BrokerAccount,
-    BrokerSessionStatus,
-    ContractCandidate,
-    Execution,
-    HealthStatus,
-    HistoricalBars,
-    MarketSnapshot,
-    OrderRecord,
-    PortfolioSnapshot,
-    Position,
-    SessionRequirements,
-)
 from .observability import observe_call
 from .order_desk import OrderDesk, order_handlers
 from .principal import Principal
@@ -125,7 +112,7 @@ def _adapter(kind: type) -> TypeAdapter[Any]:
     return TypeAdapter(kind)
 
 
-class Gateway:
+class Gateway(ReadMethods):
     """The service behind every surface.
 
     Build it with `Gateway.from_config(config)` and use it as an async context manager; the broker
@@ -420,65 +407,62 @@ class Gateway:
 
     # ------------------------------------------------------------- named methods
 
-    async def health(self) -> HealthStatus:
-        """Liveness of the gateway; no broker call."""
-        return (await self.call("health")).value
+    async def _invoke(self, name: str, arguments: Mapping[str, Any]) -> Any:
+        """The typed methods (`ReadMethods`) call here: the default principal, no switches."""
+        return (await self.call(name, {k: v for k, v in arguments.items() if v is not None})).value
 
-    async def backend_status(self) -> BrokerSessionStatus:
-        """Broker session status."""
-        return (await self.call("backend_status")).value
+    def as_principal(self, principal: Principal, *, switches: frozenset[str] = frozenset()) -> GatewayView:
+        """A view whose methods, writes included, act as `principal` with these per-call switches."""
+        return GatewayView(self, principal, switches)
 
-    async def session_requirements(self) -> SessionRequirements:
-        """What a person must do for broker calls to work."""
-        return (await self.call("session_requirements")).value
+    def as_operator(
+        self,
+        *,
+        enable_preview: bool = False,
+        enable_paper: bool = False,
+        enable_live: bool = False,
+        live_scope: bool = False,
+        open_kill_switch: bool = False,
+        acknowledge_paper_to_live: bool = False,
+        live_broker: str | None = None,
+    ) -> GatewayView:
+        """A view whose methods act as the local operator (`orders.operator_scopes`), with the CLI's switches.
 
-    async def list_accounts(self) -> list[BrokerAccount]:
-        """Accounts visible in the broker session."""
-        return (await self.call("list_accounts")).value
-
-    async def account_summary(self, account_id: str) -> AccountSummary:
-        """Balances and margin of one account."""
-        return (await self.call("account_summary", {"account_id": account_id})).value
-
-    async def portfolio_snapshot(self, account_id: str) -> PortfolioSnapshot:
-        """Summary, cash and positions of one account."""
-        return (await self.call("portfolio_snapshot", {"account_id": account_id})).value
-
-    async def list_positions(self, account_id: str) -> list[Position]:
-        """Positions of one account."""
-        return (await self.call("list_positions", {"account_id": account_id})).value
-
-    async def search_contracts(self, query: str, **filters: object) -> list[ContractCandidate]:
-        """Contracts matching a symbol."""
-        return (await self.call("search_contracts", {"query": query, **filters})).value
-
-    async def resolve_contract(self, query: str, **filters: object) -> ContractCandidate:
-        """The one contract a symbol means."""
-        return (await self.call("resolve_contract", {"query": query, **filters})).value
-
-    async def market_snapshot(self, contract_id: int) -> MarketSnapshot:
-        """A quote for one contract."""
-        return (await self.call("market_snapshot", {"contract_id": contract_id})).value
-
-    async def historical_bars(self, contract_id: int, duration: str, bar_size: str) -> HistoricalBars:
-        """Bars of one contract."""
-        args = {"contract_id": contract_id, "duration": duration, "bar_size": bar_size}
-        return (await self.call("historical_bars", args)).value
-
-    async def list_orders(self, account_id: str) -> list[OrderRecord]:
-        """Orders of one account."""
-        return (await self.call("list_orders", {"account_id": account_id})).value
-
-    async def order_status(self, account_id: str, broker_order_id: str) -> OrderRecord:
-        """One order by broker or client order id."""
-        args = {"account_id": account_id, "broker_order_id": broker_order_id}
-        return (await self.call("order_status", args)).value
-
-    async def list_executions(self, account_id: str, days: int = 1) -> list[Execution]:
-        """Fills of one account."""
-        return (await self.call("list_executions", {"account_id": account_id, "days": days})).value
+        The flags are those of the CLI (`--enable-preview`, `--enable-paper`, `--enable-live`, ...):
+        `gateway.as_operator(enable_preview=True).preview_order(...)` previews as the operator would.
+        """
+        flags = {
+            Switch.ENABLE_PREVIEW: enable_preview,
+            Switch.ENABLE_PAPER: enable_paper,
+            Switch.ENABLE_LIVE: enable_live,
+            Switch.LIVE_SCOPE: live_scope,
+            Switch.OPEN_KILL_SWITCH: open_kill_switch,
+            Switch.ACKNOWLEDGE_PAPER_TO_LIVE: acknowledge_paper_to_live,
+        }
+        switches = {name for name, on in flags.items() if on}
+        if live_broker is not None:
+            switches.add(Switch.LIVE_BROKER_PREFIX + live_broker)
+        operator = Principal(kind="local_operator", subject="local-operator", scopes=self.config.operator_scopes())
+        return GatewayView(self, operator, frozenset(switches))
 
     # ------------------------------------------------------------------ handlers
+
+
+class GatewayView(WriteMethods):
+    """The gateway seen as one principal: every operation as a typed method, writes included.
+
+    Made by `Gateway.as_operator()` or `Gateway.as_principal()`; each call is audited with that
+    principal and carries the view's switches.
+    """
+
+    def __init__(self, gateway: Gateway, principal: Principal, switches: frozenset[str]) -> None:
+        self.gateway = gateway
+        self.principal = principal
+        self.switches = switches
+
+    async def _invoke(self, name: str, arguments: Mapping[str, Any]) -> Any:
+        args = {k: v for k, v in arguments.items() if v is not None}
+        return (await self.gateway.call(name, args, principal=self.principal, switches=self.switches)).value
 
 
 def _refuse_unsafe_output(op: Operation, data: object) -> None:

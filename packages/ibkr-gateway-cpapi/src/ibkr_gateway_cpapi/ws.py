@@ -151,7 +151,7 @@ class AsgiConnector:
             "server": ("cpapi-simulator.invalid", 80),
             "subprotocols": [],
         }
-        async with anyio.create_task_group() as tasks, to_app, from_app:
+        async with to_app, app_inbox, app_outbox, from_app, anyio.create_task_group() as tasks:
 
             async def run() -> None:
                 try:
