@@ -51,7 +51,16 @@ from .models import (
     Position,
     SessionRequirements,
 )
-from .order_models import ApprovalRecord, KillSwitchState, LimitsStatus, OrderLifecycle, OrderPreview, ReconcileReport
+from .order_models import (
+    ApprovalRecord,
+    KillSwitchState,
+    LimitsStatus,
+    OrderLifecycle,
+    OrderPreview,
+    PreviewDenial,
+    PreviewEntry,
+    ReconcileReport,
+)
 from .registry import AuditTail
 
 
@@ -316,6 +325,20 @@ class ReadMethods(_Caller):
         """
         arguments: dict[str, Any] = {"account_id": account_id, "limit": limit}
         return await self._invoke("list_approvals", arguments)
+
+    async def list_previews(
+        self, account_id: str | None = None, pending_only: bool = False, limit: int = 50
+    ) -> list[PreviewEntry]:
+        """List previews.
+
+        Previews, newest first, with their status (pending, approved, consumed, revoked, denied, expired);
+        pending ones wait for a person's decision.
+
+        Operation `list_previews`, tool `ibkr_previews_list`, CLI `ibkr-agent previews list`, scope
+        `ibkr:approvals:read`.
+        """
+        arguments: dict[str, Any] = {"account_id": account_id, "pending_only": pending_only, "limit": limit}
+        return await self._invoke("list_previews", arguments)
 
     async def reconcile_orders(self) -> ReconcileReport:
         """Reconcile orders.
@@ -682,6 +705,7 @@ class WriteMethods(ReadMethods):
         preview_id: str,
         ttl_seconds: int | None = None,
         mode: Literal["paper", "live"] | None = None,
+        fingerprint: str | None = None,
     ) -> ApprovalRecord:
         """Approve a preview.
 
@@ -696,6 +720,7 @@ class WriteMethods(ReadMethods):
             "preview_id": preview_id,
             "ttl_seconds": ttl_seconds,
             "mode": mode,
+            "fingerprint": fingerprint,
         }
         return await self._invoke("create_approval", arguments)
 
@@ -709,6 +734,17 @@ class WriteMethods(ReadMethods):
         """
         arguments: dict[str, Any] = {"approval_id": approval_id, "reason": reason}
         return await self._invoke("revoke_approval", arguments)
+
+    async def deny_preview(self, preview_id: str, reason: str = "denied") -> PreviewDenial:
+        """Deny a preview.
+
+        Refuse one preview for good: it can never be approved, and its unused approvals are revoked.
+
+        Operation `deny_preview`, tool `ibkr_previews_deny`, CLI `ibkr-agent previews deny`, scope
+        `ibkr:approvals:create`.
+        """
+        arguments: dict[str, Any] = {"preview_id": preview_id, "reason": reason}
+        return await self._invoke("deny_preview", arguments)
 
     async def submit_paper_order(self, account_id: str, approval_id: str, idempotency_key: str) -> OrderLifecycle:
         """Submit a paper order.
