@@ -40,6 +40,7 @@ BASE_READ_CALLS: Final[dict[str, dict[str, Any]]] = {
     "ibkr_audit_verify": {},
     "ibkr_audit_checkpoint": {},
     "ibkr_approvals_list": {"limit": 5},
+    "ibkr_previews_list": {},
     "ibkr_orders_reconcile": {},
     "ibkr_kill_switch_status": {},
     "ibkr_limits_status": {"account_id": ACCOUNT},
@@ -80,11 +81,13 @@ REFUSING_READS: Final = {
 """Reads an agent is refused: the operator's session renewal, and what CPAPI does not offer."""
 
 PAPER_TIER_TOOLS: Final = [
-    *list(BASE_READ_CALLS)[:-4],
+    *list(BASE_READ_CALLS)[:-5],
     "ibkr_order_preview",
     "ibkr_approvals_create",
     "ibkr_approvals_list",
     "ibkr_approvals_revoke",
+    "ibkr_previews_list",
+    "ibkr_previews_deny",
     "ibkr_paper_order_submit",
     "ibkr_paper_order_cancel",
     "ibkr_orders_reconcile",
