@@ -10,7 +10,7 @@ import pytest
 from ibkr_gateway_core.errors import ErrorCode
 from ibkr_gateway_core.writers import LocalCandidateWriter
 from ibkr_gateway_cpapi.simulator import SimulatorState
-from reliability_harness import ACCOUNT, Clock, Desk, running_desk
+from reliability_harness import ACCOUNT, Clock, running_desk
 from test_attack_exposure import LIVE_CP, live_policy
 
 pytestmark = pytest.mark.anyio
