@@ -326,6 +326,9 @@ def test_a_person_approves_denies_and_halts_in_the_browser(rig: DeskRig, browser
     assert "fresh quote" in text and "commission" in text and "risk checks" in text
     assert PAPER_ACCOUNT not in browser.page_source  # masked: only the last four characters
     assert card.get_attribute("data-fingerprint") == first.fingerprint
+    verdict = card.find_element(By.CSS_SELECTOR, ".verdict")
+    assert "pass" in (verdict.get_attribute("class") or "")  # the core's policy passes on the fresh quote...
+    assert not card.find_elements(By.CSS_SELECTOR, "table.checks tr.fail")  # ...and so does every row shown
     assert browser.find_element(By.ID, "who").text.startswith(APPROVER)
 
     # a second preview arrives while the page is open: the page shows it by itself

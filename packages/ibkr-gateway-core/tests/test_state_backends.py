@@ -16,7 +16,7 @@ import pytest
 from ibkr_gateway_core.audit import AuditEvent, AuditLog
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.order_models import ApprovalRecord, KillSwitchState, OrderPreview
+from ibkr_gateway_core.order_models import ApprovalRecord, KillSwitchState, OrderPreview, PreviewDenial
 from ibkr_gateway_core.order_store import LiveOrder, NewRecord, OrderStore
 from ibkr_gateway_core.orders import OrderTicket
 from ibkr_gateway_core.state import PostgresLocation, StateLocation, open_state, schema_version
@@ -145,6 +145,32 @@ def test_previews_approvals_and_revocation_round_trip(stores: Callable[[], Order
     again = store.revoke_approval("ap-1", "twice", NOW)
     assert again is not None and again.revoke_reason == "changed my mind"
     assert store.revoke_approval("ap-none", "x", NOW) is None
+
+
+def test_previews_list_with_approvals_and_denials_and_a_denial_is_made_once(stores: Callable[[], OrderStore]) -> None:
+    one, two = stores(), stores()
+    stamp = one.change_stamp()
+    for n in (1, 2, 3):
+        one.save_preview(preview(n), "remote")
+    assert one.change_stamp() != stamp
+    one.save_approval(approval(2))
+    denial = PreviewDenial(
+        preview_id="pv-2", denied_by="alice", denied_by_kind="remote", denied_at=NOW, reason="no", audit_event_id="ev-d"
+    )
+    before = two.change_stamp()
+    stored = two.deny_preview(denial)
+    assert isinstance(stored, PreviewDenial) and stored.revoked_approvals == ["ap-2"]
+    assert one.change_stamp() != before
+    again = one.deny_preview(denial.model_copy(update={"reason": "twice"}))
+    assert isinstance(again, PreviewDenial) and again.reason == "no"
+    assert one.deny_preview(denial.model_copy(update={"preview_id": "pv-9"})) == "missing"
+    rows = {p.preview_id: (kind, a, d) for p, kind, a, d in two.previews(None, 10)}
+    assert set(rows) == {"pv-1", "pv-2", "pv-3"}
+    kind, approved, denied = rows["pv-2"]
+    assert kind == "remote" and approved is not None and approved.status == "revoked" and denied is not None
+    assert rows["pv-1"][1:] == (None, None)
+    assert len(two.previews(ACCOUNT, 2)) == 2 and two.previews("DU0000000", 10) == []
+    assert two.preview_denial("pv-2") is not None and two.preview_denial("pv-1") is None
 
 
 def test_a_duplicate_preview_id_is_refused_by_the_database(stores: Callable[[], OrderStore]) -> None:

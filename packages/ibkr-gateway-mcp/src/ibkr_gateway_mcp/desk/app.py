@@ -433,7 +433,7 @@ async def _audit(desk: Desk, request: Request, session: DeskSession) -> str:
         if event.event_id == entry.preview.audit_event_id or preview_id in named or named & set(approval_ids):
             events.append(event)
     events.sort(key=lambda ev: ev.timestamp)
-    return pages.audit_page(session, preview_id, events, switch.state)
+    return pages.audit_page(session, preview_id, events, switch.state, entry)
 
 
 def _changes(desk: Desk) -> Handler:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from html import escape
 from typing import Any
 
+from ibkr_gateway_core.gates import reference_price
 from ibkr_gateway_core.models import MarketSnapshot, Money
 from ibkr_gateway_core.order_models import PreviewEntry
 from ibkr_gateway_core.risk import RiskPolicy
@@ -433,7 +434,9 @@ def limits_page(session: DeskSession, rows: Sequence[tuple[Any, Any, str | None]
     return layout("Limits used today", "".join(parts), session=session, kill_switch=kill_switch)
 
 
-def audit_page(session: DeskSession, preview_id: str, events: Sequence[Any], kill_switch: str) -> str:
+def audit_page(
+    session: DeskSession, preview_id: str, events: Sequence[Any], kill_switch: str, entry: PreviewEntry | None = None
+) -> str:
     """The audit trail of one preview: its creation, approvals, denial and submits."""
     rows = "".join(
         f"<tr class='decision-{e(ev.decision)}'><td>{when(ev.timestamp)}</td><td>{e(ev.event_type)}</td>"
@@ -441,7 +444,18 @@ def audit_page(session: DeskSession, preview_id: str, events: Sequence[Any], kil
         f"<td>{e(ev.result_status)}</td><td>{e(ev.error_code)}</td><td><code>{e(ev.event_id[:12])}</code></td></tr>"
         for ev in events
     )
-    body = (
+    head = ""
+    if entry is not None:
+        t = entry.preview.ticket
+        price = f" @ {e(t.limit_price)}" if t.limit_price is not None else ""
+        head = (
+            f"<section class='card'><h2>{e(t.side.upper())} {e(t.quantity)} {e(t.symbol)} <small>{e(t.order_type)}"
+            f"{price}</small> <span class='status status-{e(entry.status)}'>{e(entry.status)}</span></h2>"
+            f"<p class='asked'>Asked by <span class='agent'>{e(entry.preview.created_by)}</span> "
+            f"({e(entry.created_by_kind)}) at {when(entry.preview.created_at)} · account "
+            f"{e(masked_account(entry.preview.account_id))}</p></section>"
+        )
+    body = head + (
         f"<section class='card'><p>Every audited event that names preview <code>{e(preview_id)}</code> or one of its "
         "approvals, oldest first.</p><table><thead><tr><th>Time</th><th>Event</th><th>Operation</th><th>Who</th>"
         f"<th>Result</th><th>Code</th><th>Event id</th></tr></thead><tbody>{rows or _none(7)}</tbody></table></section>"
@@ -495,24 +509,20 @@ def risk_checks(
         ),
     ]
     if policy.max_price_deviation_bps is not None:
+        limit = f"{policy.max_price_deviation_bps} bps ({policy.price_collar})"
         price = t.limit_price if t.limit_price is not None else t.stop_price
-        ref = None
-        if quote is not None and quote.bid and quote.ask:
-            ref = (quote.bid + quote.ask) / 2
-        elif quote is not None and quote.last:
-            ref = quote.last
-        if price is not None and ref:
-            deviation = abs(price - ref) / ref * 10_000
-            checks.append(
-                Check(
-                    "Price collar",
-                    f"{policy.max_price_deviation_bps} bps",
-                    f"{deviation:.0f} bps from {ref:.2f}",
-                    deviation <= policy.max_price_deviation_bps,
-                )
-            )
+        ref = reference_price(quote)
+        if price is None or ref is None or (policy.price_collar == "marketable" and t.limit_price is None):
+            checks.append(Check("Price collar", limit, "priced at the market", None))
         else:
-            checks.append(Check("Price collar", f"{policy.max_price_deviation_bps} bps", "market order", None))
+            if policy.price_collar == "marketable":
+                through = price - ref if t.side == "buy" else ref - price
+                deviation = max(through, Decimal(0)) / ref * 10_000
+                shown = f"{deviation:.0f} bps through {ref:.2f}"
+            else:
+                deviation = abs(price - ref) / ref * 10_000
+                shown = f"{deviation:.0f} bps from {ref:.2f}"
+            checks.append(Check("Price collar", limit, shown, deviation <= policy.max_price_deviation_bps))
     if quote is not None:
         age = quote.staleness_seconds
         limit = policy.max_quote_age_seconds
