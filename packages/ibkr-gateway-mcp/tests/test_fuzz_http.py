@@ -1,0 +1,185 @@
+"""Fuzzing every MCP tool over the streamable HTTP transport: a real uvicorn on loopback behind OAuth.
+
+The server (issuer, gateway, remote app) runs on its own event loop in a blocking portal, so the
+hypothesis tests stay synchronous and one server serves every example. Properties as over stdio:
+each request answered within a bound, success or a stable code, exactly one audit event, the audit
+chain verifies at the end. `IBKR_FUZZ_PROFILE=long` runs 10,000 cases per test.
+"""
+
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from anyio.from_thread import start_blocking_portal
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ibkr_gateway_core.config import GatewayConfig
+from ibkr_gateway_core.gateway import Gateway
+from ibkr_gateway_core.scopes import parse_scopes
+from ibkr_gateway_mcp.auth import JwksTokenVerifier
+from ibkr_gateway_mcp.http_app import RemoteMcpApp, verifier_settings
+from ibkr_gateway_mcp.testing import FakeIssuer, loopback_socket, serve_loopback
+
+from .fuzz_cases import MALFORMED_LINES, call_line, check_tool_reply, examples, tool_arguments
+from .raw_stdio import AuditView
+
+TOKEN_KEY_ENV = "IBKR_TEST_FUZZ_TOKEN_KEY"
+TOKEN_KEY = "f" * 40
+BOUND_S = 10.0
+
+_ids = itertools.count(1000)
+
+
+def fuzz_settings(normal: int) -> settings:
+    """Bounded in the normal run, 10,000 examples under the long profile."""
+    return settings(
+        max_examples=examples(normal),
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
+
+
+@dataclass
+class Target:
+    resource: str
+    token: str
+    headers: dict[str, str]
+    audit: AuditView
+    schemas: dict[str, dict[str, Any]]
+    http: httpx2.Client
+    cases: int = 0
+
+    def post(self, raw: bytes) -> httpx2.Response:
+        return self.http.post(self.resource, content=raw, headers=self.headers)
+
+
+def _payload(response: httpx2.Response) -> dict[str, Any] | None:
+    """The JSON-RPC message of a reply, sent as JSON or as one SSE event."""
+    if response.status_code == 202 or not response.content:
+        return None
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        messages: list[dict[str, Any]] = []
+        for event in response.text.replace("\r\n", "\n").split("\n\n"):
+            data = [line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:")]
+            if data and "".join(data).strip():
+                messages.append(json.loads("\n".join(data)))  # SSE: one event's data lines joined by newlines
+        return messages[-1] if messages else None
+    return response.json()
+
+
+@asynccontextmanager
+async def _serve(root: Path) -> AsyncIterator[tuple[str, str]]:
+    async with FakeIssuer().serve() as issuer:
+        sock = loopback_socket()
+        resource = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        config = GatewayConfig.from_mapping(
+            {
+                "auth": {"enabled_scopes": ["with_paper", "ibkr:audit:read"]},
+                "state": {"directory": str(root / "state")},
+                "safety": {"remote_mcp_enabled": True},
+                "remote_mcp": {
+                    "enabled": True,
+                    "resource": resource,
+                    "issuer": issuer.url,
+                    "allowed_scopes": ["with_paper", "ibkr:audit:read"],
+                    "token_id_hmac_secret_env": TOKEN_KEY_ENV,
+                    "rate_limit_max_requests": 1_000_000,
+                },
+            }
+        )
+        async with (
+            Gateway.from_config(config) as gateway,
+            JwksTokenVerifier(verifier_settings(config.remote_mcp)) as verifier,
+        ):
+            app = RemoteMcpApp(gateway, config.remote_mcp, verifier, token_id_key=TOKEN_KEY.encode())
+            async with serve_loopback(app, sock):
+                granted = parse_scopes(["with_paper", "ibkr:audit:read"])
+                token = issuer.mint(audience=resource, scope=" ".join(sorted(scope.value for scope in granted)))
+                yield resource, token
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    root = tmp_path_factory.mktemp("fuzz-http")
+    with pytest.MonkeyPatch.context() as patch, start_blocking_portal() as portal:
+        patch.setenv(TOKEN_KEY_ENV, TOKEN_KEY)
+        with (
+            portal.wrap_async_context_manager(_serve(root)) as (resource, token),
+            httpx2.Client(timeout=BOUND_S) as http,
+        ):
+            headers = {
+                "accept": "application/json, text/event-stream",
+                "content-type": "application/json",
+                "authorization": f"Bearer {token}",
+            }
+            init = {
+                "jsonrpc": "2.0",
+                "id": "init",
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "f", "version": "0"},
+                },
+            }
+            opened = http.post(resource, json=init, headers=headers)
+            assert opened.status_code == 200, opened.text
+            headers |= {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+            ready = http.post(resource, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+            assert ready.status_code == 202
+            listed = _payload(
+                http.post(resource, json={"jsonrpc": "2.0", "id": "l", "method": "tools/list"}, headers=headers)
+            )
+            assert listed is not None
+            schemas = {tool["name"]: tool["inputSchema"] for tool in listed["result"]["tools"]}
+            assert len(schemas) > 10
+            running = Target(resource, token, headers, AuditView(root / "state"), schemas, http)
+            yield running
+            running.audit.verify()
+            print(f"http fuzz: {running.cases} cases")
+
+
+def _one(target: Target, raw: bytes, *, expect_reply: bool) -> dict[str, Any] | None:
+    before = target.audit.count()
+    started = time.monotonic()
+    response = target.post(raw)
+    assert time.monotonic() - started < BOUND_S
+    assert response.status_code in (200, 202, 400), (response.status_code, response.text[:500])
+    reply = _payload(response)
+    if expect_reply:
+        assert reply is not None, (raw[:200], response.status_code, response.text[:500])
+    while target.audit.count() == before and time.monotonic() - started < BOUND_S:
+        time.sleep(0.01)
+    time.sleep(0.01)
+    added = target.audit.count() - before
+    assert added == 1, f"{added} audit events for {raw[:200]!r}: {response.status_code} {response.text[:300]}"
+    target.cases += 1
+    return reply
+
+
+@pytest.mark.slow
+@fuzz_settings(60)
+@given(data=st.data())
+def test_every_tool_call_over_http_is_answered_coded_and_audited_once(target: Target, data: st.DataObject) -> None:
+    tool, arguments, _kind = data.draw(tool_arguments(target.schemas))
+    request_id = next(_ids)
+    reply = _one(target, call_line(request_id, tool, arguments), expect_reply=True)
+    assert reply is not None and reply.get("id") == request_id, reply
+    check_tool_reply(reply)
+
+
+@pytest.mark.slow
+@fuzz_settings(40)
+@given(line=MALFORMED_LINES)
+def test_every_malformed_body_over_http_is_answered_and_audited_once(target: Target, line: bytes) -> None:
+    reply = _one(target, line, expect_reply=False)
+    if reply is not None:
+        check_tool_reply(reply)

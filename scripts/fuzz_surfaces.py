@@ -1,0 +1,61 @@
+"""Run the surface fuzzers under the long profile: 10,000 cases per fuzz test, with figures.
+
+    uv run python scripts/fuzz_surfaces.py            # every surface: MCP stdio, MCP HTTP, CLI
+    uv run python scripts/fuzz_surfaces.py stdio cli  # some of them
+
+Each fuzz test draws its cases from the live tool list or command tree (see the test modules) and
+checks: every call answered within a bound, errors with a stable code, no traceback, exactly one
+audit event per call, and the audit chain verifies afterwards. The normal test run uses the same
+tests with small example counts; this script sets `IBKR_FUZZ_PROFILE=long`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = {
+    "stdio": "packages/ibkr-gateway-mcp/tests/test_fuzz_stdio.py",
+    "http": "packages/ibkr-gateway-mcp/tests/test_fuzz_http.py",
+    "cli": "packages/ibkr-gateway-cli/tests/test_fuzz_cli.py",
+}
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(SUITES)
+    unknown = [name for name in chosen if name not in SUITES]
+    if unknown:
+        print(f"unknown suite(s): {', '.join(unknown)}; choose from {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    env = {**os.environ, "IBKR_FUZZ_PROFILE": "long"}
+    failed = 0
+    for name in chosen:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", SUITES[name]],
+            cwd=ROOT,
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        elapsed = time.monotonic() - started
+        figures = [
+            line for line in proc.stdout.splitlines() if "fuzz:" in line or " passed" in line or "failed" in line
+        ]
+        status = "ok" if proc.returncode == 0 else "FINDINGS"
+        print(f"{name}: {status} in {elapsed:.0f} s")
+        for line in figures:
+            print(f"  {line.strip()}")
+        if proc.returncode != 0:
+            failed += 1
+            print(proc.stdout[-6000:])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
