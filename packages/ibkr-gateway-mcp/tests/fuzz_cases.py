@@ -236,3 +236,21 @@ def check_tool_reply(reply: Mapping[str, Any]) -> str:
     assert result["content"][0]["text"].startswith(f"[{code}] "), reply
     assert "Error executing tool" not in json.dumps(result), reply
     return str(code)  # pyright: ignore[reportUnknownArgumentType]
+
+
+def is_notification(line: bytes) -> bool:
+    """A well-formed JSON-RPC notification: no answer is due, and the SDK drops an unknown one unaudited.
+
+    Notifications are not calls (nothing runs, nothing is answered), so the one-audit-event property
+    allows none for them.
+    """
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return (
+        isinstance(message, dict)
+        and message.get("jsonrpc") == "2.0"
+        and isinstance(message.get("method"), str)
+        and "id" not in message
+    )

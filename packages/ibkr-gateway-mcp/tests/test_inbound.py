@@ -65,6 +65,7 @@ def test_screen_passes_ordinary_messages() -> None:
         (b'{"jsonrpc":"2.0"}', -32600, None),  # found by the fuzzer: no method, no id, dropped unanswered
         (b'{"jsonrpc":"2.0","id":6}', -32600, None),
         (b'{"jsonrpc":"2.0","id":7,"result":{},"error":{}}', -32600, None),
+        (b'{"jsonrpc":"2.0","id":8,"method":"","params":[]}', -32600, 8),  # fuzzer: the SDK dropped it unanswered
     ],
 )
 def test_screen_classifies_protocol_errors(raw: bytes, jsonrpc_code: int, request_id: object) -> None:

@@ -227,6 +227,11 @@ def screen_message(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Refusal
     hostile = screen_arguments(envelope)
     code = flags.code or (hostile.code if hostile is not None else None)
     if code is None:
+        try:  # what the SDK's reader would drop unanswered: an envelope its own model refuses
+            jsonrpc_message_adapter.validate_python(envelope, by_name=False)
+        except ValidationError:
+            error = _malformed("The message is not a valid JSON-RPC 2.0 message (e.g. `params` must be an object).")
+            return Refusal(error, INVALID_REQUEST, request_id, method_name, None, None, raw)
         return None
     detail = hostile.message if hostile is not None and hostile.code == code else _FLAG_MESSAGES[code]
     return Refusal(GatewayError(code, detail), INVALID_PARAMS, request_id, method_name, tool, arguments, raw)
