@@ -150,13 +150,17 @@ def results(scratch: Path) -> dict[str, dict[str, int]]:
 def survivors(scratch: Path) -> str:
     """Each surviving mutant's diff, as mutmut shows it."""
     listing = subprocess.run(
-        [sys.executable, "-m", "mutmut", "results"], cwd=scratch, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "mutmut", "results"], cwd=scratch, capture_output=True, encoding="utf-8", check=False
     ).stdout
     names = [line.split(":")[0].strip() for line in listing.splitlines() if line.strip().endswith("survived")]
     diffs = []
     for name in names:
         shown = subprocess.run(
-            [sys.executable, "-m", "mutmut", "show", name], cwd=scratch, capture_output=True, text=True, check=False
+            [sys.executable, "-m", "mutmut", "show", name],
+            cwd=scratch,
+            capture_output=True,
+            encoding="utf-8",
+            check=False,
         )
         diffs.append(f"## {name}\n{shown.stdout}")
     return "\n".join(diffs)
