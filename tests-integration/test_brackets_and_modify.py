@@ -397,6 +397,22 @@ async def test_paper_modify_preview_approve_submit_changes_the_order_once(desk: 
     assert status.limit_price == Decimal(101)
 
 
+async def test_a_modified_bracket_leg_keeps_the_brackets_price_order(desk: Desk, sim: SimulatorState) -> None:
+    """While the entry works the legs stay stop < entry < take-profit; once it filled the stop may pass the
+    entry (to lock a gain) but never the take-profit."""
+    placed = await paper_bracket(desk, await approved_bracket(desk), "ordered")
+    parent_id, take_profit_id, stop_id = (leg.broker_order_id or "" for leg in placed.legs)
+    for order_id, change in ((stop_id, {"stop_price": "205"}), (take_profit_id, {"limit_price": "199"}),
+                             (parent_id, {"limit_price": "231"})):  # fmt: skip
+        args = {"account_id": ACCOUNT, "broker_order_id": order_id, **change}
+        await refused(desk, ErrorCode.ORDER_BRACKET_PRICES_INVALID, "preview_order_modify", args, switches=PREVIEW)
+    assert (await modify_preview(desk, stop_id, stop_price="195")).ticket.stop_price == Decimal(195)
+    sim.set_quote(AAPL, bid=Decimal("199.90"), ask=Decimal("200"))  # the entry fills
+    assert (await modify_preview(desk, stop_id, stop_price="205")).ticket.stop_price == Decimal(205)
+    args = {"account_id": ACCOUNT, "broker_order_id": stop_id, "stop_price": "231"}
+    await refused(desk, ErrorCode.ORDER_BRACKET_PRICES_INVALID, "preview_order_modify", args, switches=PREVIEW)
+
+
 async def test_modify_answers_the_brokers_questions_through_the_warning_policy(desk: Desk, sim: SimulatorState) -> None:
     """The modify's reply chain: an allowed question is confirmed, an unknown one refuses and changes nothing."""
     working = await desk.submit(await desk.approved(), "asked")

@@ -72,6 +72,7 @@ class Modifications:
                 trailing_percent=None,
             )
         )
+        await self._check_bracket(order.broker_order_id, changed)
         policy = desk.config.risk_policy(desk.config.orders.preview_policy_id) or DEFAULT_PREVIEW_POLICY
         quote = await desk.quote(changed.contract_id) if needs_quote(changed, policy) else None
         raise_refusal(check_risk(changed, policy, stage="preview", quote=quote))
@@ -121,6 +122,48 @@ class Modifications:
         if order.status in TERMINAL_STATUSES or order.status in ("pending_cancel", "unknown"):
             raise _not_modifiable(order, f"it is {order.status}")
         return order
+
+    async def _check_bracket(self, broker_order_id: str, changed: OrderTicket) -> None:
+        """A leg of a bracket this gateway placed keeps the bracket's price order with its working siblings.
+
+        While the entry works: stop-loss < entry < take-profit for a buy (the other way round for a sell);
+        once it has filled, the stop may pass the entry (to lock a gain) but stays on its side of the take-profit.
+
+        Raises:
+            GatewayError: `ORDER_BRACKET_PRICES_INVALID`.
+        """
+        desk = self._desk
+        group = await desk.run(lambda: desk.store.bracket_with_leg(changed.account_id, broker_order_id))
+        if group is None:
+            return
+        prices: dict[str, Decimal] = {}
+        for leg in group["legs"]:
+            leg_id, role = leg.get("broker_order_id"), str(leg.get("role"))
+            if leg_id == broker_order_id:
+                price = changed.stop_price if role == "stop_loss" else changed.limit_price
+            elif leg_id is not None:
+                try:
+                    sibling = await desk.backend().order_status(changed.account_id, str(leg_id))
+                except GatewayError:
+                    continue
+                if sibling.status in TERMINAL_STATUSES:
+                    continue
+                price = sibling.stop_price if role == "stop_loss" else sibling.limit_price
+            else:
+                continue
+            if price is not None:
+                prices[role] = price
+        mine = next(str(leg.get("role")) for leg in group["legs"] if leg.get("broker_order_id") == broker_order_id)
+        buy = (changed.side == "buy") == (mine == "parent")
+        order = ["stop_loss", "parent", "take_profit"] if buy else ["take_profit", "parent", "stop_loss"]
+        known = [(role, prices[role]) for role in order if role in prices]
+        if any(low[1] >= high[1] for low, high in zip(known, known[1:], strict=False)):
+            shown = ", ".join(f"{role} {price}" for role, price in known)
+            raise GatewayError(
+                ErrorCode.ORDER_BRACKET_PRICES_INVALID,
+                f"The change breaks the bracket's price order ({' < '.join(order)} for its working legs): {shown}.",
+                details={role: str(price) for role, price in known},
+            )
 
     async def _ticket(self, order: OrderRecord) -> OrderTicket:
         """The order as a ticket, from the broker's view of it and its contract."""

@@ -468,6 +468,25 @@ class OrderStore:
                 return result
         return None
 
+    def bracket_with_leg(self, account_id: str, broker_order_id: str) -> dict[str, Any] | None:
+        """The stored result of the completed bracket submit that has `broker_order_id` among its legs, if any."""
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT result FROM order_idempotency WHERE status = 'completed' AND account_id = ? "
+                    "AND flow IN ('paper_submit', 'live_submit') AND result LIKE ?",
+                    (account_id, '%"legs": [{%'),
+                )
+                .fetchall()
+            )
+        for (text,) in rows:
+            result: dict[str, Any] = json.loads(str(text))
+            legs: list[dict[str, Any]] = result.get("legs") or []
+            if any(leg.get("broker_order_id") == broker_order_id for leg in legs):
+                return result
+        return None
+
     def unsettled(self) -> list[IdempotencyRecord]:
         """Records still `pending` or `unknown`, oldest first."""
         with self._lock:
