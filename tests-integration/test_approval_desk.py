@@ -40,6 +40,7 @@ from ibkr_gateway_core.orders import OrderTicket
 from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_core.scopes import WITH_LIVE
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -277,7 +278,8 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 
 
 def _wait(web: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 20) -> Any:
-    return WebDriverWait(web, timeout, poll_frequency=0.2).until(condition)
+    waiting = WebDriverWait(web, timeout, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException])
+    return waiting.until(condition)
 
 
 def _shot(web: WebDriver, name: str) -> None:

@@ -75,6 +75,8 @@ JS: Final = """
   var stamp = body.getAttribute('data-stamp');
   if (!stamp) { return; }
   var every = Number(body.getAttribute('data-refresh') || '2') * 1000;
+  var loadedAt = Date.now();
+  var hold = document.querySelector('.flash') ? 8000 : 0; // let the person read the outcome first
   function busy() {
     var el = document.activeElement;
     return el && (el.tagName === 'INPUT' || el.tagName === 'SELECT') && el.value && el.type !== 'hidden';
@@ -84,7 +86,8 @@ JS: Final = """
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (data) {
         if (data === null) { return; }
-        if (data.stamp !== stamp && !busy()) { window.location.reload(); return; }
+        var held = Date.now() - loadedAt < hold;
+        if (data.stamp !== stamp && !busy() && !held) { window.location.reload(); return; }
         window.setTimeout(tick, every);
       })
       .catch(function () { window.setTimeout(tick, every * 2); });
