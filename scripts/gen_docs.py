@@ -53,8 +53,8 @@ def _dedent(text: str | None) -> str:
 # ------------------------------------------------------------------------------------- CLI reference
 
 
-def _cli_default(param: Any) -> str:
-    if param.required:
+def _cli_default(param: Any, required: bool) -> str:
+    if required:
         return "required"
     if getattr(param, "is_flag", False):
         return _code("true" if param.default else "false")
@@ -88,7 +88,10 @@ def _cli_params_table(command: Any, ctx: Any) -> list[str]:
         else:
             name = ", ".join(_code(opt) for opt in [*param.opts, *param.secondary_opts])
         help_text = _cell(getattr(param, "help", None) or "")
-        lines.append(f"| {name} | {kind} | {_cli_type(param, ctx)} | {_cli_default(param)} | {help_text} |")
+        # the command table marks what the operation requires; the Gateway, not the parser, enforces it
+        required = bool(param.required) or param.name in getattr(command, "required_params", ())
+        default = _cli_default(param, required)
+        lines.append(f"| {name} | {kind} | {_cli_type(param, ctx)} | {default} | {help_text} |")
     return lines
 
 
@@ -370,6 +373,7 @@ def render_errors() -> str:
     from ibkr_gateway_core.errors import ERROR_CATALOGUE, EXIT_CODES, ErrorCode
 
     families = sorted(EXIT_CODES.items(), key=lambda item: item[1])
+    sample = ERROR_CATALOGUE[ErrorCode.INPUT_UNAUTHORIZED_ACCOUNT]
     out = [
         HEADER.format(source="ibkr_gateway_core.errors.ERROR_CATALOGUE"),
         "# Error codes\n",
@@ -380,8 +384,8 @@ def render_errors() -> str:
         "{",
         '  "code": "INPUT_UNAUTHORIZED_ACCOUNT",',
         '  "message": "Account \'DU0000000\' is not visible in this broker session.",',
-        '  "retryable": false,',
-        '  "user_action": "Run `ibkr-agent accounts list` and use one of the accounts it shows.",',
+        f'  "retryable": {json.dumps(sample.retryable)},',
+        f'  "user_action": {json.dumps(sample.user_action)},',
         '  "audit_event_id": "…"',
         "}",
         "```\n",
@@ -442,12 +446,55 @@ def public_modules(distribution: str, package: str) -> list[str]:
     return names
 
 
-def render_api() -> str:
-    """The Python API page: mkdocstrings directives for the library's public modules."""
+def api_modules() -> list[str]:
+    """The documented modules of `ibkr_gateway_core`: what the library's public names and operations use.
+
+    The modules defining a name of `ibkr_gateway_core.__all__`, plus those defining the input and output
+    models of every registry operation and the models they hold. Everything else (desks, stores, gates,
+    writers, key handling) is internal and left out of the reference.
+    """
+    import ibkr_gateway_core
+    from ibkr_gateway_core.registry import OPERATIONS
+    from pydantic import BaseModel
+
+    found: set[str] = set()
+    seen: set[type] = set()
+
+    def visit(kind: object) -> None:
+        if isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in seen:
+            seen.add(kind)
+            found.add(kind.__module__)
+            for field in kind.model_fields.values():
+                visit(field.annotation)
+        for arg in get_args(kind):
+            visit(arg)
+
+    for name in ibkr_gateway_core.__all__:
+        value = getattr(ibkr_gateway_core, name)
+        found.add(str(getattr(value, "__module__", "")))
+        visit(value)
+    for op in OPERATIONS.values():
+        visit(op.input_model)
+        visit(op.output_model)
+    return sorted(module for module in found if module.startswith("ibkr_gateway_core."))
+
+
+START_HERE = ("ibkr_gateway_core.gateway", "Gateway")
+"""The class the start page renders; its module page leaves it out, so each name has one home."""
+
+API_SEARCH = "---\nsearch:\n  boost: 0.2\n---\n\n"
+"""Front matter of every API page: search ranks the guides above the reference of a name."""
+
+
+def _api_page_name(module: str) -> str:
+    return "api/" + module.removeprefix("ibkr_gateway_core.") + ".md"
+
+
+def render_api_index() -> str:
+    """The "start here" page of the Python API: the `Gateway`, how to build it, and the module pages."""
     out = [
-        HEADER.format(source="the public modules of ibkr_gateway_core"),
-        "# Python API\n",
-        "## Start here\n",
+        API_SEARCH + HEADER.format(source="the public modules of ibkr_gateway_core"),
+        "# Python API: start here\n",
         "Build a `Gateway` from a `GatewayConfig` and call its typed methods: one per operation, named",
         "as the operation, with the operation's arguments and its result model ([typed methods](#typed-methods)).",
         "Writes name who acts: `gateway.as_operator(enable_preview=True)` (the CLI operator and its",
@@ -460,37 +507,85 @@ def render_api() -> str:
         '--8<-- "docs_src/library/tutorial001.py"',
         "```",
         "<!-- fmt: on -->\n",
-        "See also [Getting started](../getting-started.md#use-the-library) and the",
-        "[trading desk reads](../trading-desk.md).\n",
+        "See also [Getting started](../../getting-started.md#use-the-library) and the",
+        "[trading desk reads](../../trading-desk.md).\n",
         "Backends are found through the `ibkr_gateway.backends` entry-point group, which",
         "`ibkr-gateway-cpapi` fills; install it next to core.\n",
-        "## Typed methods\n",
-        "Generated from the operation registry by `scripts/gen_library.py`: `ReadMethods` are methods of",
-        "`Gateway`; `WriteMethods` (every operation) are methods of the `GatewayView` that",
-        "`Gateway.as_operator()` and `Gateway.as_principal()` return.\n",
-        "::: ibkr_gateway_core._operation_methods",
-        "    options:",
-        "      show_root_heading: false",
-        "      heading_level: 3",
-        "",
+        "## Modules\n",
+        "Each page documents one module: the models a call takes and returns, the configuration, the",
+        "errors. The desks, stores, gates and writers behind `Gateway.call` are internal and not listed.\n",
+        "| module | what it holds |",
+        "|---|---|",
     ]
-    for module in public_modules(*PACKAGES[0]):
-        out.append(f"## `{module}`\n")
-        out.append(f"::: {module}")
-        out.append("    options:")
-        out.append("      show_root_heading: false")
-        out.append("      heading_level: 3")
-        out.append("")
-    out.append("## Other packages\n")
+    import importlib
+
+    for module in api_modules():
+        doc = _dedent(importlib.import_module(module).__doc__).split("\n\n", 1)[0]
+        link = _api_page_name(module).removeprefix("api/")
+        out.append(f"| [`{module}`]({link}) | {_cell(doc)} |")
+    out.append(f"| [other packages](other-packages.md) | {_cell('The CPAPI backend, the MCP server and the CLI.')} |")
+    out.append("")
+    out.append("## `Gateway`\n")
+    out.append(f"::: {START_HERE[0]}.{START_HERE[1]}")
+    out.append("    options:")
+    out.append("      show_root_heading: false")
+    out.append("      heading_level: 3")
+    out.append("")
+    out.append("## Typed methods\n")
+    out.append("Generated from the operation registry by `scripts/gen_library.py`: `ReadMethods` are methods of")
+    out.append("`Gateway`; `WriteMethods` (every operation) are methods of the `GatewayView` that")
+    out.append("`Gateway.as_operator()` and `Gateway.as_principal()` return.\n")
+    out.append("::: ibkr_gateway_core._operation_methods")
+    out.append("    options:")
+    out.append("      show_root_heading: false")
+    out.append("      heading_level: 3")
+    out.append("")
+    out.append("## Building one\n")
+    out.append("A `Gateway` comes from a [`GatewayConfig`](config.md#ibkr_gateway_core.config.GatewayConfig):")
+    out.append("`GatewayConfig.fake_local()` (the embedded simulator), `GatewayConfig.client_portal(url)` (a")
+    out.append("running, logged-in Client Portal Gateway) or `GatewayConfig.load(path)` (a YAML file; every key")
+    out.append("is in the [configuration reference](../configuration.md)). Failures raise")
+    out.append("[`GatewayError`](errors.md#ibkr_gateway_core.errors.GatewayError).")
+    out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _render_api_module(module: str) -> Callable[[], str]:
+    def render() -> str:
+        out = [
+            API_SEARCH + HEADER.format(source=f"the module {module}"),
+            f"# `{module}`\n",
+        ]
+        if module == START_HERE[0]:
+            out.append(f"`{START_HERE[1]}` itself is on the [start page](index.md#gateway).\n")
+        out += [f"::: {module}", "    options:", "      show_root_heading: false", "      heading_level: 2"]
+        if module == START_HERE[0]:
+            out.append(f'      filters: ["!^_", "!^{START_HERE[1]}$"]')
+        return "\n".join(out) + "\n"
+
+    return render
+
+
+def render_api_other() -> str:
+    """The other distributions: what a library user may import from them."""
+    out = [API_SEARCH + HEADER.format(source="the other packages"), "# Other packages\n"]
     for distribution, package in PACKAGES[1:]:
-        out.append(f"### `{package}`\n")
+        out.append(f"## `{package}`\n")
         out.append(f"Distribution `{distribution}`.\n")
         out.append(f"::: {package}")
         out.append("    options:")
         out.append("      show_root_heading: false")
-        out.append("      heading_level: 4")
+        out.append("      heading_level: 3")
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def api_pages() -> dict[str, Callable[[], str]]:
+    """Every page of the Python API section, by path under docs/reference/."""
+    pages: dict[str, Callable[[], str]] = {"api/index.md": render_api_index}
+    pages.update({_api_page_name(module): _render_api_module(module) for module in api_modules()})
+    pages["api/other-packages.md"] = render_api_other
+    return pages
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -499,7 +594,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "cli.md": render_cli,
     "configuration.md": render_config,
     "errors.md": render_errors,
-    "api.md": render_api,
+    **api_pages(),
 }
 """Generated page (under docs/reference/) and the function that renders it."""
 
@@ -515,6 +610,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     failed: list[str] = []
     stale: list[str] = []
+    # The CLI's command table is generated from the registry too, and the CLI page is rendered from it:
+    # regenerate it first (before anything imports the CLI app).
+    from ibkr_gateway_cli import spec as command_spec
+
+    if command_spec.main(["--check"] if args.check else []) != 0:
+        stale.append("the CLI command table")
     for name, render in PAGES.items():
         path = REFERENCE_DIR / name
         try:

@@ -7,8 +7,8 @@ from typing import Any
 import typer
 import typer.main
 from ibkr_gateway_cli.app import app
-from ibkr_gateway_cli.commands import field_flags
 from ibkr_gateway_cli.renderers import RENDERERS
+from ibkr_gateway_cli.spec import field_flags
 from ibkr_gateway_core.registry import OPERATIONS
 from typer.testing import CliRunner
 

@@ -1,23 +1,61 @@
-"""The `ibkr-agent` command line: one thin command per gateway operation, built from the registry.
+"""The `ibkr-agent` command line: one thin command per gateway operation, built from the command table.
 
-`commands.add_operation_commands` adds a command for every operation of the registry; only the
-servers (`simulator serve`, `mcp serve`) are written here. All checks (scopes, accounts, input
-validation, audit) happen in the Gateway. Heavy modules are imported inside commands so
-`ibkr-agent health` starts fast.
+`commands.add_operation_commands` adds a command for every operation of the generated command table
+(one entry per registry operation); only the servers (`simulator serve`, `mcp serve`) are written here.
+All checks (scopes, accounts, input validation, audit) happen in the Gateway. Registering commands
+imports nothing from the core: audit, crypto, order desks and backends load when a command runs.
 """
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from .commands import CONFIG, JSON, REQUEST_ID, add_operation_commands, options_from
+from .commands import CONFIG, JSON, REQUEST_ID, Command, Group, add_operation_commands, annotated, options_from
 from .runner import CliOptions
 
-ConfigOption = Annotated[Path | None, CONFIG.annotation()]
-JsonOption = Annotated[bool, JSON.annotation()]
-RequestIdOption = Annotated[str | None, REQUEST_ID.annotation()]
+ConfigOption = Annotated[Path | None, annotated(CONFIG)]
+JsonOption = Annotated[bool, annotated(JSON)]
+RequestIdOption = Annotated[str | None, annotated(REQUEST_ID)]
+
+MCP_TRANSPORTS = ("stdio", "http")
+"""What `mcp serve --transport` serves."""
+
+
+class RootGroup(Group):
+    """The `ibkr-agent` group: a command line the parser refuses gets the stable error shape, audited."""
+
+    def main(  # noqa: D102
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(args) if args is not None else sys.argv[1:]
+        try:
+            code = super().main(argv, prog_name, complete_var, False, windows_expand_args, **extra)
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except typer.Abort:
+            code = 130
+        except typer.TyperException as exc:
+            from .runner import fail, usage_error
+
+            format_message = getattr(exc, "format_message", None)
+            message = str(format_message()) if callable(format_message) else str(exc)
+            if not message:  # a command group called without a command: its help was shown
+                code = 0
+            else:
+                fail(usage_error(argv, message), CliOptions(json="--json" in argv))
+        if not standalone_mode:
+            return code
+        raise SystemExit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="ibkr-agent",
@@ -25,6 +63,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=RootGroup,
 )
 
 _GROUP_HELP = {
@@ -57,10 +96,18 @@ _GROUP_HELP = {
 }
 """Every command group with its help, in the order `--help` lists them."""
 
-groups = {name: typer.Typer(help=text, no_args_is_help=True) for name, text in _GROUP_HELP.items()}
+groups = {name: typer.Typer(help=text, no_args_is_help=True, cls=Group) for name, text in _GROUP_HELP.items()}
 for _name, _group in groups.items():
     app.add_typer(_group, name=_name)
 add_operation_commands(app, groups)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"ibkr-agent {version('ibkr-gateway-cli')}\n")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -69,18 +116,26 @@ def _global(
     config: ConfigOption = None,
     json_output: JsonOption = False,
     request_id: RequestIdOption = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version, metavar=""
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = CliOptions(config=config, json=json_output, request_id=request_id)
 
 
-@groups["simulator"].command("serve")
+@groups["simulator"].command("serve", cls=Command)
 def simulator_serve(
     host: Annotated[str, typer.Option("--host", help="Loopback address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port; 0 picks a free one.")] = 5000,
     unkind: Annotated[
         bool,
         typer.Option(
-            "--unkind", help="Behave like the real gateway: IBKR's pacing limits, penalty box, stale positions."
+            "--unkind",
+            help="Behave like the real gateway: IBKR's pacing limits, penalty box, stale positions.",
+            metavar="",
         ),
     ] = False,
     clock_speed: Annotated[
@@ -94,13 +149,18 @@ def simulator_serve(
     serve_simulator(host=host, port=port, unkind=unkind, clock_speed=clock_speed, options=CliOptions(json=json_output))
 
 
-@groups["mcp"].command("serve")
+@groups["mcp"].command("serve", cls=Command)
 def mcp_serve(
     ctx: typer.Context,
-    transport: Annotated[str, typer.Option("--transport", help="stdio, or http (remote, OAuth-protected).")] = "stdio",
-    describe: Annotated[bool, typer.Option("--describe", help="Print what would be served, then exit.")] = False,
+    transport: Annotated[
+        str, typer.Option("--transport", help="stdio (local), or http (remote, OAuth-protected).")
+    ] = "stdio",
+    describe: Annotated[
+        bool, typer.Option("--describe", help="Print what would be served, then exit.", metavar="")
+    ] = False,
     enable_remote_mcp: Annotated[
-        bool, typer.Option("--enable-remote-mcp", help="Required, with the config's switches, to serve HTTP.")
+        bool,
+        typer.Option("--enable-remote-mcp", help="Required, with the config's switches, to serve HTTP.", metavar=""),
     ] = False,
     bind: Annotated[
         str | None, typer.Option("--bind", help="host:port for HTTP (default from config).", show_default=False)
@@ -110,15 +170,18 @@ def mcp_serve(
     request_id: RequestIdOption = None,
 ) -> None:
     """Run the MCP server; stdout carries only protocol bytes, logs go to stderr."""
+    options = options_from(ctx, config, json_output, request_id)
+    if transport not in MCP_TRANSPORTS:
+        from ibkr_gateway_core.errors import ErrorCode, GatewayError
+
+        from .runner import fail
+
+        served = " and ".join(MCP_TRANSPORTS)
+        message = f"Transport {transport!r} is not served; `mcp serve` serves {served} (remote, OAuth-protected)."
+        fail(GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, message), options)
     from .serve_cli import serve_mcp
 
-    serve_mcp(
-        options_from(ctx, config, json_output, request_id),
-        transport=transport,
-        describe=describe,
-        enable_remote_mcp=enable_remote_mcp,
-        bind=bind,
-    )
+    serve_mcp(options, transport=transport, describe=describe, enable_remote_mcp=enable_remote_mcp, bind=bind)
 
 
 @groups["desk"].command("serve")
@@ -139,18 +202,5 @@ def desk_serve(
 
 
 def main() -> None:
-    """Console-script entry point: usage errors get the stable error shape too."""
-    try:
-        app(standalone_mode=False)
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except typer.Abort:
-        raise SystemExit(130) from None
-    except typer.TyperException as exc:
-        from .runner import fail, usage_error
-
-        format_message = getattr(exc, "format_message", None)
-        message = str(format_message()) if callable(format_message) else str(exc)
-        if not message:  # a command group called without a command: its help was shown
-            raise SystemExit(0) from None
-        fail(usage_error(sys.argv[1:], message), CliOptions(json="--json" in sys.argv[1:]))
+    """Console-script entry point: usage errors get the stable error shape too (see `RootGroup`)."""
+    app()

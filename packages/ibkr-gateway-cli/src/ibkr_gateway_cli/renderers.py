@@ -48,7 +48,8 @@ def _capabilities(value: Any) -> str:
         f"caller: {value.principal_kind} {value.principal_subject}, backend {value.backend}",
         f"may preview: {cell(value.order_preview_allowed)}, paper: {cell(value.paper_submit_allowed)}, "
         f"live: {cell(value.live_submit_allowed)}; kill switch {value.kill_switch}",
-        f"tools: {', '.join(value.tools)}",
+        f"tools ({len(value.tools)}):",
+        *(f"  {tool}" for tool in value.tools),
     ]
     return "\n".join([*lines, *(f"note: {note}" for note in value.notes)])
 
@@ -100,25 +101,40 @@ def _historical_bars(value: Any) -> str:
 
 
 def _audit_tail(value: Any) -> str:
+    if not value.events:
+        return "(no events)"
+    header = f"{'SEQUENCE':>8}  {'TIMESTAMP':<32}  {'TOOL':<28} {'RESULT':<12} ERROR_CODE"
     lines = [
-        f"{r.sequence:>8}  {r.event.timestamp.isoformat()}  {r.event.tool_name or '-':<28} "
+        f"{r.sequence:>8}  {r.event.timestamp.isoformat():<32}  {r.event.tool_name or '-':<28} "
         f"{r.event.result_status:<12} {r.event.error_code or ''}".rstrip()
         for r in value.events
     ]
-    return "\n".join(lines) or "(no events)"
+    return "\n".join([header, *lines])
 
 
 def _checkpoint(value: Any) -> str:
     return f"checkpoint at sequence {value.sequence}: {value.chain_hash} (key {value.key_id})"
 
 
+def _money(value: Any) -> str:
+    """`100000 USD`: a `Money` as people write it, the amount as a plain decimal."""
+    return f"{cell(value.amount)} {value.currency}" if value is not None else "-"
+
+
 def _preview(value: Any) -> str:
     t = value.ticket
-    price = f" @ {t.limit_price}" if t.limit_price is not None else ""
+    prices = [
+        f"limit {cell(t.limit_price)}" if t.limit_price is not None else "",
+        f"stop {cell(t.stop_price)}" if t.stop_price is not None else "",
+        f"trail {cell(t.trailing_amount)}" if t.trailing_amount is not None else "",
+        f"trail {cell(t.trailing_percent)}%" if t.trailing_percent is not None else "",
+    ]
+    terms = ", ".join(price for price in prices if price)
+    order = f"{t.side} {cell(t.quantity)} {t.symbol} {t.order_type}" + (f" ({terms})" if terms else "")
     lines = [
-        f"preview {value.preview_id}: {t.side} {t.quantity} {t.symbol} {t.order_type}{price} {t.time_in_force}",
-        f"estimated cost: {block(value.estimated_cost) if value.estimated_cost else '-'}".replace("\n", " "),
-        f"commission: {value.estimated_commission.amount if value.estimated_commission else '-'}",
+        f"preview {value.preview_id}: {order} {t.time_in_force}",
+        f"estimated cost: {_money(value.estimated_cost)}",
+        f"commission: {_money(value.estimated_commission)}",
         f"expires at: {value.expires_at.isoformat()}",
     ]
     if value.take_profit is not None and value.stop_loss is not None:

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import anyio
-
 if TYPE_CHECKING:
     from ibkr_gateway_core.config import GatewayConfig
     from ibkr_gateway_core.errors import GatewayError
@@ -65,8 +63,16 @@ def fail(error: "GatewayError", options: CliOptions) -> NoReturn:
     raise SystemExit(error.exit_code)
 
 
-def with_gateway(options: CliOptions, work: "Callable[[Gateway], Awaitable[T]]") -> T:
-    """Open the gateway the options name, run `work` on it, close it; errors exit the process."""
+def with_gateway(
+    options: CliOptions,
+    work: "Callable[[Gateway], Awaitable[T]]",
+    explain: "Callable[[GatewayError], GatewayError] | None" = None,
+) -> T:
+    """Open the gateway the options name, run `work` on it, close it; errors exit the process.
+
+    `explain` rewords an error for the command line before it is shown (the audit keeps the original).
+    """
+    import anyio
     from ibkr_gateway_core.errors import GatewayError
     from ibkr_gateway_core.gateway import Gateway
 
@@ -78,7 +84,7 @@ def with_gateway(options: CliOptions, work: "Callable[[Gateway], Awaitable[T]]")
     try:
         return anyio.run(main)
     except GatewayError as error:
-        fail(error, options)
+        fail(explain(error) if explain is not None else error, options)
 
 
 def run_operation(
@@ -89,6 +95,7 @@ def run_operation(
     *,
     switches: frozenset[str] = frozenset(),
     setup: "Callable[[Gateway], None] | None" = None,
+    explain: "Callable[[GatewayError], GatewayError] | None" = None,
 ) -> None:
     """Call one operation as the CLI operator and print its result: JSON with `--json`, else `render`'s text.
 
@@ -101,7 +108,7 @@ def run_operation(
             setup(gateway)
         return await gateway.call(name, given, request_id=options.request_id, switches=switches)
 
-    result = with_gateway(options, work)
+    result = with_gateway(options, work, explain)
     if options.json:
         sys.stdout.write(json.dumps(result.to_jsonable(), indent=2) + "\n")
     else:
@@ -118,11 +125,11 @@ def usage_error(argv: list[str], message: str) -> "GatewayError":
     The words are looked up in the registry and the Gateway records the refusal like any other bad input
     (with the option names given, never their values). Without a usable config it is returned unaudited.
     """
+    import anyio
     from ibkr_gateway_core.errors import ErrorCode, GatewayError
     from ibkr_gateway_core.gateway import Gateway
     from ibkr_gateway_core.registry import OPERATIONS
 
-    error = GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, message)
     words: list[str] = []
     config: Path | None = None
     tokens = iter(argv)
@@ -134,6 +141,7 @@ def usage_error(argv: list[str], message: str) -> "GatewayError":
             config = Path(token.removeprefix("--config="))
         elif not token.startswith("-"):
             words.append(token)
+    error = GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, message + _suggestion(message, words))
     named = [op for op in OPERATIONS.values() if tuple(words[: len(op.cli)]) == op.cli]
     name = max(named, key=lambda op: len(op.cli)).name if named else " ".join(words[:2]) or "ibkr-agent"
     options = CliOptions(config=config)
@@ -150,3 +158,17 @@ def usage_error(argv: list[str], message: str) -> "GatewayError":
     except GatewayError:
         pass  # no usable config or state: the refusal is still shown, without an audit event
     return error
+
+
+def _suggestion(message: str, words: list[str]) -> str:
+    """` Did you mean 'accounts list'?` for a command line whose words name no command (`account list`)."""
+    if not message.startswith("No such command") or "Did you mean" in message:
+        return ""
+    import difflib
+
+    from .commands import command_paths
+
+    typed = " ".join(words[:2])
+    known = [" ".join(path) for path in command_paths()]
+    close = difflib.get_close_matches(typed, known, n=2, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

@@ -14,14 +14,14 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Final
 
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
 from .state import make_private_dirs
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 MIN_KEY_BYTES: Final = 32
 """Shortest accepted chain key."""
@@ -112,11 +112,16 @@ def load_checkpoint_key(config: GatewayConfig) -> Ed25519PrivateKey:
 
 def public_key_id(public_key: Ed25519PublicKey) -> str:
     """Fingerprint of a checkpoint public key: the first 16 hex digits of SHA-256 of its raw bytes."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def _new_signing_key_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -124,6 +129,9 @@ def _new_signing_key_pem() -> bytes:
 
 def _parse_signing_key(data: bytes, source: str) -> Ed25519PrivateKey:
     """An Ed25519 key from PEM or from base64 of its 32 raw bytes; errors name the source, never the value."""
+    from cryptography.hazmat.primitives import serialization  # loaded only when a checkpoint key is
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # needed, not at start-up
+
     problem = f"{source} does not hold an Ed25519 private key (PEM, or base64 of 32 raw bytes)."
     text = data.strip()
     try:

@@ -13,15 +13,16 @@ import binascii
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_serializer
 
 from ._timestamps import UtcDatetime, format_timestamp
 from .audit_keys import public_key_id
 from .errors import ErrorCode, GatewayError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 HexDigest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
@@ -85,6 +86,8 @@ class Checkpoint(BaseModel):
 
     def is_signed_by(self, public_key: Ed25519PublicKey) -> bool:
         """True when `public_key` made this checkpoint and nothing in it changed since."""
+        from cryptography.exceptions import InvalidSignature  # loaded when a checkpoint is checked, not at start-up
+
         if self.key_id != public_key_id(public_key):
             return False
         try:

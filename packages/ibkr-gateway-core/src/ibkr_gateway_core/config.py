@@ -55,7 +55,7 @@ def default_state_dir(backend: BackendName = "fake") -> Path:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class BrokerConfig(_Section):

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, Generic, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Self, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -38,7 +38,6 @@ from .errors import ErrorCode, GatewayError
 from .input_limits import safe_jsonable, screen_arguments
 from .market_desk import MarketDesk
 from .observability import observe_call
-from .order_desk import OrderDesk, order_handlers
 from .principal import Principal
 from .read_desk import ReadDesk
 from .redaction import redact, scrub_text, secret_reason
@@ -47,6 +46,9 @@ from .requests import (
     OperationInput,
 )
 from .scopes import Scope
+
+if TYPE_CHECKING:
+    from .order_desk import OrderDesk
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +152,8 @@ class Gateway(ReadMethods):
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = self._reads.handlers()
         self._handlers.update(MarketDesk(backend=lambda: self.backend, clock=clock).handlers())
         self._desk: OrderDesk | None = None
-        self._handlers.update(order_handlers(self._order_desk))
+        self._order_handlers_added = False
+        """The order handlers (and their modules) load on the first order operation, not at start-up."""
 
     @classmethod
     def from_config(cls, config: GatewayConfig, *, principal: Principal | None = None) -> Gateway:
@@ -185,6 +188,7 @@ class Gateway(ReadMethods):
     def _order_desk(self) -> OrderDesk:
         """The order desk, opened on the first order operation (read-only commands never open it)."""
         if self._desk is None:
+            from .order_desk import OrderDesk
             from .order_store import OrderStore
 
             self._desk = OrderDesk(
@@ -198,6 +202,18 @@ class Gateway(ReadMethods):
                 session_id=self.session_id,
             )
         return self._desk
+
+    def _handler(self, name: str) -> Callable[[Any], Awaitable[Any]]:
+        handler = self._handlers.get(name)
+        if handler is None and not self._order_handlers_added:
+            from .order_desk import order_handlers
+
+            self._handlers.update(order_handlers(self._order_desk))
+            self._order_handlers_added = True
+            handler = self._handlers.get(name)
+        if handler is None:
+            raise KeyError(name)
+        return handler
 
     @property
     def verify_progress(self) -> Callable[[int, int], None] | None:
@@ -284,7 +300,7 @@ class Gateway(ReadMethods):
                 await self._check_account(account_id)
             token = CURRENT_CALL.set(CallContext(caller, switches, event_id, request_id))
             try:
-                value = await self._handlers[op.name](args)
+                value = await self._handler(op.name)(args)
             finally:
                 CURRENT_CALL.reset(token)
             data = to_jsonable(value)  # once: for the output guard, the output hash and every surface

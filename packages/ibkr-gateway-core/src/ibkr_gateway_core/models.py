@@ -31,7 +31,8 @@ DataStatus = Literal["live", "delayed", "frozen", "unavailable"]
 class DomainModel(BaseModel):
     """Base of every domain model: immutable and closed."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: a schema is built on first use, so importing the registry stays cheap (CLI start-up)
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
 
 class Money(DomainModel):

@@ -25,7 +25,8 @@ def _strip_numeric_string(value: object) -> object:
 class OperationInput(BaseModel):
     """Base of every operation input: closed and immutable."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    # defer_build: a schema is built on first use, so importing the registry stays cheap (CLI start-up)
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid", str_strip_whitespace=True)
 
 
 class NoInput(OperationInput):

@@ -29,7 +29,7 @@ DEFAULT_MARKET_QUOTE_MAX_AGE_SECONDS: Final = 60.0
 class RiskPolicy(BaseModel):
     """Limits one order (and, for live, one account's trading day) must stay within."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     policy_id: PolicyId
     """Named by `orders.preview_policy_id` or `live_trading.risk_policy_id`."""

@@ -1,0 +1,86 @@
+"""Start-up time of the `ibkr-agent` CLI, whole process, against the floor of its own imports.
+
+    uv run python benchmarks/cli_startup.py            # median of 10 runs each
+    uv run python benchmarks/cli_startup.py --runs 20
+
+Measures, in one run and interleaved so machine load hits all of them alike:
+
+- the floor: `python -c "import typer, pydantic"` (the two libraries every command needs);
+- the pydantic floor: the same plus defining and validating one `BaseModel` (what any command
+  that builds a model pays once; `import pydantic` alone loads the model machinery lazily);
+- `ibkr-agent health --json` (audited, no broker call);
+- `ibkr-agent accounts list --json` on the embedded simulator (a real broker read through it).
+
+Prints each median and the ratios of the commands to the floor. Goals (issue "the first hour"):
+`health --json` ≤ 1.5× the floor, `accounts list --json` ≤ 300 ms on the reference machine. Each
+run uses one fresh state directory, warmed by one untimed run (the audit key and database exist,
+as they do for anyone past their first command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FLOOR = "import typer, pydantic"
+MODEL_FLOOR = FLOOR + "\nclass M(pydantic.BaseModel):\n    x: int\nM(x=1)"
+
+
+def _cli() -> list[str]:
+    found = shutil.which("ibkr-agent", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "ibkr_gateway_cli"]
+
+
+def _time(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[-3:])} failed ({proc.returncode}): {proc.stderr.decode()[:500]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=10, help="runs per command (median reported)")
+    args = parser.parse_args()
+    cli = _cli()
+    with tempfile.TemporaryDirectory(prefix="ibkr-agent-startup-") as state:
+        env = {**os.environ, "IBKR_AGENT_STATE_DIR": state}
+        env.pop("IBKR_AGENT_CONFIG", None)
+        cases = {
+            "floor: python -c 'import typer, pydantic'": [sys.executable, "-c", FLOOR],
+            "pydantic floor: + one BaseModel": [sys.executable, "-c", MODEL_FLOOR],
+            "ibkr-agent health --json": [*cli, "health", "--json"],
+            "ibkr-agent accounts list --json": [*cli, "accounts", "list", "--json"],
+        }
+        for argv in cases.values():
+            _time(argv, env)  # warm: the state directory, the OS page cache
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.runs):
+            for name, argv in cases.items():
+                samples[name].append(_time(argv, env))
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    floor = medians["floor: python -c 'import typer, pydantic'"]
+    model_floor = medians["pydantic floor: + one BaseModel"]
+    width = max(len(name) for name in medians)
+    print(f"median of {args.runs} whole-process runs, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    for name, value in medians.items():
+        ratios = f"{value / floor:4.2f}x floor  {value / model_floor:4.2f}x pydantic floor"
+        print(f"{name:<{width}}  {value * 1000:7.1f} ms  {ratios}")
+    health = medians["ibkr-agent health --json"]
+    accounts = medians["ibkr-agent accounts list --json"]
+    print(f"goal health --json <= 1.5x floor: {health / floor:.2f}x ({'met' if health <= 1.5 * floor else 'not met'})")
+    verdict = "met" if accounts <= 0.300 else "not met"
+    print(f"goal accounts list --json <= 300 ms: {accounts * 1000:.0f} ms ({verdict})")
+
+
+if __name__ == "__main__":
+    main()
