@@ -26,15 +26,21 @@ _FENCE = re.compile(r"^([ \t]*)```(\w*)[^\n]*\n(.*?)^\1```", re.M | re.S)
 _OPERATORS = {"|", "||", "&&", ";", ">", ">>", "<", "&", ">&", "("}
 
 
-def _command_lines(text: str) -> list[str]:
-    lines: list[str] = []
+REFUSED_BY_THE_PARSER = "INPUT_INVALID_ARGUMENT: No such "
+"""A console block line after a command that starts so shows the parser refusing it, on purpose."""
+
+
+def _command_lines(text: str) -> list[tuple[str, bool]]:
+    """(command line, shown as refused by the parser) for every `ibkr-agent` line of a fenced block."""
+    lines: list[tuple[str, bool]] = []
     for match in _FENCE.finditer(text):
         language, body = match.group(2), match.group(3)
         if language not in ("bash", "console", "sh", "shell", "text", ""):
             continue
-        joined = re.sub(r"\\\n\s*", " ", body)
-        for raw in joined.splitlines():
+        joined = re.sub(r"\\\n\s*", " ", body).splitlines()
+        for index, raw in enumerate(joined):
             line = raw.strip()
+            after = joined[index + 1].strip() if index + 1 < len(joined) else ""
             if language == "console":
                 if not line.startswith("$ "):
                     continue
@@ -42,7 +48,7 @@ def _command_lines(text: str) -> list[str]:
             if "[OPTIONS]" in line:  # a usage synopsis of the CLI reference, not a command line
                 continue
             if re.search(r"(^|\s|/)ibkr-agent(\s|$)", line):
-                lines.append(line)
+                lines.append((line, language == "console" and after.startswith(REFUSED_BY_THE_PARSER)))
     return lines
 
 
@@ -57,9 +63,18 @@ def _words(line: str) -> list[str]:
 def _argv(line: str) -> list[str] | None:
     """The arguments after `ibkr-agent`, or None when another program runs it (the MCP Inspector's `npx`)."""
     words = _words(line)
-    if "ibkr-agent" not in [Path(word).name for word in words] or words[0] == "npx":
+    names = [Path(word).name for word in words]
+    if "ibkr-agent" not in names or words[0] == "npx":
         return None
-    start = [Path(word).name for word in words].index("ibkr-agent") + 1
+    at = names.index("ibkr-agent")
+    run_by = (
+        all("=" in word for word in words[:at])  # `VAR=value ibkr-agent …`, or the program itself
+        or words[at - 1] in ("run", "exec")  # `uv run ibkr-agent …`
+        or (at >= 2 and words[at - 2] == "--from")  # `uvx --from ibkr-gateway-cli ibkr-agent …`
+    )
+    if not run_by:
+        return None  # a path or a name that merely ends in ibkr-agent (`python -m venv ~/.venvs/ibkr-agent`)
+    start = at + 1
     argv: list[str] = []
     for word in words[start:]:
         if word in _OPERATORS:
@@ -70,9 +85,9 @@ def _argv(line: str) -> list[str] | None:
 
 DOCUMENTED = sorted(
     {
-        (path.relative_to(ROOT).as_posix(), line)
+        (path.relative_to(ROOT).as_posix(), line, refused)
         for path in PAGES
-        for line in _command_lines(path.read_text(encoding="utf-8"))
+        for line, refused in _command_lines(path.read_text(encoding="utf-8"))
     }
 )
 
@@ -80,7 +95,7 @@ DOCUMENTED = sorted(
 def test_the_docs_show_many_command_lines() -> None:
     """The extraction finds the walkthrough's and the guide's commands (a broken pattern finds none)."""
     assert len(DOCUMENTED) > 60
-    assert any("orders live-submit" in line for _, line in DOCUMENTED)
+    assert any("orders live-submit" in line for _, line, _ in DOCUMENTED)
 
 
 def _parse(command: Any, argv: list[str], parent: Any, name: str) -> None:
@@ -92,11 +107,12 @@ def _parse(command: Any, argv: list[str], parent: Any, name: str) -> None:
         _parse(sub, sub_args, ctx, sub_name)
 
 
-@pytest.mark.parametrize(("page", "line"), DOCUMENTED, ids=[f"{p}:{line[:60]}" for p, line in DOCUMENTED])
-def test_documented_command_line_parses(page: str, line: str) -> None:
+@pytest.mark.parametrize(("page", "line", "refused"), DOCUMENTED, ids=[f"{p}:{line[:60]}" for p, line, _ in DOCUMENTED])
+def test_documented_command_line_parses(page: str, line: str, refused: bool) -> None:
+    """Each command line parses; one the page shows being refused (a mistyped command) is refused."""
     argv = _argv(line)
     if argv is None:
-        pytest.skip("run by another program, whose own options follow")
+        pytest.skip("not an ibkr-agent command line: another program runs it, or a path ends in ibkr-agent")
     root = typer.main.get_command(app)
     try:
         _parse(root, argv, None, "ibkr-agent")
@@ -104,7 +120,10 @@ def test_documented_command_line_parses(page: str, line: str) -> None:
         assert exc.exit_code == 0
     except typer.TyperException as exc:  # the parser's refusal: an unknown command or option, a bad value
         format_message = getattr(exc, "format_message", None)
-        pytest.fail(f"{page}: `{line}` does not parse: {format_message() if callable(format_message) else exc}")
+        if not refused:
+            pytest.fail(f"{page}: `{line}` does not parse: {format_message() if callable(format_message) else exc}")
+        return
+    assert not refused, f"{page}: `{line}` is shown refused by the parser, but it parses"
 
 
 def test_the_error_sample_on_the_reference_page_is_the_real_text(tmp_path: Path) -> None:
