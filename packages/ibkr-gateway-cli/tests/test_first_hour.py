@@ -70,6 +70,7 @@ HEALTH_CORE_MODULES = {
     "ibkr_gateway_core.config",
     "ibkr_gateway_core.errors",
     "ibkr_gateway_core.gateway",
+    "ibkr_gateway_core.input_limits",
     "ibkr_gateway_core.models",
     "ibkr_gateway_core.order_models",
     "ibkr_gateway_core.order_requests",
@@ -112,7 +113,9 @@ def _help(*words: str) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("command", [command.words for command in COMMANDS][::4] + [("mcp", "serve"), ()])
+@pytest.mark.parametrize(
+    "command", [command.words for command in COMMANDS][::4] + [("mcp", "serve"), ("simulator", "serve"), ()]
+)
 def test_help_shows_no_bool_metavar_on_flags(command: tuple[str, ...]) -> None:
     """`--json` takes no value, so its help shows none (`--json true` is refused)."""
     assert "<bool>" not in _help(*command)
