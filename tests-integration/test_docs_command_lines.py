@@ -53,7 +53,8 @@ def _command_lines(text: str) -> list[tuple[str, bool]]:
 
 
 def _words(line: str) -> list[str]:
-    text = re.sub(r"<([\w-]+)>", r"\1", line)  # a placeholder, not a redirection
+    # a placeholder (`<preview_id>`, `<the one you reviewed>`) is one value, not a redirection
+    text = re.sub(r"<([\w][^<>|;&]*?)>", lambda m: m.group(1).replace(" ", "_"), line)
     lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     lexer.commenters = "#"

@@ -72,6 +72,7 @@ HEALTH_CORE_MODULES = {
     "ibkr_gateway_core.gateway",
     "ibkr_gateway_core.input_limits",
     "ibkr_gateway_core.models",
+    "ibkr_gateway_core.observability",
     "ibkr_gateway_core.order_models",
     "ibkr_gateway_core.order_requests",
     "ibkr_gateway_core.orders",
@@ -168,6 +169,14 @@ EXPECTED_REFUSALS = {
     "cancel_paper_order": "PAPER_TRADING_DISABLED",
     "submit_live_order": "LIVE_TRADING_DISABLED",
     "cancel_live_order": "LIVE_TRADING_DISABLED",
+    "preview_bracket_order": "INPUT_INVALID_ARGUMENT",  # --symbol or --contract-id, as for orders preview
+    "preview_order_modify": "INPUT_INVALID_ARGUMENT",  # at least one of the fields to change
+    "submit_paper_bracket_order": "PAPER_TRADING_DISABLED",
+    "cancel_paper_bracket_order": "PAPER_TRADING_DISABLED",
+    "modify_paper_order": "PAPER_TRADING_DISABLED",
+    "submit_live_bracket_order": "LIVE_TRADING_DISABLED",
+    "cancel_live_bracket_order": "LIVE_TRADING_DISABLED",
+    "modify_live_order": "LIVE_TRADING_DISABLED",
 }
 """Operations that, given only their required options, stop at their first check: the switch nobody gave."""
 
@@ -187,6 +196,9 @@ def _value(name: str, ids: dict[str, str], operation: str) -> str:
         "quantity": "1",
         "reason": "first hour",
         "idempotency_key": f"key-{operation}",
+        "limit_price": "100",
+        "take_profit_price": "110",
+        "stop_loss_price": "90",
     }
     return ids[name] if name in ids else samples[name]
 
@@ -218,6 +230,7 @@ def test_every_command_runs_with_only_its_required_options(state_env: dict[str, 
         "preview_id": preview["preview_id"],
         "approval_id": approval["approval_id"],
         "broker_order_id": orders[0]["broker_order_id"] if orders else "1",
+        "fingerprint": preview["fingerprint"],
     }
     outcomes: dict[str, str] = {}
     for command in COMMANDS:
