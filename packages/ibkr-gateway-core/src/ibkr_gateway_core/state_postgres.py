@@ -218,8 +218,9 @@ class PostgresConnection:
         self._pinned = conn
         try:
             if write:
-                conn.execute("BEGIN")
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],))
+                with conn.pipeline():  # one round trip for both
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],))
             else:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
