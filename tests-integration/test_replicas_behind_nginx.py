@@ -119,6 +119,8 @@ def _config(tmp_path: Path, resource: str, issuer: str, simulator: str) -> Path:
         "  behind_proxy: true\n"
         "  trusted_proxies: [127.0.0.1/32]\n"
         "  rate_limit_max_requests: 100000\n"
+        "  max_sessions_per_subject: 200\n"  # one subject opens many sessions here, on purpose
+        "  max_inflight_per_subject: 200\n"
         "observability:\n  metrics_enabled: true\n  log_format: json\n  log_level: INFO\n",
         encoding="utf-8",
     )
