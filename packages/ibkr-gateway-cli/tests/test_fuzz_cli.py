@@ -1,7 +1,7 @@
 """Fuzzing every `ibkr-agent` command's arguments through typer's CliRunner, in process.
 
-The commands and their options come from the live click tree (never a list written here); the two
-that start servers (`mcp serve`, `simulator serve`) are left out. Each invocation must end with a
+The commands and their options come from the live click tree (never a list written here); the three
+that start servers (`mcp serve`, `simulator serve`, `desk serve`) are left out. Each invocation must end with a
 documented exit status, show a stable `[CODE]` (or the JSON error shape) when it fails, never a
 traceback, and add exactly one audit event (none only when the config itself cannot be read, as
 `runner` documents). The audit chain verifies at the end. `IBKR_FUZZ_PROFILE=long` runs 10,000.
@@ -28,7 +28,7 @@ from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import EXIT_CODES, ErrorCode
 
 LONG = os.environ.get("IBKR_FUZZ_PROFILE", "") == "long"
-SERVERS = {("mcp", "serve"), ("simulator", "serve")}
+SERVERS = {("mcp", "serve"), ("simulator", "serve"), ("desk", "serve")}
 KNOWN_CODES = frozenset(code.value for code in ErrorCode)
 CODE_LINE = re.compile(r"([A-Z][A-Z0-9_]+): ")
 """A failed command's first stderr line: `CODE: message`."""
