@@ -46,7 +46,7 @@ class OptionChainInput(UnderlyingInput):
     """A chain of one underlying for one month, around the money."""
 
     month: Month | None = Field(default=None, description="Expiry month, e.g. AUG24; default the nearest.")
-    expiry: Annotated[str | None, Field(pattern=r"^[0-9]{8}$")] = Field(
+    expiry: Annotated[str, Field(pattern=r"^[0-9]{8}$")] | None = Field(
         default=None, description="One expiry date within the month, YYYYMMDD; default every expiry of the month."
     )
     strike_count: Annotated[int, Field(ge=1, le=20)] = Field(
@@ -74,7 +74,7 @@ class ScheduleInput(OperationInput):
     """The trading schedule of one symbol's exchange."""
 
     symbol: Symbol
-    exchange: Annotated[str | None, BeforeValidator(_upper), Field(pattern=_CODE)] = Field(
+    exchange: Annotated[str, BeforeValidator(_upper), Field(pattern=_CODE)] | None = Field(
         default=None, description="Exchange, e.g. NASDAQ; default the primary listing."
     )
 
@@ -110,7 +110,7 @@ class DepthInput(ContractInput):
     """The order book of one contract, for one account's market-data permissions."""
 
     account_id: AccountId = Field(description="IBKR account id whose market-data subscription is used.")
-    exchange: Annotated[str | None, BeforeValidator(_upper), Field(pattern=_CODE)] = Field(
+    exchange: Annotated[str, BeforeValidator(_upper), Field(pattern=_CODE)] | None = Field(
         default=None, description="Exchange of the book; default the broker's aggregate."
     )
     levels: Annotated[int, Field(ge=1, le=20)] = Field(default=5, description="Levels per side, 1 to 20 (default 5).")
