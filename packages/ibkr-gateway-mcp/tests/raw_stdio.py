@@ -27,6 +27,9 @@ from ibkr_gateway_core.config import GatewayConfig
 REPLY_DEADLINE_S: Final = 10.0
 """Every request must be answered within this many seconds."""
 
+STARTUP_DEADLINE_S: Final = 90.0
+"""The child's first answer (imports, config, audit key) may take this long on a loaded machine."""
+
 INITIALIZE: Final = {
     "jsonrpc": "2.0",
     "id": "init",
@@ -63,7 +66,7 @@ class RawStdio:
         for thread in self._threads:
             thread.start()
         self._status: int | None = None
-        reply = self.request(json.dumps(INITIALIZE).encode(), "init")
+        reply = self.request(json.dumps(INITIALIZE).encode(), "init", deadline_s=STARTUP_DEADLINE_S)
         assert reply is not None and "result" in reply, reply
         self.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
 
