@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
             env=env,
             check=False,
             capture_output=True,
-            text=True,
+            encoding="utf-8",
         )
         elapsed = time.monotonic() - started
         figures = [

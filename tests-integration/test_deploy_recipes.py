@@ -70,12 +70,12 @@ def test_the_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     assert binary in text
     local = tmp_path / "ibkr-agent-gateway@8081.service"
     local.write_text(text.replace(binary, ibkr_agent()[0]), encoding="utf-8")
-    checked = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
+    checked = subprocess.run([analyze, "verify", str(local)], capture_output=True, encoding="utf-8", timeout=60)
     assert checked.returncode == 0, checked.stderr
     assert checked.stderr.strip() == "", checked.stderr  # an unknown or misspelt option is only a warning
     broken = tmp_path / "broken@8081.service"
     broken.write_text(local.read_text(encoding="utf-8").replace("ProtectHome=yes", "ProtectHome=sometimes"))
-    assert subprocess.run([analyze, "verify", str(broken)], capture_output=True, text=True).stderr  # it can fail
+    assert subprocess.run([analyze, "verify", str(broken)], capture_output=True, encoding="utf-8").stderr  # it can fail
 
 
 def test_the_shipped_config_is_valid_and_keeps_secrets_out(monkeypatch: pytest.MonkeyPatch) -> None:

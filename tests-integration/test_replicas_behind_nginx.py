@@ -186,7 +186,7 @@ def _start_nginx(directory: Path, site: str) -> subprocess.Popen[bytes]:
     )
     binary = nginx_binary()
     checked = subprocess.run(
-        [binary, "-t", "-p", str(directory), "-c", str(directory / "nginx.conf")], capture_output=True, text=True
+        [binary, "-t", "-p", str(directory), "-c", str(directory / "nginx.conf")], capture_output=True, encoding="utf-8"
     )
     assert checked.returncode == 0, checked.stderr
     return subprocess.Popen([binary, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-g", "daemon off;"])
