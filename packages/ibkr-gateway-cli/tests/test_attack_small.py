@@ -75,7 +75,9 @@ def test_a_wrong_audit_key_is_the_code_the_docs_promise(
 ) -> None:
     """docs/audit.md: a log met with another key refuses every command, verify included, with AUDIT_WRITE_FAILED."""
     config = tmp_path / "keyed.yaml"
-    config.write_text(f"state:\n  directory: {tmp_path / 'keyed'}\naudit:\n  hmac_secret_env: TEST_AUDIT_KEY\n")
+    config.write_text(
+        f"state:\n  directory: {tmp_path / 'keyed'}\naudit:\n  hmac_secret_env: TEST_AUDIT_KEY\n", encoding="utf-8"
+    )
     monkeypatch.setenv("TEST_AUDIT_KEY", "a" * 40)
     assert run("--config", str(config), "health")[0] == 0
     monkeypatch.setenv("TEST_AUDIT_KEY", "b" * 40)
@@ -85,7 +87,21 @@ def test_a_wrong_audit_key_is_the_code_the_docs_promise(
 
 
 ROOT = Path(__file__).resolve().parents[3]
-ORDER_PATH = ["approvals", "gates", "keyed_writes", "live_desk", "paper_desk", "previews", "_desk", "order_store"]
+ORDER_PATH = [
+    "approvals",
+    "gates",
+    "keyed_writes",
+    "live_desk",
+    "paper_desk",
+    "previews",
+    "_desk",
+    "order_store",
+    "brackets",
+    "modifications",
+    "kill_switch",
+    "risk",
+    "reconciler",
+]
 
 
 def test_the_remote_example_trusts_no_proxy() -> None:

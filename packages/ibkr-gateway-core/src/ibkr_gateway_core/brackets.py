@@ -169,5 +169,6 @@ class Brackets:
     async def _contract(self, args: BracketPreviewInput) -> ContractCandidate:
         if args.contract_id is not None:
             return await self._desk.backend().contract(args.contract_id)
-        assert args.symbol is not None
+        if args.symbol is None:  # the input model requires one of the two; checked, not asserted
+            raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "Pass a symbol or a contract id.")
         return await self._resolve(ContractQueryInput(query=args.symbol, currency=args.currency))

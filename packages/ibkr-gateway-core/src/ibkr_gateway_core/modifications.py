@@ -104,7 +104,8 @@ class Modifications:
         Raises:
             GatewayError: `INPUT_UNKNOWN_ORDER` or `ORDER_NOT_MODIFIABLE`.
         """
-        assert preview.broker_order_id is not None
+        if preview.broker_order_id is None:  # an explicit check: asserts vanish under python -O
+            raise GatewayError(ErrorCode.INPUT_UNKNOWN_ORDER, "This preview names no order to modify.")
         await self.working_order(preview.account_id, preview.broker_order_id)
 
     async def working_order(self, account_id: str, broker_order_id: str) -> OrderRecord:
