@@ -206,7 +206,12 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeskRig]:
         "REDIRECT_URI": f"http://127.0.0.1:{desk_port}/callback",
     }
     provider = subprocess.Popen(
-        ["node", str(script)], cwd=OIDC_DIR, env=provider_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        ["node", str(script)],
+        cwd=OIDC_DIR,
+        env=provider_env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        encoding="utf-8",
     )
     desk: subprocess.Popen[str] | None = None
     try:
@@ -223,7 +228,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeskRig]:
         }
         os.environ[AUDIT_KEY_ENV] = env[AUDIT_KEY_ENV]
         command = [*ibkr_agent(), "--config", str(config_path), "desk", "serve", "--bind", f"127.0.0.1:{desk_port}"]
-        desk = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        desk = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8")
         assert desk.stdout is not None
         desk_url = desk.stdout.readline().strip()
         link_line = desk.stdout.readline().strip()
