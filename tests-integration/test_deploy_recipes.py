@@ -74,7 +74,9 @@ def test_the_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
     assert checked.stderr.strip() == "", checked.stderr  # an unknown or misspelt option is only a warning
     broken = tmp_path / "broken@8081.service"
-    broken.write_text(local.read_text(encoding="utf-8").replace("ProtectHome=yes", "ProtectHome=sometimes"))
+    broken.write_text(
+        local.read_text(encoding="utf-8").replace("ProtectHome=yes", "ProtectHome=sometimes"), encoding="utf-8"
+    )
     assert subprocess.run([analyze, "verify", str(broken)], capture_output=True, encoding="utf-8").stderr  # it can fail
 
 
