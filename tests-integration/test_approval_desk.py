@@ -315,8 +315,9 @@ def _sign_in(web: WebDriver, rig: DeskRig, subject: str, *, shot: bool = False) 
     )
 
 
-def _flash(web: WebDriver) -> str:
-    return _wait(web, lambda w: w.find_element(By.CSS_SELECTOR, ".flash").text)
+def _flash(web: WebDriver, expected: str) -> str:
+    """The outcome message once it says `expected`: right after a click the previous page's message may still show."""
+    return _wait(web, lambda w: (text := w.find_element(By.CSS_SELECTOR, ".flash").text) and expected in text and text)
 
 
 def _refusals(rig: DeskRig, code: str) -> list[dict[str, Any]]:
@@ -357,7 +358,7 @@ def test_a_person_approves_denies_and_halts_in_the_browser(rig: DeskRig, browser
     # approve the first: the agent's paper submit goes through
     browser.find_element(By.CSS_SELECTOR, f"#preview-{first.preview_id} select[name=ttl_seconds]").send_keys("15 min")
     browser.find_element(By.ID, f"approve-{first.preview_id}").click()
-    assert "Approved BUY 10 AAPL" in _flash(browser)
+    assert "Approved BUY 10 AAPL" in _flash(browser, "Approved BUY 10 AAPL")
     approvals = rig.agent("list_approvals", {"limit": 5})
     approval = next(a for a in approvals if a.preview_id == first.preview_id)
     assert (approval.approved_by, approval.approved_by_kind) == (APPROVER, "remote")
@@ -372,7 +373,7 @@ def test_a_person_approves_denies_and_halts_in_the_browser(rig: DeskRig, browser
         "Too close to the open"
     )
     browser.find_element(By.ID, f"deny-{second.preview_id}").click()
-    assert "Denied preview" in _flash(browser)
+    assert "Denied preview" in _flash(browser, "Denied preview")
     with pytest.raises(GatewayError) as denied:
         rig.agent("create_approval", {"account_id": PAPER_ACCOUNT, "preview_id": second.preview_id}, subject=APPROVER)
     assert denied.value.code == "PREVIEW_DENIED"
@@ -386,11 +387,11 @@ def test_a_person_approves_denies_and_halts_in_the_browser(rig: DeskRig, browser
     _wait(browser, lambda w: w.find_element(By.ID, "kill-switch-pill").text == "Live trading allowed")
     browser.find_element(By.CSS_SELECTOR, f"#preview-{live.preview_id} select[name=mode]").send_keys("live")
     browser.find_element(By.ID, f"approve-{live.preview_id}").click()
-    assert "Approved BUY 2 AAPL" in _flash(browser)
+    assert "Approved BUY 2 AAPL" in _flash(browser, "Approved BUY 2 AAPL")
     live_approval = next(a for a in rig.agent("list_approvals", {"limit": 5}) if a.preview_id == live.preview_id)
     browser.find_element(By.CSS_SELECTOR, "#kill-switch input[name=reason]").send_keys("Agent misbehaving")
     browser.find_element(By.ID, "kill-switch-close").click()
-    assert "kill switch is closed" in _flash(browser)
+    assert "kill switch is closed" in _flash(browser, "kill switch is closed")
     assert browser.find_element(By.ID, "kill-switch-pill").text == "Kill switch CLOSED"
     _shot(browser, "halted")
     with pytest.raises(GatewayError) as halted:
@@ -506,7 +507,7 @@ def test_a_preview_changed_after_the_page_showed_it_is_refused(rig: DeskRig, bro
     _wait(browser, lambda w: w.find_elements(By.ID, f"approve-{target.preview_id}"))
     _tamper(rig, target.preview_id)
     browser.find_element(By.ID, f"approve-{target.preview_id}").click()
-    message = _flash(browser)
+    message = _flash(browser, "APPROVAL_PREVIEW_MISMATCH")
     assert "APPROVAL_PREVIEW_MISMATCH" in message
     _shot(browser, "refused")
     assert all(a.preview_id != target.preview_id for a in rig.agent("list_approvals", {"limit": 50}))
@@ -519,7 +520,7 @@ def test_an_approver_never_approves_their_own_preview(rig: DeskRig, browser: Web
     _sign_in(browser, rig, AGENT)
     _wait(browser, lambda w: w.find_elements(By.ID, f"approve-{own.preview_id}"))
     browser.find_element(By.ID, f"approve-{own.preview_id}").click()
-    assert "APPROVAL_SELF_FORBIDDEN" in _flash(browser)
+    assert "APPROVAL_SELF_FORBIDDEN" in _flash(browser, "APPROVAL_SELF_FORBIDDEN")
     assert all(a.preview_id != own.preview_id for a in rig.agent("list_approvals", {"limit": 50}))
     refused = _refusals(rig, "APPROVAL_SELF_FORBIDDEN")
     assert any(e["principal_subject"] == AGENT and e["principal_client_id"] == CLIENT_ID for e in refused)

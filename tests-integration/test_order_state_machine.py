@@ -9,8 +9,9 @@ quote moves and restarts. After every step it checks what a broker and an audito
   mode it was sent in; only the operator at the CLI (one person deciding twice, the guide's flow) may
   approve a preview it made itself;
 - at most one broker order per idempotency key;
-- each order's worst-case exposure (quantity times the worse of its limit and the side of the quote it
-  would fill against) stays within the policy's `max_notional`, and live orders within their daily count;
+- each order's worst-case exposure (quantity times the highest price its fill can be worth: a buy's limit,
+  or the ask for a market buy; the higher of a sell's limit and the bid) stays within the policy's
+  `max_notional`, and live orders within their daily count;
 - a refusal never changes the broker's book;
 - every operation writes exactly one audit event, and the chain verifies.
 
@@ -112,9 +113,15 @@ class Submitted:
 
 
 def _worst_fill_price(side: str, limit: Decimal | None, bid: Decimal, ask: Decimal) -> Decimal:
-    """The worst price an order can fill at now: a buy at no less than the ask, a sell at no less than the bid."""
-    touch = ask if side == "buy" else bid
-    return touch if limit is None else max(limit, touch)
+    """The highest price an order's fill can be worth now.
+
+    A buy limit never fills above its limit (a marketable one fills at the ask, below it); a market buy fills
+    at the ask. A sell limit never fills below its limit, and one far below the market fills at the bid, so
+    its value is the higher of the two; a market sell fills at the bid.
+    """
+    if side == "buy":
+        return ask if limit is None else limit
+    return bid if limit is None else max(limit, bid)
 
 
 class OrderWorkflowMachine(RuleBasedStateMachine):
