@@ -12,10 +12,10 @@ import anyio
 
 from .audit import AuditEvent, AuditLog
 from .backend import Backend
-from .call_context import CURRENT_CALL, CallContext
+from .call_context import CURRENT_CALL, CallContext, Switch
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
-from .gates import Decision
+from .gates import Decision, check_preview_enabled
 from .models import BrokerAccount, MarketSnapshot, OrderStatus
 from .order_store import OrderStore
 from .orders import OrderWriter
@@ -105,6 +105,14 @@ class DeskServices:
             if exc.family in ("upstream", "input"):
                 return None
             raise
+
+    def require_preview_enabled(self, ctx: CallContext) -> None:
+        """Refuse a preview unless enabled: by the operator's per-call switch, or for agents by the config.
+
+        One rule for single orders, brackets and modifications.
+        """
+        enabled = ctx.has(Switch.ENABLE_PREVIEW) if is_operator(ctx) else self.config.orders.preview_enabled
+        raise_refusal(check_preview_enabled(enabled))
 
     def writer(self, name: str) -> OrderWriter:
         """The order writer a record or call names."""

@@ -14,10 +14,9 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Final
 
-from ._desk import TERMINAL_STATUSES, DeskServices, is_operator, raise_refusal
-from .call_context import Switch
+from ._desk import TERMINAL_STATUSES, DeskServices, raise_refusal
 from .errors import ErrorCode, GatewayError
-from .gates import check_preview_enabled, check_risk, check_ticket_shape, needs_quote, order_notional, reference_price
+from .gates import check_risk, check_ticket_shape, needs_quote, order_notional, reference_price
 from .models import Money, OrderRecord
 from .order_models import OrderPreview
 from .order_requests import ModifyPreviewInput
@@ -57,8 +56,7 @@ class Modifications:
         """Read the working order, apply the changes, check them and persist the modification; nothing is sent."""
         desk = self._desk
         ctx = desk.call_context()
-        enabled = ctx.has(Switch.ENABLE_PREVIEW) if is_operator(ctx) else desk.config.orders.preview_enabled
-        raise_refusal(check_preview_enabled(enabled))
+        desk.require_preview_enabled(ctx)
         order = await self.working_order(args.account_id, args.broker_order_id)
         original = await self._ticket(order)
         changed = self._apply(original, args, order)

@@ -9,10 +9,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from ._desk import BROKER_TEXT_LIMIT, DeskServices, is_operator, raise_refusal
-from .call_context import Switch
+from ._desk import BROKER_TEXT_LIMIT, DeskServices, raise_refusal
 from .errors import ErrorCode, GatewayError
-from .gates import check_preview_enabled, check_risk, check_ticket_shape, needs_quote, order_notional, reference_price
+from .gates import check_risk, check_ticket_shape, needs_quote, order_notional, reference_price
 from .models import ContractCandidate, Money
 from .order_models import OrderPreview
 from .order_requests import OrderPreviewInput
@@ -39,8 +38,7 @@ class Previews:
         """Resolve, check, what-if and persist one order; nothing is placed."""
         desk = self._desk
         ctx = desk.call_context()
-        enabled = ctx.has(Switch.ENABLE_PREVIEW) if is_operator(ctx) else desk.config.orders.preview_enabled
-        raise_refusal(check_preview_enabled(enabled))
+        desk.require_preview_enabled(ctx)
         raise_refusal(
             check_ticket_shape(
                 quantity=args.quantity,
