@@ -475,8 +475,9 @@ async def test_reconcile_settles_an_unknown_outcome_and_unblocks_the_account(des
     """Recovery finds the lost order by cOID once it is old enough; new orders of the account go again."""
     desk.sim.drop_response_after_accept()
     lost = {"account_id": ACCOUNT, "approval_id": (await desk.approved()).approval_id, "idempotency_key": "lost"}
-    with pytest.raises(GatewayError):
+    with pytest.raises(GatewayError) as lost_answer:
         await desk.call("submit_paper_order", lost, switches=PAPER)
+    assert lost_answer.value.code is ErrorCode.BROKER_OUTCOME_UNKNOWN
     new = {"account_id": ACCOUNT, "approval_id": (await desk.approved()).approval_id, "idempotency_key": "new"}
     await desk.refused(ErrorCode.ORDER_OUTCOME_PENDING, "submit_paper_order", new, switches=PAPER)
     desk.clock.now += timedelta(seconds=31)

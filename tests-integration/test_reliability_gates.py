@@ -212,33 +212,43 @@ async def test_the_kill_switch_state_outlives_the_gateway(tmp_path: Path, sim: S
 # ----------------------------------------------------------------------------- R24 / R26 risk inputs, fail closed
 
 
+NOT_A_DECIMAL = (ErrorCode.INPUT_INVALID_ARGUMENT, ErrorCode.INPUT_INVALID_ARGUMENT)
+"""What the input model says of text that is no plain decimal, as a price and as a quantity."""
+NOT_POSITIVE = (ErrorCode.ORDER_PRICE_INVALID, ErrorCode.ORDER_QUANTITY_INVALID)
+"""What the order rules say of a plain decimal that is not above zero."""
 BAD_PRICES = [
-    pytest.param("NaN", id="nan"),
-    pytest.param("sNaN", id="signalling-nan"),
-    pytest.param("Infinity", id="inf"),
-    pytest.param("-Infinity", id="minus-inf"),
-    pytest.param("-1", id="negative"),
-    pytest.param("0", id="zero"),
-    pytest.param("1e308", id="huge"),
+    pytest.param("NaN", NOT_A_DECIMAL, id="nan"),
+    pytest.param("sNaN", NOT_A_DECIMAL, id="signalling-nan"),
+    pytest.param("Infinity", NOT_A_DECIMAL, id="inf"),
+    pytest.param("-Infinity", NOT_A_DECIMAL, id="minus-inf"),
+    pytest.param("-1", NOT_POSITIVE, id="negative"),
+    pytest.param("0", NOT_POSITIVE, id="zero"),
+    pytest.param("1e308", NOT_A_DECIMAL, id="huge"),
 ]
 
 
-@pytest.mark.parametrize("price", BAD_PRICES)
-async def test_non_finite_negative_and_absurd_prices_are_refused_before_any_broker_call(desk: Desk, price: str) -> None:
+@pytest.mark.parametrize(("price", "codes"), BAD_PRICES)
+async def test_non_finite_negative_and_absurd_prices_are_refused_before_any_broker_call(
+    desk: Desk, price: str, codes: tuple[ErrorCode, ErrorCode]
+) -> None:
     """Fail-closed numbers: such a limit price never becomes a preview, let alone an order (15c3-5 (c)(1))."""
-    with pytest.raises(GatewayError):
+    with pytest.raises(GatewayError) as bad_price:
         await desk.preview(AGENT, limit_price=price)
-    with pytest.raises(GatewayError):
+    assert bad_price.value.code is codes[0]
+    with pytest.raises(GatewayError) as bad_quantity:
         await desk.preview(AGENT, quantity=price)
+    assert bad_quantity.value.code is codes[1]
     assert await desk.call("list_approvals", {"account_id": ACCOUNT}) == []
     assert desk.sim.placements == []
 
 
 async def test_a_failing_quote_refuses_the_preview(desk: Desk) -> None:
     """No reference price, no preview: a broker error on the quote path refuses instead of skipping the collar."""
-    desk.sim.fail_next(503, {"error": "service unavailable"}, times=20)
-    with pytest.raises(GatewayError):
+    desk.sim.fail_next(503, {"error": "service unavailable"}, times=20, path_contains="marketdata/snapshot")
+    with pytest.raises(GatewayError) as caught:
         await desk.preview(AGENT, order_type="market", limit_price=None)
+    assert caught.value.code is ErrorCode.BROKER_BACKEND_UNAVAILABLE
+    assert any("marketdata/snapshot" in request.path for request in desk.sim.requests)
     assert desk.sim.placements == []
 
 
@@ -248,8 +258,9 @@ async def test_a_locked_state_database_refuses_the_order_and_places_nothing(desk
     holder = sqlite3.connect(desk.gateway.audit.path, timeout=0, isolation_level=None)
     try:
         holder.execute("BEGIN EXCLUSIVE")
-        with anyio.fail_after(30), pytest.raises(GatewayError):
+        with anyio.fail_after(30), pytest.raises(GatewayError) as caught:
             await desk.submit(approval, "locked", principal=AGENT)
+        assert caught.value.code is ErrorCode.AUDIT_WRITE_FAILED  # the audit log shares the locked database
         assert desk.sim.placements == []
     finally:
         holder.execute("ROLLBACK")

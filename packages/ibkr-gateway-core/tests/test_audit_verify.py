@@ -349,8 +349,9 @@ def test_an_unreadable_checkpoint_file_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(GatewayError) as caught:
         Checkpoint.load(file)
     assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
-    with pytest.raises(GatewayError):
+    with pytest.raises(GatewayError) as missing:
         Checkpoint.load(tmp_path / "missing.json")
+    assert missing.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
 
 
 def test_a_checkpoint_needs_its_public_key(copy: Path, signing_key: Ed25519PrivateKey) -> None:

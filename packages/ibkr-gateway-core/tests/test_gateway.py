@@ -115,8 +115,9 @@ async def gateway(tmp_path: Path, backend: StubBackend):  # type: ignore[no-unty
 async def test_every_call_appends_exactly_one_audit_event(gateway: Gateway) -> None:
     await gateway.health()
     await gateway.list_accounts()
-    with pytest.raises(GatewayError):
+    with pytest.raises(GatewayError) as caught:
         await gateway.list_positions("DU0000000")
+    assert caught.value.code is ErrorCode.INPUT_UNAUTHORIZED_ACCOUNT
     records = await gateway.audit.tail(10)
     assert [r.event.result_status for r in reversed(records)] == ["completed", "completed", "failed"]
 

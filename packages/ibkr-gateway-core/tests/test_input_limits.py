@@ -106,8 +106,9 @@ async def test_audited_arguments_are_capped_per_field_and_in_total(gateway: Gate
     assert len(event.canonical_bytes()) < 4 * MAX_FIELD_BYTES
 
     many = {f"field_{index}": "v" * 100 for index in range(5000)}
-    with pytest.raises(GatewayError):
+    with pytest.raises(GatewayError) as refused:
         await gateway.call("search_contracts", many)
+    assert refused.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
     event = (await gateway.audit.tail(1))[0].event
     assert len(event.canonical_bytes()) < MAX_METADATA_BYTES + 8192
     export = await gateway.audit.export(10)

@@ -168,6 +168,7 @@ async def test_error_messages_never_show_paths_cookies_or_headers() -> None:
     async with http, client:
         with pytest.raises(GatewayError) as caught:
             await client.get("/iserver/auth/status", {"q": "canary-query"})
+    assert caught.value.code is ErrorCode.BROKER_BACKEND_UNAVAILABLE
     shown = f"{caught.value} {caught.value.to_dict()} {caught.value.details}"
     assert "canary" not in shown
     assert "localhost:5000" in shown

@@ -211,6 +211,7 @@ async def test_a_429_without_retry_after_is_the_ten_minute_penalty_box(fake_time
             fake_time.advance(599.0)
             with pytest.raises(GatewayError) as caught:
                 await client.get("/iserver/accounts")
+            assert caught.value.code is ErrorCode.BROKER_RATE_LIMITED
             assert caught.value.details["retry_after_seconds"] == 1.0
     assert sent == [0.0]
     assert fake_time.sleeps == []

@@ -87,10 +87,12 @@ def test_desk_config_is_closed_and_checked() -> None:
     with pytest.raises(GatewayError) as plain_http:
         GatewayConfig.from_mapping({"desk": {"public_url": "http://desk.example.com"}})
     assert plain_http.value.code is ErrorCode.CONFIG_INVALID
-    with pytest.raises(GatewayError):
+    with pytest.raises(GatewayError) as no_client:
         GatewayConfig.from_mapping({"desk": {"oidc_issuer": "https://id.example.com"}})  # no client id
-    with pytest.raises(GatewayError):
+    assert no_client.value.code is ErrorCode.CONFIG_INVALID
+    with pytest.raises(GatewayError) as unknown:
         GatewayConfig.from_mapping({"desk": {"unknown": 1}})
+    assert unknown.value.code is ErrorCode.CONFIG_INVALID
 
 
 def test_desk_principals() -> None:
