@@ -1,9 +1,12 @@
 """The simulator over real HTTPS on loopback, as `ibkr-agent simulator serve` runs it."""
 
+import statistics
+import time
 from decimal import Decimal
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 from dirty_equals import IsStr
 from ibkr_gateway_core.config import GatewayConfig
@@ -33,6 +36,24 @@ async def test_https_simulator_on_a_free_port_serves_accounts_with_verify_tls_of
     assert [a.account_id for a in accounts] == ["DU1234567", "DU7654321"]
     assert status.status == "usable"
     assert "GET /iserver/accounts" in sim.paths()
+
+
+async def test_small_answers_are_not_held_back_by_nagle_and_delayed_acks() -> None:
+    """Each small answer comes back at once over a kept-alive connection, not after a 40 ms delayed ACK.
+
+    uvicorn writes an answer's head and body separately; without TCP_NODELAY on the accepted socket the
+    body waits for the client's delayed ACK (40 ms on Linux), so every small CPAPI answer took ~44 ms.
+    """
+    async with serving_simulator() as base_url:
+        async with httpx2.AsyncClient(verify=False, timeout=10) as http:
+            await http.post(base_url + "/v1/api/iserver/auth/status")  # connect and handshake once
+            times: list[float] = []
+            for _ in range(15):
+                started = time.perf_counter()
+                answer = await http.post(base_url + "/v1/api/iserver/auth/status")
+                times.append(time.perf_counter() - started)
+                assert answer.status_code == 200
+    assert statistics.median(times) < 0.030, f"median {statistics.median(times) * 1000:.1f} ms per small answer"
 
 
 async def test_the_self_signed_certificate_is_refused_when_tls_is_verified() -> None:

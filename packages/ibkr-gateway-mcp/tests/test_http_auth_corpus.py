@@ -7,6 +7,7 @@ HTTP cases run the whole app under uvicorn on loopback, as `test_http_app.py` do
 import json
 import socket
 import ssl
+import statistics
 import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, MutableMapping
@@ -855,6 +856,11 @@ async def test_https_is_served_from_the_configured_certificate_and_key(tmp_path:
             async with httpx2.AsyncClient(verify=trusted, timeout=5) as http:
                 response = await http.post(resource, headers=headers, content=json.dumps(INIT))
                 metadata = await http.get(f"https://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp")
+                rounds: list[float] = []
+                for _ in range(15):  # small answers over the kept-alive connection: no Nagle/delayed-ACK stall
+                    started = time.perf_counter()
+                    await http.get(f"https://127.0.0.1:{port}/healthz")
+                    rounds.append(time.perf_counter() - started)
             async with httpx2.AsyncClient(timeout=5) as untrusting:
                 with pytest.raises(httpx2.ConnectError):
                     await untrusting.get(f"https://127.0.0.1:{port}/healthz")
@@ -862,6 +868,7 @@ async def test_https_is_served_from_the_configured_certificate_and_key(tmp_path:
         assert urls == [f"https://127.0.0.1:{port}"]
         assert response.status_code == 200, response.text
         assert metadata.json()["resource"] == resource
+        assert statistics.median(rounds) < 0.030, f"{statistics.median(rounds) * 1000:.1f} ms per small answer"
 
 
 async def test_hostile_host_or_origin_is_refused_on_every_endpoint_before_auth(remote: Remote) -> None:

@@ -105,7 +105,7 @@ def _bind(host: str, port: int) -> socket.socket:
             f"The simulator serves loopback only; {host!r} is not 127.0.0.1, localhost or ::1.",
         )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

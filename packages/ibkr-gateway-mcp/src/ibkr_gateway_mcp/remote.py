@@ -99,7 +99,7 @@ async def serve_http(
     host, port = check_remote_allowed(config, enable_remote_mcp=enable_remote_mcp, bind=bind)
     remote = config.remote_mcp
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

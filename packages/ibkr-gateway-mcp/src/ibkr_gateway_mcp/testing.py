@@ -27,7 +27,7 @@ from starlette.types import ASGIApp
 
 def loopback_socket() -> socket.socket:
     """A listening TCP socket on 127.0.0.1 with a free port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
