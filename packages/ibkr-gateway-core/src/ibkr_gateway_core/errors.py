@@ -81,6 +81,7 @@ class ErrorCode(StrEnum):
     BROKER_RESPONSE_INVALID = "BROKER_RESPONSE_INVALID"
     BROKER_OUTCOME_UNKNOWN = "BROKER_OUTCOME_UNKNOWN"
     BROKER_ANSWER_INCOMPLETE = "BROKER_ANSWER_INCOMPLETE"
+    BROKER_ACCOUNT_NOT_SELECTED = "BROKER_ACCOUNT_NOT_SELECTED"
     ORDER_CONFIRMATION_REFUSED = "ORDER_CONFIRMATION_REFUSED"
     MARKET_DATA_UNAVAILABLE = "MARKET_DATA_UNAVAILABLE"
     HISTORICAL_BARS_UNAVAILABLE = "HISTORICAL_BARS_UNAVAILABLE"
@@ -270,6 +271,12 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ),
     ErrorCode.BROKER_RESPONSE_INVALID: ErrorInfo(
         "upstream", True, "Retry once; if it persists, check the Client Portal Gateway version and logs."
+    ),
+    ErrorCode.BROKER_ACCOUNT_NOT_SELECTED: ErrorInfo(
+        "upstream",
+        True,
+        "The broker login has several accounts and did not select this one; check the account with "
+        "`ibkr-agent accounts list`, make sure no other program switches accounts on the same login, then retry.",
     ),
     ErrorCode.BROKER_ANSWER_INCOMPLETE: ErrorInfo(
         "upstream",

@@ -52,6 +52,7 @@ from ibkr_gateway_core.models import BrokerSessionStatus, DataStatus, OrderRecor
 from . import _mapping as mapping
 from . import _order_mapping as order_mapping
 from . import _wire as wire
+from ._accounts import AccountSelection
 from .client import BrokerHttpError, CpapiClient
 from .ws import WsConnector, first_frame
 
@@ -163,6 +164,7 @@ class MarketReads:
 
     name: str
     _client: CpapiClient
+    _selection: AccountSelection
     _clock: Callable[[], datetime]
     _preflight_delays_s: tuple[float, ...]
     _ws: WsConnector | None
@@ -702,9 +704,10 @@ class MarketReads:
         await self.live_orders(account_id)  # warms the session's order subscription as CPAPI needs
         if not filters:
             return await self.live_orders(account_id)
-        data = await self._client.get(
-            "/iserver/account/orders", {"accountId": account_id, "filters": ",".join(filters)}
-        )
+        async with self._selection.holding(account_id):
+            data = await self._client.get(
+                "/iserver/account/orders", {"accountId": account_id, "filters": ",".join(filters)}
+            )
         orders = wire.parse(wire.WireLiveOrders, data, "orders")
         rows = [row for row in orders.orders if row.account_id in (None, account_id)]
         try:

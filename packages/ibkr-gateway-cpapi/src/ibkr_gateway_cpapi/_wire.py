@@ -54,6 +54,27 @@ class WireIserverAccounts(WireModel):
     aliases: dict[str, str | None] = Field(default_factory=dict[str, str | None])
     is_paper: bool | None = Field(default=None, alias="isPaper")
     selected_account: str | None = Field(default=None, alias="selectedAccount")
+    allow_features: dict[str, object] = Field(default_factory=dict[str, object], alias="allowFeatures")
+    acct_props: dict[str, object] = Field(default_factory=dict[str, object], alias="acctProps")
+
+    @property
+    def is_advisor(self) -> bool:
+        """An advisor (FA) login: `allowFA`, or an account with child accounts."""
+        if self.allow_features.get("allowFA") is True:
+            return True
+        return any(_OBJECT_MAP.validate_python(p).get("hasChildAccounts") is True for p in self._props())
+
+    def _props(self) -> list[object]:
+        return [props for props in self.acct_props.values() if isinstance(props, dict)]
+
+
+class WireAccountSwitch(WireModel):
+    """`POST /iserver/account`: `{"set": true, "acctId": ...}`, or a message such as "Account already set"."""
+
+    set: bool | None = None
+    acct_id: str | None = Field(default=None, alias="acctId")
+    message: str | None = None
+    error: str | None = None
 
 
 class WirePortfolioAccount(WireModel):
@@ -71,6 +92,13 @@ class WirePortfolioAccount(WireModel):
     def key(self) -> str | None:
         """The account id, whichever field carries it."""
         return self.account_id or self.id
+
+
+class WireSubaccountsPage(WireModel):
+    """`/portfolio/subaccounts2?page=N`: one page of a large advisor structure."""
+
+    metadata: dict[str, object] = Field(default_factory=dict[str, object])
+    subaccounts: list[WirePortfolioAccount] = Field(default_factory=list[WirePortfolioAccount])
 
 
 class WireSummaryValue(WireModel):

@@ -44,6 +44,7 @@ from ibkr_gateway_core.orders import OrderTicket, OrderWriter, WhatIf
 from . import _mapping as mapping
 from . import _order_mapping as order_mapping
 from . import _wire as wire
+from ._accounts import AccountSelection, read_iserver_accounts
 from ._market_reads import MarketReads
 from ._order_body import order_body
 from .client import BrokerHttpError, CpapiClient, api_base_url
@@ -76,9 +77,10 @@ SNAPSHOT_FIELDS: Final = "31,84,85,86,88,87,7762,55,6509,7059"
 """Last, bid, ask size, ask, bid size, volume (formatted, raw), symbol, availability, last size."""
 
 SIMULATOR_PROFILE_ENV: Final = "IBKR_AGENT_SIMULATOR_PROFILE"
-"""Test hook: `live` makes fake mode log in as the simulator's live user (U7654321, `isPaper` false)."""
+"""Test hook: `live` makes fake mode log in as the simulator's live user (U7654321, `isPaper` false),
+`advisor` as its advisor (master DF1234560 and three client accounts)."""
 
-SIMULATOR_PROFILES: Final = ("paper", "live")
+SIMULATOR_PROFILES: Final = ("paper", "live", "advisor")
 """The simulator's logins (its packaged seed defines them)."""
 
 SIMULATOR_BOOK_FILE: Final = "simulator-book.json"
@@ -89,6 +91,12 @@ DEFAULT_PREFLIGHT_DELAYS_S: Final = (0.05, 0.1, 0.2, 0.4, 0.4)
 
 SNAPSHOT_REUSE: Final = timedelta(seconds=1)
 """With pacing on, a quote with prices is served again for this long: IBKR's snapshot pacing window (10/s)."""
+
+SUBACCOUNTS_LIMIT: Final = 100
+"""Most accounts `/portfolio/subaccounts` lists; a full answer means `/portfolio/subaccounts2` pages hold the rest."""
+
+MAX_SUBACCOUNT_PAGES: Final = 100
+"""Upper bound on `/portfolio/subaccounts2` pages read (20 accounts each)."""
 
 ACCOUNTS_LOADING_WAITS_S: Final = (0.25, 0.5, 1.0)
 """Pauses before asking `/iserver/accounts` again while it names no account (just after a login)."""
@@ -156,6 +164,8 @@ class CpapiBackend(MarketReads):
         self._orders_working: dict[str, tuple[int, int]] = {}
         """Account → (brokerage generation, working orders in the last non-empty live-orders answer)."""
         client.on_write = self._order_written
+        self._selection = AccountSelection(client, lambda: read_iserver_accounts(client))
+        """Selects the broker's account before account-scoped `/iserver` calls (multi-account and advisor logins)."""
         self._ws = ws
         self._scanner_params = None
         self._searched = (-1, set())
@@ -311,10 +321,27 @@ class CpapiBackend(MarketReads):
             return cached[2]
         iserver = await self._loaded_iserver_accounts()
         portfolio = wire.parse_portfolio_accounts(await self._client.get("/portfolio/accounts"))
+        if iserver.is_advisor:  # the clients of an advisor are sub-accounts, not portfolio accounts
+            portfolio = [*portfolio, *await self._subaccounts()]
         by_id = {row.key: row for row in portfolio if row.key}
         accounts = _mapped(lambda: [mapping.to_broker_account(a, iserver, by_id.get(a)) for a in iserver.accounts])
         self._accounts = (self._client.brokerage_generation, now, accounts)
         return accounts
+
+    async def _subaccounts(self) -> list[wire.WirePortfolioAccount]:
+        """An advisor's sub-accounts: `/portfolio/subaccounts`, then `/portfolio/subaccounts2` pages when it is full."""
+        rows = wire.parse_portfolio_accounts(await self._client.get("/portfolio/subaccounts"))
+        if len(rows) < SUBACCOUNTS_LIMIT:
+            return rows
+        rows: list[wire.WirePortfolioAccount] = []
+        for page in range(MAX_SUBACCOUNT_PAGES):
+            data = await self._client.get("/portfolio/subaccounts2", {"page": str(page)})
+            answer = wire.parse(wire.WireSubaccountsPage, data, "subaccounts")
+            rows.extend(answer.subaccounts)
+            total = answer.metadata.get("total")
+            if not answer.subaccounts or (isinstance(total, int) and len(rows) >= total):
+                break
+        return rows
 
     async def _loaded_iserver_accounts(self) -> wire.WireIserverAccounts:
         """`/iserver/accounts` once it names accounts: right after a login IBKR answers an empty list for a while.
@@ -335,6 +362,7 @@ class CpapiBackend(MarketReads):
                 "The brokerage session is open, but IBKR has not loaded its accounts yet.",
                 user_action="Wait a few seconds and retry; IBKR loads the accounts shortly after a login.",
             )
+        self._selection.observe(iserver)
         return iserver
 
     async def account_summary(self, account_id: str) -> AccountSummary:
@@ -573,17 +601,18 @@ class CpapiBackend(MarketReads):
         Raises:
             GatewayError: `BROKER_ANSWER_INCOMPLETE` for an empty answer that cannot be trusted.
         """
-        records = await self._read_live_orders(account_id)
-        if not records and self._expects_working_orders(account_id):
-            if self._client.governor is None:
-                await anyio.sleep(LIVE_ORDERS_RECHECK_S)  # with a governor, the read waits for its slot
+        async with self._selection.holding(account_id):
             records = await self._read_live_orders(account_id)
-            if not records:
-                raise GatewayError(
-                    ErrorCode.BROKER_ANSWER_INCOMPLETE,
-                    "The gateway listed no orders for this account although orders were working in it; "
-                    "its order list is not ready yet.",
-                )
+            if not records and self._expects_working_orders(account_id):
+                if self._client.governor is None:
+                    await anyio.sleep(LIVE_ORDERS_RECHECK_S)  # with a governor, the read waits for its slot
+                records = await self._read_live_orders(account_id)
+                if not records:
+                    raise GatewayError(
+                        ErrorCode.BROKER_ANSWER_INCOMPLETE,
+                        "The gateway listed no orders for this account although orders were working in it; "
+                        "its order list is not ready yet.",
+                    )
         working = sum(1 for record in records if record.status in _WORKING_STATUSES)
         self._orders_working[account_id] = (self._client.brokerage_generation, working)
         return records
@@ -630,7 +659,8 @@ class CpapiBackend(MarketReads):
         """Fills of the last `days` days (1 to 7) in one account."""
         if not 1 <= days <= 7:
             raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "days must be between 1 and 7.")
-        data = await self._client.get("/iserver/account/trades", {"days": str(days), "accountId": account_id})
+        async with self._selection.holding(account_id):
+            data = await self._client.get("/iserver/account/trades", {"days": str(days), "accountId": account_id})
         trades = [t for t in wire.parse_trades(data) if t.account_id in (None, account_id)]
         return _mapped(lambda: [order_mapping.to_execution(t, account_id) for t in trades])
 
@@ -648,7 +678,8 @@ class CpapiBackend(MarketReads):
         body = order_body(ticket, None)
         await self._open_stream(ticket.contract_id)
         try:
-            data = await self._client.post(f"/iserver/account/{ticket.account_id}/orders/whatif", body)
+            async with self._selection.holding(ticket.account_id):
+                data = await self._client.post(f"/iserver/account/{ticket.account_id}/orders/whatif", body)
         except BrokerHttpError as exc:
             if 400 <= exc.status_code < 500 and exc.broker_message:
                 return WhatIf(error=exc.broker_message)
@@ -659,7 +690,9 @@ class CpapiBackend(MarketReads):
     def order_writer(self) -> OrderWriter:
         """The `client-portal` writer over this backend's client; one per backend, so placements queue."""
         if self._writer is None:
-            self._writer = ClientPortalOrderWriter(self._client, session=self._supervised_status)
+            self._writer = ClientPortalOrderWriter(
+                self._client, session=self._supervised_status, selection=self._selection
+            )
         return self._writer
 
 
@@ -711,7 +744,7 @@ def open_fake_backend(config: GatewayConfig) -> Backend:
         raise GatewayError(
             ErrorCode.CONFIG_INVALID,
             f"{SIMULATOR_PROFILE_ENV} must be one of {', '.join(SIMULATOR_PROFILES)}.",
-            user_action=f"Unset {SIMULATOR_PROFILE_ENV} or set it to paper or live.",
+            user_action=f"Unset {SIMULATOR_PROFILE_ENV} or set it to paper, live or advisor.",
         )
     return open_simulator_backend(
         timeout_s=config.broker.timeout_seconds,

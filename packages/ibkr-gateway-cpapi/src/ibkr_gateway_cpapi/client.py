@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -179,6 +179,8 @@ class CpapiClient:
         self._flights: dict[tuple[str, str], _Flight] = {}
         self.on_write: Callable[[str], None] | None = None
         """Called with the path of every mutating request once it may have reached the broker."""
+        self.on_reprimed: Callable[[str], Awaitable[None]] | None = None
+        """Awaited with the path of a request refused for lost priming, after priming again and before resending."""
 
     @classmethod
     def from_config(cls, broker: BrokerConfig, *, http_client: httpx2.AsyncClient | None = None) -> CpapiClient:
@@ -333,6 +335,8 @@ class CpapiClient:
         except _PrimingLostError:  # refused before it was acted on: sending again is safe
             self._forget_priming(path)
             await self._prime_for(path)
+            if self.on_reprimed is not None:
+                await self.on_reprimed(path)  # a fresh brokerage session: e.g. select the account again
         try:
             return await self._send(method, path, params, body, mutating=mutating)
         except _PrimingLostError:

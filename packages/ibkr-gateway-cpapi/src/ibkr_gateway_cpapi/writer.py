@@ -31,6 +31,7 @@ from ibkr_gateway_core.orders import BrokerQuestion, CancelAck, OrderTicket, Pla
 
 from . import _order_mapping as order_mapping
 from . import _wire as wire
+from ._accounts import AccountSelection, read_iserver_accounts
 from ._order_body import bracket_body, check_account_id, check_client_order_id, modify_body, order_body
 from .client import BrokerHttpError, CpapiClient
 
@@ -71,15 +72,24 @@ def _messages(reply: wire.WireOrderReply) -> list[str]:
 class ClientPortalOrderWriter:
     """Places and cancels orders through a Client Portal Gateway; satisfies core's `OrderWriter`."""
 
-    def __init__(self, client: CpapiClient, *, session: Callable[[], BrokerSessionStatus | None] | None = None) -> None:
+    def __init__(
+        self,
+        client: CpapiClient,
+        *,
+        session: Callable[[], BrokerSessionStatus | None] | None = None,
+        selection: AccountSelection | None = None,
+    ) -> None:
         """Write through `client`; the writer does not close it (the backend that owns it does).
 
         `session` gives the latest session status a supervisor saw (None when nobody supervises it): new orders
-        and changes are refused while it is not usable, before anything is sent.
+        and changes are refused while it is not usable, before anything is sent. `selection` selects the
+        broker's account before each account-scoped call (the backend's, shared with its reads; one is made
+        for a writer used alone).
         """
         self.name = WRITER_NAME
         self._client = client
         self._session = session
+        self._selection = selection or AccountSelection(client, lambda: read_iserver_accounts(client))
         self._placement_lock = anyio.Lock()
 
     def _refuse_while_degraded(self) -> None:
@@ -114,12 +124,13 @@ class ClientPortalOrderWriter:
         self._refuse_while_degraded()
         body = order_body(ticket, check_client_order_id(client_order_id))
         path = f"/iserver/account/{ticket.account_id}/orders"
-        async with self._placement_lock:  # IBKR: the next order waits until this one is fully answered
+        async with self._selection.holding(ticket.account_id, verify=True), self._placement_lock:
+            # IBKR: the next order waits until this one is fully answered, on the account it is for
             replies, confirmed = await self._exchange(path, body, client_order_id, confirm, max_rounds)
-            reply = replies[0]
-            if reply.order_id is not None:
-                return self._placed(reply, client_order_id, confirmed)
-            return await self._resolve_error(ticket, client_order_id, reply)
+        reply = replies[0]
+        if reply.order_id is not None:
+            return self._placed(reply, client_order_id, confirmed)
+        return await self._resolve_error(ticket, client_order_id, reply)
 
     async def place_bracket(
         self,
@@ -142,11 +153,11 @@ class ClientPortalOrderWriter:
         self._refuse_while_degraded()
         body = bracket_body(parent, take_profit, stop_loss, check_client_order_id(client_order_id))
         path = f"/iserver/account/{parent.account_id}/orders"
-        async with self._placement_lock:
+        async with self._selection.holding(parent.account_id, verify=True), self._placement_lock:
             replies, confirmed = await self._exchange(path, body, client_order_id, confirm, max_rounds)
-            if replies[0].order_id is None:
-                return await self._resolve_error(parent, client_order_id, replies[0])
-            return self._placed_bracket(replies, client_order_id, confirmed)
+        if replies[0].order_id is None:
+            return await self._resolve_error(parent, client_order_id, replies[0])
+        return self._placed_bracket(replies, client_order_id, confirmed)
 
     async def modify(
         self, broker_order_id: str, ticket: OrderTicket, *, confirm: QuestionPolicy, max_rounds: int
@@ -162,8 +173,8 @@ class ClientPortalOrderWriter:
         self._refuse_while_degraded()
         body = modify_body(ticket)
         path = f"/iserver/account/{ticket.account_id}/order/{broker_order_id}"
-        async with self._placement_lock:  # ibind holds the same lock across a modify and its questions
-            replies, confirmed = await self._exchange(path, body, None, confirm, max_rounds)
+        async with self._selection.holding(ticket.account_id, verify=True), self._placement_lock:
+            replies, confirmed = await self._exchange(path, body, None, confirm, max_rounds)  # ibind locks it too
         reply = replies[0]
         if reply.order_id is not None:
             placed = self._placed(reply, None, confirmed)
@@ -348,8 +359,10 @@ class ClientPortalOrderWriter:
         check_account_id(account_id)
         check_client_order_id(client_order_id)
         params = {"accountId": account_id}
-        await self._client.get("/iserver/account/orders", {**params, "force": "true"})  # [] while CPAPI rebuilds
-        orders = wire.parse(wire.WireLiveOrders, await self._client.get("/iserver/account/orders", params), "orders")
+        async with self._selection.holding(account_id):
+            await self._client.get("/iserver/account/orders", {**params, "force": "true"})  # [] while CPAPI rebuilds
+            data = await self._client.get("/iserver/account/orders", params)
+        orders = wire.parse(wire.WireLiveOrders, data, "orders")
         live = next(
             (
                 row
@@ -361,7 +374,9 @@ class ClientPortalOrderWriter:
         if live is not None:
             return _mapped(lambda: order_mapping.to_order_record(live, account_id))
         days = {"days": str(EXECUTION_LOOKBACK_DAYS), "accountId": account_id}
-        trades = wire.parse_trades(await self._client.get("/iserver/account/trades", days))
+        async with self._selection.holding(account_id):
+            data = await self._client.get("/iserver/account/trades", days)
+        trades = wire.parse_trades(data)
         fills = [
             t for t in trades if (t.order_ref or "").strip() == client_order_id and t.account_id in (None, account_id)
         ]
@@ -380,7 +395,9 @@ class ClientPortalOrderWriter:
         if not broker_order_id.isdigit():
             raise GatewayError(ErrorCode.INPUT_UNKNOWN_ORDER, f"{broker_order_id!r} is not a broker order id.")
         try:
-            data = await self._client.delete(f"/iserver/account/{account_id}/order/{broker_order_id}", mutating=True)
+            async with self._selection.holding(account_id, verify=True):
+                path = f"/iserver/account/{account_id}/order/{broker_order_id}"
+                data = await self._client.delete(path, mutating=True)
         except BrokerHttpError as exc:
             if not 400 <= exc.status_code < 500 or not exc.broker_message:
                 raise

@@ -32,6 +32,9 @@ class SimProfile:
     user_id: int
     is_paper: bool
     accounts: tuple[str, ...]
+    advisor: bool = False
+    """An advisor (FA) login: its first account is the master, the others its clients; account-scoped
+    `/iserver` calls act on the selected account (`POST /iserver/account`), whatever their path says."""
 
 
 @dataclass(slots=True)
@@ -173,6 +176,7 @@ class _ProfileSeed(_Seed):
     user_id: int
     is_paper: bool
     accounts: list[str]
+    advisor: bool = False
 
 
 class _AccountSeed(_Seed):
@@ -262,7 +266,7 @@ def load_seed_book(now: datetime) -> SimBook:
     book_file = _BookFile.model_validate(json.loads(_read("book.json")))
     book = SimBook(
         profiles={
-            p.name: SimProfile(p.name, p.user_name, p.user_id, p.is_paper, tuple(p.accounts))
+            p.name: SimProfile(p.name, p.user_name, p.user_id, p.is_paper, tuple(p.accounts), p.advisor)
             for p in accounts_file.profiles
         },
         accounts={

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
@@ -63,12 +63,24 @@ class OrderEngine:
         self.next_execution = 1
         self.accepted: list[int] = []
         """Ids of the orders this engine accepted, oldest first."""
+        self._superseded: set[str] = set()
+        """Reply ids a newer question invalidated."""
+        self.superseded_replies = 0
+        """Replies that named a reply id a newer question had invalidated (IBKR answers them `reply id not found`)."""
 
     # -- placement -------------------------------------------------------------------------------
 
-    def place(self, account_id: str, body: object, session: BrokerageSession) -> object:
-        """`POST /iserver/account/{acct}/orders`: a reply prompt, an acknowledgement, or an error body."""
+    def place(
+        self, account_id: str, body: object, session: BrokerageSession, *, acting_account: str | None = None
+    ) -> object:
+        """`POST /iserver/account/{acct}/orders`: a reply prompt, an acknowledgement, or an error body.
+
+        `acting_account` (an advisor login's selected account) receives the order whatever the path names.
+        """
         tickets = [parse_ticket(raw, account_id) for raw in ticket_list(body)]
+        if acting_account is not None:
+            tickets = [replace(ticket, account_id=acting_account) for ticket in tickets]
+        account_id = acting_account or account_id
         for ticket in tickets:
             self._contract(ticket.conid)
             duplicate = self._duplicate(ticket)
@@ -95,15 +107,22 @@ class OrderEngine:
             and rule.applies(ticket, self._contract(ticket.conid))
         ]
 
-    def reply(self, reply_id: str, confirmed: bool) -> object:
+    def reply(self, reply_id: str, confirmed: bool, *, acting_account: str | None = None) -> object:
         """`POST /iserver/reply/{id}`: the next prompt or the acknowledgement; an id works once.
 
+        A newer question invalidated every older reply id of the session (`superseded` counts them).
+        `acting_account` (an advisor login's selected account now) receives a confirmed placement.
+
         Raises:
-            SimHttpError: 400 `reply id not found` for an unknown, used or expired id.
+            SimHttpError: 400 `reply id not found` for an unknown, used, superseded or expired id.
         """
         pending = self._pending.pop(reply_id, None)
         if pending is None or self._clock() - pending.created_at > REPLY_TTL:
+            if reply_id in self._superseded:
+                self.superseded_replies += 1
             raise SimHttpError(400, error_body(f"reply id not found: '{reply_id}'"))
+        if acting_account is not None and pending.modify_of is None:
+            pending.tickets = [replace(ticket, account_id=acting_account) for ticket in pending.tickets]
         if not confirmed:
             return error_body("The order was not confirmed and has been discarded.")
         pending.questions.pop(0)
@@ -120,6 +139,7 @@ class OrderEngine:
 
     def _ask(self, pending: _Pending) -> list[dict[str, object]]:
         reply_id = str(uuid.uuid4())
+        self._superseded.update(self._pending)
         self._pending.clear()  # IBKR: a newer question invalidates every older reply id of the session
         self._pending[reply_id] = pending
         rule, ticket = pending.questions[0]
@@ -219,7 +239,13 @@ class OrderEngine:
         ]
 
     def modify(
-        self, account_id: str, order_id: int, body: object, session: BrokerageSession | None = None
+        self,
+        account_id: str,
+        order_id: int,
+        body: object,
+        session: BrokerageSession | None = None,
+        *,
+        acting_account: str | None = None,
     ) -> list[dict[str, object]]:
         """`POST /iserver/account/{acct}/order/{id}`: the full ticket again with changed price, size or tif.
 
@@ -228,8 +254,11 @@ class OrderEngine:
         Raises:
             SimHttpError: 400 for an unknown or finished order, or a ticket for another contract or side.
         """
-        order = self._order(account_id, order_id)
+        order = self._order(acting_account or account_id, order_id)
         ticket = parse_ticket(body, account_id)
+        if acting_account is not None:
+            account_id = acting_account
+            ticket = replace(ticket, account_id=acting_account)
         if not order.is_working:
             raise SimHttpError(400, error_body(f"Order {order_id} cannot be modified in status {order.status}"))
         if ticket.conid != order.conid or ticket.side != order.side or ticket.order_type != order.order_type:
@@ -271,9 +300,12 @@ class OrderEngine:
 
     # -- what-if ---------------------------------------------------------------------------------
 
-    def whatif(self, account_id: str, body: object) -> dict[str, object]:
+    def whatif(self, account_id: str, body: object, *, acting_account: str | None = None) -> dict[str, object]:
         """`POST /iserver/account/{acct}/orders/whatif`: effects as formatted strings; nothing is placed."""
         ticket = parse_ticket(ticket_list(body)[0], account_id)
+        if acting_account is not None:
+            account_id = acting_account
+            ticket = replace(ticket, account_id=acting_account)
         contract = self._contract(ticket.conid)
         account = self._book.accounts[account_id]
         before = figures(self._book, account)

@@ -37,8 +37,8 @@ def mark_price(contract: SimContract) -> Decimal:
     return Decimal(0)
 
 
-def iserver_accounts(book: SimBook, profile: SimProfile, session_id: str) -> dict[str, object]:
-    """`/iserver/accounts` for the logged-in profile."""
+def iserver_accounts(book: SimBook, profile: SimProfile, session_id: str, selected: str) -> dict[str, object]:
+    """`/iserver/accounts` for the logged-in profile; an advisor's master has child accounts."""
     accounts = list(profile.accounts)
     props = {
         "hasChildAccounts": False,
@@ -52,12 +52,15 @@ def iserver_accounts(book: SimBook, profile: SimProfile, session_id: str) -> dic
     }
     return {
         "accounts": accounts,
-        "acctProps": {account: dict(props) for account in accounts},
+        "acctProps": {
+            account: dict(props) | {"hasChildAccounts": profile.advisor and account == accounts[0]}
+            for account in accounts
+        },
         "aliases": {account: account for account in accounts},
         "allowFeatures": {
             "allowCrypto": False,
             "allowFXConv": True,
-            "allowFA": False,
+            "allowFA": profile.advisor,
             "allowMTA": True,
             "allowTypeAhead": True,
             "allowedAssetTypes": "STK,CFD,OPT,FOP,WAR,FUT,BAG,PDC,CASH,IND,BOND,BILL,FUND,SLB,News,CMDTY,IOPT,ICU,ICS",
@@ -71,7 +74,7 @@ def iserver_accounts(book: SimBook, profile: SimProfile, session_id: str) -> dic
         "chartPeriods": {"STK": ["*"], "CFD": ["*"], "OPT": ["2h", "1d", "2d", "1w", "1m"]},
         "groups": [],
         "profiles": [],
-        "selectedAccount": accounts[0] if accounts else "",
+        "selectedAccount": selected,
         "serverInfo": dict(SERVER_INFO),
         "sessionId": session_id[:8] + ".0000004e",
         "isFT": False,

@@ -81,6 +81,8 @@ class BrokerageSession:
     """Account → the positions rows served until `/positions/invalidate` (when the cache is on)."""
     suppressed: set[str] = field(default_factory=set[str])
     """Question message ids suppressed with `/iserver/questions/suppress`."""
+    selected_account: str | None = None
+    """The account `POST /iserver/account` selected; None: the login's first account."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +213,7 @@ class SessionMachine:
 
     def _admit_portfolio(self, path: str) -> None:
         segment = path.split("/")[2]
-        if segment in ("accounts", "subaccounts"):
+        if segment in ("accounts", "subaccounts", "subaccounts2"):
             self.brokerage.portfolio_primed = True
         elif not self.brokerage.portfolio_primed:
             raise SimHttpError(500, error_body("Please query /portfolio/accounts first"))

@@ -133,6 +133,22 @@ async def _portfolio_accounts(request: Request, state: SimulatorState) -> object
     return state.portfolio_accounts()
 
 
+async def _select_account(request: Request, state: SimulatorState) -> object:
+    account_id = (as_object(await _json_body(request)) or {}).get("acctId")
+    if not isinstance(account_id, str) or not account_id:
+        raise SimHttpError(400, error_body("acctId is required"))
+    return state.select_account(account_id)
+
+
+async def _subaccounts(request: Request, state: SimulatorState) -> object:
+    return state.portfolio_subaccounts()
+
+
+async def _subaccounts_page(request: Request, state: SimulatorState) -> object:
+    page = request.query_params.get("page", "0")
+    return state.portfolio_subaccounts_page(int(page) if page.isdigit() else 0)
+
+
 async def _meta(request: Request, state: SimulatorState) -> object:
     return state.portfolio_meta(_path(request, "account_id"))
 
@@ -263,7 +279,9 @@ _ROUTES: Final[list[tuple[str, Handler, list[str]]]] = [
     ("/sso/validate", _sso_validate, ["GET"]),
     ("/iserver/accounts", _iserver_accounts, ["GET"]),
     ("/portfolio/accounts", _portfolio_accounts, ["GET"]),
-    ("/portfolio/subaccounts", _portfolio_accounts, ["GET"]),
+    ("/iserver/account", _select_account, ["POST"]),
+    ("/portfolio/subaccounts", _subaccounts, ["GET"]),
+    ("/portfolio/subaccounts2", _subaccounts_page, ["GET"]),
     ("/portfolio/{account_id}/meta", _meta, ["GET"]),
     ("/portfolio/{account_id}/summary", _summary, ["GET"]),
     ("/portfolio/{account_id}/ledger", _ledger, ["GET"]),

@@ -44,6 +44,12 @@ _SHARED_LOGIN: Final = timedelta(hours=24)
 """How long processes sharing a saved book share one simulated login (CPAPI caps a login at 24 h)."""
 
 _BOOK_WRITES: Final = ("/iserver/account/", "/iserver/reply/")
+
+SUBACCOUNTS_LIMIT: Final = 100
+"""Most accounts `/portfolio/subaccounts` lists; larger advisor structures page through `/portfolio/subaccounts2`."""
+
+SUBACCOUNTS_PAGE_SIZE: Final = 20
+"""Accounts per page of `/portfolio/subaccounts2`."""
 """Paths whose POST or DELETE may change the book (placement, reply, cancel, modify)."""
 
 
@@ -68,7 +74,8 @@ class SimulatorState:
         """A logged-in simulator with an open brokerage session, seeded from the packaged data.
 
         Args:
-            profile: `paper` (DU1234567 and DU7654321, `isPaper` true) or `live` (U7654321).
+            profile: `paper` (DU1234567 and DU7654321, `isPaper` true), `live` (U7654321) or `advisor`
+                (master DF1234560 with clients DU2000001 to DU2000003).
             clock: Time source for expiry, timestamps and seed ages; tests pass a frozen clock.
             idle_timeout: Drop the session after this long without a request (CPAPI: about 6 minutes).
             session_lifetime: Drop the session this long after login (CPAPI: 24 hours).
@@ -260,6 +267,25 @@ class SimulatorState:
             self._profile = self._profile_named(profile)
         self.session.log_in()
 
+    def log_in_advisor(self, subaccounts: int | None = None) -> None:
+        """Log in as an advisor: the seed's `advisor` profile, or a master with `subaccounts` (1 to 1,000) clients.
+
+        Account-scoped `/iserver` calls then act on the selected account (`POST /iserver/account`), whatever
+        account their path names, so a client that forgets to select the account is caught.
+        """
+        if subaccounts is None:
+            self.log_in("advisor")
+            return
+        count = min(max(subaccounts, 1), 1000)
+        accounts = ["DF9000000", *(f"DU9{n:06d}" for n in range(1, count + 1))]
+        for n, account_id in enumerate(accounts):
+            if account_id not in self.book.accounts:
+                title = "Sim Large Advisor Master" if n == 0 else f"Sim Large Advisor Client {n}"
+                self.book.accounts[account_id] = SimAccount(account_id, title, "USD", "DEMO", {"USD": Decimal(100_000)})
+        name = f"advisor-{count}"
+        self.book.profiles[name] = SimProfile(name, "simadvisor02", 81234570, True, tuple(accounts), advisor=True)
+        self.log_in(name)
+
     def log_in_sso_only(self) -> None:
         """Log in without a brokerage session: `/iserver` answers "no bridge" until `ssodh/init`."""
         self.session.log_in_sso_only()
@@ -331,6 +357,11 @@ class SimulatorState:
         """
         if body.get("unkind") is True:
             self.make_unkind()
+        advisor = body.get("advisor")
+        if advisor is True:
+            self.log_in_advisor()
+        elif as_object(advisor) is not None:
+            self.log_in_advisor(int(_number((as_object(advisor) or {})["subaccounts"])))
         clock = as_object(body.get("clock"))
         if clock is not None:
             if self.scaled_clock is None:
@@ -385,6 +416,9 @@ class SimulatorState:
             "positions_cache": self.positions_cache,
             "live_orders_empty_calls": self.live_orders_empty_calls,
             "history_latency_seconds": self.history_latency_s,
+            "profile": self._profile.name,
+            "selected_account": self.selected_account,
+            "superseded_replies": self.engine.superseded_replies,
             "requests": len(self.session.requests),
             "requests_by_path": counts,
         }
@@ -546,12 +580,48 @@ class SimulatorState:
         if self._accounts_loading > 0:
             self._accounts_loading -= 1
             return {"accounts": [], "aliases": {}, "selectedAccount": ""}
-        return _portfolio.iserver_accounts(self.book, self._profile, self.session.session_id)
+        return _portfolio.iserver_accounts(self.book, self._profile, self.session.session_id, self.selected_account)
+
+    @property
+    def selected_account(self) -> str:
+        """The account account-scoped `/iserver` calls act on in an advisor login (reset with the brokerage session)."""
+        return self.session.brokerage.selected_account or (self._profile.accounts[0] if self._profile.accounts else "")
+
+    def select_account(self, account_id: str) -> dict[str, object]:
+        """`POST /iserver/account` `{"acctId": ...}`: select the account later `/iserver` calls act on."""
+        if account_id not in self._profile.accounts:
+            raise SimHttpError(400, error_body(f"Account {account_id} is not available in this session"))
+        if account_id == self.selected_account:
+            return {"set": False, "acctId": account_id, "message": "Account already set"}
+        self.session.brokerage.selected_account = account_id
+        return {"set": True, "acctId": account_id}
+
+    def _acting(self) -> str | None:
+        """The account an account-scoped `/iserver` call acts on instead of its path's: the selected one (advisors)."""
+        return self.selected_account if self._profile.advisor else None
 
     def portfolio_accounts(self) -> list[dict[str, object]]:
-        """`/portfolio/accounts`."""
+        """`/portfolio/accounts`: an advisor login lists only its master (the clients are sub-accounts)."""
         created = int(self.session.logged_in_at.timestamp() * 1000) - 86_400_000 * 365
-        return [_portfolio.portfolio_account(self._account(a), created) for a in self._profile.accounts]
+        accounts = self._profile.accounts[:1] if self._profile.advisor else self._profile.accounts
+        return [_portfolio.portfolio_account(self._account(a), created) for a in accounts]
+
+    def portfolio_subaccounts(self) -> list[dict[str, object]]:
+        """`/portfolio/subaccounts`: every account of the login, at most `SUBACCOUNTS_LIMIT`."""
+        created = int(self.session.logged_in_at.timestamp() * 1000) - 86_400_000 * 365
+        accounts = self._profile.accounts[:SUBACCOUNTS_LIMIT]
+        return [_portfolio.portfolio_account(self._account(a), created) for a in accounts]
+
+    def portfolio_subaccounts_page(self, page: int) -> dict[str, object]:
+        """`/portfolio/subaccounts2?page=N`: `SUBACCOUNTS_PAGE_SIZE` accounts per page, with paging metadata."""
+        created = int(self.session.logged_in_at.timestamp() * 1000) - 86_400_000 * 365
+        accounts = self._profile.accounts
+        size = SUBACCOUNTS_PAGE_SIZE
+        rows = accounts[page * size : (page + 1) * size] if page >= 0 else ()
+        return {
+            "metadata": {"total": len(accounts), "pageSize": size, "pageNum": page},
+            "subaccounts": [_portfolio.portfolio_account(self._account(a), created) for a in rows],
+        }
 
     def portfolio_meta(self, account_id: str) -> dict[str, object]:
         """`/portfolio/{id}/meta`."""
@@ -711,8 +781,13 @@ class SimulatorState:
         return order.account_id in self._profile.accounts
 
     def live_orders(self, *, account_id: str | None, filters: Sequence[str], force: bool) -> dict[str, object]:
-        """`/iserver/account/orders`: empty on the first call of a session and on every `force=true`."""
+        """`/iserver/account/orders`: empty on the first call of a session and on every `force=true`.
+
+        An advisor login lists the selected account's orders, whatever `accountId` says.
+        """
         brokerage = self.session.brokerage
+        if self._profile.advisor:
+            account_id = self.selected_account
         if force or not brokerage.live_orders_warmed:
             brokerage.live_orders_warmed = True
             brokerage.live_orders_empty_left = self.live_orders_empty_calls
@@ -740,7 +815,9 @@ class SimulatorState:
         return _order_views.order_status_body(order, self.book.contracts[order.conid])
 
     def trades(self, *, days: int, account_id: str | None) -> list[dict[str, object]]:
-        """`/iserver/account/trades`: executions of the last `days` days (1 to 7)."""
+        """`/iserver/account/trades`: executions of the last `days` days (1 to 7); an advisor's selected account's."""
+        if self._profile.advisor:
+            account_id = self.selected_account
         cutoff = self._clock() - timedelta(days=min(max(days, 1), 7))
         return [
             _order_views.trade_row(e, self.book.contracts[e.conid], self._profile.user_name)
@@ -752,14 +829,15 @@ class SimulatorState:
         """`POST /iserver/account/{acct}/orders`."""
         self._account(account_id)
         accepted = len(self.engine.accepted)
-        answer = self.engine.place(account_id, body, self.session.brokerage)
+        answer = self.engine.place(account_id, body, self.session.brokerage, acting_account=self._acting())
         self._drop_if_accepted(accepted)
         return answer
 
     def reply(self, reply_id: str, confirmed: bool) -> object:
         """`POST /iserver/reply/{id}`."""
         accepted = len(self.engine.accepted)
-        answer = self.engine.reply(reply_id, confirmed)
+        acting = self.selected_account if self._profile.advisor else None
+        answer = self.engine.reply(reply_id, confirmed, acting_account=acting)
         self._drop_if_accepted(accepted)
         return answer
 
@@ -771,17 +849,17 @@ class SimulatorState:
     def whatif(self, account_id: str, body: object) -> dict[str, object]:
         """`POST /iserver/account/{acct}/orders/whatif`."""
         self._account(account_id)
-        return self.engine.whatif(account_id, body)
+        return self.engine.whatif(account_id, body, acting_account=self._acting())
 
     def cancel_order(self, account_id: str, order_id: int) -> dict[str, object]:
         """`DELETE /iserver/account/{acct}/order/{id}`."""
         self._account(account_id)
-        return self.engine.cancel(account_id, order_id)
+        return self.engine.cancel(self._acting() or account_id, order_id)
 
     def modify_order(self, account_id: str, order_id: int, body: object) -> list[dict[str, object]]:
         """`POST /iserver/account/{acct}/order/{id}`."""
         self._account(account_id)
-        return self.engine.modify(account_id, order_id, body, self.session.brokerage)
+        return self.engine.modify(account_id, order_id, body, self.session.brokerage, acting_account=self._acting())
 
     def suppress_questions(self, message_ids: Iterable[str]) -> dict[str, object]:
         """`/iserver/questions/suppress`: for this brokerage session only."""
