@@ -246,8 +246,6 @@ async def test_an_unconfirmed_switch_refuses_the_order_and_sends_nothing(
 async def test_a_single_account_login_never_switches(sim: SimulatorState) -> None:
     sim.log_in("live")
     async with open_simulator_backend(sim, clock=frozen_clock) as backend:
-        await backend.order_writer().place(
-            ticket("U7654321"), client_order_id="s-1", confirm=allow_all, max_rounds=5
-        )
+        await backend.order_writer().place(ticket("U7654321"), client_order_id="s-1", confirm=allow_all, max_rounds=5)
         await backend.live_orders("U7654321")
     assert "POST /iserver/account" not in sim.paths()
