@@ -9,7 +9,9 @@ Measures, in one run and interleaved so machine load hits all of them alike:
 - the pydantic floor: the same plus defining and validating one `BaseModel` (what any command
   that builds a model pays once; `import pydantic` alone loads the model machinery lazily);
 - `ibkr-agent health --json` (audited, no broker call);
-- `ibkr-agent accounts list --json` on the embedded simulator (a real broker read through it).
+- `ibkr-agent accounts list --json` on the embedded simulator (a real broker read through it);
+- `health --json` through the typer app (`ibkr_gateway_cli.app:main`), which reads every command line
+  the console script's fast path (`ibkr_gateway_cli.fast`) leaves to it: `--help`, usage errors, servers.
 
 Prints each median and the ratios of the commands to the floor. Goals (issue "the first hour"):
 `health --json` ≤ 1.5× the floor, `accounts list --json` ≤ 300 ms on the reference machine. Each
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 
 FLOOR = "import typer, pydantic"
+TYPER_PATH = "from ibkr_gateway_cli.app import main; main()"
 MODEL_FLOOR = FLOOR + "\nclass M(pydantic.BaseModel):\n    x: int\nM(x=1)"
 
 
@@ -60,6 +63,7 @@ def main() -> None:
             "pydantic floor: + one BaseModel": [sys.executable, "-c", MODEL_FLOOR],
             "ibkr-agent health --json": [*cli, "health", "--json"],
             "ibkr-agent accounts list --json": [*cli, "accounts", "list", "--json"],
+            "health --json through the typer app": [sys.executable, "-c", TYPER_PATH, "health", "--json"],
         }
         for argv in cases.values():
             _time(argv, env)  # warm: the state directory, the OS page cache

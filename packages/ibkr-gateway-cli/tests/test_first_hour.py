@@ -96,7 +96,7 @@ start-up cost (benchmarks/cli_startup.py); the order desk, crypto and backends s
 
 def test_health_imports_only_the_gateway_the_registry_the_config_and_the_audit_log(state_env: dict[str, str]) -> None:
     run_health = (
-        "from ibkr_gateway_cli.app import main\nsys.argv = ['ibkr-agent', 'health', '--json']\n"
+        "from ibkr_gateway_cli.fast import main\nsys.argv = ['ibkr-agent', 'health', '--json']\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code"
     )
     modules = _imported_after(run_health, {**os.environ, **state_env})

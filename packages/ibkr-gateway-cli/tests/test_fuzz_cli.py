@@ -21,7 +21,8 @@ import typer.main
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ibkr_gateway_cli.app import app, main
+from ibkr_gateway_cli.app import app
+from ibkr_gateway_cli.fast import main
 from ibkr_gateway_core.audit import AuditLog
 from ibkr_gateway_core.audit_keys import load_audit_key
 from ibkr_gateway_core.config import GatewayConfig
@@ -193,7 +194,7 @@ class _ConsoleScript(click.Command):
 
 
 def run_main(argv: list[str]) -> tuple[int, str, str]:
-    """Run `app:main` (which codes usage errors too) with captured output: exit status, stdout, stderr."""
+    """Run the console script (fast path, else the typer app, which codes usage errors too): status, stdout, stderr."""
     result = CliRunner().invoke(_ConsoleScript("ibkr-agent"), argv)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError((argv, repr(result.exception)))
