@@ -37,7 +37,10 @@ STATE_DIR_ENV: Final = "IBKR_AGENT_STATE_DIR"
 DEFAULT_TIMEOUT_SECONDS: Final = 10.0
 DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 
-BackendName = Literal["fake", "client_portal_gateway"]
+BackendName = Literal["fake", "client_portal_gateway", "cpapi_oauth"]
+
+OAUTH_DEFAULT_BASE_URL: Final = "https://api.ibkr.com"
+"""Where `cpapi_oauth` goes when `broker.base_url` is not set: IBKR's Web API itself (`/v1/api` is added)."""
 
 
 def default_state_dir(backend: BackendName = "fake") -> Path:
@@ -58,13 +61,90 @@ class _Section(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
+class OAuthConfig(_Section):
+    """IBKR Web API OAuth 1.0a (first party), for `broker.backend: cpapi_oauth`.
+
+    What IBKR's self-service portal gave you. Secrets are named by an environment variable or a file, never
+    written here; paths are relative to the configuration file.
+    """
+
+    consumer_key: str | None = None
+    """The consumer key chosen in the portal (`TESTCONS` with realm `test_realm` for IBKR's test consumer)."""
+    realm: str = "limited_poa"
+    """`limited_poa` for a first-party consumer; `test_realm` for `TESTCONS`."""
+    access_token_env: str | None = None
+    """Name of the environment variable holding the access token (or `access_token_file`)."""
+    access_token_file: Path | None = None
+    """File holding the access token."""
+    access_token_secret_env: str | None = None
+    """Name of the environment variable holding the access token secret as the portal showed it (base64,
+    encrypted to your encryption key); or `access_token_secret_file`."""
+    access_token_secret_file: Path | None = None
+    """File holding the encrypted access token secret."""
+    signature_key_file: Path | None = None
+    """PEM file of the private RSA signature key (its public half is uploaded in the portal); mode 0600."""
+    encryption_key_file: Path | None = None
+    """PEM file of the private RSA encryption key that decrypts the access token secret; mode 0600."""
+    dh_param_file: Path | None = None
+    """PEM file of the Diffie-Hellman parameters uploaded in the portal (`openssl dhparam`); or `dh_prime`."""
+    dh_prime: str | None = None
+    """The Diffie-Hellman prime in hex, instead of `dh_param_file`."""
+    dh_generator: Annotated[int, Field(ge=2)] = 2
+    """The Diffie-Hellman generator, with `dh_prime` (a `dh_param_file` names its own)."""
+    refresh_margin_seconds: Annotated[float, Field(ge=0, le=3600)] = 300.0
+    """A live session token is renewed this long before it expires (IBKR's last about 24 hours)."""
+    open_brokerage_session: bool = True
+    """After each new live session token, open the brokerage session (`POST /iserver/auth/ssodh/init`,
+    never competing), as IBKR requires before `/iserver` requests."""
+
+    @field_validator("consumer_key", "realm")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        if value is not None and not (0 < len(value) <= 64 and value.replace("_", "").isalnum() and value.isascii()):
+            raise ValueError("must be 1 to 64 ASCII letters, digits or underscores")
+        return value
+
+    @field_validator("dh_prime")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        trimmed = value.strip().lower().removeprefix("0x")
+        if not trimmed or any(c not in "0123456789abcdef" for c in trimmed):
+            raise ValueError("must be the prime in hexadecimal digits")
+        return trimmed
+
+    def missing(self) -> list[str]:
+        """The keys still needed for `cpapi_oauth`, or where two alternatives are both given."""
+        problems: list[str] = []
+        if not self.consumer_key:
+            problems.append("broker.oauth.consumer_key")
+        for name, env, file in (
+            ("access_token", self.access_token_env, self.access_token_file),
+            ("access_token_secret", self.access_token_secret_env, self.access_token_secret_file),
+        ):
+            if (env is None) == (file is None):
+                problems.append(f"exactly one of broker.oauth.{name}_env and broker.oauth.{name}_file")
+        for name, value in (
+            ("signature_key_file", self.signature_key_file),
+            ("encryption_key_file", self.encryption_key_file),
+        ):
+            if value is None:
+                problems.append(f"broker.oauth.{name}")
+        if (self.dh_param_file is None) == (self.dh_prime is None):
+            problems.append("exactly one of broker.oauth.dh_param_file and broker.oauth.dh_prime")
+        return problems
+
+
 class BrokerConfig(_Section):
     """Where broker calls go."""
 
     backend: BackendName = "fake"
-    """`fake` runs the embedded CPAPI simulator; `client_portal_gateway` talks to a running gateway."""
+    """`fake` runs the embedded CPAPI simulator; `client_portal_gateway` talks to a running gateway;
+    `cpapi_oauth` talks to IBKR's Web API directly with OAuth 1.0a (see `broker.oauth`)."""
     base_url: str | None = None
-    """Client Portal Gateway URL, e.g. `https://localhost:5000` (`/v1/api` is added when missing)."""
+    """Client Portal Gateway URL, e.g. `https://localhost:5000` (`/v1/api` is added when missing); for
+    `cpapi_oauth`, IBKR's Web API, `https://api.ibkr.com` when not set."""
     verify_tls: bool = True
     """May be false only when `base_url` is on localhost, 127.0.0.1 or ::1."""
     ca_file: Path | None = None
@@ -89,6 +169,8 @@ class BrokerConfig(_Section):
     `compete`): never a takeover of another platform's session, which stays a person's decision."""
     keepalive_interval_seconds: Annotated[float, Field(ge=1, le=300)] = 60.0
     """Seconds between tickles; CPAPI drops a session after about 6 idle minutes."""
+    oauth: OAuthConfig | None = None
+    """The OAuth 1.0a credentials of `cpapi_oauth`; refused with any other backend."""
 
     @field_validator("base_url")
     @classmethod
@@ -105,6 +187,19 @@ class BrokerConfig(_Section):
         if self.backend == "client_portal_gateway" and self.base_url is None:
             raise GatewayError(
                 ErrorCode.CONFIG_MISSING_BROKER_BASE_URL, "broker.base_url is required for client_portal_gateway."
+            )
+        if self.backend == "cpapi_oauth":
+            missing = (self.oauth or OAuthConfig()).missing()
+            if missing:
+                raise GatewayError(
+                    ErrorCode.CONFIG_OAUTH_CREDENTIAL_MISSING,
+                    "broker.backend cpapi_oauth needs " + "; ".join(missing) + ".",
+                )
+        elif self.oauth is not None:
+            raise GatewayError(
+                ErrorCode.CONFIG_INVALID,
+                "broker.oauth is set but broker.backend is not cpapi_oauth, so it would never be used.",
+                user_action="Set broker.backend to cpapi_oauth, or remove broker.oauth.",
             )
         if not self.verify_tls and self.base_url is not None:
             host = urlsplit(self.base_url).hostname or ""
@@ -682,6 +777,18 @@ class GatewayConfig(_Section):
             data["audit"]["sqlite_path"] = base / self.audit.sqlite_path
         if self.broker.ca_file is not None and not self.broker.ca_file.is_absolute():
             data["broker"]["ca_file"] = base / self.broker.ca_file
+        oauth = self.broker.oauth
+        if oauth is not None:
+            for key in (
+                "access_token_file",
+                "access_token_secret_file",
+                "signature_key_file",
+                "encryption_key_file",
+                "dh_param_file",
+            ):
+                value: Path | None = getattr(oauth, key)
+                if value is not None and not value.is_absolute():
+                    data["broker"]["oauth"][key] = base / value
         return GatewayConfig.model_validate(data)
 
     @property

@@ -45,6 +45,8 @@ class ErrorCode(StrEnum):
     CONFIG_REMOTE_MCP_FORBIDDEN = "CONFIG_REMOTE_MCP_FORBIDDEN"
     CONFIG_LIVE_TRADING_FORBIDDEN = "CONFIG_LIVE_TRADING_FORBIDDEN"
     CONFIG_BACKEND_NOT_INSTALLED = "CONFIG_BACKEND_NOT_INSTALLED"
+    CONFIG_OAUTH_CREDENTIAL_MISSING = "CONFIG_OAUTH_CREDENTIAL_MISSING"
+    CONFIG_OAUTH_CREDENTIAL_INVALID = "CONFIG_OAUTH_CREDENTIAL_INVALID"
     AUTH_MISSING_SCOPE = "AUTH_MISSING_SCOPE"
     AUTH_TOKEN_MISSING = "AUTH_TOKEN_MISSING"
     AUTH_TOKEN_INVALID = "AUTH_TOKEN_INVALID"
@@ -82,6 +84,7 @@ class ErrorCode(StrEnum):
     BROKER_OUTCOME_UNKNOWN = "BROKER_OUTCOME_UNKNOWN"
     BROKER_ANSWER_INCOMPLETE = "BROKER_ANSWER_INCOMPLETE"
     BROKER_ACCOUNT_NOT_SELECTED = "BROKER_ACCOUNT_NOT_SELECTED"
+    BROKER_OAUTH_REJECTED = "BROKER_OAUTH_REJECTED"
     ORDER_CONFIRMATION_REFUSED = "ORDER_CONFIRMATION_REFUSED"
     MARKET_DATA_UNAVAILABLE = "MARKET_DATA_UNAVAILABLE"
     HISTORICAL_BARS_UNAVAILABLE = "HISTORICAL_BARS_UNAVAILABLE"
@@ -183,6 +186,19 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
     ErrorCode.CONFIG_BACKEND_NOT_INSTALLED: ErrorInfo(
         "config", False, "Install ibkr-gateway-cpapi (pip install ibkr-gateway-cpapi), which provides the backends."
     ),
+    ErrorCode.CONFIG_OAUTH_CREDENTIAL_MISSING: ErrorInfo(
+        "config",
+        False,
+        "Complete broker.oauth: the consumer key, the access token and its secret (an environment variable or a "
+        "file each, set and non-empty), the signature and encryption key files and the Diffie-Hellman parameters.",
+    ),
+    ErrorCode.CONFIG_OAUTH_CREDENTIAL_INVALID: ErrorInfo(
+        "config",
+        False,
+        "Check the named broker.oauth credential against what IBKR's self-service portal holds: the private keys "
+        "whose public halves you uploaded (PEM), the access token secret the portal showed, the DH parameters "
+        "you uploaded.",
+    ),
     ErrorCode.AUTH_MISSING_SCOPE: ErrorInfo(
         "auth",
         False,
@@ -283,6 +299,12 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         True,
         "The gateway answered before its data was ready (e.g. an empty order list while orders work): "
         "retry in a few seconds; do not read it as 'nothing there'.",
+    ),
+    ErrorCode.BROKER_OAUTH_REJECTED: ErrorInfo(
+        "broker",
+        False,
+        "IBKR refused the OAuth 1.0a credentials: check broker.oauth (consumer key, access token, realm, the "
+        "signature key whose public half is in the self-service portal), or make new ones in the portal.",
     ),
     ErrorCode.BROKER_OUTCOME_UNKNOWN: ErrorInfo(
         "broker",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import anyio
 import httpx2
 from ibkr_gateway_core.backend import Backend
-from ibkr_gateway_core.config import GatewayConfig
+from ibkr_gateway_core.config import OAUTH_DEFAULT_BASE_URL, GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.models import (
     AccountSummary,
@@ -293,7 +293,11 @@ class CpapiBackend(MarketReads):
 
     def status_for_error(self, exc: GatewayError) -> BrokerSessionStatus:
         """The session status a broker error implies: a missing session needs a person, else unavailable."""
-        session_missing = exc.code in (ErrorCode.BROKER_SESSION_REQUIRED, ErrorCode.BROKER_SESSION_EXPIRED)
+        session_missing = exc.code in (
+            ErrorCode.BROKER_SESSION_REQUIRED,
+            ErrorCode.BROKER_SESSION_EXPIRED,
+            ErrorCode.BROKER_OAUTH_REJECTED,
+        )
         return BrokerSessionStatus(
             status="manual_action_required" if session_missing else "unavailable",
             backend=self.name,
@@ -729,6 +733,21 @@ def open_client_portal_backend(config: GatewayConfig) -> Backend:
         api_base_url(base_url), verify_tls=config.broker.verify_tls, timeout_s=config.broker.timeout_seconds
     )
     return CpapiBackend(client, name="client_portal_gateway", ws=ws)
+
+
+def open_oauth_backend(config: GatewayConfig) -> Backend:
+    """The `cpapi_oauth` entry point: IBKR's Web API signed with OAuth 1.0a, no Client Portal Gateway.
+
+    The credentials `broker.oauth` names are read and checked here; the live session token is obtained on
+    the first request. The websocket (market depth, the P&L stream) is not offered in this mode.
+
+    Raises:
+        GatewayError: `CONFIG_OAUTH_CREDENTIAL_MISSING` or `CONFIG_OAUTH_CREDENTIAL_INVALID`.
+    """
+    broker = config.broker
+    if broker.base_url is None:
+        broker = broker.model_copy(update={"base_url": OAUTH_DEFAULT_BASE_URL})
+    return CpapiBackend(CpapiClient.from_config(broker), name="cpapi_oauth")
 
 
 def open_fake_backend(config: GatewayConfig) -> Backend:

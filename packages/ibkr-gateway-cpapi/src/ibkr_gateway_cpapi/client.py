@@ -37,6 +37,7 @@ from ibkr_gateway_core.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 
 from ._wire import error_text
+from .oauth import OAuthSession, UnauthorizedError, oauth_session_from_config
 from .pacing import DEFAULT_PENALTY, RateGovernor, parse_retry_after
 
 API_PREFIX: Final = "/v1/api"
@@ -148,6 +149,7 @@ class CpapiClient:
         http_client: httpx2.AsyncClient | None = None,
         transport_factory: Callable[[], httpx2.AsyncBaseTransport] | None = None,
         governor: RateGovernor | None = None,
+        oauth: OAuthSession | None = None,
     ) -> None:
         """Configure the client; nothing is opened until the first request.
 
@@ -160,6 +162,8 @@ class CpapiClient:
             http_client: A client to use (tests); it is not closed here.
             transport_factory: Builds the transport of the client made here (the simulator's ASGI app).
             governor: Paces requests by IBKR's limits and coalesces identical reads; None sends at once.
+            oauth: Signs every request with an OAuth 1.0a live session token (IBKR's Web API without a
+                Client Portal Gateway); None sends them unsigned.
         """
         self._base_url = api_base_url(base_url)
         self._label = _endpoint_label(self._base_url)
@@ -176,6 +180,7 @@ class CpapiClient:
         self._portfolio_primed = False
         self._brokerage_generation = 0
         self._governor = governor
+        self._oauth = oauth
         self._flights: dict[tuple[str, str], _Flight] = {}
         self.on_write: Callable[[str], None] | None = None
         """Called with the path of every mutating request once it may have reached the broker."""
@@ -199,6 +204,7 @@ class CpapiClient:
             ca_file=broker.ca_file,
             http_client=http_client,
             governor=governor_from_config(broker),
+            oauth=oauth_session_from_config(broker.oauth) if broker.oauth is not None else None,
         )
 
     @property
@@ -435,10 +441,24 @@ class CpapiClient:
     async def _send_once(
         self, method: Method, path: str, params: Mapping[str, str] | None, body: object, *, mutating: bool = False
     ) -> object:
+        if self._oauth is None:
+            return await self._send_http(method, path, params, body, mutating=mutating)
+        return await self._oauth.send(self._send_http, self._base_url, method, path, params, body, mutating=mutating)
+
+    async def _send_http(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: object,
+        *,
+        mutating: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> object:
         client = self._client()
         url = self._base_url + path
         try:
-            async with client.stream(method, url, params=params, json=body) as response:
+            async with client.stream(method, url, params=params, json=body, headers=headers) as response:
                 status = response.status_code
                 if status == 429:  # nothing was acted on; the body is undocumented
                     retry_after = parse_retry_after(response.headers.get("retry-after"), now_epoch_s=time.time())
@@ -515,7 +535,7 @@ class CpapiClient:
         decoded, is_json = _decode(content)
         broker_error = error_text(decoded) if is_json else None
         if status == 401:
-            raise GatewayError(
+            raise UnauthorizedError(
                 ErrorCode.BROKER_SESSION_REQUIRED,
                 f"The Client Portal Gateway at {self._label} has no authenticated session.",
             )

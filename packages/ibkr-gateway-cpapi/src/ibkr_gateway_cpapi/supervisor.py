@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 DEFAULT_TICKLE_INTERVAL: Final = timedelta(seconds=60)
 """How often the session is tickled; CPAPI's idle timeout is about 6 minutes."""
 
-SUPERVISED_BACKENDS: Final = frozenset({"client_portal_gateway"})
+SUPERVISED_BACKENDS: Final = frozenset({"client_portal_gateway", "cpapi_oauth"})
 """Backends whose session can expire; fake mode's in-process simulator never idles out."""
 
 Sleep = Callable[[float], Awaitable[None]]

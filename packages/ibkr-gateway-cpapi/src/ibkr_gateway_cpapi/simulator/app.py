@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from ._json import as_array, as_object
-from ._session import SimConnectionDropped, SimHttpError, error_body
+from ._session import AuthState, SimConnectionDropped, SimHttpError, SimRequest, error_body
 from ._trading_routes import TRADING_ROUTES, websocket_endpoint
 from .state import SimulatorState
 
@@ -59,6 +59,13 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         path = _sub_path(request)
         async with state.book_transaction(request.method, path):
             try:
+                if state.oauth is not None:  # IBKR's Web API: every request signed with a live session token
+                    state.oauth.verify(
+                        request.method,
+                        str(request.url),
+                        request.query_params.multi_items(),
+                        request.headers.get("authorization"),
+                    )
                 state.admit(request.method, path, request.url.query)
                 return _render(200, await handler(request, state))
             except SimHttpError as exc:
@@ -67,6 +74,23 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                 return _DroppedConnection()  # the book keeps the change: it is saved before the drop
 
     return endpoint
+
+
+async def _live_session_token(request: Request) -> Response:
+    """`POST /oauth/live_session_token`: IBKR's half of the handshake (only with OAuth switched on)."""
+    state: SimulatorState = request.app.state.simulator
+    if state.oauth is None:
+        return _render(404, error_body("Not Found"))
+    state.session.requests.append(SimRequest(request.method, _sub_path(request), request.url.query))
+    try:
+        answer = state.oauth.live_session_token(
+            request.method, str(request.url), request.query_params.multi_items(), request.headers.get("authorization")
+        )
+    except SimHttpError as exc:
+        return _render(exc.status, exc.body, exc.headers)
+    if state.session.state == AuthState.NO_SESSION:
+        state.session.log_in_sso_only()  # logged in; `/iserver` needs `ssodh/init` first
+    return _render(200, answer)
 
 
 async def _json_body(request: Request) -> object:
@@ -311,6 +335,7 @@ def _routes() -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route(path, _endpoint(handler), methods=methods) for path, handler, methods in [*_ROUTES, *TRADING_ROUTES]
     ]
+    routes.append(Route("/oauth/live_session_token", _live_session_token, methods=["POST"]))
     routes.append(WebSocketRoute("/ws", websocket_endpoint))
     return routes
 

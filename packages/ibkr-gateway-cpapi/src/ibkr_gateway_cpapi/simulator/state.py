@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.to_thread
@@ -37,6 +37,9 @@ from ._store import (
 )
 from ._tickets import QuestionRule
 from ._trading import TradingDesk
+
+if TYPE_CHECKING:
+    from ._oauth import OAuthAuthority
 
 _MAC = "02:5C:51:4D:00:01"
 
@@ -92,6 +95,8 @@ class SimulatorState:
         self.book = book if book is not None else load_seed_book(clock())
         self._profile = self._profile_named(profile)
         self.session = SessionMachine(clock, idle_timeout=idle_timeout, session_lifetime=session_lifetime)
+        self.oauth: OAuthAuthority | None = None
+        """IBKR's Web API with OAuth 1.0a instead of a gateway's login (`use_oauth`)."""
         self._accounts_loading = 0
         self.engine = OrderEngine(self.book, clock)
         self.withheld_quotes: set[int] = set()
@@ -138,6 +143,15 @@ class SimulatorState:
     def requests(self) -> list[SimRequest]:
         """Every request seen, oldest first."""
         return self.session.requests
+
+    def use_oauth(self, authority: OAuthAuthority) -> None:
+        """Behave as IBKR's Web API for one OAuth consumer.
+
+        Logged out until a live session token is issued, then every request must be signed with it (the
+        brokerage session opens with `ssodh/init`).
+        """
+        self.oauth = authority
+        self.session.log_out()
 
     def paths(self) -> list[str]:
         """`METHOD /path` of every request seen, for assertions on call order."""
