@@ -156,7 +156,7 @@ class ReadDesk:
             SessionCheck(
                 name="brokerage_session_authenticated",
                 satisfied=status.authenticated,
-                detail="Logged in." if status.authenticated else "Nobody is logged in to the gateway.",
+                detail=_login_detail(status),
             ),
             SessionCheck(
                 name="no_competing_session",
@@ -292,3 +292,14 @@ def _caller(default: Principal) -> Principal:
     """The principal of the call being served (the default outside `call`)."""
     ctx = CURRENT_CALL.get()
     return ctx.principal if ctx is not None else default
+
+
+def _login_detail(status: BrokerSessionStatus) -> str:
+    """The login check in words that tell a closed brokerage session from a missing login."""
+    if status.authenticated:
+        return "Logged in."
+    if status.status == "unavailable":
+        return "Unknown: the Client Portal Gateway does not answer."
+    if status.connected:
+        return "Logged in, but the brokerage session is not open."
+    return "Not logged in: nobody is logged in to the gateway, or the login expired."
