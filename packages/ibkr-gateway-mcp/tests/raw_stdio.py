@@ -132,14 +132,26 @@ class AuditView:
 
     def __init__(self, state_dir: Path) -> None:
         self.config = GatewayConfig.fake_local(state_dir=state_dir)
+        self._reader: sqlite3.Connection | None = None
 
     def count(self) -> int:
-        """How many events the log holds (0 before the database exists)."""
-        path = self.config.audit_path()
-        if not path.exists():
-            return 0
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            return int(db.execute("SELECT count(*) FROM audit_events").fetchone()[0])
+        """How many events the log holds (0 before the database exists).
+
+        One read-only connection serves every count (each query sees the latest commit: WAL, no
+        open transaction), so a fuzzer can count twice per case cheaply.
+        """
+        if self._reader is None:
+            path = self.config.audit_path()
+            if not path.exists():
+                return 0
+            self._reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        return int(self._reader.execute("SELECT count(*) FROM audit_events").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the counting connection (counting again reopens it)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def tail(self, limit: int) -> list[AuditRecord]:
         """The last `limit` events, newest first."""

@@ -27,7 +27,7 @@ from ibkr_gateway_mcp.auth import JwksTokenVerifier
 from ibkr_gateway_mcp.http_app import RemoteMcpApp, verifier_settings
 from ibkr_gateway_mcp.testing import FakeIssuer, loopback_socket, serve_loopback
 
-from .fuzz_cases import MALFORMED_LINES, call_line, check_tool_reply, examples, is_notification, tool_arguments
+from .fuzz_cases import MALFORMED_LINES, call_line, check_tool_reply, examples, is_quiet_notification, tool_arguments
 from .raw_stdio import AuditView
 
 TOKEN_KEY_ENV = "IBKR_TEST_FUZZ_TOKEN_KEY"
@@ -56,6 +56,8 @@ class Target:
     schemas: dict[str, dict[str, Any]]
     http: httpx2.Client
     cases: int = 0
+    expected: int = 0
+    previous: bytes = b""
 
     def post(self, raw: bytes) -> httpx2.Response:
         return self.http.post(self.resource, content=raw, headers=self.headers)
@@ -142,13 +144,20 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             schemas = {tool["name"]: tool["inputSchema"] for tool in listed["result"]["tools"]}
             assert len(schemas) > 10
             running = Target(resource, token, headers, AuditView(root / "state"), schemas, http)
+            running.expected = running.audit.count()
             yield running
+            running.audit.close()
             running.audit.verify()
             print(f"http fuzz: {running.cases} cases")
 
 
 def _one(target: Target, raw: bytes, *, expect_reply: bool) -> dict[str, Any] | None:
+    """Post one body; assert it is answered in time and adds exactly one audit event (none for housekeeping).
+
+    A late second event of one case shows as a changed count at the start of the next one.
+    """
     before = target.audit.count()
+    assert before == target.expected, f"{before - target.expected} late audit event(s) after {target.previous[:200]!r}"
     started = time.monotonic()
     response = target.post(raw)
     assert time.monotonic() - started < BOUND_S
@@ -156,14 +165,15 @@ def _one(target: Target, raw: bytes, *, expect_reply: bool) -> dict[str, Any] | 
     reply = _payload(response)
     if expect_reply:
         assert reply is not None, (raw[:200], response.status_code, response.text[:500])
-    quiet = is_notification(raw)
+    quiet = is_quiet_notification(raw)
     while not quiet and target.audit.count() == before and time.monotonic() - started < BOUND_S:
         time.sleep(0.01)
-    time.sleep(0.01)
     added = target.audit.count() - before
-    assert added == 1 or (quiet and added == 0), (
+    assert added == (0 if quiet else 1), (
         f"{added} audit events for {raw[:200]!r}: {response.status_code} {response.text[:300]}"
     )
+    target.expected = before + added
+    target.previous = raw
     target.cases += 1
     return reply
 

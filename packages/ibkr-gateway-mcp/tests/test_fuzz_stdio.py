@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .fuzz_cases import MALFORMED_LINES, call_line, check_tool_reply, examples, is_notification, tool_arguments
+from .fuzz_cases import MALFORMED_LINES, call_line, check_tool_reply, examples, is_quiet_notification, tool_arguments
 from .raw_stdio import AuditView, RawStdio
 
 
@@ -53,10 +53,16 @@ class Session:
         assert len(self.schemas) > 10
         self.cases = 0
         self.codes: dict[str, int] = {}
+        self.expected = self.audit.count()
+        self.previous = b""
 
     def one_call(self, line: bytes, request_id: int | None, bound_s: float = 10.0) -> dict[str, Any] | None:
-        """Send a line; assert it is answered in time (when it has an id) and adds exactly one audit event."""
+        """Send a line; assert it is answered in time (when it has an id) and adds exactly one audit event.
+
+        A late second event of one case shows as a changed count at the start of the next one.
+        """
         before = self.audit.count()
+        assert before == self.expected, f"{before - self.expected} late audit event(s) after {self.previous[:200]!r}"
         started = time.monotonic()
         if request_id is None:
             self.stdio.send(line)
@@ -69,14 +75,15 @@ class Session:
         else:
             reply = self.stdio.request(line, request_id, deadline_s=bound_s)
             assert reply is not None, f"no answer within {bound_s} s to {line[:200]!r}"
-        quiet = is_notification(line)
+        quiet = is_quiet_notification(line)
         while not quiet and self.audit.count() == before and time.monotonic() - started < bound_s:
             time.sleep(0.01)  # a request the SDK answers itself runs concurrently with the ping
         assert time.monotonic() - started < bound_s
-        time.sleep(0.01)  # room for a second (wrong) event to show
         added = self.audit.count() - before
-        assert added == 1 or (quiet and added == 0), f"{added} audit events for {line[:200]!r}: {reply}"
+        assert added == (0 if quiet else 1), f"{added} audit events for {line[:200]!r}: {reply}"
         assert "Traceback" not in self.stdio.stderr, self.stdio.stderr[-3000:]
+        self.expected = before + added
+        self.previous = line
         self.cases += 1
         return reply
 
@@ -87,6 +94,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     yield running
     assert running.stdio.close() == 0
     assert "Traceback" not in running.stdio.stderr, running.stdio.stderr[-3000:]
+    running.audit.close()
     running.audit.verify()
     print(f"stdio fuzz: {running.cases} cases, codes {sorted(running.codes.items())}")
 

@@ -471,6 +471,35 @@ async def test_a_params_shape_error_over_http_is_audited(remote: Remote) -> None
     assert row["tool_name"] == "tools/call"
 
 
+async def test_a_dropped_notification_over_http_is_audited_and_housekeeping_is_not(remote: Remote) -> None:
+    """202 for every notification; an unknown or malformed one leaves one event (hash and size), a well-formed
+    cancel or progress none."""
+    token = remote.mint()
+    headers = await _session(remote, token)
+    quiet = [
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 99, "reason": "late"}},
+        {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}},
+    ]
+    dropped = [
+        ({"jsonrpc": "2.0", "method": "notifications/nope", "params": {"note": "my secret note"}}, "unknown_method"),
+        ({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": {}}}, "malformed_params"),
+    ]
+    for body in quiet + [body for body, _ in dropped]:
+        response = await remote.post(token, headers=headers, body=body)
+        assert response.status_code == 202, response.text
+    with anyio.fail_after(10):
+        while len(await remote.audit_rows("mcp_notification_dropped")) < len(dropped):
+            await anyio.sleep(0.02)
+    await anyio.sleep(0.3)  # room for a wrong extra event to show
+    rows = await remote.audit_rows("mcp_notification_dropped")
+    assert sorted(row["metadata"]["reason"] for row in rows) == sorted(reason for _, reason in dropped)
+    for row in rows:
+        assert row["metadata"]["transport"] == "http" and row["metadata"]["raw_bytes"] > 0
+        assert row["principal_subject"] == "agent-1" and row["input_hash"]
+    assert "secret note" not in json.dumps(rows)
+    assert await remote.audit_rows("mcp_request_refused") == []
+
+
 # ------------------------------------------------------------------------------ fair share
 
 

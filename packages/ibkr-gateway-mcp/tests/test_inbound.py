@@ -153,6 +153,59 @@ def test_stdio_answers_malformed_lines_with_jsonrpc_errors(stdio: RawStdio, tmp_
     audit.verify()
 
 
+QUIET_NOTIFICATIONS: Final = [
+    b'{"jsonrpc":"2.0","method":"notifications/initialized"}',
+    b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":12345,"reason":"late"}}',
+    b'{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":0.5}}',
+    b'{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}',
+]
+"""The protocol's housekeeping, well formed: nothing runs, nothing is audited."""
+
+DROPPED_NOTIFICATIONS: Final = [
+    (b'{"jsonrpc":"2.0","method":"notifications/no_such","params":{"note":"my private note"}}', "unknown_method"),
+    (b'{"jsonrpc":"2.0","method":"tools/call","params":{"name":"ibkr_health","arguments":{}}}', "unknown_method"),
+    (b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":[1]}}', "malformed_params"),
+    (b'{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":"half"}}', "malformed_params"),
+]
+"""Notifications the server drops unanswered (a `tools/call` without an id runs nothing): one event each."""
+
+
+@pytest.mark.slow
+def test_a_dropped_notification_over_stdio_leaves_one_audit_event_and_housekeeping_none(
+    stdio: RawStdio, tmp_path: Path
+) -> None:
+    """No answer is due to a notification, so the audit event is its only trace: hash and size, no bytes."""
+    audit = AuditView(tmp_path / "state")
+    stdio.request(b'{"jsonrpc":"2.0","id":"warm","method":"ping"}', "warm")
+    before = audit.count()
+    for line in QUIET_NOTIFICATIONS:
+        stdio.send(line)
+    assert stdio.request(b'{"jsonrpc":"2.0","id":"sync","method":"ping"}', "sync") is not None
+    time.sleep(0.5)  # notifications run concurrently with the ping: room for a wrong event to show
+    assert audit.count() == before
+    for line, reason in DROPPED_NOTIFICATIONS:
+        stdio.send(line)
+        deadline = time.monotonic() + 10
+        while audit.count() == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05)
+        assert audit.count() == before + 1, line
+        [record] = audit.tail(1)
+        event = record.event
+        assert event.event_type == "mcp_notification_dropped"
+        assert event.metadata["reason"] == reason
+        assert event.metadata["transport"] == "stdio"
+        assert event.metadata["jsonrpc_code"] == (-32601 if reason == "unknown_method" else -32602)
+        assert isinstance(event.metadata["raw_bytes"], int) and event.metadata["raw_bytes"] > 0
+        assert event.input_hash is not None and event.error_code == "INPUT_MALFORMED_REQUEST"
+        assert "private note" not in json.dumps(event.model_dump(mode="json"))
+        before += 1
+    assert [reply for reply in stdio.unsolicited if "id" not in reply or reply.get("id") is None] == []
+    assert stdio.close() == 0
+    assert "Traceback" not in stdio.stderr, stdio.stderr
+    audit.verify()
+
+
 @pytest.mark.slow
 def test_stdio_refuses_an_oversized_line_and_keeps_serving(stdio: RawStdio) -> None:
     """A 5 MB line is drained in pieces, refused with -32600, and the next request is served."""

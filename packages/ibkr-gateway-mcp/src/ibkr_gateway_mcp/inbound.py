@@ -16,6 +16,12 @@ tool call), any other as `mcp_request_refused` with the keyed hash and the size 
 never the bytes. Argument-shape errors the SDK itself finds (`-32602`, `-32601`) are audited the
 same way by `ProtocolAuditMiddleware`. The stdio transport (`screened_stdio`) and the HTTP app use
 the same `screen_message`.
+
+A notification gets no answer, so one the server drops is audited instead: an unknown method, or a
+known one whose params the protocol's model refuses, leaves one `mcp_notification_dropped` event
+(hash and size, as above). The protocol's own housekeeping (`notifications/initialized`,
+`notifications/cancelled`, `notifications/progress`, `notifications/roots/list_changed`), when well
+formed, runs no operation and stays quiet; `docs/safety.md` says why.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from mcp.types import (
     JSONRPCResponse,
     jsonrpc_message_adapter,
 )
+from mcp.types.methods import SPEC_CLIENT_NOTIFICATION_METHODS, validate_client_notification
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
@@ -78,6 +85,9 @@ MAX_MESSAGE_DEPTH: Final = MAX_DEPTH + ENVELOPE_DEPTH
 
 EVENT_TYPE: Final = "mcp_request_refused"
 """Audit event type of a message refused before any tool ran."""
+
+DROPPED_NOTIFICATION_EVENT: Final = "mcp_notification_dropped"
+"""Audit event type of a notification the server does not act on (unknown method, malformed params)."""
 
 Transport = Literal["stdio", "http"]
 RequestId = int | str
@@ -315,11 +325,20 @@ async def audit_protocol_refusal(
     raw: bytes,
     transport: Transport,
     raw_size: int | None = None,
+    event_type: str = EVENT_TYPE,
+    reason: str | None = None,
 ) -> str | None:
-    """Append one `mcp_request_refused` event: the raw bytes' keyed hash and size, never the bytes."""
+    """Append one `mcp_request_refused` (or `event_type`) event: the raw bytes' keyed hash and size, never the bytes."""
     gateway = server.gateway
+    metadata: dict[str, str | int] = {
+        "transport": transport,
+        "jsonrpc_code": jsonrpc_code,
+        "raw_bytes": len(raw) if raw_size is None else raw_size,
+    }
+    if reason is not None:
+        metadata["reason"] = reason
     event = AuditEvent(
-        event_type=EVENT_TYPE,
+        event_type=event_type,
         timestamp=datetime.now(UTC),
         principal_kind=principal.kind,
         principal_subject=principal.subject,
@@ -334,11 +353,7 @@ async def audit_protocol_refusal(
         request_id=None if request_id is None else str(request_id),
         session_id=gateway.session_id,
         input_hash=gateway.audit.hash_payload(raw.decode("latin-1")),  # byte for byte, under the audit key
-        metadata={
-            "transport": transport,
-            "jsonrpc_code": jsonrpc_code,
-            "raw_bytes": len(raw) if raw_size is None else raw_size,
-        },
+        metadata=dict(metadata),
     )
     try:
         return (await gateway.audit.append(event)).event.event_id
@@ -347,8 +362,29 @@ async def audit_protocol_refusal(
         return None
 
 
+def dropped_notification_reason(method: str, params: Mapping[str, Any] | None, version: str) -> str | None:
+    """Why the server drops this notification unanswered (`unknown_method`, `malformed_params`); None if it is read.
+
+    The gateway registers no notification handler of its own, so only the protocol's client
+    notifications are read, and only when their params fit the protocol's model at `version`.
+    """
+    if method not in SPEC_CLIENT_NOTIFICATION_METHODS:
+        return "unknown_method"
+    try:
+        validate_client_notification(method, version, params)
+    except KeyError:
+        return "unknown_method"  # not defined at the negotiated version
+    except (ValueError, ValidationError):  # ValidationError is a ValueError; an unknown version too
+        return "malformed_params"
+    return None
+
+
 class ProtocolAuditMiddleware:
-    """Audits the protocol errors the SDK itself answers (bad params `-32602`, unknown method `-32601`)."""
+    """Audits the protocol errors the SDK itself answers (bad params `-32602`, unknown method `-32601`).
+
+    Also every notification the server drops (`dropped_notification_reason`): it gets no answer, so
+    the audit event is the only trace it leaves.
+    """
 
     def __init__(self, server: GatewayMCPServer, transport: Callable[[], Transport]) -> None:
         self._server = server
@@ -356,6 +392,12 @@ class ProtocolAuditMiddleware:
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Any:
         """Pass the message on; on a protocol error, audit it and re-raise it unchanged."""
+        if ctx.request_id is None:
+            reason = dropped_notification_reason(ctx.method, ctx.params, ctx.protocol_version)
+            if reason is not None:
+                jsonrpc_code = METHOD_NOT_FOUND if reason == "unknown_method" else INVALID_PARAMS
+                await self._audit(ctx, jsonrpc_code, ErrorCode.INPUT_MALFORMED_REQUEST, reason=reason)
+            return await call_next(ctx)
         try:
             return await call_next(ctx)
         except ValidationError:
@@ -366,7 +408,9 @@ class ProtocolAuditMiddleware:
                 await self._audit(ctx, exc.error.code, ErrorCode.INPUT_MALFORMED_REQUEST)
             raise
 
-    async def _audit(self, ctx: ServerRequestContext[Any, Any], jsonrpc_code: int, code: ErrorCode) -> None:
+    async def _audit(
+        self, ctx: ServerRequestContext[Any, Any], jsonrpc_code: int, code: ErrorCode, *, reason: str | None = None
+    ) -> None:
         params = safe_jsonable(ctx.params)
         raw = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         request_id = ctx.request_id if isinstance(ctx.request_id, int | str) else None
@@ -379,6 +423,8 @@ class ProtocolAuditMiddleware:
             request_id=request_id,
             raw=raw,
             transport=self._transport(),
+            event_type=EVENT_TYPE if reason is None else DROPPED_NOTIFICATION_EVENT,
+            reason=reason,
         )
 
 
