@@ -1,12 +1,14 @@
 """Run the surface fuzzers under the long profile: 10,000 cases per fuzz test, with figures.
 
-    uv run python scripts/fuzz_surfaces.py            # every surface: MCP stdio, MCP HTTP, CLI
-    uv run python scripts/fuzz_surfaces.py stdio cli  # some of them
+    nice -n 19 uv run python scripts/fuzz_surfaces.py            # every surface: MCP stdio, MCP HTTP, CLI
+    nice -n 19 uv run python scripts/fuzz_surfaces.py stdio cli  # some of them
 
 Each fuzz test draws its cases from the live tool list or command tree (see the test modules) and
 checks: every call answered within a bound, errors with a stable code, no traceback, exactly one
 audit event per call, and the audit chain verifies afterwards. The normal test run uses the same
-tests with small example counts; this script sets `IBKR_FUZZ_PROFILE=long`.
+tests with small example counts; this script sets `IBKR_FUZZ_PROFILE=long`. It prints, per test,
+how many cases passed and how long they took (hypothesis' statistics), then each surface's totals.
+Run it under `nice`: it keeps one core busy for the better part of an hour.
 """
 
 from __future__ import annotations
@@ -36,7 +38,18 @@ def main(argv: list[str]) -> int:
     for name in chosen:
         started = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", SUITES[name]],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-s",
+                "-p",
+                "no:cacheprovider",
+                "--hypothesis-show-statistics",
+                "--durations=0",
+                SUITES[name],
+            ],
             cwd=ROOT,
             env=env,
             check=False,
@@ -44,9 +57,8 @@ def main(argv: list[str]) -> int:
             encoding="utf-8",
         )
         elapsed = time.monotonic() - started
-        figures = [
-            line for line in proc.stdout.splitlines() if "fuzz:" in line or " passed" in line or "failed" in line
-        ]
+        keep = ("fuzz:", " passed", "failed", "passing examples", "Stopped because", " call ", "::test_")
+        figures = [line for line in proc.stdout.splitlines() if any(word in line for word in keep)]
         status = "ok" if proc.returncode == 0 else "FINDINGS"
         print(f"{name}: {status} in {elapsed:.0f} s")
         for line in figures:

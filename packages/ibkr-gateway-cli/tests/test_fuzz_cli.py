@@ -11,9 +11,11 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from random import Random
+from typing import Any, Final
 
 import click
 import pytest
@@ -56,77 +58,94 @@ def leaf_commands() -> dict[tuple[str, ...], click.Command]:
 
 COMMANDS = leaf_commands()
 
-VALUES = st.one_of(
-    st.sampled_from(
-        [
-            "DU1234567",
-            "DU0000000",
-            "265598",
-            "AAPL",
-            "BUY",
-            "SELL",
-            "LMT",
-            "MKT",
-            "1",
-            "0",
-            "-1",
-            "10",
-            "1.5",
-            "1_000",
-            "1e999",
-            "NaN",
-            "Infinity",
-            "-0",
-            "9" * 5000,
-            "1" + "0" * 70,
-            "",
-            " ",
-            "--",
-            "paper",
-            "live",
-            "1 D",
-            "5 mins",
-            "x" * 5000,
-            "naïve ☃",
-            "\u202e",
-            "../../etc/passwd",
-            "Bearer abc.def.ghi",
-            "$(id)",
-            "'; DROP TABLE audit_events; --",
-        ]
-    ),
-    st.text(max_size=30).filter(lambda text: "\x00" not in text),
-    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+VALUES: Final = (
+    "DU1234567",
+    "DU0000000",
+    "265598",
+    "AAPL",
+    "BUY",
+    "SELL",
+    "LMT",
+    "MKT",
+    "1",
+    "0",
+    "-1",
+    "10",
+    "1.5",
+    "1_000",
+    "1e999",
+    "NaN",
+    "Infinity",
+    "-0",
+    "9" * 5000,
+    "1" + "0" * 70,
+    "",
+    " ",
+    "--",
+    "paper",
+    "live",
+    "1 D",
+    "5 mins",
+    "x" * 5000,
+    "naïve ☃",
+    "\u202e",
+    "../../etc/passwd",
+    "Bearer abc.def.ghi",
+    "$(id)",
+    "'; DROP TABLE audit_events; --",
 )
+ODD_CHARACTERS: Final = "\t\r\x7f\u00a0\u00e9\u202e\u200b\u2028\ufeff\u2603\U0001f600"
 
 
-@st.composite
-def invocations(draw: st.DrawFn) -> list[str]:
-    path = draw(st.sampled_from(sorted(COMMANDS)))
-    command = COMMANDS[path]
+def value(rng: Random) -> str:
+    """One option or argument value: a known word, random text, or a number of up to 31 digits."""
+    pick = rng.randrange(3)
+    if pick == 0:
+        return rng.choice(VALUES)
+    if pick == 1:
+        size = rng.randint(0, 30)
+        if rng.random() < 0.5:
+            return "".join(chr(rng.randint(0x20, 0x7E)) for _ in range(size))
+        return "".join(rng.choice(ODD_CHARACTERS + "abc-1 ") for _ in range(size))
+    return str(rng.randint(-(10**30), 10**30))
+
+
+def invocation(seed: int, commands: dict[tuple[str, ...], click.Command] = COMMANDS) -> list[str]:
+    """The argv of one command of the live tree, built from `seed`: some options, hostile values."""
+    rng = Random(seed)
+    path = rng.choice(sorted(commands))
+    command = commands[path]
     argv = list(path)
     for param in command.params:
         if isinstance(param, click.Argument):
-            if draw(st.integers(0, 9)) > 0:
-                argv.append(draw(VALUES))
+            if rng.randrange(10) > 0:
+                argv.append(value(rng))
             continue
         if not isinstance(param, click.Option) or param.name in ("config", "output", "checkpoint"):
             continue
-        if not draw(st.booleans()):
+        if rng.random() < 0.5:
             continue
         flag = param.opts[0]
         if param.is_flag:
             argv.append(flag)
         else:
-            argv += [flag, draw(VALUES)]
-    if draw(st.integers(0, 9)) == 0:
-        argv.append(draw(st.sampled_from(["--no-such-option", "extra", "--json", "-x"])))
+            argv += [flag, value(rng)]
+    if rng.randrange(10) == 0:
+        argv.append(rng.choice(["--no-such-option", "extra", "--json", "-x"]))
     return argv
+
+
+SEEDS: Final = st.integers(min_value=0, max_value=2**64 - 1)
+"""One integer per case, the argv built from it (see `ibkr_gateway_mcp`'s `fuzz_cases.SEEDS` for why)."""
 
 
 class AuditCount:
     def __init__(self, state: Path) -> None:
+        self.root = state
         self.config = GatewayConfig.fake_local(state_dir=state)
+        self.cases = 0
+        self.processes = 0
+        self.codes: dict[str, int] = {}
 
     def __call__(self) -> int:
         path = self.config.audit_path()
@@ -152,22 +171,16 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Any:
         count = AuditCount(root)
         yield count
         count.verify()
+        codes = sorted(count.codes.items())
+        print(f"cli fuzz: {count.cases} cases in process, {count.processes} as processes, codes {codes}")
 
 
-@pytest.mark.slow
-@settings(
-    max_examples=10_000 if LONG else 100,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(argv=invocations())
-def test_every_command_answers_with_a_code_and_one_audit_event(state: AuditCount, argv: list[str]) -> None:
-    before = state()
-    exit_code, stdout, stderr = run_main(argv)
+def check_outcome(argv: list[str], exit_code: int, stdout: str, stderr: str, added: int) -> str:
+    """Assert one invocation ended as documented; its error code ("" on success)."""
     output = stdout + stderr
     assert "Traceback" not in output, (argv, output[-2000:])
     assert exit_code in {0, *EXIT_CODES.values()}, (argv, exit_code, output[-1000:])
+    code = ""
     if exit_code != 0:
         text = stderr.strip()
         if text.startswith("{"):
@@ -177,8 +190,49 @@ def test_every_command_answers_with_a_code_and_one_audit_event(state: AuditCount
             assert found is not None, (argv, text[-1000:])
             code = found.group(1)
         assert code in KNOWN_CODES, (argv, text[-1000:])
-    added = state() - before
     assert added == 1, (argv, added, exit_code, output[-1000:])
+    return code
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=10_000 if LONG else 100,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(seed=SEEDS)
+def test_every_command_answers_with_a_code_and_one_audit_event(state: AuditCount, seed: int) -> None:
+    """In process, through the console-script entry point: the bulk of the cases."""
+    argv = invocation(seed)
+    before = state()
+    exit_code, stdout, stderr = run_main(argv)
+    code = check_outcome(argv, exit_code, stdout, stderr, state() - before)
+    state.cases += 1
+    state.codes[code or "OK"] = state.codes.get(code or "OK", 0) + 1
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=200 if LONG else 4,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(seed=SEEDS)
+def test_a_sample_of_commands_run_as_real_processes_answers_the_same_way(state: AuditCount, seed: int) -> None:
+    """The installed `ibkr-agent` in its own process (real argv, real exit status, real streams)."""
+    argv = invocation(seed)
+    before = state()
+    env = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+    env |= {"IBKR_AGENT_STATE_DIR": str(state.root), "TERMINAL_WIDTH": "120", "PYTHONWARNDEFAULTENCODING": "1"}
+    script = Path(sys.executable).with_name("ibkr-agent")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "ibkr_gateway_cli"]
+    proc = subprocess.run(
+        [*command, *argv], env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=120, check=False
+    )
+    check_outcome(argv, proc.returncode, proc.stdout, proc.stderr, state() - before)
+    state.processes += 1
 
 
 class _ConsoleScript(click.Command):

@@ -363,14 +363,27 @@ def malformed_line(seed: int) -> bytes:
                 }
             )
         line = to_text(message).encode("utf-8", "surrogatepass")
-    else:  # a request envelope with one part wrong
+    else:  # a request envelope with exactly one part wrong (a well-formed request is no malformed line)
         envelope: dict[str, object] = {
-            "jsonrpc": rng.choice(("2.0", "2.0", "1.0", 2)),
+            "jsonrpc": "2.0",
+            "id": rng.choice((rng.randint(0, 99), text(rng, 1, 8))),
             "method": rng.choice(NOTIFICATION_METHODS),
+            "params": {},
         }
-        envelope["id"] = rng.choice((any_json(rng), rng.randint(0, 99), text(rng, 0, 8)))
-        if rng.random() < 0.7:
-            envelope["params"] = any_json(rng)
+        part = rng.choice(("jsonrpc", "id", "method", "params"))
+        wrong: dict[str, tuple[object, ...]] = {
+            "jsonrpc": ("1.0", 2, None, "2.00"),
+            "id": ({}, [1], 1.5, True, None),
+            "method": (5, None, [], {}),
+            "params": ([], [1], "x", 3, True),
+        }
+        if rng.random() < 0.2 and part != "id":
+            del envelope[part]
+            envelope.setdefault("params", {})
+            if part == "params":  # without params a request is still well formed: break the id instead
+                envelope["id"] = rng.choice(wrong["id"])
+        else:
+            envelope[part] = rng.choice(wrong[part])
         line = to_text(envelope).encode("utf-8", "surrogatepass")
     return line if line.strip() else b"?"
 
