@@ -1,10 +1,13 @@
 """The Gateway door, against a small in-memory backend (the real simulator is tested in cpapi)."""
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from ibkr_gateway_core.audit import AuditLog
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
@@ -22,6 +25,7 @@ from ibkr_gateway_core.models import (
     Position,
 )
 from ibkr_gateway_core.principal import Principal
+from ibkr_gateway_core.redaction import secret_reason
 from ibkr_gateway_core.registry import OPERATIONS
 from ibkr_gateway_core.scopes import READ_ONLY, Scope
 
@@ -37,6 +41,7 @@ class StubBackend:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.position_rows: list[Position] = []
 
     async def session_status(self) -> BrokerSessionStatus:
         return BrokerSessionStatus(
@@ -58,7 +63,7 @@ class StubBackend:
 
     async def positions(self, account_id: str, *, fresh: bool = False) -> list[Position]:
         self.calls.append("positions")
-        return []
+        return self.position_rows
 
     async def search_contracts(self, symbol: str) -> list[ContractCandidate]:
         rows = {
@@ -225,3 +230,77 @@ def test_every_operation_has_a_handler(tmp_path: Path) -> None:
     assert all(gateway._handler(name) for name in OPERATIONS)  # pyright: ignore[reportPrivateUsage]
     assert set(gateway._handlers) == set(OPERATIONS)  # pyright: ignore[reportPrivateUsage]
     audit.close()
+
+
+def _position(description: str, symbol: str = "AAPL") -> Position:
+    return Position(
+        account_id="DU1234567",
+        contract_id=265598,
+        symbol=symbol,
+        description=description,
+        asset_class="stock",
+        quantity=Decimal("150"),
+        currency="USD",
+        market_price=Decimal("212.41"),
+    )
+
+
+async def test_the_output_hash_is_the_keyed_hash_of_the_results_canonical_json(
+    gateway: Gateway, backend: StubBackend
+) -> None:
+    """The audit row's output hash is `hash_payload` of what every surface shows, non-ASCII text included."""
+    backend.position_rows = [_position("Société Générale – ünïcode"), _position("plain", symbol="MSFT")]
+    result = await gateway.call("list_positions", {"account_id": "DU1234567"})
+    record = (await gateway.audit.tail(1))[0]
+    assert record.event.output_hash == gateway.audit.hash_payload(result.to_jsonable())
+    assert record.event.output_hash == gateway.audit.hash_payload(result.value)
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        pytest.param("see /home/alice/keys", id="local-path"),
+        pytest.param("Société Bearer abcdefghijklmnop", id="header-value-beside-non-ascii"),
+        pytest.param("é eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl", id="jwt-beside-non-ascii"),
+        pytest.param("\x7fcookie=abc", id="marker-after-a-delete-character"),
+    ],
+)
+async def test_a_broker_answer_holding_a_secret_is_withheld_and_audited(
+    gateway: Gateway, backend: StubBackend, description: str
+) -> None:
+    backend.position_rows = [_position(description)]
+    with pytest.raises(GatewayError) as caught:
+        await gateway.list_positions("DU1234567")
+    assert caught.value.code is ErrorCode.OUTPUT_UNSAFE
+    record = (await gateway.audit.tail(1))[0]
+    assert (record.event.error_code, record.event.output_hash) == ("OUTPUT_UNSAFE", None)
+    assert caught.value.audit_event_id == record.event.event_id
+
+
+_TEXT_PARTS = st.one_of(
+    st.sampled_from(
+        ["/home/ann", "/Users/bob", " /root/x", "C:\\Users\\x", "Bearer abcdefgh12", "eyJabcd.efgh.ij", "Basic x"]
+        + ["cookie=1", "authorization:", "\x7f", "\u00e9", "\u2003", "\u212a", "\n", '"', ": ", ", ", "plain"]
+    ),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(descriptions=st.lists(st.lists(_TEXT_PARTS, max_size=5).map("".join), min_size=1, max_size=3))
+@example(descriptions=["\x7feyJabcd.efgh.ij"])  # escaped, the JWT has no word boundary before it: passes
+@example(descriptions=["Bearer\u2003abcdefghijkl"])  # escaped, the em space is no \s: passes
+@example(descriptions=["é/home/x", "plain"])
+async def test_the_output_guard_decides_as_a_scan_of_json_dumps(
+    gateway: Gateway, backend: StubBackend, descriptions: list[str]
+) -> None:
+    """Scanning the canonical text made for the output hash never changes the verdict of scanning `json.dumps`."""
+    backend.position_rows = [_position(text) for text in descriptions]
+    expected_unsafe = secret_reason(json.dumps([p.model_dump(mode="json") for p in backend.position_rows])) is not None
+    try:
+        await gateway.list_positions("DU1234567")
+        unsafe = False
+    except GatewayError as exc:
+        assert exc.code is ErrorCode.OUTPUT_UNSAFE
+        unsafe = True
+    assert unsafe == expected_unsafe

@@ -283,7 +283,11 @@ class AuditLog:
 
         Keyed so that a small input (an account id, a symbol) cannot be recovered by guessing.
         """
-        return hmac.digest(self._payload_key, canonical_json(value).encode("utf-8"), "sha256").hex()
+        return self.hash_canonical(canonical_json(value))
+
+    def hash_canonical(self, text: str) -> str:
+        """`hash_payload` of the value whose `canonical_json` is `text` (made once by a caller that needs it too)."""
+        return hmac.digest(self._payload_key, text.encode("utf-8"), "sha256").hex()
 
     # ------------------------------------------------------------------- append
 

@@ -79,9 +79,15 @@ def new_event_id() -> str:
 
 def canonical_json(value: object) -> str:
     """Sorted keys, no whitespace, no NaN: equal data always gives equal text (and bytes, as UTF-8)."""
-    return json.dumps(
-        to_jsonable_python(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return canonical_json_of_jsonable(to_jsonable_python(value))
+
+
+def canonical_json_of_jsonable(data: object) -> str:
+    """`canonical_json` of data that is already JSON-compatible, without a conversion pass.
+
+    For dicts with string keys, lists, str, int, float, bool and None, such as `model_dump(mode="json")` output.
+    """
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class AuditEvent(BaseModel):

@@ -31,6 +31,7 @@ from .audit import (
     load_audit_key,
     new_event_id,
 )
+from .audit_events import canonical_json_of_jsonable
 from .backend import Backend, BackendFactory, load_backend_factory
 from .call_context import CURRENT_CALL, CallContext, Switch
 from .config import GatewayConfig
@@ -282,6 +283,7 @@ class Gateway(ReadMethods):
         args: OperationInput | None = None
         value: Any = None
         data: Any = None
+        text: str | None = None
         failure: GatewayError | None = None
         try:
             hostile = screen_arguments(arguments) if not isinstance(arguments, BaseModel) else None
@@ -304,7 +306,8 @@ class Gateway(ReadMethods):
             finally:
                 CURRENT_CALL.reset(token)
             data = to_jsonable(value)  # once: for the output guard, the output hash and every surface
-            _refuse_unsafe_output(op, data)
+            text = canonical_json_of_jsonable(data)  # once: the output hash hashes it, the output guard scans it
+            _refuse_unsafe_output(op, data, text)
         except GatewayError as exc:
             failure = exc
             failure.message = scrub_text(failure.message)
@@ -314,7 +317,7 @@ class Gateway(ReadMethods):
         except Exception as exc:  # a bug must still be audited and shown without a traceback
             logger.exception("operation %s failed unexpectedly", name)
             failure = GatewayError(ErrorCode.INTERNAL_ERROR, f"Internal error ({type(exc).__name__}).")
-        await self._record(event_id, name, op, caller, args, arguments, data, failure, started, request_id)
+        await self._record(event_id, name, op, caller, args, arguments, text, failure, started, request_id)
         observe_call(
             op.name if op is not None else "unknown",  # never the caller's text: labels are a closed set
             error_code=failure.code.value if failure is not None else None,
@@ -386,11 +389,12 @@ class Gateway(ReadMethods):
         caller: Principal,
         args: OperationInput | None,
         raw_arguments: object,
-        output: object,
+        output_text: str | None,
         failure: GatewayError | None,
         started: float,
         request_id: str | None,
     ) -> None:
+        """Append the call's one audit event; `output_text` is the canonical JSON of its result."""
         decision, status, event_type = _outcome(op, failure)
         arguments: dict[str, Any] = args.model_dump(mode="json") if args is not None else _raw_mapping(raw_arguments)
         account_id = arguments.pop("account_id", None)
@@ -414,7 +418,7 @@ class Gateway(ReadMethods):
             request_id=request_id,
             session_id=self.session_id,
             input_hash=self.audit.hash_payload(_raw_jsonable(raw_arguments)),
-            output_hash=self.audit.hash_payload(output) if failure is None else None,
+            output_hash=self.audit.hash_canonical(output_text) if failure is None and output_text is not None else None,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
             redactions=redactions,
             metadata=cast(dict[str, Any], metadata),
@@ -481,11 +485,17 @@ class GatewayView(WriteMethods):
         return (await self.gateway.call(name, args, principal=self.principal, switches=self.switches)).value
 
 
-def _refuse_unsafe_output(op: Operation, data: object) -> None:
-    """The last guard before any surface: output (as JSON data) that looks like it holds a secret is withheld."""
+def _refuse_unsafe_output(op: Operation, data: object, canonical: str) -> None:
+    """The last guard before any surface: output (as JSON data) that looks like it holds a secret is withheld.
+
+    The guard reads the JSON text of `data` as `json.dumps` writes it (ASCII, non-ASCII escaped). The
+    canonical text already made for the output hash is that same text when it holds only printable
+    ASCII (the separators differ, and no pattern can match across one), so it is scanned instead of a
+    second serialisation; anything else is serialised again, so the verdict never changes.
+    """
     if not op.open_world:
         return  # local data (audit rows, health) is redacted when it is written
-    text = json.dumps(data)
+    text = canonical if canonical.isascii() and "\x7f" not in canonical else json.dumps(data)
     reason = secret_reason(text)
     if reason is not None:
         raise GatewayError(

@@ -6,6 +6,7 @@ No I/O and no clock reads: whatever time a mapping needs is passed in. Numbers g
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -79,9 +80,7 @@ def to_decimal(value: WireNumber | None) -> Decimal | None:
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, float):
-        if value.is_integer():
-            return Decimal(int(value))  # JSON `150.0` shares are 150, not "150.0"
-        return Decimal(repr(value)) if math.isfinite(value) else None  # the shortest text that reads back
+        return _float_decimal(value) if math.isfinite(value) else None
     text = value.strip().replace(",", "")
     if not text or text.upper() in ("N/A", "NAN", "-"):
         return None
@@ -93,6 +92,17 @@ def to_decimal(value: WireNumber | None) -> Decimal | None:
     except InvalidOperation:
         return None
     return number if number.is_finite() else None
+
+
+@functools.lru_cache(maxsize=8192)
+def _float_decimal(value: float) -> Decimal:
+    """A finite float as `Decimal`, remembered: a positions page repeats most of its numbers read after read.
+
+    Decimals are immutable, so sharing one is safe; `-0.0` and `0.0` share a key and both map to `0`.
+    """
+    if value.is_integer():
+        return Decimal(int(value))  # JSON `150.0` shares are 150, not "150.0"
+    return Decimal(repr(value))  # the shortest text that reads back
 
 
 def parse_last(value: WireNumber | None) -> tuple[Decimal | None, bool, bool]:
