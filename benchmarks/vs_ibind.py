@@ -1,19 +1,24 @@
 """Our `Gateway` against ibind: the same sequential reads against the same simulator over HTTPS.
 
     uv sync --all-packages --group bench
-    uv run python benchmarks/vs_ibind.py [--reads 2000] [--paced-reads 300] [--profile FILE]
+    uv run python benchmarks/vs_ibind.py [--reads 2000] [--blocks 10] [--paced-reads 300] [--profile FILE]
 
 Starts `ibkr-agent simulator serve` (no pacing, as ibind has none) with 130 extra positions in
 DU1234567 (so "all positions" is two pages of CPAPI's 100), then runs `--reads` sequential reads,
 cycling accounts → all positions → a snapshot of AAPL, through:
 
-- our `Gateway` (audit on, every call audited; `broker.pacing_enabled: false`), and
+- our `Gateway` (audit on, every call durably audited; `broker.pacing_enabled: false`), and
 - ibind's `IbkrClient` (`portfolio_accounts`, `positions` page by page, `live_marketdata_snapshot`).
 
-Prints both times, the ratio (goal: ours / ibind <= 1.0), which returned prices on its first
-snapshot, and upstream requests per read. Then runs `--paced-reads` reads through our `Gateway`
-with pacing on (its single flight and short caches) and prints its upstream requests per read.
-`--profile FILE` writes a cProfile of our unpaced run.
+The two take turns in `--blocks` blocks, so a machine whose load drifts during the run weighs on
+both alike. Each one's first snapshot meets a fresh market-data stream (IBKR's pre-flight answer).
+
+Prints, for each: wall time and process CPU time per read, upstream requests per read, and per
+kind of read; the ratio ours / ibind (goal: <= 1.0); the share of our time spent committing audit
+events (SQLite, `synchronous=FULL`: one fsync per call, which ibind does not do); and which returned
+prices on its first snapshot. Then runs `--paced-reads` reads through our `Gateway` with pacing on
+(single flight, short caches) and prints its upstream requests per read.
+`--profile FILE` writes a cProfile of our blocks (event-loop thread only).
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
+import resource
 import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +42,13 @@ import httpx2
 from ibkr_gateway_core.audit import AuditLog
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.gateway import Gateway
+from ibkr_gateway_core.observability import AUDIT_APPEND
 
 ACCOUNT = "DU1234567"
 AAPL = 265598
 EXTRA_POSITIONS = 130
 SNAPSHOT_FIELDS = ["31", "84", "85", "86", "88", "87", "7762", "55", "6509", "7059"]
+KINDS = ("accounts", "positions", "snapshot")
 
 
 def start_simulator() -> tuple[subprocess.Popen[str], str]:
@@ -76,9 +87,41 @@ def upstream(base_url: str) -> int:
     return int(control(base_url)["requests"])
 
 
-async def ours(base_url: str, reads: int, directory: Path, *, paced: bool) -> tuple[float, bool, int]:
-    """Seconds for `reads` reads through `Gateway`, whether the first snapshot had a price, positions seen."""
-    config = GatewayConfig.from_mapping(
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads (ours includes its audit writer thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def audit_commit_seconds() -> tuple[float, int]:
+    """(seconds, commits) spent in audit group commits so far, from the gateway's own histogram."""
+    _, total, count = AUDIT_APPEND.series.get((), ([], 0.0, 0))
+    return total, count
+
+
+@dataclass
+class Tally:
+    """One client's measured reads."""
+
+    reads: int = 0
+    wall: float = 0.0
+    cpu: float = 0.0
+    requests: int = 0
+    per_kind: dict[str, list[float]] = field(default_factory=lambda: {kind: [0.0, 0] for kind in KINDS})
+    first_priced: bool | None = None
+    positions: int = 0
+
+    def add(self, kind: str, seconds: float) -> None:
+        self.per_kind[kind][0] += seconds
+        self.per_kind[kind][1] += 1
+
+    def kind_ms(self, kind: str) -> float:
+        total, count = self.per_kind[kind]
+        return total / count * 1000 if count else 0.0
+
+
+def gateway_config(base_url: str, directory: Path, *, paced: bool) -> GatewayConfig:
+    return GatewayConfig.from_mapping(
         {
             "broker": {
                 "backend": "client_portal_gateway",
@@ -90,44 +133,32 @@ async def ours(base_url: str, reads: int, directory: Path, *, paced: bool) -> tu
             "state": {"directory": str(directory)},
         }
     )
-    audit = AuditLog.open(config.audit_path(), b"v" * 32)
-    first_priced: bool | None = None
-    positions = 0
-    async with Gateway(config, audit) as gateway:
-        await gateway.list_accounts()  # what any client does once: the accounts call primes the session
-        control(base_url, {"reset_counters": True})
+
+
+async def our_block(gateway: Gateway, first: int, count: int, tally: Tally) -> None:
+    """Reads `first` .. `first + count - 1` of the cycle through `Gateway`."""
+    for n in range(first, first + count):
+        kind = KINDS[n % 3]
         started = time.perf_counter()
-        for n in range(reads):
-            kind = n % 3
-            if kind == 0:
-                await gateway.list_accounts()
-            elif kind == 1:
-                positions = len(await gateway.list_positions(ACCOUNT))
-            else:
-                quote = await gateway.market_snapshot(AAPL)
-                if first_priced is None:
-                    first_priced = quote.last is not None
-        elapsed = time.perf_counter() - started
-    return elapsed, bool(first_priced), positions
+        if kind == "accounts":
+            await gateway.list_accounts()
+        elif kind == "positions":
+            tally.positions = len(await gateway.list_positions(ACCOUNT))
+        else:
+            quote = await gateway.market_snapshot(AAPL)
+            if tally.first_priced is None:
+                tally.first_priced = quote.last is not None
+        tally.add(kind, time.perf_counter() - started)
 
 
-def theirs(base_url: str, reads: int) -> tuple[float, bool, int]:
+def their_block(client: Any, first: int, count: int, tally: Tally) -> None:
     """The same reads through ibind's `IbkrClient`."""
-    from ibind import IbkrClient  # pyright: ignore[reportMissingTypeStubs]
-
-    client: Any = IbkrClient(url=base_url + "/v1/api/", cacert=False, use_session=True, auto_register_shutdown=False)
-    client.receive_brokerage_accounts()  # ibind's priming, once, as for ours
-    client.get("iserver/marketdata/unsubscribeall")  # its first snapshot meets a fresh stream, as ours did
-    client.portfolio_accounts()
-    control(base_url, {"reset_counters": True})
-    first_priced: bool | None = None
-    positions = 0
-    started = time.perf_counter()
-    for n in range(reads):
-        kind = n % 3
-        if kind == 0:
+    for n in range(first, first + count):
+        kind = KINDS[n % 3]
+        started = time.perf_counter()
+        if kind == "accounts":
             client.portfolio_accounts()
-        elif kind == 1:
+        elif kind == "positions":
             rows: list[Any] = []
             page = 0
             while True:
@@ -136,17 +167,106 @@ def theirs(base_url: str, reads: int) -> tuple[float, bool, int]:
                 if len(batch) < 100:
                     break
                 page += 1
-            positions = len(rows)
+            tally.positions = len(rows)
         else:
             data = client.live_marketdata_snapshot(conids=[str(AAPL)], fields=SNAPSHOT_FIELDS).data
-            if first_priced is None:
-                first_priced = any("31" in row for row in data)
-    elapsed = time.perf_counter() - started
-    client.close()
-    return elapsed, bool(first_priced), positions
+            if tally.first_priced is None:
+                tally.first_priced = any("31" in row for row in data)
+        tally.add(kind, time.perf_counter() - started)
 
 
-def main(reads: int, paced_reads: int, profile: Path | None) -> int:
+async def measured(base_url: str, block: Callable[[], Awaitable[None] | None], tally: Tally, reads: int) -> None:
+    """Run one block, adding its wall time, CPU time, reads and upstream requests to `tally`."""
+    before_requests = upstream(base_url)
+    cpu, started = cpu_seconds(), time.perf_counter()
+    result = block()
+    if result is not None:
+        await result
+    tally.wall += time.perf_counter() - started
+    tally.cpu += cpu_seconds() - cpu
+    tally.reads += reads
+    tally.requests += upstream(base_url) - before_requests
+
+
+async def compare(
+    base_url: str, reads: int, blocks: int, directory: Path, profiler: cProfile.Profile | None
+) -> tuple[Tally, Tally, tuple[float, int]]:
+    from ibind import IbkrClient  # pyright: ignore[reportMissingTypeStubs]
+
+    ours, theirs = Tally(), Tally()
+    config = gateway_config(base_url, directory, paced=False)
+    audit = AuditLog.open(config.audit_path(), b"v" * 32)
+    client: Any = IbkrClient(url=base_url + "/v1/api/", cacert=False, use_session=True, auto_register_shutdown=False)
+    audit_spent = [0.0, 0]
+    try:
+        async with Gateway(config, audit) as gateway:
+            await gateway.list_accounts()  # what any client does once: the accounts call primes the session
+            client.receive_brokerage_accounts()  # ibind's priming, once, as for ours
+            client.portfolio_accounts()
+            size = -(-reads // blocks)
+            for first in range(0, reads, size):
+                count = min(size, reads - first)
+                if first == 0:  # each one's first snapshot meets a fresh market-data stream
+                    client.get("iserver/marketdata/unsubscribeall")
+                audit_mark = audit_commit_seconds()
+                if profiler is not None:
+                    profiler.enable()
+                await measured(base_url, partial(our_block, gateway, first, count, ours), ours, count)
+                if profiler is not None:
+                    profiler.disable()
+                audit_now = audit_commit_seconds()
+                audit_spent[0] += audit_now[0] - audit_mark[0]
+                audit_spent[1] += audit_now[1] - audit_mark[1]
+                if first == 0:
+                    client.get("iserver/marketdata/unsubscribeall")
+                await measured(base_url, partial(their_block, client, first, count, theirs), theirs, count)
+    finally:
+        client.close()
+    return ours, theirs, (audit_spent[0], int(audit_spent[1]))
+
+
+async def paced_run(base_url: str, reads: int, directory: Path) -> tuple[float, int]:
+    """Seconds and upstream requests for `reads` reads through `Gateway` with pacing on."""
+    config = gateway_config(base_url, directory, paced=True)
+    audit = AuditLog.open(config.audit_path(), b"v" * 32)
+    async with Gateway(config, audit) as gateway:
+        await gateway.list_accounts()
+        before = upstream(base_url)
+        started = time.perf_counter()
+        await our_block(gateway, 0, reads, Tally())
+        elapsed = time.perf_counter() - started
+    return elapsed, upstream(base_url) - before
+
+
+def report(reads: int, blocks: int, ours: Tally, theirs: Tally, audit: tuple[float, int]) -> None:
+    print(
+        f"{reads} sequential reads each (accounts, all {ours.positions} positions in two pages, a snapshot), "
+        f"HTTPS simulator, {blocks} alternating blocks"
+    )
+    print(f"{'':38} {'wall s':>7} {'ms/read':>8} {'CPU ms/read':>12} {'upstream req/read':>18}")
+    for name, tally in (("ours (Gateway, audit on, pacing off)", ours), ("ibind (IbkrClient)", theirs)):
+        print(
+            f"{name:38} {tally.wall:7.2f} {tally.wall / tally.reads * 1000:8.2f} "
+            f"{tally.cpu / tally.reads * 1000:12.2f} {tally.requests / tally.reads:18.2f}"
+        )
+    print(f"ratio ours/ibind: {ours.wall / theirs.wall:.2f} wall (goal <= 1.0), {ours.cpu / theirs.cpu:.2f} CPU")
+    print("ms per read, by kind:   " + "  ".join(f"{kind:>9}" for kind in KINDS))
+    for name, tally in (("ours", ours), ("ibind", theirs)):
+        print(f"  {name:21} " + "  ".join(f"{tally.kind_ms(kind):9.2f}" for kind in KINDS))
+    seconds, commits = audit
+    if commits:
+        print(
+            f"ours' audit commits: {seconds / commits * 1000:.2f} ms per call ({commits} calls, "
+            f"{seconds / ours.wall * 100:.0f}% of our wall time; synchronous=FULL, one fsync each; ibind keeps no log)"
+        )
+    print(
+        f"prices on the first snapshot: ours {'yes' if ours.first_priced else 'no'}, "
+        f"ibind {'yes' if theirs.first_priced else 'no'}"
+    )
+    print(f"positions seen: ours {ours.positions}, ibind {theirs.positions}")
+
+
+def main(reads: int, blocks: int, paced_reads: int, profile: Path | None) -> int:
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")  # ibind's urllib3, loopback only
     os.environ.setdefault("IBKR_AGENT_AUDIT_KEY", "vs-ibind-benchmark-audit-key-0123456789abcdef")
     proc, base_url = start_simulator()
@@ -154,38 +274,21 @@ def main(reads: int, paced_reads: int, profile: Path | None) -> int:
         seed_positions(base_url)
         with tempfile.TemporaryDirectory(prefix="ibkr-vs-ibind-") as scratch:
             profiler = cProfile.Profile() if profile is not None else None
-            if profiler is not None:
-                profiler.enable()
-            our_s, our_priced, our_positions = anyio.run(
-                lambda: ours(base_url, reads, Path(scratch) / "unpaced", paced=False)
+            ours, theirs, audit = anyio.run(
+                lambda: compare(base_url, reads, max(1, blocks), Path(scratch) / "unpaced", profiler)
             )
-            if profiler is not None:
-                profiler.disable()
+            if profiler is not None and profile is not None:
                 profiler.dump_stats(profile)
-            our_requests = upstream(base_url)
-            their_s, their_priced, their_positions = theirs(base_url, reads)
-            their_requests = upstream(base_url)
             control(base_url, {"pacing": True})  # IBKR's limits: the paced run must not be refused
-            paced_s, _, _ = anyio.run(lambda: ours(base_url, paced_reads, Path(scratch) / "paced", paced=True))
-            paced_requests = upstream(base_url)
+            paced_s, paced_requests = anyio.run(lambda: paced_run(base_url, paced_reads, Path(scratch) / "paced"))
             refused = control(base_url)["pacing"]["refused"]
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+    report(reads, blocks, ours, theirs, audit)
     print(
-        f"{reads} sequential reads (accounts, all {our_positions} positions in two pages, a snapshot), HTTPS simulator"
-    )
-    print(f"ours (Gateway, audit on, pacing off): {our_s:7.2f} s  {our_s / reads * 1000:6.2f} ms/read")
-    print(f"ibind (IbkrClient):                   {their_s:7.2f} s  {their_s / reads * 1000:6.2f} ms/read")
-    print(f"ratio ours/ibind: {our_s / their_s:.2f} (goal <= 1.0)")
-    print(
-        f"prices on the first snapshot: ours {'yes' if our_priced else 'no'}, ibind {'yes' if their_priced else 'no'}"
-    )
-    print(f"positions seen: ours {our_positions}, ibind {their_positions}")
-    print(f"upstream requests per read: ours {our_requests / reads:.2f}, ibind {their_requests / reads:.2f}")
-    print(
-        f"ours with pacing on: {paced_reads} reads in {paced_s:.2f} s, "
-        f"{paced_requests / paced_reads:.2f} upstream requests per read, {refused} refused (429)"
+        f"ours with pacing on: {paced_reads} reads in {paced_s:.2f} s, {paced_requests / paced_reads:.2f} upstream "
+        f"requests per read (ibind, which has no pacing: {theirs.requests / theirs.reads:.2f}), {refused} refused (429)"
     )
     return 0
 
@@ -193,7 +296,8 @@ def main(reads: int, paced_reads: int, profile: Path | None) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reads", type=int, default=2000)
+    parser.add_argument("--blocks", type=int, default=10)
     parser.add_argument("--paced-reads", type=int, default=300)
     parser.add_argument("--profile", type=Path)
     options = parser.parse_args()
-    raise SystemExit(main(options.reads, options.paced_reads, options.profile))
+    raise SystemExit(main(options.reads, options.blocks, options.paced_reads, options.profile))
