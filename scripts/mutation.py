@@ -17,12 +17,15 @@ The goal (≥ 90% killed over the order path) is printed with the result; the ex
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import tokenize
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,11 +42,25 @@ class Target:
     tests: tuple[str, ...]
 
 
-SUPPORT = (
-    "tests-integration/reliability_harness.py",
-    "tests-integration/cli_harness.py",
+CORE_TESTS = (
+    "packages/ibkr-gateway-core/tests/test_gates.py",
+    "packages/ibkr-gateway-core/tests/test_gateway.py",
+    "packages/ibkr-gateway-core/tests/test_library_methods.py",
+    "packages/ibkr-gateway-core/tests/test_state.py",
+    "packages/ibkr-gateway-cli/tests/test_attack_small.py",
+    "tests-integration/test_attack_approvals.py",
+    "tests-integration/test_attack_exposure.py",
+    "tests-integration/test_attack_live_invariants.py",
+    "tests-integration/test_reliability_gates.py",
+    "tests-integration/test_preview_decisions.py",
+    "tests-integration/test_reliability_broker.py",
+    "tests-integration/test_degraded_session_writes.py",
+    "tests-integration/test_background_reconcile.py",
+    "tests-integration/test_kill_switch_details.py",
 )
-"""Helpers the selected integration tests import."""
+"""Fast tests that drive the core order path (a few seconds in all): unit tests, attack tests and the
+in-process integration tests. The slow suites (subprocess CLIs, the long workflow, the state machine)
+stay out; mutmut narrows these further to the tests that reach each mutated function."""
 
 TARGETS = {
     "core": Target(
@@ -60,13 +77,7 @@ TARGETS = {
             "kill_switch.py",
             "order_store.py",
         ),
-        tests=(
-            "packages/ibkr-gateway-core/tests/test_gates.py",
-            "tests-integration/test_reliability_gates.py",
-            "tests-integration/test_attack_approvals.py",
-            "tests-integration/test_order_state_machine.py",
-            "tests-integration/test_reliability_broker.py",
-        ),
+        tests=CORE_TESTS,
     ),
     "cpapi": Target(
         "ibkr-gateway-cpapi",
@@ -75,95 +86,218 @@ TARGETS = {
         tests=(
             "packages/ibkr-gateway-cpapi/tests/test_writer.py",
             "packages/ibkr-gateway-cpapi/tests/test_client.py",
+            "packages/ibkr-gateway-cpapi/tests/test_brackets_writer.py",
+            "packages/ibkr-gateway-cpapi/tests/test_mapping.py",
+            "tests-integration/test_attack_live_invariants.py",
+            "tests-integration/test_attack_exposure.py",
             "tests-integration/test_reliability_broker.py",
+            "tests-integration/test_degraded_session_writes.py",
         ),
     ),
 }
 
-PYTEST_INI = """\
-[pytest]
-addopts = -p anyio -x -q -p no:cacheprovider
-pythonpath = tests
-filterwarnings =
-    error
-    default::mcp.MCPDeprecationWarning
-markers =
-    slow: takes more than a few seconds
-"""
+DESELECTED = (
+    "tests-integration/test_reliability_gates.py::test_a_locked_state_database_refuses_the_order_and_places_nothing",
+)
+"""Tests that only wait (a busy timeout of ~20 s) and reach no order-path branch another test misses."""
+
+COPIED = ("packages", "tests-integration", "scripts", "config", "fixtures", "conftest.py")
+"""What the scratch project copies from the workspace: tests, their helpers and the files they read."""
+
+IGNORED = shutil.ignore_patterns("__pycache__", ".venv", "*.egg-info", "node_modules", ".pytest_cache", "dist")
 
 
-def _setup_cfg(target: Target, modules: tuple[str, ...]) -> str:
-    only = "\n    ".join(f"src/{target.import_name}/{module}" for module in modules)
+def _pyproject(target: Target, modules: tuple[str, ...]) -> str:
+    """pytest settings as the workspace's (fail fast, quiet, no cache) and mutmut's."""
+    only = ", ".join(f'"src/{target.import_name}/{module}"' for module in modules)
+    tests = ", ".join(f'"{test}"' for test in target.tests)
+    deselect = ", ".join(f'"--deselect", "{test}"' for test in DESELECTED)
     return f"""\
-[mutmut]
-source_paths = src
-only_mutate =
-    {only}
-pytest_add_cli_args_test_selection = tests
+[tool.pytest.ini_options]
+addopts = ["-p", "anyio", "-p", "postgres_fixtures", "--import-mode=importlib", "-x", "-q",
+           "-p", "no:cacheprovider", "-p", "no:unraisableexception", "--hypothesis-seed=0", {deselect}]
+pythonpath = ["tests-integration"]
+xfail_strict = true
+filterwarnings = ["error", "default::mcp.MCPDeprecationWarning"]
+markers = ["slow: takes more than a few seconds"]
+
+[tool.mutmut]
+source_paths = ["src"]
+only_mutate = [{only}]
+also_copy = [{", ".join(f'"{name}"' for name in COPIED)}]
+pytest_add_cli_args_test_selection = [{tests}]
+use_git_change_detection = false
 """
 
 
 def build_scratch(target: Target, modules: tuple[str, ...], scratch: Path) -> None:
-    """A fresh scratch project: src/, tests/, pytest.ini, setup.cfg and the shared conftest."""
+    """A fresh scratch project: the package's src/, the tests with the layout they expect, pyproject.toml."""
     if scratch.exists():
         shutil.rmtree(scratch)
-    (scratch / "tests").mkdir(parents=True)
-    shutil.copytree(ROOT / "packages" / target.package / "src", scratch / "src")
-    for test in (*target.tests, *SUPPORT):
-        shutil.copy2(ROOT / test, scratch / "tests" / Path(test).name)
-    integration_conftest = (ROOT / "tests-integration" / "conftest.py").read_text(encoding="utf-8")
-    root_conftest = (ROOT / "conftest.py").read_text(encoding="utf-8")
-    (scratch / "tests" / "conftest.py").write_text(integration_conftest, encoding="utf-8")
-    (scratch / "conftest.py").write_text(root_conftest, encoding="utf-8")
-    (scratch / "pytest.ini").write_text(PYTEST_INI, encoding="utf-8")
-    (scratch / "setup.cfg").write_text(_setup_cfg(target, modules), encoding="utf-8")
+    scratch.mkdir(parents=True)
+    shutil.copytree(ROOT / "packages" / target.package / "src", scratch / "src", ignore=IGNORED)
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, scratch / name, ignore=IGNORED)
+        else:
+            shutil.copy2(source, scratch / name)
+    (scratch / "pyproject.toml").write_text(_pyproject(target, modules), encoding="utf-8")
 
 
-def run_mutmut(scratch: Path, max_children: int) -> None:
-    """`mutmut run` in the scratch project, with this interpreter (the workspace venv)."""
+def run_mutmut(scratch: Path, max_children: int, mutants: list[str] | None = None) -> None:
+    """`mutmut run` in the scratch project, with this interpreter (the workspace venv): every mutant, or these."""
     env = {name: value for name, value in os.environ.items() if name != "PYTHONWARNDEFAULTENCODING"}
-    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    env.setdefault("IBKR_AGENT_STATE_DIR", str(scratch / "state"))
+    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *(mutants or [])]
     subprocess.run(command, cwd=scratch, env=env, check=False)
 
 
-def results(scratch: Path) -> dict[str, dict[str, int]]:
-    """Outcome counts per module, read from mutmut's meta files."""
-    counts: dict[str, dict[str, int]] = {}
-    for meta in sorted((scratch / "mutants").rglob("*.meta")):
+@dataclass
+class Outcome:
+    """One module's mutants by outcome."""
+
+    killed: int = 0
+    timeout: int = 0
+    equivalent: int = 0
+    not_run: int = 0
+    survivors: list[str] = field(default_factory=list[str])
+
+
+def results(scratch: Path) -> dict[str, Outcome]:
+    """Outcomes per module, read from mutmut's meta files."""
+    outcomes: dict[str, Outcome] = {}
+    for meta in sorted((scratch / "mutants" / "src").rglob("*.meta")):
         data = json.loads(meta.read_text(encoding="utf-8"))
-        module = meta.name.removesuffix(".meta")
-        per = counts.setdefault(module, {"killed": 0, "survived": 0, "timeout": 0, "other": 0})
-        for exit_code in data.get("exit_code_by_key", {}).values():
-            if exit_code is None:
-                per["other"] += 1
-            elif exit_code == 0:
-                per["survived"] += 1
-            elif exit_code in (1, 3, -24):
-                per["killed"] += 1
-            elif exit_code == 36 or exit_code == -9:
-                per["timeout"] += 1
+        outcome = outcomes.setdefault(meta.name.removesuffix(".meta"), Outcome())
+        for name, exit_code in data.get("exit_code_by_key", {}).items():
+            if exit_code == SKIPPED:
+                outcome.equivalent += 1  # set aside before the run by `equivalence`
+            elif exit_code is None:
+                outcome.not_run += 1
+            elif exit_code in (0, 5, 33):
+                outcome.survivors.append(name)  # the tests passed, or no selected test reaches the function
+            elif exit_code in (1, 3, 37):
+                outcome.killed += 1
+            elif exit_code in (36, 24, -24, 152, 255, -9, -11):
+                outcome.timeout += 1  # the tests never finished: noticed
             else:
-                per["other"] += 1
-    return counts
+                outcome.not_run += 1
+    return outcomes
 
 
-def survivors(scratch: Path) -> str:
-    """Each surviving mutant's diff, as mutmut shows it."""
-    listing = subprocess.run(
-        [sys.executable, "-m", "mutmut", "results"], cwd=scratch, capture_output=True, encoding="utf-8", check=False
-    ).stdout
-    names = [line.split(":")[0].strip() for line in listing.splitlines() if line.strip().endswith("survived")]
-    diffs = []
-    for name in names:
-        shown = subprocess.run(
-            [sys.executable, "-m", "mutmut", "show", name],
-            cwd=scratch,
-            capture_output=True,
-            encoding="utf-8",
-            check=False,
-        )
-        diffs.append(f"## {name}\n{shown.stdout}")
-    return "\n".join(diffs)
+GENERATE = """
+import json, os, sys
+from mutmut.__main__ import copy_also_copy_files, copy_src_dir, create_mutants, setup_source_paths
+from mutmut.__main__ import get_diff_for_mutant, walk_mutatable_files
+from mutmut.mutation.data import SourceFileMutationData
+from mutmut.mutation.trampoline import set_mutant_under_test
+set_mutant_under_test("mutant_generation")
+os.makedirs("mutants", exist_ok=True)
+copy_src_dir()
+copy_also_copy_files()
+setup_source_paths()
+create_mutants(int(sys.argv[1]))
+diffs = {}
+for path in walk_mutatable_files():
+    data = SourceFileMutationData(path=path)
+    data.load()
+    for name in data.exit_code_by_key:
+        diffs[name] = get_diff_for_mutant(name, path=path)
+with open("diffs.json", "w", encoding="utf-8") as out:
+    json.dump(diffs, out)
+"""
+"""Run in the scratch project: mutmut's own generation of the mutants (as `mutmut run` starts), then the diff
+of each into diffs.json, so equivalent ones can be set aside before any test runs."""
+
+SKIPPED = 34
+"""mutmut's exit code for a mutant it should not run: the ones `equivalence` explains."""
+
+
+def generate(scratch: Path, max_children: int) -> dict[str, str]:
+    """Generate the mutants; mark the equivalent ones skipped in mutmut's meta files; each mutant's diff."""
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONWARNDEFAULTENCODING"}
+    subprocess.run([sys.executable, "-c", GENERATE, str(max_children)], cwd=scratch, env=env, check=True)
+    diffs: dict[str, str] = json.loads((scratch / "diffs.json").read_text(encoding="utf-8"))
+    for meta in (scratch / "mutants" / "src").rglob("*.meta"):
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        codes: dict[str, int | None] = data["exit_code_by_key"]
+        for name, code in codes.items():
+            if code is None and equivalence(diffs.get(name, "")) is not None:
+                codes[name] = SKIPPED
+        meta.write_text(json.dumps(data, indent=4), encoding="utf-8")
+    return diffs
+
+
+def load_diffs(scratch: Path) -> dict[str, str]:
+    path = scratch / "diffs.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+EQUIVALENT: dict[str, str] = {}
+"""Single surviving mutants that cannot change behaviour, by mutmut's name, with the reason (docs/reliability.md)."""
+
+
+def _explained(mutant: str, diffs: dict[str, str]) -> str | None:
+    return EQUIVALENT.get(mutant) or equivalence(diffs.get(mutant, ""))
+
+
+def _changed_lines(diff: str) -> tuple[list[str], list[str]]:
+    lines = diff.splitlines()[2:]
+    removed = [line[1:] for line in lines if line.startswith("-")]
+    added = [line[1:] for line in lines if line.startswith("+")]
+    return removed, added
+
+
+def _tokens(line: str) -> list[tuple[int, str]] | None:
+    try:
+        return [
+            (token.type, token.string)
+            for token in tokenize.generate_tokens(io.StringIO(line.strip()).readline)
+            if token.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.COMMENT)
+        ]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+
+
+SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|WHERE|FROM|VALUES|ORDER BY)\b")
+COMPARED = re.compile(r"==|!=| in |startswith|endswith|\bre\.|match|search")
+
+
+def equivalence(diff: str) -> str | None:
+    """Why a mutant cannot change what the order path does, or None when it can.
+
+    Two classes, both described in docs/reliability.md: human text (a string literal with a space in it,
+    i.e. a message, a log line or a stored reason, changed in case or wrapped in XX, on a line that neither
+    compares it nor holds SQL) and log calls (a `logger.` line changed): neither reaches a decision, a
+    stored field an agent reads, or the broker. Single mutants are explained in EQUIVALENT.
+    """
+    removed, added = _changed_lines(diff)
+    if removed and all(line.strip().startswith("logger.") for line in removed):
+        return "log line"
+    if not removed or len(removed) != len(added):
+        return None
+    for before, after in zip(removed, added, strict=True):
+        old, new = _tokens(before), _tokens(after)
+        if old is None or new is None or len(old) != len(new) or SQL.search(before) or COMPARED.search(before):
+            return None
+        for (old_type, old_text), (new_type, new_text) in zip(old, new, strict=True):
+            if old_text == new_text:
+                continue
+            if old_type != tokenize.STRING or new_type != tokenize.STRING or " " not in old_text:
+                return None
+    return "message text"
+
+
+def refresh_tests(target: Target, modules: tuple[str, ...], scratch: Path) -> None:
+    """Copy the workspace's tests into a kept scratch project again (mutmut copies them on into mutants/)."""
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, scratch / name, ignore=IGNORED, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, scratch / name)
+    (scratch / "pyproject.toml").write_text(_pyproject(target, modules), encoding="utf-8")
 
 
 def main() -> int:
@@ -173,27 +307,49 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--survivors", action="store_true", help="print the diff of every surviving mutant")
     parser.add_argument("--report-only", action="store_true", help="read the last run's results, run nothing")
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="keep the last run's mutants and results; copy the tests again and rerun only its survivors",
+    )
     args = parser.parse_args()
 
-    total_killed = total = 0
+    total_killed = total = total_equivalent = 0
+    shown: list[str] = []
     for name in args.package or sorted(TARGETS):
         target = TARGETS[name]
         modules = tuple(args.modules) if args.modules else target.modules
         scratch = ROOT / ".mutation" / name
-        if not args.report_only:
+        if args.rerun_survivors and (scratch / "mutants").is_dir():
+            refresh_tests(target, modules, scratch)
+            again = [mutant for outcome in results(scratch).values() for mutant in outcome.survivors]
+            if again:
+                run_mutmut(scratch, args.max_children, again)
+        elif not args.report_only:
             build_scratch(target, modules, scratch)
+            generate(scratch, args.max_children)
             run_mutmut(scratch, args.max_children)
-        print(f"\n{target.package}: mutants killed per module")
-        for module, per in results(scratch).items():
-            counted = per["killed"] + per["survived"] + per["timeout"]
-            killed = per["killed"] + per["timeout"]
-            total_killed, total = total_killed + killed, total + counted
+        diffs = load_diffs(scratch)
+        print(f"\n{target.package}: mutants killed per module (equivalent ones left out, see docs/reliability.md)")
+        for module, outcome in results(scratch).items():
+            real = [mutant for mutant in outcome.survivors if _explained(mutant, diffs) is None]
+            killed = outcome.killed + outcome.timeout
+            counted = killed + len(real)
+            left_out = outcome.equivalent + len(outcome.survivors) - len(real)
+            total_killed, total, total_equivalent = total_killed + killed, total + counted, total_equivalent + left_out
             rate = killed / counted if counted else 1.0
-            print(f"  {module:<28} {killed:>4} / {counted:<4} {rate:6.1%}  (not run: {per['other']})")
-        if args.survivors:
-            print(survivors(scratch))
+            print(
+                f"  {module:<20} {killed:>4} / {counted:<4} {rate:6.1%}"
+                f"   equivalent: {left_out:<4} not run: {outcome.not_run}"
+            )
+            shown += [f"## {mutant}\n{diffs.get(mutant, '')}\n" for mutant in real]
+    if args.survivors:
+        print("\nSurvivors:\n" + "\n".join(shown))
     rate = total_killed / total if total else 0.0
-    print(f"\norder path: {total_killed} of {total} mutants killed = {rate:.1%} (goal {GOAL:.0%})")
+    print(
+        f"\norder path: {total_killed} of {total} mutants killed = {rate:.1%} (goal {GOAL:.0%});"
+        f" {total_equivalent} equivalent left out"
+    )
     return 0 if rate >= GOAL else 1
 
 
