@@ -57,6 +57,9 @@ CORE_TESTS = (
     "tests-integration/test_degraded_session_writes.py",
     "tests-integration/test_background_reconcile.py",
     "tests-integration/test_kill_switch_details.py",
+    "tests-integration/test_approval_details.py",
+    "tests-integration/test_keyed_cancel_details.py",
+    "tests-integration/test_live_desk_details.py",
 )
 """Fast tests that drive the core order path (a few seconds in all): unit tests, attack tests and the
 in-process integration tests. The slow suites (subprocess CLIs, the long workflow, the state machine)
@@ -264,19 +267,35 @@ SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|WHERE|FROM|VALUES|ORDER
 COMPARED = re.compile(r"==|!=| in |startswith|endswith|\bre\.|match|search")
 
 
+QUOTED = re.compile(r"'[^']*'")
+
+
+def _sql_case_only(before: str, after: str) -> bool:
+    """SQL changed only in case, its quoted literals untouched: SQLite reads keywords and names in any case."""
+    return (
+        before != after
+        and bool(SQL.search(before))
+        and before.lower() == after.lower()
+        and QUOTED.findall(before) == QUOTED.findall(after)
+    )
+
+
 def equivalence(diff: str) -> str | None:
     """Why a mutant cannot change what the order path does, or None when it can.
 
-    Two classes, both described in docs/reliability.md: human text (a string literal with a space in it,
+    Three classes, all described in docs/reliability.md: human text (a string literal with a space in it,
     i.e. a message, a log line or a stored reason, changed in case or wrapped in XX, on a line that neither
-    compares it nor holds SQL) and log calls (a `logger.` line changed): neither reaches a decision, a
-    stored field an agent reads, or the broker. Single mutants are explained in EQUIVALENT.
+    compares it nor holds SQL), log calls (a `logger.` line changed) and SQL changed only in the case of its
+    keywords and names: none reaches a decision, a stored field an agent reads, or the broker. Single
+    mutants are explained in EQUIVALENT.
     """
     removed, added = _changed_lines(diff)
     if removed and all(line.strip().startswith("logger.") for line in removed):
         return "log line"
     if not removed or len(removed) != len(added):
         return None
+    if all(_sql_case_only(before, after) for before, after in zip(removed, added, strict=True)):
+        return "SQL case"
     for before, after in zip(removed, added, strict=True):
         old, new = _tokens(before), _tokens(after)
         if old is None or new is None or len(old) != len(new) or SQL.search(before) or COMPARED.search(before):

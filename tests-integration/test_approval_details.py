@@ -1,0 +1,133 @@
+"""Approvals and previews as a person reviews them: each preview's status at the exact second it changes, the
+account filter, the pending queue past the newest entries, and what a revocation records."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from ibkr_gateway_core.errors import ErrorCode
+from ibkr_gateway_cpapi.simulator import SimulatorState
+from reliability_harness import ACCOUNT, Clock, Desk, running_desk
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+OTHER_ACCOUNT = "DU7654321"
+
+
+@pytest.fixture
+def sim() -> SimulatorState:
+    return SimulatorState()
+
+
+async def statuses(desk: Desk, **args: object) -> list[tuple[str, str]]:
+    """(preview id, status) of each listed preview, newest first."""
+    entries = await desk.call("list_previews", dict(args))
+    return [(entry.preview.preview_id, entry.status) for entry in entries]
+
+
+async def test_each_preview_status_with_its_approval_and_denial(tmp_path: Path, sim: SimulatorState) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        pending = await desk.preview()
+        approved_preview = await desk.preview(quantity="2")
+        approval = await desk.approve(approved_preview)
+        denied = await desk.preview(quantity="3")
+        denial = await desk.call("deny_preview", {"preview_id": denied.preview_id, "reason": "too big"})
+        revoked_preview = await desk.preview(quantity="4")
+        revoked = await desk.approve(revoked_preview)
+        await desk.call("revoke_approval", {"approval_id": revoked.approval_id})
+        consumed_preview = await desk.preview(quantity="5")
+        consumed = await desk.approve(consumed_preview)
+        await desk.submit(consumed, "consume")
+        entries = {entry.preview.preview_id: entry for entry in await desk.call("list_previews", {})}
+        assert {pid: entry.status for pid, entry in entries.items()} == {
+            pending.preview_id: "pending",
+            approved_preview.preview_id: "approved",
+            denied.preview_id: "denied",
+            revoked_preview.preview_id: "revoked",
+            consumed_preview.preview_id: "consumed",
+        }
+        assert entries[approved_preview.preview_id].approval_id == approval.approval_id
+        assert entries[pending.preview_id].approval_id is None
+        assert entries[denied.preview_id].denial == denial
+        assert entries[pending.preview_id].denial is None
+        assert entries[pending.preview_id].created_by_kind == "local_operator"
+
+
+async def test_a_status_changes_at_the_second_its_preview_or_approval_expires(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    clock = Clock(NOW)
+    async with running_desk(tmp_path / "state", sim, clock) as desk:
+        lone = await desk.preview()
+        approved = await desk.preview(quantity="2")
+        approval = await desk.approve(approved, ttl_seconds=60)
+        assert approval.expires_at < approved.expires_at
+        clock.now = approval.expires_at - timedelta(microseconds=1)
+        assert (await statuses(desk))[0] == (approved.preview_id, "approved")
+        clock.now = approval.expires_at
+        assert await statuses(desk) == [(approved.preview_id, "expired"), (lone.preview_id, "pending")]
+        clock.now = lone.expires_at - timedelta(microseconds=1)
+        assert (await statuses(desk))[1] == (lone.preview_id, "pending")
+        clock.now = lone.expires_at
+        assert (await statuses(desk))[1] == (lone.preview_id, "expired")
+        listed = await desk.call("list_approvals", {"account_id": ACCOUNT})
+        assert [(a.approval_id, a.status) for a in listed] == [(approval.approval_id, "expired")]
+
+
+async def test_an_approval_outlives_its_preview_only_until_the_preview_expires(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    clock = Clock(NOW)
+    async with running_desk(tmp_path / "state", sim, clock) as desk:
+        preview = await desk.preview()
+        approval = await desk.approve(preview, ttl_seconds=3600)
+        assert approval.expires_at > preview.expires_at
+        clock.now = preview.expires_at - timedelta(microseconds=1)
+        assert await statuses(desk) == [(preview.preview_id, "approved")]
+        clock.now = preview.expires_at
+        assert await statuses(desk) == [(preview.preview_id, "expired")]
+
+
+async def test_the_account_filter_and_the_pending_queue_behind_newer_decisions(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        older = await desk.preview()
+        other = await desk.preview(account_id=OTHER_ACCOUNT)
+        newest = await desk.preview(quantity="2")
+        await desk.approve(newest)
+        assert await statuses(desk, account_id=ACCOUNT) == [
+            (newest.preview_id, "approved"),
+            (older.preview_id, "pending"),
+        ]
+        assert await statuses(desk, account_id=OTHER_ACCOUNT) == [(other.preview_id, "pending")]
+        assert await statuses(desk, account_id=ACCOUNT, pending_only=True, limit=1) == [(older.preview_id, "pending")]
+        assert await statuses(desk, pending_only=True) == [(other.preview_id, "pending"), (older.preview_id, "pending")]
+        assert await statuses(desk, limit=2) == [(newest.preview_id, "approved"), (other.preview_id, "pending")]
+
+
+async def test_a_revocation_records_when_and_why_and_an_unknown_or_used_approval_is_refused(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    clock = Clock(NOW)
+    async with running_desk(tmp_path / "state", sim, clock) as desk:
+        approval = await desk.approved()
+        clock.now = NOW + timedelta(seconds=5)
+        revoked = await desk.call("revoke_approval", {"approval_id": approval.approval_id, "reason": "changed my mind"})
+        assert (revoked.status, revoked.revoked_at, revoked.revoke_reason) == (
+            "revoked",
+            NOW + timedelta(seconds=5),
+            "changed my mind",
+        )
+        listed = await desk.call("list_approvals", {"account_id": ACCOUNT})
+        assert [(a.status, a.revoked_at, a.revoke_reason) for a in listed] == [
+            ("revoked", NOW + timedelta(seconds=5), "changed my mind")
+        ]
+        code = await desk.code_of("revoke_approval", {"approval_id": "ap-" + "0" * 32})
+        assert code is ErrorCode.APPROVAL_NOT_FOUND
+        used = await desk.approved()
+        await desk.submit(used, "used")
+        assert await desk.code_of("revoke_approval", {"approval_id": used.approval_id}) is ErrorCode.APPROVAL_CONSUMED
+        listed = await desk.call("list_approvals", {"account_id": ACCOUNT})
+        assert [a.status for a in listed] == ["consumed", "revoked"]

@@ -1,0 +1,140 @@
+"""The live desk's details: the local-candidate writer withdraws only its own candidates of that account,
+`limits_status` reports each budget exactly, and reconciliation counts what it scanned, changed and finished."""
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ibkr_gateway_core.errors import ErrorCode
+from ibkr_gateway_cpapi.simulator import SimulatorState
+from reliability_harness import ACCOUNT, Clock, Desk, running_desk
+from test_attack_exposure import LIVE_CP, live_policy
+from test_attack_live_invariants import LIVE_LOCAL
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)  # 10:00 in New York
+OTHER_ACCOUNT = "DU7654321"
+
+
+@pytest.fixture
+def sim() -> SimulatorState:
+    return SimulatorState()
+
+
+def cancel_args(order_id: str, key: str, account: str = ACCOUNT) -> dict[str, Any]:
+    return {"account_id": account, "broker_order_id": order_id, "idempotency_key": key}
+
+
+async def live(desk: Desk, key: str, switches: frozenset[str] = LIVE_CP, **changes: object) -> Any:
+    approval = await desk.approved(mode="live", **changes)
+    return await desk.call("submit_live_order", desk.submit_args(approval, key), switches=switches)
+
+
+async def test_the_local_candidate_writer_withdraws_only_its_own_candidates(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        candidate = await live(desk, "cand", LIVE_LOCAL)
+        assert str(candidate.broker_order_id).startswith("local-candidate-")
+        at_broker = await live(desk, "real")
+        refused = [
+            cancel_args("local-candidate-iag-unknown", "x1"),  # a candidate it never made
+            cancel_args("999999", "x2"),  # a broker order id the gateway does not track
+            cancel_args(f"local-candidate-{at_broker.client_order_id}", "x3"),  # a cOID sent through another writer
+            cancel_args(str(candidate.broker_order_id), "x4", OTHER_ACCOUNT),  # its candidate, another account
+        ]
+        for args in refused:
+            assert await desk.code_of("cancel_live_order", args, switches=LIVE_LOCAL) is ErrorCode.INPUT_UNKNOWN_ORDER
+        assert sim.book.orders[int(str(at_broker.broker_order_id))].status != "Cancelled"
+        withdrawn = await desk.call(
+            "cancel_live_order", cancel_args(str(candidate.broker_order_id), "ok"), switches=LIVE_LOCAL
+        )
+        assert (withdrawn.mode, withdrawn.writer, withdrawn.broker_order_id) == (
+            "live",
+            "local-candidate",
+            candidate.broker_order_id,
+        )
+
+
+async def test_a_paper_cancel_names_its_writer(tmp_path: Path, sim: SimulatorState) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        placed = await desk.submit(await desk.approved(), "p")
+        cancelled = await desk.call(
+            "cancel_paper_order", cancel_args(str(placed.broker_order_id), "c"), switches=frozenset({"enable_paper"})
+        )
+        assert (cancelled.mode, cancelled.writer) == ("paper", "client-portal")
+
+
+async def test_limits_status_reports_each_budget_exactly(tmp_path: Path, sim: SimulatorState) -> None:
+    limits = live_policy(
+        max_orders_per_window=5, window_seconds=600, max_orders_per_day=3, max_notional_per_day="250", max_quantity=10
+    )
+    async with running_desk(tmp_path / "state", sim, Clock(NOW), limits) as desk:
+        await live(desk, "a")
+        status = await desk.call("limits_status", {"account_id": ACCOUNT})
+        assert (status.account_id, status.policy_id, status.trading_day, status.timezone) == (
+            ACCOUNT,
+            "live",
+            date(2026, 12, 7),
+            "America/New_York",
+        )
+        assert (status.orders_in_window, status.max_orders_per_window, status.remaining_orders_in_window) == (1, 5, 4)
+        assert (status.orders_today, status.max_orders_per_day, status.remaining_orders_today) == (1, 3, 2)
+        assert (status.notional_today, status.max_notional_per_day, status.remaining_notional_today) == (
+            Decimal(100),
+            Decimal(250),
+            Decimal(150),
+        )
+        assert (status.window_seconds, status.max_quantity, status.kill_switch) == (600, Decimal(10), "open")
+        await live(desk, "b")
+        status = await desk.call("limits_status", {"account_id": ACCOUNT})
+        assert (status.remaining_orders_today, status.remaining_notional_today) == (1, Decimal(50))
+        await desk.call("close_kill_switch", {"reason": "stop"})
+        status = await desk.call("limits_status", {"account_id": ACCOUNT})
+        assert status.kill_switch == "closed"
+
+
+async def test_limits_status_without_budgets_reports_none_left_unbounded(tmp_path: Path, sim: SimulatorState) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW), live_policy()) as desk:
+        status = await desk.call("limits_status", {"account_id": ACCOUNT})
+        assert (status.remaining_orders_today, status.remaining_orders_in_window, status.remaining_notional_today) == (
+            None,
+            None,
+            None,
+        )
+        assert (status.orders_today, status.notional_today) == (0, Decimal(0))
+
+
+async def test_an_exhausted_notional_budget_shows_zero_left_never_negative(tmp_path: Path, sim: SimulatorState) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW), live_policy(max_notional_per_day="100")) as desk:
+        await live(desk, "a")
+        status = await desk.call("limits_status", {"account_id": ACCOUNT})
+        assert status.remaining_notional_today == Decimal(0)
+
+
+async def test_an_undefined_live_policy_is_refused_by_limits_status(tmp_path: Path, sim: SimulatorState) -> None:
+    extra = {"live_trading": {"risk_policy_id": "nowhere"}}
+    async with running_desk(tmp_path / "state", sim, Clock(NOW), extra) as desk:
+        code = await desk.code_of("limits_status", {"account_id": ACCOUNT})
+        assert code is ErrorCode.LIVE_POLICY_UNKNOWN
+
+
+async def test_reconciliation_counts_scanned_changed_and_finished_orders(tmp_path: Path, sim: SimulatorState) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        first = await live(desk, "a")
+        await live(desk, "b")
+        report = await desk.call("reconcile_orders", {})
+        assert (report.scanned, report.transitions, report.completed, report.unresolved) == (2, 0, 0, 0)
+        sim.book.orders[int(str(first.broker_order_id))].status = "Cancelled"
+        report = await desk.call("reconcile_orders", {})
+        assert (report.scanned, report.transitions, report.completed, report.unresolved) == (2, 1, 1, 0)
+        changes = [
+            r.event for r in await desk.gateway.audit.tail(50) if r.event.event_type == "live_order_lifecycle_changed"
+        ]
+        assert changes[0].metadata["broker_order_id"] == first.broker_order_id
+        assert changes[0].metadata["current_status"] == "cancelled"
+        report = await desk.call("reconcile_orders", {})
+        assert (report.scanned, report.transitions, report.completed) == (1, 0, 0)
