@@ -47,6 +47,7 @@ CORE_TESTS = (
     "packages/ibkr-gateway-core/tests/test_gateway.py",
     "packages/ibkr-gateway-core/tests/test_library_methods.py",
     "packages/ibkr-gateway-core/tests/test_state.py",
+    "packages/ibkr-gateway-core/tests/test_gate_helpers.py",
     "packages/ibkr-gateway-cli/tests/test_attack_small.py",
     "tests-integration/test_attack_approvals.py",
     "tests-integration/test_attack_exposure.py",
@@ -60,6 +61,7 @@ CORE_TESTS = (
     "tests-integration/test_approval_details.py",
     "tests-integration/test_keyed_cancel_details.py",
     "tests-integration/test_live_desk_details.py",
+    "tests-integration/test_brackets_and_modify.py",
 )
 """Fast tests that drive the core order path (a few seconds in all): unit tests, attack tests and the
 in-process integration tests. The slow suites (subprocess CLIs, the long workflow, the state machine)
@@ -101,8 +103,10 @@ TARGETS = {
 
 DESELECTED = (
     "tests-integration/test_reliability_gates.py::test_a_locked_state_database_refuses_the_order_and_places_nothing",
+    "tests-integration/test_brackets_and_modify.py::test_the_documented_paper_bracket_flow_as_separate_processes",
 )
-"""Tests that only wait (a busy timeout of ~20 s) and reach no order-path branch another test misses."""
+"""Tests that only wait (a busy timeout of ~20 s) or run the installed CLI in subprocesses (which import the
+unchanged package), and reach no order-path branch another test misses."""
 
 COPIED = ("packages", "tests-integration", "scripts", "config", "fixtures", "conftest.py")
 """What the scratch project copies from the workspace: tests, their helpers and the files they read."""

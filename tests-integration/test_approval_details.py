@@ -131,3 +131,14 @@ async def test_a_revocation_records_when_and_why_and_an_unknown_or_used_approval
         assert await desk.code_of("revoke_approval", {"approval_id": used.approval_id}) is ErrorCode.APPROVAL_CONSUMED
         listed = await desk.call("list_approvals", {"account_id": ACCOUNT})
         assert [a.status for a in listed] == ["consumed", "revoked"]
+
+
+async def test_the_store_reads_one_approval_with_its_current_status(tmp_path: Path, sim: SimulatorState) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        store = desk.gateway._order_desk().store  # pyright: ignore[reportPrivateUsage]
+        approval = await desk.approved()
+        assert store.approval(approval.approval_id) == approval
+        await desk.submit(approval, "used")
+        used = store.approval(approval.approval_id)
+        assert used is not None and (used.approval_id, used.status) == (approval.approval_id, "consumed")
+        assert store.approval("ap-" + "0" * 32) is None
