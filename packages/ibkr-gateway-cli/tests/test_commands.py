@@ -87,3 +87,33 @@ def test_audit_checkpoint_file_round_trips_through_verify(state_env: dict[str, s
     verified = runner.invoke(app, ["audit", "verify", "--checkpoint", str(checkpoint), "--json"])
     assert verified.exit_code == 0, verified.stderr
     assert json.loads(verified.stdout)["chain_valid"] is True
+
+
+def test_audit_checkpoint_writes_its_file_with_json_too(state_env: dict[str, str], tmp_path: Path) -> None:
+    """`--output FILE --json` writes the file and prints the same checkpoint as JSON."""
+    runner = CliRunner()
+    checkpoint = tmp_path / "head.json"
+    written = runner.invoke(app, ["audit", "checkpoint", "--output", str(checkpoint), "--json"])
+    assert written.exit_code == 0, written.stderr
+    assert json.loads(checkpoint.read_text(encoding="utf-8")) == json.loads(written.stdout)
+    verified = runner.invoke(app, ["audit", "verify", "--checkpoint", str(checkpoint), "--json"])
+    assert json.loads(verified.stdout)["checkpoint_checked"] is True
+
+
+def test_audit_checkpoint_to_an_unwritable_place_is_an_audited_input_error(
+    state_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A missing folder or a folder as the file: refused before the checkpoint is taken, no traceback, audited."""
+    runner = CliRunner()
+    for output in (tmp_path / "missing" / "head.json", tmp_path):
+        refused = runner.invoke(app, ["audit", "checkpoint", "--output", str(output), "--json"])
+        assert refused.exit_code == 2, refused.output
+        error = json.loads(refused.stderr)
+        assert error["code"] == "INPUT_INVALID_ARGUMENT"
+        assert str(tmp_path) not in error["message"]  # the file's name, never a local path
+        assert error["audit_event_id"]
+    tail = json.loads(runner.invoke(app, ["audit", "tail", "--json"]).stdout)["events"]
+    assert [(row["event"]["tool_name"], row["event"]["error_code"]) for row in tail] == [
+        ("ibkr_audit_checkpoint", "INPUT_INVALID_ARGUMENT"),
+        ("ibkr_audit_checkpoint", "INPUT_INVALID_ARGUMENT"),
+    ]

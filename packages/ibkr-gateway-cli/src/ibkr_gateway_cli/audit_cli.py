@@ -24,9 +24,30 @@ def read_checkpoint(path: Path, options: CliOptions) -> dict[str, Any]:
         fail(GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, f"Checkpoint file {path.name!r} cannot be read."), options)
 
 
-def save_checkpoint(checkpoint: "Checkpoint", path: Path) -> None:
-    """Write the checkpoint file (mode 0600)."""
-    checkpoint.save(path)
+def check_writable(path: Path, options: CliOptions) -> None:
+    """Refuse (audited, before the checkpoint is taken) an `--output` file that cannot be written."""
+    import os
+
+    from .runner import usage_error
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        config = ["--config", str(options.config)] if options.config is not None else []
+        fail(usage_error([*config, "audit", "checkpoint", "--output"], _unwritable(path)), options)
+
+
+def save_checkpoint(checkpoint: "Checkpoint", path: Path, options: CliOptions) -> None:
+    """Write the checkpoint file (mode 0600); a write that fails anyway is an input error, not a traceback."""
+    from ibkr_gateway_core.errors import ErrorCode, GatewayError
+
+    try:
+        checkpoint.save(path)
+    except OSError:
+        fail(GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, _unwritable(path)), options)
+
+
+def _unwritable(path: Path) -> str:
+    return f"The checkpoint file {path.name!r} cannot be written: it is a folder, or its folder is missing or locked."
 
 
 def verify(options: CliOptions, checkpoint_file: Path | None) -> None:

@@ -95,17 +95,25 @@ def _run_audit_verify(
 def _run_audit_checkpoint(
     spec: CommandSpec, options: CliOptions, fields: dict[str, Any], extras: dict[str, Any], switches: frozenset[str]
 ) -> None:
-    from .audit_cli import save_checkpoint
+    from .audit_cli import check_writable, save_checkpoint
     from .renderers import RENDERERS
 
     output = extras.get("output")
+    if isinstance(output, Path):
+        check_writable(output, options)
 
-    def render(value: Any) -> str:
+    def save(result: Any) -> None:  # with or without --json: the file is the point of --output
         if isinstance(output, Path):
-            save_checkpoint(value, output)
-        return RENDERERS["audit_checkpoint"](value)
+            save_checkpoint(result.value, output, options)
 
-    run_operation(options, spec.operation, fields, lambda result: render(result.value), switches=switches)
+    run_operation(
+        options,
+        spec.operation,
+        fields,
+        lambda result: RENDERERS["audit_checkpoint"](result.value),
+        switches=switches,
+        then=save,
+    )
 
 
 _RUNNERS: Final[Mapping[str, Callable[..., None]]] = {

@@ -96,10 +96,12 @@ def run_operation(
     switches: frozenset[str] = frozenset(),
     setup: "Callable[[Gateway], None] | None" = None,
     explain: "Callable[[GatewayError], GatewayError] | None" = None,
+    then: "Callable[[CallResult[Any]], None] | None" = None,
 ) -> None:
     """Call one operation as the CLI operator and print its result: JSON with `--json`, else `render`'s text.
 
     `switches` are the per-call enablements the flags gave (`--enable-preview`, ...), never arguments.
+    `then` runs on the result before it is printed, with or without `--json` (e.g. to write a file).
     """
     given = {key: value for key, value in arguments.items() if value is not None}
 
@@ -109,6 +111,8 @@ def run_operation(
         return await gateway.call(name, given, request_id=options.request_id, switches=switches)
 
     result = with_gateway(options, work, explain)
+    if then is not None:
+        then(result)
     if options.json:
         sys.stdout.write(json.dumps(result.to_jsonable(), indent=2) + "\n")
     else:
