@@ -1,19 +1,35 @@
-"""Every runnable example under docs_src/ runs and prints what its page says.
+"""Every runnable example of the docs runs and prints what its page says.
 
-Each example runs as its own process (`sys.executable`), in an empty directory, with the state
-directory pointed at a temporary one, as a reader would run it after copying it from the page.
+Each example under docs_src/ runs as its own process (`sys.executable`), in an empty directory, with
+the state directory pointed at a temporary one, as a reader would run it after copying it from the
+page. The guide pages' `console` samples run through `scripts/docs_samples.py`: every `$ ` line, in
+page order, compared with the output shown under it.
 """
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_SRC = ROOT / "docs_src"
+
+
+def _docs_samples() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_samples", ROOT / "scripts" / "docs_samples.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+SAMPLES = _docs_samples()
 
 EXPECTED_OUTPUT: dict[str, str] = {
     "getting_started/tutorial001.py": r"visible_accounts=[1-9]\d*\n",
@@ -66,3 +82,32 @@ def test_library_snippet_in_the_readme_is_the_tested_example() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = [_code_lines(block.split("```", 1)[0]) for block in readme.split("```python\n")[1:]]
     assert snippet in blocks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", SAMPLES.PAGES)
+def test_console_samples_print_what_the_page_shows(page: str) -> None:
+    """Each command of the page runs (in a fresh state directory) and prints the sample shown under it.
+
+    The fix for a failure is the page: `uv run python scripts/docs_samples.py --page PAGE --write`
+    puts the real output in, then put back the elisions (`…`) the sample needs.
+    """
+    result = SAMPLES.run_page(page)
+    assert len(result.outputs) >= 3, "no console samples found: a broken pattern finds none"
+    assert result.problems == []
+
+
+def test_the_sample_matcher_masks_only_what_changes_between_runs() -> None:
+    """Ids, times and hashes are masked; a field, a word or a column that differs is not."""
+    align = SAMPLES.align
+    shown = ['  "preview_id": "pv-c571461cf294418ea7c1747e661fcd69",', '  "created_at": "2026-11-25T13:13:05.686322Z",']
+    real = ['  "preview_id": "pv-0123456789abcdef0123456789abcdef",', '  "created_at": "2026-12-06T07:06:53.431075Z",']
+    assert align(shown, real) is not None
+    assert align(shown, [real[0], '  "expires_at": "2026-12-06T07:06:53.431075Z",']) is None
+    assert align(["estimated cost: amount: 460 currency: USD"], ["estimated cost: 460 USD"]) is None
+    assert align(["{", "…", "}"], ["{", '  "a": 1,', '  "b": 2', "}"]) is not None  # a line of its own: any lines
+    assert align(["{", "}"], ["{", '  "a": 1', "}"]) is None  # no elision: every line counts
+    assert align(["{'result': [{'a': 1, …}, …]}"], ["{'result': [{'a': 1, 'b': 2}, {'a': 3}]}"]) is not None
+    assert align(["AAPL: 24 bars"], ["AAPL: 23 bars"]) is None
+    bar = "2026-11-24T12:00:00+00:00  215.68  216.45  213.47  214.24  47222"
+    assert align([bar], ["2026-12-05T06:00:00+00:00  214.37  215.72  210.42  211.77  31020"]) is not None

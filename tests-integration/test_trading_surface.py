@@ -18,6 +18,7 @@ import anyio
 import pytest
 from cli_harness import ibkr_agent
 from ibkr_gateway_core.errors import ERROR_CATALOGUE
+from ibkr_gateway_core.registry import OPERATIONS_BY_TOOL
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 
@@ -130,9 +131,13 @@ def test_every_upstream_tool_has_an_equivalent_listed_with_every_scope(tmp_path:
     assert proc.returncode == 0, proc.stderr
     tools = set(json.loads(proc.stdout)["tools"])
     assert len(UPSTREAM_TOOLS) == 45
-    missing = {up for up, ours in UPSTREAM_TOOLS.items() if ours not in tools}
+    # The session renewal is ours too, but operator-only: an agent is never offered it, whatever its scopes.
+    operator_only = {tool for tool, op in OPERATIONS_BY_TOOL.items() if op.operator_only}
+    assert "ibkr_session_renew" in operator_only
+    missing = {up for up, ours in UPSTREAM_TOOLS.items() if ours not in tools | operator_only}
     assert missing == set()
-    assert len(tools) >= 45
+    assert not tools & operator_only
+    assert len(tools) >= 44
 
 
 def test_the_docs_table_maps_the_same_tools() -> None:
@@ -189,11 +194,13 @@ async def test_every_tool_is_callable_on_the_simulator_over_stdio(tmp_path: Path
                 assert code != "INTERNAL_ERROR", tool.name
                 if read_only and known:
                     expected = "BACKEND_UNSUPPORTED" if tool.name in UNSUPPORTED else None
-                    if tool.name == "ibkr_session_renew":
-                        expected = "OPERATOR_ONLY"  # an agent may never re-open the broker session
                     if tool.name == "ibkr_audit_verify":
                         continue
                     assert code == expected, (tool.name, code)
+            # Not listed to an agent, and refused when called anyway: only the operator may re-open the session.
+            assert "ibkr_session_renew" not in {tool.name for tool in listed}
+            outcomes["ibkr_session_renew"] = _error_code(await client.call_tool("ibkr_session_renew", {}))
+            assert outcomes["ibkr_session_renew"] == "OPERATOR_ONLY"
     assert set(outcomes) >= set(UPSTREAM_TOOLS.values())
     assert outcomes["ibkr_options_chain"] is None and outcomes["ibkr_market_depth"] is None
     assert outcomes["ibkr_news_list"] == "BACKEND_UNSUPPORTED"

@@ -48,10 +48,33 @@ def test_read_only_caller_learns_it_may_only_read() -> None:
     )
     assert caps.read_only is True
     assert caps.write_tools == []
-    assert caps.withheld_tools == {op.tool: op.scope.value for op in OPERATIONS.values() if not op.read_only}
+    assert caps.withheld_tools == {
+        op.tool: op.scope.value for op in OPERATIONS.values() if not op.read_only and not op.operator_only
+    }
     assert caps.simulated is True
     assert caps.kill_switch == "unknown"
     assert any("auth.enabled_scopes" in note for note in caps.notes)
+
+
+def test_operator_only_tools_are_offered_to_the_operator_alone() -> None:
+    """`ibkr_session_renew` needs only ibkr:health:read, yet an agent holding it is not offered it, nor told
+    a scope would unlock it; neither is `ibkr_kill_switch_open` to the with_live tier. The operator sees both."""
+    for scopes, config in (
+        (("ibkr:health:read",), GatewayConfig.fake_local()),
+        (("with_live",), GatewayConfig.fake_local()),
+    ):
+        caps = build_capabilities(principal=agent(*scopes), config=config, health=HEALTH, tool_scopes=tool_scopes())
+        assert "ibkr_session_renew" not in caps.tools and "ibkr_session_renew" not in caps.withheld_tools
+        assert "ibkr_kill_switch_open" not in caps.tools and "ibkr_kill_switch_open" not in caps.withheld_tools
+    health_only = build_capabilities(
+        principal=agent("ibkr:health:read"), config=GatewayConfig.fake_local(), health=HEALTH, tool_scopes=tool_scopes()
+    )
+    assert health_only.tools == ["ibkr_capabilities", "ibkr_health", "ibkr_backend_status", "ibkr_session_requirements"]
+    operator = Principal(kind="local_operator", subject="local-operator", scopes=parse_scopes(["with_live"]))
+    caps = build_capabilities(
+        principal=operator, config=GatewayConfig.fake_local(), health=HEALTH, tool_scopes=tool_scopes()
+    )
+    assert {"ibkr_session_renew", "ibkr_kill_switch_open"} <= set(caps.tools)
 
 
 def test_write_tools_count_only_with_their_scope() -> None:

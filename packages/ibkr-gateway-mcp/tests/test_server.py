@@ -72,6 +72,12 @@ MARKET_READ_CALLS: Final[dict[str, dict[str, Any]]] = {
 READ_CALLS: Final[dict[str, dict[str, Any]]] = {**BASE_READ_CALLS, **MARKET_READ_CALLS}
 """Valid arguments for every read tool, against the simulator's seed data."""
 
+OPERATOR_ONLY: Final = frozenset(tool for tool, op in OPERATIONS_BY_TOOL.items() if op.operator_only)
+"""Tools no agent is offered, whatever its scopes (`ibkr_session_renew`, `ibkr_kill_switch_open`)."""
+
+LISTED_READS: Final = [tool for tool in READ_CALLS if tool not in OPERATOR_ONLY]
+"""The read tools `tools/list` shows an agent holding every read scope."""
+
 REFUSING_READS: Final = {
     "ibkr_session_renew": "OPERATOR_ONLY",
     "ibkr_transfer_history": "BACKEND_UNSUPPORTED",
@@ -99,7 +105,7 @@ PAPER_TIER_TOOLS: Final = [
     "ibkr_paper_bracket_order_cancel",
     "ibkr_order_modify_preview",
     "ibkr_paper_order_modify",
-    *MARKET_READ_CALLS,
+    *(tool for tool in MARKET_READ_CALLS if tool not in OPERATOR_ONLY),
 ]
 """What the with_paper tier lists, in registry order: every read, then the paper workflow."""
 
@@ -122,7 +128,7 @@ async def test_read_only_tier_lists_every_read_tool(gateway: Gateway, mode: str)
     """The default tier hides none of the reads; the order is the registry's, capabilities first."""
     async with Client(build_server(gateway), mode=mode) as client:
         listed = [tool.name for tool in (await client.list_tools()).tools]
-    assert listed == list(READ_CALLS)
+    assert listed == LISTED_READS
 
 
 @pytest.mark.parametrize(
@@ -135,7 +141,6 @@ async def test_read_only_tier_lists_every_read_tool(gateway: Gateway, mode: str)
                 "ibkr_health",
                 "ibkr_backend_status",
                 "ibkr_session_requirements",
-                "ibkr_session_renew",
             ],
             id="health-only",
         ),
@@ -163,7 +168,11 @@ async def test_tools_carry_registry_title_scope_annotations_and_schemas(gateways
     gateway = await gateways(["with_live"])
     async with Client(build_server(gateway), mode=mode) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert OPERATOR_ONLY == {"ibkr_session_renew", "ibkr_kill_switch_open"}
+    assert not OPERATOR_ONLY & set(tools)  # even the with_live tier is never offered the operator's tools
     for name, op in OPERATIONS_BY_TOOL.items():
+        if op.operator_only:
+            continue
         tool = tools[name]
         assert tool.title == op.title
         assert op.description in (tool.description or "")

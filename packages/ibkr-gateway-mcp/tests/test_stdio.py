@@ -18,8 +18,8 @@ from .conftest import make_config, structured
 
 pytestmark = pytest.mark.anyio
 
-READ_ONLY_TOOL_COUNT: Final = sum(op.read_only for op in OPERATIONS.values())  # ibkr_capabilities among them
-"""ibkr_capabilities plus every read operation of the registry."""
+READ_ONLY_TOOL_COUNT: Final = sum(op.read_only and not op.operator_only for op in OPERATIONS.values())
+"""ibkr_capabilities plus every read operation of the registry but the operator's session renewal."""
 
 
 def child_env(state_dir: Path) -> dict[str, str]:
@@ -39,10 +39,9 @@ def test_describe_reports_versions_and_the_scope_filtered_tools(tmp_path: Path) 
         "ibkr_health",
         "ibkr_backend_status",
         "ibkr_session_requirements",
-        "ibkr_session_renew",
-    ]
-    assert described["tool_count"] == 5
-    assert described["status"] == "local MCP stdio server ready with 5 scope-filtered tools"
+    ]  # not ibkr_session_renew: its scope is ibkr:health:read, but only the operator may call it
+    assert described["tool_count"] == 4
+    assert described["status"] == "local MCP stdio server ready with 4 scope-filtered tools"
 
 
 def test_describe_defaults_to_the_read_only_tier(tmp_path: Path) -> None:
@@ -147,7 +146,6 @@ async def test_stdio_subprocess_takes_scopes_from_the_config_file(tmp_path: Path
         "ibkr_health",
         "ibkr_backend_status",
         "ibkr_session_requirements",
-        "ibkr_session_renew",
     ]
 
 

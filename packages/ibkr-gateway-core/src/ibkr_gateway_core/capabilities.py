@@ -34,7 +34,10 @@ class Capabilities(BaseModel):
     tools: list[str]
     """Tools this caller may call, in listing order."""
     withheld_tools: dict[str, str]
-    """Tools this server has that this caller may not call, each with the scope it would need."""
+    """Tools this server has that this caller may not call, each with the scope it would need.
+
+    Operator-only tools (`ibkr_session_renew`, `ibkr_kill_switch_open`) are in neither list for any
+    caller but the operator: no scope would let another caller call them."""
     backend: str
     """`fake` (the embedded CPAPI simulator) or `client_portal_gateway` (a real broker session)."""
     simulated: bool
@@ -82,15 +85,18 @@ def build_capabilities(
         from .registry import OPERATIONS_BY_TOOL  # the registry's output model lives here
 
         operations = OPERATIONS_BY_TOOL
-    granted = [tool for tool, scope in tool_scopes.items() if principal.has(scope)]
-    withheld = {tool: scope.value for tool, scope in tool_scopes.items() if not principal.has(scope)}
+    operator = principal.kind == "local_operator"
+    # Operator-only tools are not offered to anyone else: no scope would let them call one.
+    hidden = [tool for tool in tool_scopes if not operator and tool in operations and operations[tool].operator_only]
+    offered = {tool: scope for tool, scope in tool_scopes.items() if tool not in hidden}
+    granted = [tool for tool, scope in offered.items() if principal.has(scope)]
+    withheld = {tool: scope.value for tool, scope in offered.items() if not principal.has(scope)}
     writes = [tool for tool in granted if tool in operations and not operations[tool].read_only]
 
     def allowed(scope: Scope) -> bool:
         return principal.has(scope) and any(op.scope is scope for op in operations.values())
 
     live_enabled = config.safety.live_trading_enabled and config.live_trading.enabled
-    operator = principal.kind == "local_operator"
     # The operator enables each write per call with a CLI flag; agents get the config's switches instead.
     preview_on = operator or config.orders.preview_enabled
     paper_on = operator or config.orders.paper_enabled

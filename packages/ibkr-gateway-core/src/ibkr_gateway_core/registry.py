@@ -129,6 +129,9 @@ class Operation:
     """True when the operation reaches the broker (outside this process)."""
     event_type: str = "tool_completed"
     """Audit event type on success."""
+    operator_only: bool = False
+    """True when only the operator at the CLI may call it, whatever scopes an agent holds: it is then left
+    out of every agent's `tools/list`, `mcp serve --describe` and `ibkr_capabilities`."""
 
     @property
     def cli_command(self) -> str:
@@ -526,6 +529,7 @@ _ORDERS: Final = (
         read_only=False,
         open_world=False,
         event_type="kill_switch_changed",
+        operator_only=True,
     ),
     Operation(
         name="close_kill_switch",
@@ -679,6 +683,7 @@ _MARKET: Final = (
         input_model=NoInput,
         output_model=BrokerSessionStatus,
         event_type="backend_session_renewed",
+        operator_only=True,
     ),
     Operation(
         name="account_metadata",

@@ -28,6 +28,9 @@ def tool_scopes() -> Mapping[str, Scope]:
 
 
 def visible_tools(scopes: Iterable[Scope]) -> list[str]:
-    """Names of the tools a caller holding `scopes` sees in `tools/list`, in listing order."""
+    """Names of the tools a caller holding `scopes` sees in `tools/list`, in listing order.
+
+    An MCP caller is never the operator, so operator-only tools are never listed, whatever the scopes.
+    """
     granted = frozenset(scopes)
-    return [tool for tool, scope in tool_scopes().items() if scope in granted]
+    return [tool for tool, op in OPERATIONS_BY_TOOL.items() if op.scope in granted and not op.operator_only]

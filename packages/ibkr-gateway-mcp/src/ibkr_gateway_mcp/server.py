@@ -26,7 +26,7 @@ from mcp.types import Annotations, CallToolResult, InputRequiredResult, TextCont
 from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, ConfigDict
 
-from .catalog import META_PREFIX, SERVER_NAME, tool_scopes
+from .catalog import META_PREFIX, SERVER_NAME, tool_scopes, visible_tools
 from .inbound import ProtocolAuditMiddleware, Transport, screened_stdio
 from .schemas import RESULT_KEY, input_schema, output_schema
 from .untrusted import MAX_POINTERS, UNTRUSTED_META_KEY, UntrustedPlan, untrusted_note
@@ -106,9 +106,9 @@ class GatewayMCPServer(MCPServer[Any]):
         return self._principal
 
     async def list_tools(self) -> list[MCPTool]:
-        """The tools whose scope the caller holds."""
-        principal = self.current_principal()
-        return [tool for tool in await super().list_tools() if principal.has(self._tool_scopes[tool.name])]
+        """The tools whose scope the caller holds (operator-only ones never: see `visible_tools`)."""
+        visible = set(visible_tools(self.current_principal().scopes))
+        return [tool for tool in await super().list_tools() if tool.name in visible]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
