@@ -14,8 +14,9 @@ from .table import CommandSpec, Param
 if TYPE_CHECKING:
     from ibkr_gateway_core.errors import GatewayError
 
-_MISSING = re.compile(r"^(\w+) is required$")
-_FIELD = re.compile(r"^(\w+)(\b.*)$")
+_MISSING = r"^(\w+) is required$"
+_FIELD = r"^(\w+)(\b.*)$"
+"""Patterns of the Gateway's input messages, compiled on the first error only (`re` caches them)."""
 
 
 def run_command(spec: CommandSpec, options: CliOptions, values: Mapping[str, Any]) -> None:
@@ -61,8 +62,8 @@ def in_cli_words(error: "GatewayError", params: tuple[Param, ...]) -> "GatewayEr
         return error
     parts: list[str] = []
     for part in error.message.removeprefix(prefix).rstrip(".").split("; "):
-        missing = _MISSING.match(part)
-        named = _FIELD.match(part)
+        missing = re.match(_MISSING, part)
+        named = re.match(_FIELD, part)
         if missing and missing.group(1) in flags:
             param = flags[missing.group(1)]
             parts.append(f"{_spelling(param)} is required ({param.help.rstrip('.')})")

@@ -17,9 +17,12 @@ WireNumber = int | float | str
 
 
 class WireModel(BaseModel):
-    """Base of every wire model: unknown fields are ignored, aliases are the CPAPI spellings."""
+    """Base of every wire model: unknown fields are ignored, aliases are the CPAPI spellings.
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    Schemas are built on first use (`defer_build`): a command reads a few endpoints, not all of them.
+    """
+
+    model_config = ConfigDict(defer_build=True, extra="ignore", frozen=True)
 
 
 class WireAuthStatus(WireModel):
@@ -361,13 +364,15 @@ class WireCancelAck(WireModel):
 
 WireModelT = TypeVar("WireModelT", bound=WireModel)
 
-_POSITIONS: Final = TypeAdapter(list[WirePosition])
-_SEARCH: Final = TypeAdapter(list[WireSearchResult])
-_SNAPSHOT: Final = TypeAdapter(list[WireSnapshotRow])
-_TRADES: Final = TypeAdapter(list[WireTrade])
-_PORTFOLIO_ACCOUNTS: Final = TypeAdapter(list[WirePortfolioAccount])
-_OBJECT_MAP: Final = TypeAdapter(dict[str, object])
-_ORDER_REPLIES: Final = TypeAdapter(list[WireOrderReply])
+_DEFERRED: Final = ConfigDict(defer_build=True)
+"""Adapters, like the models, build their validators on first use."""
+_POSITIONS: Final = TypeAdapter(list[WirePosition], config=_DEFERRED)
+_SEARCH: Final = TypeAdapter(list[WireSearchResult], config=_DEFERRED)
+_SNAPSHOT: Final = TypeAdapter(list[WireSnapshotRow], config=_DEFERRED)
+_TRADES: Final = TypeAdapter(list[WireTrade], config=_DEFERRED)
+_PORTFOLIO_ACCOUNTS: Final = TypeAdapter(list[WirePortfolioAccount], config=_DEFERRED)
+_OBJECT_MAP: Final = TypeAdapter(dict[str, object], config=_DEFERRED)
+_ORDER_REPLIES: Final = TypeAdapter(list[WireOrderReply], config=_DEFERRED)
 
 
 def invalid_response(what: str) -> GatewayError:

@@ -50,11 +50,11 @@ from ._order_body import order_body
 from .client import BrokerHttpError, CpapiClient, api_base_url
 from .pacing import RateGovernor
 from .supervisor import DEFAULT_TICKLE_INTERVAL, SessionSupervisor, Sleep
-from .writer import ClientPortalOrderWriter
 from .ws import AsgiConnector, WebsocketConnector, WsConnector
 
 if TYPE_CHECKING:
     from .simulator import SimulatorState
+    from .writer import ClientPortalOrderWriter
 
 _T = TypeVar("_T")
 
@@ -694,6 +694,8 @@ class CpapiBackend(MarketReads):
     def order_writer(self) -> OrderWriter:
         """The `client-portal` writer over this backend's client; one per backend, so placements queue."""
         if self._writer is None:
+            from .writer import ClientPortalOrderWriter  # lazy: reads (and start-up) never need the writer
+
             self._writer = ClientPortalOrderWriter(
                 self._client, session=self._supervised_status, selection=self._selection
             )
