@@ -536,3 +536,56 @@ def test_the_test_consumer_files_are_private(files: ConsumerFiles) -> None:
         assert path.stat().st_mode & 0o077 == 0
     secret = base64.b64decode(files.access_token_secret.read_text(encoding="utf-8").strip())
     assert len(secret) == 256  # RSA-2048 ciphertext, never the plain secret
+
+
+# -- no secret in logs or audit rows -----------------------------------------------------------------
+
+
+async def test_through_the_gateway_no_token_key_or_signature_reaches_logs_or_audit_rows(
+    rig: Rig, files: ConsumerFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reads, a broker-expired token and a refused call, all at DEBUG: the live session token, the decrypted
+    secret, the access token and the OAuth header are in no log record and no audit row."""
+    import logging
+    import sqlite3
+
+    from ibkr_gateway_core.audit import AuditLog
+    from ibkr_gateway_core.gateway import Gateway
+
+    caplog.set_level(logging.DEBUG)
+    config = GatewayConfig.from_mapping(base_mapping(files))
+    database = tmp_path / "state.sqlite3"
+    gateway = Gateway(config, AuditLog.open(database, b"k" * 32), backend_factory=lambda _: rig.backend)
+    async with gateway:
+        await gateway.call("list_accounts")
+        await gateway.call("list_positions", {"account_id": ACCOUNT})
+        rig.authority.expire_tokens()
+        await gateway.call("market_snapshot", {"contract_id": AAPL})
+        rig.authority.consumer = OAuthConsumer(**{**vars_of(rig.authority.consumer), "access_token": "other"})
+        rig.authority.expire_tokens()
+        with pytest.raises(GatewayError) as caught:
+            await gateway.call("list_positions", {"account_id": ACCOUNT})
+        assert caught.value.code == ErrorCode.BROKER_OAUTH_REJECTED
+    assert rig.session.tokens_obtained == 2
+    tokens = [issued.token for issued in rig.authority._issued]  # pyright: ignore[reportPrivateUsage]
+    assert len(tokens) == 2
+    credentials = load_credentials(oauth_config(files))
+    secrets_ = {
+        "access token": credentials.access_token,
+        "secret hex": credentials.prepend.hex(),
+        "secret b64": base64.b64encode(credentials.prepend).decode("ascii"),
+        "encrypted secret": files.access_token_secret.read_text(encoding="utf-8").strip()[:60],
+        "header": "oauth_signature",
+        **{f"token {n} b64": base64.b64encode(t).decode("ascii") for n, t in enumerate(tokens)},
+        **{f"token {n} hex": t.hex() for n, t in enumerate(tokens)},
+    }
+    with sqlite3.connect(database) as db:
+        rows = [str(row) for row in db.execute("SELECT * FROM audit_events")]
+    assert len(rows) == 4
+    everything = "\n".join([caplog.text, *rows, database.read_bytes().decode("latin-1")])
+    for name, value in secrets_.items():
+        assert value not in everything, f"{name} leaked"
+
+
+def vars_of(consumer: OAuthConsumer) -> dict[str, object]:
+    return {name: getattr(consumer, name) for name in OAuthConsumer.__dataclass_fields__}

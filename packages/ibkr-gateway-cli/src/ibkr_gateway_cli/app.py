@@ -141,12 +141,27 @@ def simulator_serve(
     clock_speed: Annotated[
         float, typer.Option("--clock-speed", help="Run the simulated clock this many times faster (1 to 10000).")
     ] = 1.0,
+    oauth_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--oauth-dir",
+            help="Act as IBKR's Web API with OAuth 1.0a: write a throwaway consumer's keys and a gateway.yaml "
+            "for the cpapi_oauth backend into this new directory.",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Serve the CPAPI simulator over HTTPS on loopback (self-signed certificate); prints its base URL."""
     from .serve_cli import serve_simulator
 
-    serve_simulator(host=host, port=port, unkind=unkind, clock_speed=clock_speed, options=CliOptions(json=json_output))
+    serve_simulator(
+        host=host,
+        port=port,
+        unkind=unkind,
+        clock_speed=clock_speed,
+        oauth_dir=oauth_dir,
+        options=CliOptions(json=json_output),
+    )
 
 
 @groups["mcp"].command("serve", cls=Command)

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .runner import CliOptions, fail, load_config
@@ -10,8 +11,14 @@ if TYPE_CHECKING:
     from ibkr_gateway_core.config import GatewayConfig
 
 
-def serve_simulator(*, host: str, port: int, unkind: bool, clock_speed: float, options: CliOptions) -> None:
-    """Serve the simulator until interrupted; the base URL is the first line on stdout."""
+def serve_simulator(
+    *, host: str, port: int, unkind: bool, clock_speed: float, options: CliOptions, oauth_dir: Path | None = None
+) -> None:
+    """Serve the simulator until interrupted; the base URL is the first line on stdout.
+
+    With `oauth_dir`, it acts as IBKR's Web API for a throwaway OAuth 1.0a consumer whose files, and a
+    `gateway.yaml` naming them, it writes there.
+    """
     import anyio
     from ibkr_gateway_core.errors import ErrorCode, GatewayError
     from ibkr_gateway_cpapi.serve import serve_simulator as serve
@@ -23,8 +30,36 @@ def serve_simulator(*, host: str, port: int, unkind: bool, clock_speed: float, o
     state = SimulatorState(scaled_clock=ScaledClock(clock_speed))
     if unkind:
         state.make_unkind()
+    consumer_files = None
+    if oauth_dir is not None:
+        from ibkr_gateway_cpapi.simulator import OAuthAuthority, write_test_credentials
+
+        try:
+            consumer, consumer_files = write_test_credentials(oauth_dir)
+        except FileExistsError:
+            fail(
+                GatewayError(
+                    ErrorCode.INPUT_INVALID_ARGUMENT,
+                    "The --oauth-dir directory already holds OAuth key files; they are never overwritten.",
+                    user_action="Give --oauth-dir a new or empty directory.",
+                ),
+                options,
+            )
+            return
+        except OSError as exc:
+            fail(
+                GatewayError(
+                    ErrorCode.INPUT_INVALID_ARGUMENT,
+                    f"The --oauth-dir directory cannot be written ({exc.strerror or 'error'}).",
+                ),
+                options,
+            )
+            return
+        state.use_oauth(OAuthAuthority(consumer))
 
     def ready(base_url: str) -> None:
+        if consumer_files is not None:
+            consumer_files.write_gateway_config(base_url)
         line = json.dumps({"base_url": base_url}) if options.json else base_url
         sys.stdout.write(line + "\n")
         sys.stdout.flush()

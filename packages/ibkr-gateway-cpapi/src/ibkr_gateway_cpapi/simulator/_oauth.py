@@ -53,6 +53,17 @@ DEFAULT_TOKEN_LIFETIME_S: Final = 24 * 3600.0
 DEFAULT_TIMESTAMP_WINDOW_S: Final = 300.0
 """How far `oauth_timestamp` may be from the simulator's clock."""
 
+CONSUMER_FILES: Final = (
+    "private_signature.pem",
+    "private_encryption.pem",
+    "dhparam.pem",
+    "access_token",
+    "access_token_secret",
+)
+"""What `write_test_credentials` writes (it refuses a directory that already holds any of them)."""
+
+GATEWAY_CONFIG_FILE: Final = "gateway.yaml"
+
 
 @dataclass(frozen=True, slots=True, repr=False)
 class OAuthConsumer:
@@ -272,6 +283,32 @@ class ConsumerFiles:
     consumer_key: str
     realm: str
 
+    def write_gateway_config(self, base_url: str, *, audit_key_env: str = "IBKR_AUDIT_HMAC_SECRET") -> Path:
+        """Write `gateway.yaml` beside the files: `cpapi_oauth` to the simulator at `base_url`, state in `state/`."""
+        path = self.directory / GATEWAY_CONFIG_FILE
+        path.write_text(
+            "# A throwaway OAuth 1.0a consumer known only to the simulator at base_url "
+            "(ibkr-agent simulator serve --oauth-dir).\n"
+            "broker:\n"
+            "  backend: cpapi_oauth\n"
+            f"  base_url: {base_url}\n"
+            "  verify_tls: false   # loopback, self-signed certificate\n"
+            "  oauth:\n"
+            f"    consumer_key: {self.consumer_key}\n"
+            f"    realm: {self.realm}\n"
+            f"    access_token_file: {self.access_token.name}\n"
+            f"    access_token_secret_file: {self.access_token_secret.name}\n"
+            f"    signature_key_file: {self.signature_key.name}\n"
+            f"    encryption_key_file: {self.encryption_key.name}\n"
+            f"    dh_param_file: {self.dh_params.name}\n"
+            "audit:\n"
+            f"  hmac_secret_env: {audit_key_env}\n"
+            "state:\n"
+            "  directory: state\n",
+            encoding="utf-8",
+        )
+        return path
+
     def oauth_config(self) -> dict[str, object]:
         """The `broker.oauth` mapping that names these files."""
         return {
@@ -286,7 +323,7 @@ class ConsumerFiles:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(data)
     os.chmod(path, 0o600)
@@ -313,12 +350,19 @@ def write_test_credentials(
     """A throwaway consumer: its files in `directory`, IBKR's half returned.
 
     These keys exist only for the simulator; IBKR knows nothing of them.
+
+    Raises:
+        FileExistsError: the directory already holds one of `CONSUMER_FILES` or `gateway.yaml` (never
+            overwritten: it may be a real consumer's key).
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 
     directory.mkdir(parents=True, exist_ok=True)
+    taken = [name for name in (*CONSUMER_FILES, GATEWAY_CONFIG_FILE) if (directory / name).exists()]
+    if taken:
+        raise FileExistsError(", ".join(taken))
     signature_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     encryption_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     access_token = secrets.token_hex(10)
