@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
-from ibkr_gateway_core.audit import AuditEvent, AuditLog, new_event_id
+from ibkr_gateway_core.audit.log import AuditEvent, AuditLog, new_event_id
 from ibkr_gateway_core.state import open_database
 
 KEY_ENV = "AUDIT_BENCH_KEY_HEX"

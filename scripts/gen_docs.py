@@ -632,6 +632,15 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote docs/reference/{name}")
+    for path in sorted((REFERENCE_DIR / "api").glob("*.md")):  # a module that moved or went away
+        name = path.relative_to(REFERENCE_DIR).as_posix()
+        if name in PAGES:
+            continue
+        if args.check:
+            stale.append(f"{name} (no longer generated: delete it)")
+        else:
+            path.unlink()
+            print(f"removed docs/reference/{name}")
     if TOOL_REFERENCE_SCRIPT.exists():  # the MCP tool reference has its own generator
         command = [sys.executable, str(TOOL_REFERENCE_SCRIPT), *(["--check"] if args.check else [])]
         completed = subprocess.run(command, cwd=ROOT, check=False)

@@ -8,7 +8,7 @@ and in total. Survivors are listed with `--survivors`; each is either killed by 
 docs/reliability.md ("Mutation testing").
 
     uv run python scripts/mutation.py                  # both packages, every order-path module
-    uv run python scripts/mutation.py --package core --modules gates.py risk.py
+    uv run python scripts/mutation.py --package core --modules orders/gates.py orders/risk.py
     uv run python scripts/mutation.py --survivors      # also print each survivor's diff
 
 The goal (≥ 90% killed over the order path) is printed with the result; the exit code is 0 when it is met.
@@ -72,15 +72,15 @@ TARGETS = {
         "ibkr-gateway-core",
         "ibkr_gateway_core",
         modules=(
-            "gates.py",
-            "risk.py",
-            "approvals.py",
-            "previews.py",
-            "keyed_writes.py",
-            "live_desk.py",
-            "paper_desk.py",
-            "kill_switch.py",
-            "order_store.py",
+            "orders/gates.py",
+            "orders/risk.py",
+            "orders/approvals.py",
+            "orders/previews.py",
+            "orders/keyed_writes.py",
+            "orders/live_desk.py",
+            "orders/paper_desk.py",
+            "orders/kill_switch.py",
+            "orders/store.py",
         ),
         tests=CORE_TESTS,
     ),
@@ -176,7 +176,8 @@ def results(scratch: Path) -> dict[str, Outcome]:
     outcomes: dict[str, Outcome] = {}
     for meta in sorted((scratch / "mutants" / "src").rglob("*.meta")):
         data = json.loads(meta.read_text(encoding="utf-8"))
-        outcome = outcomes.setdefault(meta.name.removesuffix(".meta"), Outcome())
+        module = meta.relative_to(scratch / "mutants" / "src").as_posix().removesuffix(".meta")
+        outcome = outcomes.setdefault(module.partition("/")[2], Outcome())  # the path under the package
         for name, exit_code in data.get("exit_code_by_key", {}).items():
             if exit_code == SKIPPED:
                 outcome.equivalent += 1  # set aside before the run by `equivalence`
@@ -326,7 +327,7 @@ def refresh_tests(target: Target, modules: tuple[str, ...], scratch: Path) -> No
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--package", choices=sorted(TARGETS), action="append", help="default: every package")
-    parser.add_argument("--modules", nargs="+", help="only these modules of the package (file names)")
+    parser.add_argument("--modules", nargs="+", help="only these modules (paths such as orders/gates.py)")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--survivors", action="store_true", help="print the diff of every surviving mutant")
     parser.add_argument("--report-only", action="store_true", help="read the last run's results, run nothing")
@@ -362,7 +363,7 @@ def main() -> int:
             total_killed, total, total_equivalent = total_killed + killed, total + counted, total_equivalent + left_out
             rate = killed / counted if counted else 1.0
             print(
-                f"  {module:<20} {killed:>4} / {counted:<4} {rate:6.1%}"
+                f"  {module:<24} {killed:>4} / {counted:<4} {rate:6.1%}"
                 f"   equivalent: {left_out:<4} not run: {outcome.not_run}"
             )
             shown += [f"## {mutant}\n{diffs.get(mutant, '')}\n" for mutant in real]

@@ -13,7 +13,7 @@ from ibkr_gateway_core.call_context import Switch
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.gateway import Gateway
-from ibkr_gateway_core.order_models import ApprovalRecord, OrderLifecycle, OrderPreview
+from ibkr_gateway_core.orders import ApprovalRecord, OrderLifecycle, OrderPreview
 from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_core.scopes import WITH_LIVE
 from ibkr_gateway_cpapi.backend import CpapiBackend, open_simulator_backend

@@ -9,7 +9,7 @@ import anyio
 import pytest
 from ibkr_gateway_core.call_context import Switch
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.order_models import ApprovalRecord
+from ibkr_gateway_core.orders import ApprovalRecord
 from ibkr_gateway_cpapi.simulator import SimulatorState
 from reliability_harness import ACCOUNT, ORDER, PAPER, PREVIEW, Clock, Desk, running_desk
 

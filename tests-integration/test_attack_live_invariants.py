@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from ibkr_gateway_core.errors import ErrorCode
-from ibkr_gateway_core.writers import LocalCandidateWriter
+from ibkr_gateway_core.orders.writers import LocalCandidateWriter
 from ibkr_gateway_cpapi.simulator import SimulatorState
 from reliability_harness import ACCOUNT, Clock, running_desk
 from test_attack_exposure import LIVE_CP, live_policy

@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 from ibkr_gateway_core.errors import ErrorCode
-from ibkr_gateway_core.reconciler import BackgroundReconciler, reconcile_in_background
+from ibkr_gateway_core.orders.reconciler import BackgroundReconciler, reconcile_in_background
 from ibkr_gateway_cpapi.simulator import SimulatorState
 from reliability_harness import AGENT, AGENTS_MAY_TRADE_PAPER, Clock, running_desk
 

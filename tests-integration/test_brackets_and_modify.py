@@ -14,7 +14,7 @@ import pytest
 from cli_harness import run_cli
 from ibkr_gateway_core.call_context import Switch
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.order_models import ApprovalRecord, OrderLifecycle, OrderPreview
+from ibkr_gateway_core.orders import ApprovalRecord, OrderLifecycle, OrderPreview
 from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_cpapi.simulator import QuestionRule, SimulatorState
 from reliability_harness import (

@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, rule
 from ibkr_gateway_core.errors import ERROR_CATALOGUE, GatewayError
-from ibkr_gateway_core.order_models import ApprovalRecord, OrderLifecycle, OrderPreview
+from ibkr_gateway_core.orders import ApprovalRecord, OrderLifecycle, OrderPreview
 from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_core.scopes import WITH_LIVE
 from ibkr_gateway_cpapi.simulator import SimulatorState

@@ -14,8 +14,7 @@ from ibkr_gateway_core.audit import AuditLog
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.gateway import Gateway
-from ibkr_gateway_core.order_models import OrderPreview, PreviewEntry
-from ibkr_gateway_core.order_store import OrderStore
+from ibkr_gateway_core.orders import OrderPreview, OrderStore, PreviewEntry
 from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_core.scopes import READ_ONLY, WITH_LIVE
 from ibkr_gateway_cpapi.backend import CpapiBackend, open_simulator_backend

@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.order_models import OrderLifecycle
+from ibkr_gateway_core.orders import OrderLifecycle
 from ibkr_gateway_cpapi.simulator import QuestionRule, SimulatorState
 from reliability_harness import AGENT, AGENTS_MAY_TRADE_PAPER, Clock, Desk, running_desk
 

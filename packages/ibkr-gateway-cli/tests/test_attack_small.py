@@ -87,21 +87,9 @@ def test_a_wrong_audit_key_is_the_code_the_docs_promise(
 
 
 ROOT = Path(__file__).resolve().parents[3]
-ORDER_PATH = [
-    "approvals",
-    "gates",
-    "keyed_writes",
-    "live_desk",
-    "paper_desk",
-    "previews",
-    "_desk",
-    "order_store",
-    "brackets",
-    "modifications",
-    "kill_switch",
-    "risk",
-    "reconciler",
-]
+ORDERS_PACKAGE = ROOT / "packages" / "ibkr-gateway-core" / "src" / "ibkr_gateway_core" / "orders"
+ORDER_PATH = sorted(path.name for path in ORDERS_PACKAGE.glob("*.py"))
+"""Every module of the order path (the `orders` subpackage)."""
 
 
 def test_the_remote_example_trusts_no_proxy() -> None:
@@ -111,11 +99,15 @@ def test_the_remote_example_trusts_no_proxy() -> None:
     assert config.remote_mcp.trusted_proxies == []
 
 
+def test_the_order_path_modules_are_found() -> None:
+    assert {"gates.py", "keyed_writes.py", "live_desk.py", "store.py", "reconciler.py"} <= set(ORDER_PATH)
+
+
 @pytest.mark.parametrize("module", ORDER_PATH)
 def test_no_assert_guards_order_logic(module: str) -> None:
     """`python -O` drops asserts: the order path checks explicitly."""
     import ast
 
-    source = ROOT / "packages" / "ibkr-gateway-core" / "src" / "ibkr_gateway_core" / f"{module}.py"
+    source = ORDERS_PACKAGE / module
     tree = ast.parse(source.read_text(encoding="utf-8"))
     assert not [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]

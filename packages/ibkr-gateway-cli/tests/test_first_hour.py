@@ -59,39 +59,45 @@ def test_registering_every_command_imports_nothing_from_the_core(state_env: dict
 
 HEALTH_CORE_MODULES = {
     "ibkr_gateway_core",
+    "ibkr_gateway_core._lazy",
     "ibkr_gateway_core._operation_methods",
-    "ibkr_gateway_core.market_backend",
-    "ibkr_gateway_core.market_desk",
-    "ibkr_gateway_core.market_models",
-    "ibkr_gateway_core.market_requests",
     "ibkr_gateway_core._timestamps",
     "ibkr_gateway_core.audit",
-    "ibkr_gateway_core.audit_events",
-    "ibkr_gateway_core.audit_keys",
+    "ibkr_gateway_core.audit.checkpoint",
+    "ibkr_gateway_core.audit.events",
+    "ibkr_gateway_core.audit.keys",
+    "ibkr_gateway_core.audit.log",
     "ibkr_gateway_core.backend",
     "ibkr_gateway_core.call_context",
     "ibkr_gateway_core.capabilities",
-    "ibkr_gateway_core.checkpoint",
     "ibkr_gateway_core.config",
     "ibkr_gateway_core.errors",
     "ibkr_gateway_core.gateway",
     "ibkr_gateway_core.input_limits",
+    "ibkr_gateway_core.market",
+    "ibkr_gateway_core.market.backend",
+    "ibkr_gateway_core.market.desk",
+    "ibkr_gateway_core.market.models",
+    "ibkr_gateway_core.market.requests",
     "ibkr_gateway_core.models",
     "ibkr_gateway_core.observability",
-    "ibkr_gateway_core.order_models",
-    "ibkr_gateway_core.order_requests",
     "ibkr_gateway_core.orders",
+    "ibkr_gateway_core.orders.models",
+    "ibkr_gateway_core.orders.requests",
+    "ibkr_gateway_core.orders.risk",
+    "ibkr_gateway_core.orders.tickets",
     "ibkr_gateway_core.principal",
     "ibkr_gateway_core.read_desk",
     "ibkr_gateway_core.redaction",
     "ibkr_gateway_core.registry",
     "ibkr_gateway_core.requests",
-    "ibkr_gateway_core.risk",
     "ibkr_gateway_core.scopes",
     "ibkr_gateway_core.state",
+    "ibkr_gateway_core.state.database",
 }
-"""The core modules `health` may load: the Gateway, its registry, config and audit log. Adding one here is a
-start-up cost (benchmarks/cli_startup.py); the order desk, crypto and backends stay out."""
+"""The core modules `health` may load: the Gateway, its registry, config and audit log (the subpackages' own
+`__init__` modules load nothing by themselves). Adding one here is a start-up cost (benchmarks/cli_startup.py);
+the order desk, crypto and backends stay out."""
 
 
 def test_health_imports_only_the_gateway_the_registry_the_config_and_the_audit_log(state_env: dict[str, str]) -> None:

@@ -25,8 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ibkr_gateway_cli.app import app
 from ibkr_gateway_cli.fast import main
-from ibkr_gateway_core.audit import AuditLog
-from ibkr_gateway_core.audit_keys import load_audit_key
+from ibkr_gateway_core.audit import AuditLog, load_audit_key
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import EXIT_CODES, ErrorCode
 

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 from dirty_equals import IsStr
-from ibkr_gateway_core.audit import AuditEvent, AuditLog, canonical_json, new_event_id
+from ibkr_gateway_core.audit.log import AuditEvent, AuditLog, canonical_json, new_event_id
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.redaction import REDACTED, Redaction
 from ibkr_gateway_core.state import StateLocation, open_database, open_state

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ibkr_gateway_core.audit_keys import load_audit_key, load_checkpoint_key, public_key_id
+from ibkr_gateway_core.audit import load_audit_key, load_checkpoint_key, public_key_id
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 

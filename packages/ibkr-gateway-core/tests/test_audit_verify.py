@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ibkr_gateway_core.audit import AuditEvent, AuditLog, VerifyReport
-from ibkr_gateway_core.checkpoint import Checkpoint
+from ibkr_gateway_core.audit import AuditEvent, AuditLog, Checkpoint, VerifyReport
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 
 pytestmark = pytest.mark.anyio

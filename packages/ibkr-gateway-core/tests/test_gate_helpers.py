@@ -3,8 +3,8 @@
 from decimal import Decimal
 
 from ibkr_gateway_core.errors import ErrorCode
-from ibkr_gateway_core.gates import ALLOW, first_refusal, refuse
-from ibkr_gateway_core.keyed_writes import worst_notional
+from ibkr_gateway_core.orders.gates import ALLOW, first_refusal, refuse
+from ibkr_gateway_core.orders.keyed_writes import worst_notional
 
 FIRST = refuse(ErrorCode.ORDER_NOTIONAL_LIMIT_REFUSED, "first")
 SECOND = refuse(ErrorCode.ORDER_QUANTITY_LIMIT_REFUSED, "second")

@@ -5,7 +5,9 @@ from decimal import Decimal
 
 import pytest
 from ibkr_gateway_core.errors import ErrorCode
-from ibkr_gateway_core.gates import (
+from ibkr_gateway_core.models import MarketSnapshot
+from ibkr_gateway_core.orders import LiveUsage, OrderTicket, RiskPolicy
+from ibkr_gateway_core.orders.gates import (
     ApprovalState,
     LiveSwitches,
     check_approval,
@@ -22,9 +24,6 @@ from ibkr_gateway_core.gates import (
     exposure_price,
     is_resting,
 )
-from ibkr_gateway_core.models import MarketSnapshot
-from ibkr_gateway_core.orders import OrderTicket
-from ibkr_gateway_core.risk import LiveUsage, RiskPolicy
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from ibkr_gateway_core.audit import AuditEvent, AuditLog
-from ibkr_gateway_core.audit_events import MAX_FIELD_BYTES, MAX_METADATA_BYTES, MAX_REDACTIONS, redact_event
+from ibkr_gateway_core.audit.events import MAX_FIELD_BYTES, MAX_METADATA_BYTES, MAX_REDACTIONS, redact_event
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.gateway import Gateway

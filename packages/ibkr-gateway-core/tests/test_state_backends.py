@@ -16,9 +16,16 @@ import pytest
 from ibkr_gateway_core.audit import AuditEvent, AuditLog
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.order_models import ApprovalRecord, KillSwitchState, OrderPreview, PreviewDenial
-from ibkr_gateway_core.order_store import LiveOrder, NewRecord, OrderStore
-from ibkr_gateway_core.orders import OrderTicket
+from ibkr_gateway_core.orders import (
+    ApprovalRecord,
+    KillSwitchState,
+    LiveOrder,
+    NewRecord,
+    OrderPreview,
+    OrderStore,
+    OrderTicket,
+    PreviewDenial,
+)
 from ibkr_gateway_core.state import PostgresLocation, StateLocation, open_state, schema_version
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)

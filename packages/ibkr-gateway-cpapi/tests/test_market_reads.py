@@ -13,7 +13,7 @@ import anyio
 import pytest
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.market_requests import OptionChainInput, ScannerRunInput
+from ibkr_gateway_core.market.requests import OptionChainInput, ScannerRunInput
 from ibkr_gateway_cpapi.backend import CpapiBackend
 from ibkr_gateway_cpapi.client import CpapiClient, api_base_url
 from ibkr_gateway_cpapi.serve import serving_simulator

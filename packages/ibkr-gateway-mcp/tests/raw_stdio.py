@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
-from ibkr_gateway_core.audit import AuditLog, AuditRecord
-from ibkr_gateway_core.audit_keys import load_audit_key
+from ibkr_gateway_core.audit import AuditLog, AuditRecord, load_audit_key
 from ibkr_gateway_core.config import GatewayConfig
 
 REPLY_DEADLINE_S: Final = 10.0

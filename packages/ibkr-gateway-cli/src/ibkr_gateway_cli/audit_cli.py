@@ -8,12 +8,12 @@ from .render import block
 from .runner import CliOptions, fail, run_operation
 
 if TYPE_CHECKING:
-    from ibkr_gateway_core.checkpoint import Checkpoint
+    from ibkr_gateway_core.audit import Checkpoint
 
 
 def read_checkpoint(path: Path, options: CliOptions) -> dict[str, Any]:
     """A checkpoint file as JSON data; an unreadable file is an input error."""
-    from ibkr_gateway_core.checkpoint import Checkpoint
+    from ibkr_gateway_core.audit import Checkpoint
     from ibkr_gateway_core.errors import ErrorCode, GatewayError
 
     try:

@@ -1,16 +1,24 @@
 """Core of ibkr-agent-gateway: models, config, errors, scopes, the operation registry, the audit log, the Gateway.
 
+The top level holds the door (`gateway`, `registry`) and what every part uses (`errors`, `config`,
+`principal`, `scopes`, `models`, `requests`, `capabilities`, `call_context`, `observability`,
+`input_limits`, `redaction`, `backend`); the subpackages group the rest by concern: `audit` (the
+hash-chained log, keys, checkpoints), `state` (the database seam, SQLite and PostgreSQL), `orders` (the
+order path from ticket to broker) and `market` (the trading-desk market reads).
+
 The names below load on first use (PEP 562), so importing one module of the package (`errors`,
 `config`) does not import them all: the CLI starts without the audit, crypto and order modules.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .audit import AuditEvent, AuditExport, AuditLog, AuditRecord, VerifyReport
+    from .audit.events import AuditEvent
+    from .audit.log import AuditExport, AuditLog, AuditRecord, VerifyReport
     from .backend import Backend
     from .config import GatewayConfig
     from .errors import ErrorCode, GatewayError
@@ -69,49 +77,38 @@ __all__ = [
     "VerifyReport",
 ]
 
-_MODULES = {
-    "AuditEvent": "audit",
-    "AuditExport": "audit",
-    "AuditLog": "audit",
-    "AuditRecord": "audit",
-    "VerifyReport": "audit",
-    "Backend": "backend",
-    "GatewayConfig": "config",
-    "ErrorCode": "errors",
-    "GatewayError": "errors",
-    "CallResult": "gateway",
-    "Gateway": "gateway",
-    "AccountSummary": "models",
-    "BrokerAccount": "models",
-    "BrokerSessionStatus": "models",
-    "CashBalance": "models",
-    "ContractCandidate": "models",
-    "Execution": "models",
-    "HealthStatus": "models",
-    "HistoricalBar": "models",
-    "HistoricalBars": "models",
-    "MarketSnapshot": "models",
-    "Money": "models",
-    "OrderRecord": "models",
-    "PortfolioSnapshot": "models",
-    "Position": "models",
-    "SessionRequirements": "models",
-    "Principal": "principal",
-    "OPERATIONS": "registry",
-    "Operation": "registry",
-    "Scope": "scopes",
-}
-"""Public name → the module that defines it."""
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AuditEvent": "audit.events",
+        "AuditExport": "audit.log",
+        "AuditLog": "audit.log",
+        "AuditRecord": "audit.log",
+        "VerifyReport": "audit.log",
+        "Backend": "backend",
+        "GatewayConfig": "config",
+        "ErrorCode": "errors",
+        "GatewayError": "errors",
+        "CallResult": "gateway",
+        "Gateway": "gateway",
+        "AccountSummary": "models",
+        "BrokerAccount": "models",
+        "BrokerSessionStatus": "models",
+        "CashBalance": "models",
+        "ContractCandidate": "models",
+        "Execution": "models",
+        "HealthStatus": "models",
+        "HistoricalBar": "models",
+        "HistoricalBars": "models",
+        "MarketSnapshot": "models",
+        "Money": "models",
+        "OrderRecord": "models",
+        "PortfolioSnapshot": "models",
+        "Position": "models",
+        "SessionRequirements": "models",
+        "Principal": "principal",
+        "OPERATIONS": "registry",
+        "Operation": "registry",
+        "Scope": "scopes",
+    },
+)

@@ -13,10 +13,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from .audit import AuditExport, VerifyReport
+from .audit.checkpoint import Checkpoint
+from .audit.log import AuditExport, VerifyReport
 from .capabilities import Capabilities
-from .checkpoint import Checkpoint
-from .market_models import (
+from .market.models import (
     AccountMetadata,
     CurrencyRate,
     DailyPnl,
@@ -51,7 +51,7 @@ from .models import (
     Position,
     SessionRequirements,
 )
-from .order_models import (
+from .orders.models import (
     ApprovalRecord,
     KillSwitchState,
     LimitsStatus,

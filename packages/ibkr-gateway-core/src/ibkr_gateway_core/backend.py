@@ -27,7 +27,7 @@ from .models import (
 
 if TYPE_CHECKING:
     from .config import GatewayConfig
-    from .orders import OrderTicket, OrderWriter, WhatIf
+    from .orders.tickets import OrderTicket, OrderWriter, WhatIf
 
 BACKEND_ENTRY_POINT_GROUP: Final = "ibkr_gateway.backends"
 

@@ -23,10 +23,10 @@ from pydantic import (
 )
 
 from .errors import ErrorCode, GatewayError
+from .orders.risk import RiskPolicy
 from .principal import ApproverRef, Principal, is_approver
-from .risk import RiskPolicy
 from .scopes import WITH_LIVE, Scope, parse_scopes
-from .state import PostgresLocation, StateLocation
+from .state.database import PostgresLocation, StateLocation
 
 LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 """The only hosts for which TLS verification may be turned off."""

@@ -24,20 +24,20 @@ import anyio.to_thread
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ._operation_methods import ReadMethods, WriteMethods
-from .audit import (
+from .audit.events import canonical_json_of_jsonable
+from .audit.log import (
     AuditEvent,
     AuditLog,
     ResultStatus,
     load_audit_key,
     new_event_id,
 )
-from .audit_events import canonical_json_of_jsonable
 from .backend import Backend, BackendFactory, load_backend_factory
 from .call_context import CURRENT_CALL, CallContext, Switch
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
 from .input_limits import safe_jsonable, screen_arguments
-from .market_desk import MarketDesk
+from .market.desk import MarketDesk
 from .observability import observe_call
 from .principal import Principal
 from .read_desk import ReadDesk
@@ -49,7 +49,7 @@ from .requests import (
 from .scopes import Scope
 
 if TYPE_CHECKING:
-    from .order_desk import OrderDesk
+    from .orders.desk import OrderDesk
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +189,8 @@ class Gateway(ReadMethods):
     def _order_desk(self) -> OrderDesk:
         """The order desk, opened on the first order operation (read-only commands never open it)."""
         if self._desk is None:
-            from .order_desk import OrderDesk
-            from .order_store import OrderStore
+            from .orders.desk import OrderDesk
+            from .orders.store import OrderStore
 
             self._desk = OrderDesk(
                 self.config,
@@ -207,7 +207,7 @@ class Gateway(ReadMethods):
     def _handler(self, name: str) -> Callable[[Any], Awaitable[Any]]:
         handler = self._handlers.get(name)
         if handler is None and not self._order_handlers_added:
-            from .order_desk import order_handlers
+            from .orders.desk import order_handlers
 
             self._handlers.update(order_handlers(self._order_desk))
             self._order_handlers_added = True

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Final
 
-from .audit import AuditExport, AuditLog, VerifyReport, load_checkpoint_key
+from .audit.checkpoint import Checkpoint
+from .audit.log import AuditExport, AuditLog, VerifyReport, load_checkpoint_key
 from .backend import Backend
 from .call_context import CURRENT_CALL
 from .capabilities import Capabilities, build_capabilities
-from .checkpoint import Checkpoint
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
 from .models import (

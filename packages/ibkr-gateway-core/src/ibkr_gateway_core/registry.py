@@ -13,10 +13,10 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
-from .audit import AuditExport, AuditRecord, VerifyReport
+from .audit.checkpoint import Checkpoint
+from .audit.log import AuditExport, AuditRecord, VerifyReport
 from .capabilities import Capabilities
-from .checkpoint import Checkpoint
-from .market_models import (
+from .market.models import (
     AccountMetadata,
     CurrencyRate,
     DailyPnl,
@@ -37,7 +37,7 @@ from .market_models import (
     TransactionHistory,
     TransferHistory,
 )
-from .market_requests import (
+from .market.requests import (
     CurrencyRateInput,
     DepthInput,
     NewsArticleInput,
@@ -64,7 +64,7 @@ from .models import (
     Position,
     SessionRequirements,
 )
-from .order_models import (
+from .orders.models import (
     ApprovalRecord,
     KillSwitchState,
     LimitsStatus,
@@ -74,7 +74,7 @@ from .order_models import (
     PreviewEntry,
     ReconcileReport,
 )
-from .order_requests import (
+from .orders.requests import (
     ApprovalCreateInput,
     ApprovalListInput,
     ApprovalRevokeInput,

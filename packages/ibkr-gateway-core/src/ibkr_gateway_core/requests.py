@@ -11,7 +11,7 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from .checkpoint import Checkpoint
+from .audit.checkpoint import Checkpoint
 from .models import AccountId, AssetClass, ContractId, Currency
 
 

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.market_models import (
+from ibkr_gateway_core.market.models import (
     AccountMetadata,
     CurrencyPnl,
     CurrencyRate,
@@ -46,7 +46,7 @@ from ibkr_gateway_core.market_models import (
     Transaction,
     TransactionHistory,
 )
-from ibkr_gateway_core.market_requests import OptionChainInput, ScannerRunInput
+from ibkr_gateway_core.market.requests import OptionChainInput, ScannerRunInput
 from ibkr_gateway_core.models import BrokerSessionStatus, DataStatus, OrderRecord
 
 from . import _mapping as mapping

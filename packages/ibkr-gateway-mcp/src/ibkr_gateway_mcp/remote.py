@@ -90,7 +90,7 @@ async def serve_http(
     """
     import anyio
     import uvicorn
-    from ibkr_gateway_core.reconciler import reconcile_in_background
+    from ibkr_gateway_core.orders.reconciler import reconcile_in_background
     from ibkr_gateway_cpapi.supervisor import supervise_session
     from uvicorn.config import LOGGING_CONFIG
 

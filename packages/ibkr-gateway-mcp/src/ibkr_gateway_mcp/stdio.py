@@ -79,7 +79,7 @@ def run_stdio(config: GatewayConfig) -> None:
 async def serve_stdio(config: GatewayConfig) -> None:
     """`run_stdio` inside a running event loop; a real gateway's session is kept alive meanwhile."""
     from ibkr_gateway_core.gateway import Gateway
-    from ibkr_gateway_core.reconciler import reconcile_in_background
+    from ibkr_gateway_core.orders.reconciler import reconcile_in_background
     from ibkr_gateway_cpapi.supervisor import supervise_session
 
     from .server import build_server

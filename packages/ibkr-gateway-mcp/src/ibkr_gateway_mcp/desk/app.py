@@ -33,12 +33,11 @@ import anyio.to_thread
 from ibkr_gateway_core.audit import AuditEvent
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.gates import check_risk, order_notional
 from ibkr_gateway_core.gateway import Gateway
-from ibkr_gateway_core.order_models import PreviewEntry
-from ibkr_gateway_core.order_store import OrderStore
+from ibkr_gateway_core.orders import OrderStore, PreviewEntry
+from ibkr_gateway_core.orders.gates import check_risk, order_notional
+from ibkr_gateway_core.orders.risk import DEFAULT_PREVIEW_POLICY
 from ibkr_gateway_core.principal import Principal
-from ibkr_gateway_core.risk import DEFAULT_PREVIEW_POLICY
 from ibkr_gateway_core.scopes import READ_ONLY, Scope
 from starlette.applications import Starlette
 from starlette.datastructures import FormData

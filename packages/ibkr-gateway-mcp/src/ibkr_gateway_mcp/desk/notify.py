@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx2
 from ibkr_gateway_core.config import DeskConfig
-from ibkr_gateway_core.order_models import OrderPreview
+from ibkr_gateway_core.orders import OrderPreview
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,9 @@ from decimal import Decimal
 from html import escape
 from typing import Any
 
-from ibkr_gateway_core.gates import reference_price
 from ibkr_gateway_core.models import MarketSnapshot, Money
-from ibkr_gateway_core.order_models import PreviewEntry
-from ibkr_gateway_core.risk import RiskPolicy
+from ibkr_gateway_core.orders import PreviewEntry, RiskPolicy
+from ibkr_gateway_core.orders.gates import reference_price
 
 from .notify import masked_account
 from .sessions import DeskSession

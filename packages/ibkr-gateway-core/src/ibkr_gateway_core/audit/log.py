@@ -1,0 +1,669 @@
+r"""The tamper-evident audit log: one event per gateway call, in an HMAC-SHA256 chain.
+
+Each row stores the event's canonical JSON and a chain hash over the previous row's hash and this
+row's bytes::
+
+    chain_hash[n] = HMAC-SHA256(chain_key, chain_hash[n-1] || row_bytes[n])
+    row_bytes[n]  = f"{n}\n{key_id}\n{event_id}\n{event_type}\n{timestamp}\n{payload}" (UTF-8)
+
+with 32 zero bytes before the first row. Every stored column is under the MAC, and so is the
+sequence number, so an edit, deletion, swap, insertion or duplicate breaks the chain at that row.
+Subkeys for the chain, account hashes and payload hashes are derived from one secret (>= 32 bytes)
+with domain separation. Truncating the newest rows or restoring an older copy of the file leaves a
+valid chain; signed checkpoints (`audit/checkpoint.py`) catch those.
+
+Appends are linear across threads (a lock) and processes or replicas (`BEGIN IMMEDIATE` on SQLite,
+the `audit` advisory lock on PostgreSQL, around reading the head and inserting the next row).
+`tail` reads the newest rows by primary key and never re-verifies the chain; `verify` streams the
+whole table in batches on its own connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .._timestamps import format_timestamp
+from ..errors import ErrorCode, GatewayError
+from ..observability import AUDIT_APPEND, AUDIT_EVENTS
+from ..redaction import find_secret_markers
+from ..state.database import (
+    StateConnection,
+    StateLocation,
+    database_errors,
+    open_state,
+    read_transaction,
+    write_transaction,
+)
+from .checkpoint import Checkpoint
+from .events import (
+    AuditEvent,
+    AuditPrincipalKind,
+    Decision,
+    ResultStatus,
+    canonical_json,
+    new_event_id,
+    redact_event,
+)
+from .keys import MIN_KEY_BYTES, load_audit_key, load_checkpoint_key, public_key_id
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+__all__ = [
+    "AuditEvent",
+    "AuditExport",
+    "AuditLog",
+    "AuditPrincipalKind",
+    "AuditRecord",
+    "Checkpoint",
+    "Decision",
+    "ResultStatus",
+    "VerifyReport",
+    "canonical_json",
+    "load_audit_key",
+    "load_checkpoint_key",
+    "new_event_id",
+    "public_key_id",
+    "redact_event",
+]
+
+_HEX64: Final = re.compile(r"[0-9a-f]{64}")
+
+GENESIS_HASH: Final = bytes(32)
+"""The "previous chain hash" of the first row."""
+
+MAX_TAIL_LIMIT: Final = 1_000
+"""Most events one `tail` returns."""
+
+MAX_EXPORT_LIMIT: Final = 100_000
+"""Most events one `export` renders (it is held in memory)."""
+
+VERIFY_BATCH_ROWS: Final = 4_096
+"""Rows fetched per step of `verify`: memory stays flat whatever the log size."""
+
+_SUBKEY_LABELS: Final = {
+    "chain": b"ibkr-agent-gateway/audit/chain/v1",
+    "account": b"ibkr-agent-gateway/audit/account-id/v1",
+    "payload": b"ibkr-agent-gateway/audit/payload/v1",
+    "token": b"ibkr-agent-gateway/audit/token-id/v1",
+    "key_id": b"ibkr-agent-gateway/audit/key-id/v1",
+}
+_HEAD_SQL: Final = "SELECT sequence, key_id, chain_hash FROM audit_events ORDER BY sequence DESC LIMIT 1"
+_TAIL_SQL: Final = "SELECT sequence, payload, chain_hash FROM audit_events ORDER BY sequence DESC LIMIT ?"
+_SCAN_SQL: Final = (
+    "SELECT sequence, key_id, event_id, event_type, timestamp, payload, chain_hash FROM audit_events ORDER BY sequence"
+)
+_INSERT_SQL: Final = (
+    "INSERT INTO audit_events (sequence, key_id, event_id, event_type, timestamp, payload, chain_hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class AuditRecord(BaseModel):
+    """One stored event with its place in the chain."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sequence: int
+    """Position in the log, from 1, without gaps."""
+    event: AuditEvent
+    chain_hash: str
+    """Hex HMAC linking this event to all before it."""
+
+
+class AuditExport(BaseModel):
+    """A redacted JSONL rendering of the newest events, oldest first, with its SHA-256."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    jsonl: str
+    """One `{"chain_hash", "event", "sequence"}` object per line."""
+    sha256: str
+    """SHA-256 (hex) of `jsonl` encoded as UTF-8."""
+    count: int
+    first_sequence: int | None
+    last_sequence: int | None
+
+
+class VerifyReport(BaseModel):
+    """Outcome of `AuditLog.verify`: valid, or where and why the chain first breaks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    events_scanned: int
+    chain_valid: bool
+    """True when every row checks out and, given a checkpoint, the log matches it."""
+    first_break_sequence: int | None = None
+    """Sequence at which the chain first breaks (the position expected there)."""
+    first_break_event_id: str | None = None
+    """Event id of the row found at the break, when it has one."""
+    reason: str | None = None
+    """What is wrong, in one sentence without secrets."""
+    checkpoint_checked: bool = False
+    """True when a checkpoint was given and compared with the log."""
+    head_sequence: int = 0
+    """Sequence of the last row that verified."""
+    head_chain_hash: str | None = None
+    """Chain hash of that row."""
+
+    def raise_if_invalid(self) -> None:
+        """Raise `AUDIT_CHAIN_INVALID` naming the first break when the chain is not valid.
+
+        Raises:
+            GatewayError: `AUDIT_CHAIN_INVALID`.
+        """
+        if self.chain_valid:
+            return
+        where = f" at sequence {self.first_break_sequence}" if self.first_break_sequence is not None else ""
+        error = GatewayError(
+            ErrorCode.AUDIT_CHAIN_INVALID,
+            f"The audit chain is broken{where}: {self.reason}",
+            details={"first_break_sequence": self.first_break_sequence, "event_id": self.first_break_event_id},
+        )
+        raise error
+
+
+class _ChainMac:
+    """HMAC-SHA256 with the key schedule done once: each row costs two hash copies."""
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
+        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
+
+    def digest(self, previous: bytes, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(previous)
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+def _row_bytes(sequence: int, key_id: str, event_id: str, event_type: str, timestamp: str, payload: str) -> bytes:
+    # No field can hold a newline (canonical JSON escapes them), so this framing is unambiguous.
+    return f"{sequence}\n{key_id}\n{event_id}\n{event_type}\n{timestamp}\n{payload}".encode()
+
+
+@dataclass(slots=True)
+class _PendingAppend:
+    """One event waiting for the next group commit."""
+
+    event: AuditEvent
+    done: anyio.Event = field(default_factory=anyio.Event)
+    record: AuditRecord | None = None
+    error: GatewayError | None = None
+
+
+class AuditLog:
+    """The append-only audit log in the state database.
+
+    Open it with `AuditLog.open`; `append` from async code, `append_sync` from threads or scripts.
+    """
+
+    def __init__(self, db: StateConnection, location: StateLocation, key: bytes, clock: Callable[[], datetime]) -> None:
+        self._db: StateConnection | None = db
+        self._location = location
+        self._clock = clock
+        subkeys = {name: hmac.digest(key, label, "sha256") for name, label in _SUBKEY_LABELS.items()}
+        self._mac = _ChainMac(subkeys["chain"])
+        self._account_key = subkeys["account"]
+        self._payload_key = subkeys["payload"]
+        self._token_key = subkeys["token"]
+        self.key_id: str = subkeys["key_id"].hex()[:16]
+        """Identifies the chain key in every row (a keyed hash: it reveals nothing about the key)."""
+        self._thread_lock = threading.Lock()  # one statement sequence at a time on the shared connection
+        self._lock = anyio.Lock()  # keeps waiting readers off worker threads
+        self._pending: list[_PendingAppend] = []
+        """Events waiting for the running group commit (see `append`)."""
+        self._flushing = False
+
+    @classmethod
+    def open(cls, location: StateLocation, key: bytes, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
+        """Open (creating if needed) the audit log in the state database at `location` (a file or PostgreSQL).
+
+        Raises:
+            GatewayError: `CONFIG_INVALID` for a key shorter than 32 bytes; `STATE_DATABASE_UNAVAILABLE`
+                when the database cannot be opened.
+        """
+        if len(key) < MIN_KEY_BYTES:
+            raise GatewayError(ErrorCode.CONFIG_INVALID, f"The audit key must be at least {MIN_KEY_BYTES} bytes.")
+        return cls(open_state(location), location, key, clock or _utc_now)
+
+    @property
+    def location(self) -> StateLocation:
+        """The state database: its file, or its PostgreSQL location."""
+        return self._location
+
+    @property
+    def path(self) -> Path:
+        """The state database file (SQLite only).
+
+        Raises:
+            GatewayError: `STATE_DATABASE_UNAVAILABLE` when the state is in PostgreSQL.
+        """
+        if not isinstance(self._location, Path):
+            raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "The state is in PostgreSQL, not in a file.")
+        return self._location
+
+    def close(self) -> None:
+        """Close the connection; later calls fail with `AUDIT_WRITE_FAILED`."""
+        with self._thread_lock:
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()
+
+    # ------------------------------------------------------------------ hashing
+
+    def account_hash(self, account_id: str) -> str:
+        """Keyed hash (hex) of an account id: stable for this key, useless without it."""
+        return hmac.digest(self._account_key, account_id.encode("utf-8"), "sha256").hex()
+
+    def token_id_hash(self, token_id: str) -> str:
+        """Keyed hash (hex) of an OAuth token id, for `Principal.token_id_hash`."""
+        return hmac.digest(self._token_key, token_id.encode("utf-8"), "sha256").hex()
+
+    def hash_payload(self, value: object) -> str:
+        """Keyed hash (hex) of the canonical JSON of `value`, for input and output hashes.
+
+        Keyed so that a small input (an account id, a symbol) cannot be recovered by guessing.
+        """
+        return self.hash_canonical(canonical_json(value))
+
+    def hash_canonical(self, text: str) -> str:
+        """`hash_payload` of the value whose `canonical_json` is `text` (made once by a caller that needs it too)."""
+        return hmac.digest(self._payload_key, text.encode("utf-8"), "sha256").hex()
+
+    # ------------------------------------------------------------------- append
+
+    async def append(self, event: AuditEvent) -> AuditRecord:
+        """Redact and durably append one event; it is committed when this returns.
+
+        Concurrent appends share one transaction (group commit): one disk sync covers every event
+        waiting at that moment, so throughput grows with concurrency while each caller still returns
+        only after its own event is durable.
+
+        Raises:
+            GatewayError: `AUDIT_WRITE_FAILED` when nothing was written.
+        """
+        waiter = _PendingAppend(event)
+        self._pending.append(waiter)
+        if self._flushing:
+            await waiter.done.wait()
+        else:
+            self._flushing = True
+            try:
+                while self._pending:  # the HMAC chain stays linear: one flusher at a time, in arrival order
+                    batch, self._pending = self._pending, []
+                    await self._flush(batch)
+            finally:
+                self._flushing = False
+        if waiter.record is None:
+            raise waiter.error or GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "The audit event was not written.")
+        return waiter.record
+
+    async def _flush(self, batch: list[_PendingAppend]) -> None:
+        try:
+            records = await anyio.to_thread.run_sync(self._append_group_sync, [w.event for w in batch])
+            for waiter, record in zip(batch, records, strict=True):
+                waiter.record = record
+        except GatewayError as exc:
+            for waiter in batch:
+                waiter.error = exc
+        finally:
+            for waiter in batch:
+                waiter.done.set()
+
+    def append_sync(self, event: AuditEvent) -> AuditRecord:
+        """`append` for threads and scripts: blocks until the event is committed.
+
+        Raises:
+            GatewayError: `AUDIT_WRITE_FAILED` when nothing was written.
+        """
+        return self._append_group_sync([event])[0]
+
+    def _append_group_sync(self, events: list[AuditEvent]) -> list[AuditRecord]:
+        """Append `events` in one transaction, in order; all are written or none."""
+        cleaned = [redact_event(event) for event in events]
+        rendered = [(e, e.canonical_bytes().decode("utf-8"), format_timestamp(e.timestamp)) for e in cleaned]
+        records: list[AuditRecord] = []
+        started = time.perf_counter()
+        with self._thread_lock:
+            db = self._open_db()
+            try:
+                with write_transaction(db, "audit"):  # re-read the head under the lock: other processes append too
+                    sequence, previous = self._head_for_append(db)
+                    rows: list[tuple[int, str, str, str, str, str, str]] = []
+                    for event, payload, timestamp in rendered:
+                        sequence += 1
+                        previous = self._mac.digest(
+                            previous,
+                            _row_bytes(sequence, self.key_id, event.event_id, event.event_type, timestamp, payload),
+                        )
+                        chain = previous.hex()
+                        rows.append(
+                            (sequence, self.key_id, event.event_id, event.event_type, timestamp, payload, chain)
+                        )
+                        records.append(AuditRecord(sequence=sequence, event=event, chain_hash=chain))
+                    db.executemany(_INSERT_SQL, rows)
+            except database_errors() as exc:
+                raise GatewayError(
+                    ErrorCode.AUDIT_WRITE_FAILED, f"The audit event could not be written ({_db_reason(exc)})."
+                ) from None
+        AUDIT_APPEND.observe(time.perf_counter() - started)
+        AUDIT_EVENTS.inc(amount=len(records))
+        return records
+
+    def _append_batch_sync(self, events: Iterable[AuditEvent]) -> int:
+        """Append many events in one transaction (bulk imports and benchmarks); returns the new head sequence."""
+        with self._thread_lock:
+            db = self._open_db()
+            with write_transaction(db, "audit"):
+                sequence, previous = self._head_for_append(db)
+                rows: list[tuple[int, str, str, str, str, str, str]] = []
+                for event in events:
+                    clean = redact_event(event)
+                    payload = clean.canonical_bytes().decode("utf-8")
+                    timestamp = format_timestamp(clean.timestamp)
+                    sequence += 1
+                    previous = self._mac.digest(
+                        previous,
+                        _row_bytes(sequence, self.key_id, clean.event_id, clean.event_type, timestamp, payload),
+                    )
+                    rows.append(
+                        (sequence, self.key_id, clean.event_id, clean.event_type, timestamp, payload, previous.hex())
+                    )
+                    if len(rows) >= VERIFY_BATCH_ROWS:
+                        db.executemany(_INSERT_SQL, rows)
+                        rows.clear()
+                db.executemany(_INSERT_SQL, rows)
+        return sequence
+
+    def _head_for_append(self, db: StateConnection) -> tuple[int, bytes]:
+        row = db.execute(_HEAD_SQL).fetchone()
+        if row is None:
+            return 0, GENESIS_HASH
+        sequence, key_id, chain_hash = row
+        if key_id != self.key_id:
+            raise GatewayError(
+                ErrorCode.AUDIT_WRITE_FAILED,
+                "The audit log was chained with a different key than the one configured.",
+                retryable=False,
+                user_action="Configure the audit key this log was created with (audit.hmac_secret_env).",
+            )
+        try:
+            return int(sequence), bytes.fromhex(chain_hash)
+        except (TypeError, ValueError):
+            raise GatewayError(
+                ErrorCode.AUDIT_CHAIN_INVALID, "The newest audit record is damaged; run `ibkr-agent audit verify`."
+            ) from None
+
+    # --------------------------------------------------------------------- read
+
+    async def tail(self, limit: int) -> list[AuditRecord]:
+        """The newest `limit` events, newest first; reads only those rows, never re-verifies the chain.
+
+        Raises:
+            GatewayError: `INPUT_INVALID_ARGUMENT` for a limit outside 1..1000; `AUDIT_CHAIN_INVALID`
+                when one of those rows is unreadable.
+        """
+        _check_limit(limit, MAX_TAIL_LIMIT)
+        async with self._lock:
+            return await anyio.to_thread.run_sync(self._tail_sync, limit)
+
+    def _tail_sync(self, limit: int) -> list[AuditRecord]:
+        with self._thread_lock:
+            rows = self._open_db().execute(_TAIL_SQL, (limit,)).fetchall()
+        return [_record(row) for row in rows]
+
+    async def export(self, limit: int) -> AuditExport:
+        """The newest `limit` events as redacted JSONL, oldest first, with its SHA-256.
+
+        Raises:
+            GatewayError: `OUTPUT_UNSAFE` when the text would still contain a secret marker;
+                `INPUT_INVALID_ARGUMENT` for a limit outside 1..100000.
+        """
+        _check_limit(limit, MAX_EXPORT_LIMIT)
+        async with self._lock:
+            rows = await anyio.to_thread.run_sync(self._tail_rows_sync, limit)
+        return await anyio.to_thread.run_sync(_render_export, rows)
+
+    def _tail_rows_sync(self, limit: int) -> list[tuple[object, ...]]:
+        with self._thread_lock:
+            return self._open_db().execute(_TAIL_SQL, (limit,)).fetchall()
+
+    # ------------------------------------------------------------- checkpoints
+
+    async def checkpoint(self, signing_key: Ed25519PrivateKey, *, own_event_id: str | None = None) -> Checkpoint:
+        """A signed checkpoint of the current head; store it outside the database (see `audit/checkpoint.py`).
+
+        `own_event_id`: the id of the event that will record this call; verify then requires it in the log.
+        """
+        async with self._lock:
+            return await anyio.to_thread.run_sync(partial(self.checkpoint_sync, signing_key, own_event_id=own_event_id))
+
+    def checkpoint_sync(self, signing_key: Ed25519PrivateKey, *, own_event_id: str | None = None) -> Checkpoint:
+        """`checkpoint` for threads and scripts."""
+        with self._thread_lock:
+            row = self._open_db().execute(_HEAD_SQL).fetchone()
+        sequence, chain_hash = (0, GENESIS_HASH.hex()) if row is None else (row[0], row[2])
+        if not isinstance(sequence, int) or not isinstance(chain_hash, str) or not _HEX64.fullmatch(chain_hash):
+            raise GatewayError(
+                ErrorCode.AUDIT_CHAIN_INVALID, "The newest audit record is damaged; run `ibkr-agent audit verify`."
+            )
+        return Checkpoint.sign(sequence, chain_hash, self._clock(), signing_key, own_event_id=own_event_id)
+
+    # ------------------------------------------------------------------- verify
+
+    async def verify(
+        self,
+        *,
+        checkpoint: Checkpoint | None = None,
+        checkpoint_key: Ed25519PublicKey | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> VerifyReport:
+        """Check the whole chain (and a checkpoint) on a separate connection; see `verify_sync`."""
+        run = partial(self.verify_sync, checkpoint=checkpoint, checkpoint_key=checkpoint_key, progress=progress)
+        return await anyio.to_thread.run_sync(run)
+
+    def verify_sync(
+        self,
+        *,
+        checkpoint: Checkpoint | None = None,
+        checkpoint_key: Ed25519PublicKey | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> VerifyReport:
+        """Recompute every chain hash from the first row, streaming in batches; appends may continue meanwhile.
+
+        Args:
+            checkpoint: A signed head from earlier; the log must reach it and match it at its sequence.
+            checkpoint_key: The public key the checkpoint must be signed with (required with `checkpoint`).
+            progress: Called after each batch with (rows checked, rows expected), from the calling thread.
+
+        Raises:
+            GatewayError: `INPUT_INVALID_ARGUMENT` for a checkpoint without its key;
+                `STATE_DATABASE_UNAVAILABLE` when the database cannot be read.
+        """
+        if checkpoint is not None and checkpoint_key is None:
+            raise GatewayError(
+                ErrorCode.INPUT_INVALID_ARGUMENT, "A checkpoint can only be checked against its public key."
+            )
+        db = open_state(self._location)
+        try:
+            with read_transaction(db):  # one snapshot: rows appended meanwhile are not half-seen
+                return self._scan(db, checkpoint, checkpoint_key, progress)
+        except database_errors() as exc:
+            raise GatewayError(
+                ErrorCode.STATE_DATABASE_UNAVAILABLE, f"The audit log cannot be read ({_db_reason(exc)})."
+            ) from None
+        finally:
+            db.close()
+
+    def _scan(
+        self,
+        db: StateConnection,
+        checkpoint: Checkpoint | None,
+        checkpoint_key: Ed25519PublicKey | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> VerifyReport:
+        top = db.execute("SELECT max(sequence) FROM audit_events").fetchone()
+        expected_total = top[0] if top is not None and isinstance(top[0], int) else 0
+        signed = checkpoint is not None and checkpoint_key is not None and checkpoint.is_signed_by(checkpoint_key)
+        mark, mark_hash = (
+            (checkpoint.sequence, checkpoint.chain_hash) if checkpoint is not None and signed else (-1, "")
+        )
+        mac, key_id = self._mac, self.key_id
+        own_event = checkpoint.own_event_id if checkpoint is not None and signed else None
+        own_event_seen = own_event is None
+        previous, expected, head_hash = GENESIS_HASH, 1, None
+        cursor = db.execute(_SCAN_SQL)
+        while batch := cursor.fetchmany(VERIFY_BATCH_ROWS):
+            for sequence, row_key_id, event_id, event_type, timestamp, payload, chain_hash in batch:
+                problem: str | None = None
+                if sequence != expected or type(sequence) is not int:
+                    problem = f"expected sequence {expected}, found {sequence!r} (a row was removed, added or moved)"
+                elif not (
+                    type(row_key_id) is str
+                    and type(event_id) is str
+                    and type(event_type) is str
+                    and type(timestamp) is str
+                    and type(payload) is str
+                    and type(chain_hash) is str
+                ):
+                    problem = "the row has a missing or malformed column"
+                elif row_key_id != key_id:
+                    problem = "the row was chained with a different key than the one configured"
+                else:
+                    digest = mac.digest(
+                        previous, _row_bytes(sequence, key_id, event_id, event_type, timestamp, payload)
+                    )
+                    try:
+                        matches = hmac.compare_digest(digest.hex(), chain_hash)
+                    except TypeError:  # non-ASCII text where a hex digest should be
+                        matches = False
+                    if not matches:
+                        problem = "the chain hash does not match the row (edited, swapped, forged or wrong key)"
+                    elif expected == mark and chain_hash != mark_hash:
+                        problem = "the row differs from the signed checkpoint (rolled back or rewritten)"
+                    else:
+                        previous, head_hash = digest, chain_hash
+                        own_event_seen = own_event_seen or (expected > mark and event_id == own_event)
+                if problem is not None:
+                    found_id = event_id if type(event_id) is str and len(event_id) <= 64 else None
+                    return VerifyReport(
+                        events_scanned=expected,
+                        chain_valid=False,
+                        first_break_sequence=expected,
+                        first_break_event_id=found_id,
+                        reason=problem,
+                        checkpoint_checked=checkpoint is not None,
+                        head_sequence=expected - 1,
+                        head_chain_hash=head_hash,
+                    )
+                expected += 1
+            if progress is not None:
+                progress(expected - 1, max(expected_total, expected - 1))
+        scanned = expected - 1
+        reason: str | None = None
+        if checkpoint is not None:
+            if not signed:
+                reason = "the checkpoint's signature is invalid (forged, altered or signed by another key)"
+            elif scanned < checkpoint.sequence:
+                reason = (
+                    f"the log ends at sequence {scanned} but the signed checkpoint covers {checkpoint.sequence} "
+                    "(truncated or rolled back)"
+                )
+            elif checkpoint.sequence == 0 and checkpoint.chain_hash != GENESIS_HASH.hex():
+                reason = "the checkpoint's chain hash does not match an empty log"
+            elif not own_event_seen:
+                reason = (
+                    f"the event that recorded the signed checkpoint ({own_event}) is missing after sequence "
+                    f"{checkpoint.sequence} (truncated or rolled back)"
+                )
+        return VerifyReport(
+            events_scanned=scanned,
+            chain_valid=reason is None,
+            first_break_sequence=(scanned + 1 if reason is not None else None),
+            reason=reason,
+            checkpoint_checked=checkpoint is not None,
+            head_sequence=scanned,
+            head_chain_hash=head_hash,
+        )
+
+    def _open_db(self) -> StateConnection:
+        if self._db is None:
+            raise GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "The audit log is closed.", retryable=False)
+        return self._db
+
+
+def _record(row: tuple[object, ...]) -> AuditRecord:
+    sequence, payload, chain_hash = row
+    try:
+        if not isinstance(sequence, int) or not isinstance(payload, str) or not isinstance(chain_hash, str):
+            raise ValueError("malformed row")
+        return AuditRecord(sequence=sequence, event=AuditEvent.model_validate_json(payload), chain_hash=chain_hash)
+    except (ValueError, ValidationError):
+        raise GatewayError(
+            ErrorCode.AUDIT_CHAIN_INVALID,
+            f"The audit record at sequence {sequence!r} is unreadable; run `ibkr-agent audit verify`.",
+        ) from None
+
+
+def _render_export(rows: list[tuple[object, ...]]) -> AuditExport:
+    records = [_record(row) for row in reversed(rows)]
+    lines = [
+        canonical_json(
+            {
+                "sequence": record.sequence,
+                "event": redact_event(record.event).model_dump(mode="json"),
+                "chain_hash": record.chain_hash,
+            }
+        )
+        + "\n"
+        for record in records
+    ]
+    text = "".join(lines)
+    markers = find_secret_markers(text)
+    if markers:
+        raise GatewayError(
+            ErrorCode.OUTPUT_UNSAFE,
+            f"The export was withheld: it would contain {len(markers)} secret marker(s).",
+            details={"markers": markers},
+        )
+    return AuditExport(
+        jsonl=text,
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        count=len(records),
+        first_sequence=records[0].sequence if records else None,
+        last_sequence=records[-1].sequence if records else None,
+    )
+
+
+def _check_limit(limit: int, maximum: int) -> None:
+    if not 1 <= limit <= maximum:
+        raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, f"limit must be between 1 and {maximum}, not {limit}.")
+
+
+def _db_reason(exc: Exception) -> str:
+    if isinstance(exc, sqlite3.Error):
+        return str(exc) or type(exc).__name__
+    return type(exc).__name__  # a PostgreSQL message may name the server's host or user
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,389 @@
+"""The state database: the one place that opens state connections, and its versioned schema.
+
+Two backends sit behind one small seam, `StateConnection` (execute, executemany, close) plus
+`write_transaction` / `read_transaction`:
+
+- **SQLite** (the embedded default): every connection comes from `open_database`, which sets the
+  durability pragmas (they are per connection in SQLite, so none may be skipped) and brings the schema
+  up to date. `write_transaction` takes the write lock up front with `BEGIN IMMEDIATE`: a deferred
+  `BEGIN` that reads and then writes fails at once with SQLITE_BUSY when another process wrote meanwhile.
+- **PostgreSQL** (for several replicas, `state/postgres.py`, imported only when configured): the same
+  SQL text (`?` placeholders are rewritten for the driver), a write transaction holds a
+  transaction-scoped advisory lock per lock domain, so every check-then-write step keeps the single-writer
+  semantics it has on SQLite, across processes *and* hosts.
+
+Queries are written once in the dialect both accept (standard `INSERT ... ON CONFLICT`, no
+`INSERT OR REPLACE`); `open_state` opens whichever `StateLocation` the config names.
+
+To change the schema, append a `Migration` to `MIGRATIONS` (and its PostgreSQL form to
+`state.postgres.POSTGRES_MIGRATIONS`) with the next version number; applied migrations are never edited.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Generator, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast
+
+from ..errors import ErrorCode, GatewayError
+
+if TYPE_CHECKING:
+    from .postgres import PostgresConnection
+
+BUSY_TIMEOUT_MS: Final = 10_000
+"""How long a connection waits for another process's write lock before giving up."""
+
+DIRECTORY_MODE: Final = 0o700
+"""Mode of the state directories this module creates: only the owner may list them."""
+
+FILE_MODE: Final = 0o600
+"""Mode of a database file this module creates: only the owner may read it."""
+
+
+LockDomain = Literal["state", "audit"]
+"""Which writers exclude each other on PostgreSQL: order workflow writes (`state`) or audit appends (`audit`).
+SQLite has one write lock for the whole file, so there the domain changes nothing."""
+
+
+class StateCursor(Protocol):
+    """The rows of one statement, as both drivers return them (tuples)."""
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+        ...
+
+    def fetchmany(self, size: int, /) -> list[Any]:
+        """Up to `size` more rows."""
+        ...
+
+
+class StateConnection(Protocol):
+    """The part of a database connection the stores use; `sqlite3.Connection` is one as it is."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> StateCursor:
+        """Run one statement with `?` placeholders."""
+        ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
+        """Run one statement for each parameter row."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection (or pool)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresLocation:
+    """A PostgreSQL state database: the DSN comes from the environment variable `state.postgres_dsn_env`."""
+
+    dsn: str
+    """libpq connection string or URL; holds a password, so it is never shown (see `__repr__`)."""
+    pool_size: int = 4
+    """Most connections one store opens."""
+    connect_timeout_s: float = 10.0
+    """How long opening the pool, or waiting for a free pooled connection, may take."""
+
+    def __repr__(self) -> str:
+        return "PostgresLocation(dsn=<hidden>)"
+
+
+_C = TypeVar("_C", bound=StateConnection)
+
+StateLocation = Path | PostgresLocation
+"""Where the state lives: a SQLite file, or a PostgreSQL database."""
+
+
+def open_state(location: StateLocation) -> StateConnection:
+    """Open (creating or migrating if needed) the state database at `location`.
+
+    Raises:
+        GatewayError: `STATE_DATABASE_UNAVAILABLE` when it cannot be reached or has a newer schema;
+            `CONFIG_INVALID` when PostgreSQL is configured but its optional extra is not installed.
+    """
+    if isinstance(location, PostgresLocation):
+        from .postgres import open_postgres
+
+        return open_postgres(location)
+    return open_database(location)
+
+
+def describe_location(location: StateLocation) -> str:
+    """A name for messages: the file name, or `postgresql` (never the DSN: it may hold a password)."""
+    return location.name if isinstance(location, Path) else "postgresql"
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """The driver exceptions a state operation may raise: SQLite's, and psycopg's once it is loaded."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema, applied once, in order, inside a write transaction."""
+
+    version: int
+    """Position in `MIGRATIONS`, starting at 1; stored in `schema_migrations`."""
+    name: str
+    """Short description, stored with the version."""
+    statements: tuple[str, ...]
+    """SQL statements, run one by one (`executescript` would commit the open transaction)."""
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        "audit events",
+        (
+            """
+            CREATE TABLE audit_events (
+                sequence INTEGER PRIMARY KEY CHECK (sequence >= 1),
+                key_id TEXT NOT NULL,
+                event_id TEXT NOT NULL UNIQUE,
+                event_type TEXT NOT NULL,
+                timestamp TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                chain_hash TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        2,
+        "order workflow",
+        (
+            """
+            CREATE TABLE order_previews (
+                preview_id TEXT PRIMARY KEY,
+                account_id TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                created_by_kind TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                payload TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE order_approvals (
+                approval_id TEXT PRIMARY KEY,
+                preview_id TEXT NOT NULL REFERENCES order_previews (preview_id),
+                account_id TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('approved', 'consumed', 'revoked')),
+                approved_at TEXT NOT NULL,
+                payload TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX order_approvals_by_time ON order_approvals (approved_at)",
+            """
+            CREATE TABLE order_idempotency (
+                scope_key TEXT PRIMARY KEY,
+                flow TEXT NOT NULL,
+                account_id TEXT NOT NULL,
+                request_hash TEXT NOT NULL,
+                client_order_id TEXT,
+                writer TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'failed', 'unknown')),
+                approval_id TEXT,
+                context TEXT NOT NULL,
+                result TEXT,
+                error TEXT,
+                notional TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX order_idempotency_by_flow ON order_idempotency (flow, account_id, created_at)",
+            "CREATE INDEX order_idempotency_by_status ON order_idempotency (status)",
+            """
+            CREATE TABLE kill_switch (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+                payload TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE live_orders (
+                account_id TEXT NOT NULL,
+                broker_order_id TEXT NOT NULL,
+                writer TEXT NOT NULL,
+                client_order_id TEXT,
+                last_status TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                last_polled_at TEXT,
+                PRIMARY KEY (account_id, broker_order_id)
+            )
+            """,
+        ),
+    ),
+    Migration(
+        3,
+        "preview denials",
+        (
+            """
+            CREATE TABLE preview_denials (
+                preview_id TEXT PRIMARY KEY REFERENCES order_previews (preview_id),
+                denied_at TEXT NOT NULL,
+                payload TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX order_previews_by_time ON order_previews (created_at)",
+        ),
+    ),
+)
+"""Every schema step, oldest first; append new ones, never edit applied ones."""
+
+
+def open_database(path: Path, *, migrations: tuple[Migration, ...] = MIGRATIONS) -> sqlite3.Connection:
+    """Open (creating if needed) the state database at `path` with durable settings and a current schema.
+
+    The connection is in autocommit mode (`isolation_level=None`): callers open transactions
+    explicitly, writers with `write_transaction`. It may be used from worker threads, one at a time.
+
+    Raises:
+        GatewayError: `STATE_DATABASE_UNAVAILABLE` when the file cannot be created or opened, is not a
+            database, or holds a schema newer than this version knows.
+    """
+    try:
+        _create_private_file(path)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise _unavailable(path, exc) from None
+    try:
+        _configure(db)
+        _migrate(db, migrations)
+    except GatewayError:
+        db.close()
+        raise
+    except sqlite3.Error as exc:
+        db.close()
+        raise _unavailable(path, exc) from None
+    return db
+
+
+@contextmanager
+def write_transaction(db: _C, lock: LockDomain = "state") -> Generator[_C]:
+    """Run the block as the only writer of its lock domain: commit on success, roll back on any error.
+
+    SQLite: `BEGIN IMMEDIATE`. PostgreSQL: `BEGIN` and a transaction-scoped advisory lock for `lock`.
+    """
+    if not isinstance(db, sqlite3.Connection):
+        with cast("PostgresConnection", db).transaction(write=True, lock=lock):
+            yield db
+        return
+    db.execute("BEGIN IMMEDIATE")  # take the write lock now; a deferred BEGIN cannot wait for it later
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def read_transaction(db: _C) -> Generator[_C]:
+    """Run the block on one consistent snapshot of the database (a deferred read transaction).
+
+    PostgreSQL: a `REPEATABLE READ READ ONLY` transaction.
+    """
+    if not isinstance(db, sqlite3.Connection):
+        with cast("PostgresConnection", db).transaction(write=False, lock="state"):
+            yield db
+        return
+    db.execute("BEGIN")
+    try:
+        yield db
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
+def schema_version(db: StateConnection) -> int:
+    """The newest migration applied to the database, 0 for a new file."""
+    if not isinstance(db, sqlite3.Connection):
+        return cast("PostgresConnection", db).schema_version()
+    exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone()
+    if exists is None:
+        return 0
+    row = db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+def _configure(db: sqlite3.Connection) -> None:
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # wait for other writers instead of failing
+    mode = db.execute("PRAGMA journal_mode=WAL").fetchone()  # readers never block the single writer
+    if mode is None or str(mode[0]).lower() != "wal":
+        raise GatewayError(
+            ErrorCode.STATE_DATABASE_UNAVAILABLE,
+            "The state database cannot use write-ahead logging (is it on a network filesystem?).",
+        )
+    db.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss; not saved in the file
+    db.execute("PRAGMA foreign_keys=ON")
+
+
+def _migrate(db: sqlite3.Connection, migrations: tuple[Migration, ...]) -> None:
+    known = migrations[-1].version if migrations else 0
+    if schema_version(db) == known:
+        return  # the common case: no write lock needed
+    with write_transaction(db):
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        current = schema_version(db)  # again, under the lock: another process may have migrated
+        if current > known:
+            raise GatewayError(
+                ErrorCode.STATE_DATABASE_UNAVAILABLE,
+                f"The state database has schema version {current}, newer than this version knows ({known}).",
+                user_action="Upgrade ibkr-agent-gateway, or point state.directory at another directory.",
+            )
+        applied_at = datetime.now(UTC).isoformat()
+        for migration in migrations:
+            if migration.version <= current:
+                continue
+            for statement in migration.statements:
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, applied_at),
+            )
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create `directory` and its missing parents with mode 0700; existing directories are left alone."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create missing parent directories (0700) and the database file (0600) without widening existing ones."""
+    make_private_dirs(path.parent)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, FILE_MODE)  # SQLite gives -wal and -shm the same mode
+        os.close(fd)
+
+
+def _unavailable(path: Path, exc: Exception) -> GatewayError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return GatewayError(
+        ErrorCode.STATE_DATABASE_UNAVAILABLE,
+        f"The state database {path.name!r} cannot be opened: {reason}.",
+    )

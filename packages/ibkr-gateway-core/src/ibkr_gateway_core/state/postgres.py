@@ -1,0 +1,331 @@
+"""The PostgreSQL state backend: the same stores and SQL as SQLite, shared by several server replicas.
+
+Imported only when `state.backend: postgres` is configured, so psycopg (the `ibkr-gateway-core[postgres]`
+extra) is never loaded otherwise. One `PostgresConnection` wraps a small psycopg-pool pool:
+
+- a statement outside a transaction runs on any pooled connection in autocommit mode and its rows are
+  read at once, so nothing stays checked out between calls;
+- `transaction(write=True, lock=...)` pins one connection for the block, runs `BEGIN` and takes
+  `pg_advisory_xact_lock` for the lock domain: every writer of that domain, in any process on any host,
+  waits for it, which gives each check-then-write step (reserve an idempotency key, consume an approval,
+  read the kill switch, append to the audit chain) the single-writer semantics SQLite's `BEGIN IMMEDIATE`
+  gives on one host. The lock is released by the commit or rollback itself, and by the server when a
+  replica dies mid-transaction;
+- `transaction(write=False)` is a `REPEATABLE READ READ ONLY` snapshot (audit verify, risk usage).
+
+The database still decides uniqueness itself: idempotency keys, approval ids, event ids and audit
+sequence numbers are primary or unique keys, so even a writer that skipped the lock could not create a
+second record or a fork in the chain.
+
+SQL is written once with `?` placeholders; they are rewritten to psycopg's `%s` here (no query of the
+stores has a `?` or `%` inside a literal).
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections.abc import Generator, Iterable, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from ..errors import ErrorCode, GatewayError
+from .database import LockDomain, Migration, PostgresLocation
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg_pool import ConnectionPool
+
+MIGRATION_LOCK: Final = 0x1B6B_0000
+"""Advisory lock key held while migrating, so two replicas starting together migrate once."""
+
+_LOCK_KEYS: Final[dict[str, int]] = {
+    domain: zlib.crc32(f"ibkr-agent-gateway/{domain}".encode()) for domain in ("state", "audit")
+}
+"""Advisory lock key per lock domain (stable across versions: replicas of two versions must agree)."""
+
+_TIMESTAMP: Final = 'TEXT COLLATE "C" NOT NULL'
+"""ISO timestamps compare as text; the C collation makes that byte order whatever the database locale."""
+
+POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        "audit events",
+        (
+            f"""
+            CREATE TABLE audit_events (
+                sequence BIGINT PRIMARY KEY CHECK (sequence >= 1),
+                key_id TEXT NOT NULL,
+                event_id TEXT NOT NULL UNIQUE,
+                event_type TEXT NOT NULL,
+                timestamp {_TIMESTAMP},
+                payload TEXT NOT NULL,
+                chain_hash TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        2,
+        "order workflow",
+        (
+            f"""
+            CREATE TABLE order_previews (
+                preview_id TEXT PRIMARY KEY,
+                account_id TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                created_by_kind TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at {_TIMESTAMP},
+                expires_at {_TIMESTAMP},
+                payload TEXT NOT NULL
+            )
+            """,
+            f"""
+            CREATE TABLE order_approvals (
+                approval_id TEXT PRIMARY KEY,
+                preview_id TEXT NOT NULL REFERENCES order_previews (preview_id),
+                account_id TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('approved', 'consumed', 'revoked')),
+                approved_at {_TIMESTAMP},
+                payload TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX order_approvals_by_time ON order_approvals (approved_at)",
+            f"""
+            CREATE TABLE order_idempotency (
+                scope_key TEXT PRIMARY KEY,
+                flow TEXT NOT NULL,
+                account_id TEXT NOT NULL,
+                request_hash TEXT NOT NULL,
+                client_order_id TEXT,
+                writer TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'failed', 'unknown')),
+                approval_id TEXT,
+                context TEXT NOT NULL,
+                result TEXT,
+                error TEXT,
+                notional TEXT,
+                created_at {_TIMESTAMP},
+                updated_at {_TIMESTAMP}
+            )
+            """,
+            "CREATE INDEX order_idempotency_by_flow ON order_idempotency (flow, account_id, created_at)",
+            "CREATE INDEX order_idempotency_by_status ON order_idempotency (status)",
+            """
+            CREATE TABLE kill_switch (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+                payload TEXT NOT NULL
+            )
+            """,
+            f"""
+            CREATE TABLE live_orders (
+                account_id TEXT NOT NULL,
+                broker_order_id TEXT NOT NULL,
+                writer TEXT NOT NULL,
+                client_order_id TEXT,
+                last_status TEXT NOT NULL,
+                created_at {_TIMESTAMP},
+                last_polled_at TEXT COLLATE "C",
+                PRIMARY KEY (account_id, broker_order_id)
+            )
+            """,
+        ),
+    ),
+    Migration(
+        3,
+        "preview denials",
+        (
+            f"""
+            CREATE TABLE preview_denials (
+                preview_id TEXT PRIMARY KEY REFERENCES order_previews (preview_id),
+                denied_at {_TIMESTAMP},
+                payload TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX order_previews_by_time ON order_previews (created_at)",
+        ),
+    ),
+)
+"""The PostgreSQL form of `state.MIGRATIONS`, version for version; append new ones to both."""
+
+
+@functools.lru_cache(maxsize=256)
+def _driver_sql(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _Rows:
+    """Rows read in full from a statement that ran outside a transaction."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+        self._at = 0
+
+    def fetchone(self) -> Any:
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def fetchall(self) -> list[Any]:
+        rest, self._at = self._rows[self._at :], len(self._rows)
+        return rest
+
+    def fetchmany(self, size: int, /) -> list[Any]:
+        chunk = self._rows[self._at : self._at + size]
+        self._at += len(chunk)
+        return chunk
+
+
+class PostgresConnection:
+    """A `StateConnection` over a psycopg pool; used by one thread at a time, like a SQLite connection."""
+
+    def __init__(self, pool: ConnectionPool[Connection[tuple[Any, ...]]], timeout_s: float) -> None:
+        self._pool = pool
+        self._timeout_s = timeout_s
+        self._pinned: Connection[tuple[Any, ...]] | None = None
+
+    # ------------------------------------------------------------- statements
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
+        """Run one statement; inside `transaction` on its connection, else on any pooled one."""
+        query = _driver_sql(sql)
+        if self._pinned is not None:
+            return self._pinned.execute(query, parameters)  # pyright: ignore[reportArgumentType]
+        with self._pool.connection(timeout=self._timeout_s) as conn:
+            cursor = conn.execute(query, parameters)  # pyright: ignore[reportArgumentType]
+            return _Rows(cursor.fetchall() if cursor.description is not None else [])
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
+        """Run one statement for each parameter row."""
+        query = _driver_sql(sql)
+        if self._pinned is not None:
+            with self._pinned.cursor() as cursor:
+                cursor.executemany(query, parameters)  # pyright: ignore[reportArgumentType]
+            return
+        with self._pool.connection(timeout=self._timeout_s) as conn, conn.cursor() as cursor:
+            cursor.executemany(query, parameters)  # pyright: ignore[reportArgumentType]
+
+    @contextmanager
+    def transaction(self, *, write: bool, lock: LockDomain) -> Generator[None]:
+        """Pin a connection for the block: a locked write transaction, or a read-only snapshot."""
+        if self._pinned is not None:
+            raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "A state transaction is already open.")
+        conn = self._pool.getconn(timeout=self._timeout_s)
+        self._pinned = conn
+        try:
+            if write:
+                with conn.pipeline():  # one round trip for both
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],))
+            else:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                yield
+            except BaseException:
+                if not conn.closed:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT" if write else "ROLLBACK")
+        finally:
+            self._pinned = None
+            self._pool.putconn(conn)
+
+    def schema_version(self) -> int:
+        """The newest migration applied, 0 for a new database."""
+        row = self.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        if row is None or not row[0]:
+            return 0
+        top = self.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(top[0]) if top is not None and top[0] is not None else 0
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.close()
+
+
+def open_postgres(
+    location: PostgresLocation, *, migrations: tuple[Migration, ...] = POSTGRES_MIGRATIONS
+) -> PostgresConnection:
+    """Open a pool on the database and bring its schema up to date.
+
+    Raises:
+        GatewayError: `CONFIG_INVALID` without the `postgres` extra; `STATE_DATABASE_UNAVAILABLE` when the
+            server cannot be reached or holds a newer schema.
+    """
+    try:
+        import psycopg
+        from psycopg_pool import ConnectionPool
+    except ImportError:
+        raise GatewayError(
+            ErrorCode.CONFIG_INVALID,
+            "state.backend is postgres but psycopg is not installed.",
+            user_action="Install the extra: pip install 'ibkr-gateway-core[postgres]'.",
+        ) from None
+    try:
+        pool: ConnectionPool[Connection[tuple[Any, ...]]] = ConnectionPool(
+            location.dsn,
+            min_size=1,
+            max_size=max(1, location.pool_size),
+            kwargs={"autocommit": True},
+            open=False,
+            name="ibkr-agent-gateway-state",
+        )
+    except (psycopg.Error, OSError) as exc:
+        raise _unavailable(exc) from None
+    try:
+        pool.open(wait=True, timeout=location.connect_timeout_s)
+    except (psycopg.Error, OSError) as exc:
+        pool.close()
+        raise _unavailable(exc) from None
+    db = PostgresConnection(pool, location.connect_timeout_s)
+    try:
+        _migrate(db, migrations)
+    except GatewayError:
+        db.close()
+        raise
+    except psycopg.Error as exc:
+        db.close()
+        raise _unavailable(exc) from None
+    return db
+
+
+def _migrate(db: PostgresConnection, migrations: tuple[Migration, ...]) -> None:
+    known = migrations[-1].version if migrations else 0
+    if db.schema_version() == known:
+        return
+    with db.transaction(write=True, lock="state"):
+        db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        current = db.schema_version()
+        if current > known:
+            raise GatewayError(
+                ErrorCode.STATE_DATABASE_UNAVAILABLE,
+                f"The state database has schema version {current}, newer than this version knows ({known}).",
+                user_action="Upgrade ibkr-agent-gateway on every replica, or point state at another database.",
+            )
+        applied_at = datetime.now(UTC).isoformat()
+        for migration in migrations:
+            if migration.version <= current:
+                continue
+            for statement in migration.statements:
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, applied_at),
+            )
+
+
+def _unavailable(exc: BaseException) -> GatewayError:
+    # psycopg messages can quote the DSN's host and user but never its password; keep only the class name.
+    return GatewayError(
+        ErrorCode.STATE_DATABASE_UNAVAILABLE,
+        f"The PostgreSQL state database cannot be reached ({type(exc).__name__}).",
+        user_action="Check that the server is up and that the DSN in state.postgres_dsn_env is right.",
+    )
