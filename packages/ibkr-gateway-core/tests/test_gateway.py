@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ibkr_gateway_core.audit import AuditLog
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.gateway import Gateway
+from ibkr_gateway_core.gateway import Gateway, to_jsonable
 from ibkr_gateway_core.models import (
     AccountSummary,
     BrokerAccount,
@@ -304,3 +304,11 @@ async def test_the_output_guard_decides_as_a_scan_of_json_dumps(
         assert exc.code is ErrorCode.OUTPUT_UNSAFE
         unsafe = True
     assert unsafe == expected_unsafe
+
+
+def test_a_list_of_models_becomes_json_data_as_each_model_does() -> None:
+    positions = [_position("Société"), _position("x", symbol="MSFT")]
+    mixed: list[object] = [_position("y"), BrokerAccount(account_id="DU1", account_mode="paper"), {"a": Decimal("1.5")}]
+    assert to_jsonable(positions) == [p.model_dump(mode="json") for p in positions]
+    assert to_jsonable(mixed) == [mixed[0].model_dump(mode="json"), mixed[1].model_dump(mode="json"), {"a": "1.5"}]  # type: ignore[union-attr]
+    assert (to_jsonable([]), to_jsonable(None)) == ([], None)

@@ -243,6 +243,25 @@ def test_cold_position_row_falls_back_to_the_contract_description() -> None:
     assert (position.symbol, position.description, position.asset_class) == ("AAPL", "AAPL", "stock")
 
 
+def test_a_page_of_positions_maps_as_each_row_does_and_a_bad_row_fails_the_page() -> None:
+    """`to_positions` validates a page in one pass with exactly the checks of `to_position`."""
+    rows = wire.parse_positions(
+        [
+            {"acctId": "DU1", "conid": 1, "contractDesc": "A", "position": 10.0, "currency": "USD", "mktPrice": 1.1},
+            {"conid": "2", "ticker": "B", "position": -3, "currency": "EUR", "avgPrice": 0.30000000000000004},
+            {"conid": 3, "contractDesc": "C", "position": "1,300", "currency": "GBP", "unrealizedPnl": -0.0},
+        ]
+    )
+    assert mapping.to_positions(rows, "DU9") == [mapping.to_position(row, "DU9") for row in rows]
+    assert [p.quantity for p in mapping.to_positions(rows, "DU9")] == [Decimal(10), Decimal(-3), Decimal(1300)]
+    assert mapping.to_positions(rows, "DU9")[1].average_cost == Decimal("0.30000000000000004")
+    no_currency = wire.parse_positions([{"conid": 4, "contractDesc": "D", "position": 1}])
+    with pytest.raises(ValueError):
+        mapping.to_positions([*rows, *no_currency], "DU9")
+    with pytest.raises(ValueError):
+        mapping.to_position(no_currency[0], "DU9")
+
+
 def test_search_result_with_string_conid_and_info_becomes_a_candidate() -> None:
     """secdef search sends conid as a string; contract info adds the currency."""
     result = wire.parse_search(

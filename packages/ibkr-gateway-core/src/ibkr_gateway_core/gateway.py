@@ -107,7 +107,13 @@ def to_jsonable(value: object) -> Any:
         return None
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-    return _adapter(type(value)).dump_python(value, mode="json")
+    shape: type[object] = type(value)
+    if shape is list:  # a list of one model (positions, orders): its own serialiser, no inference per item
+        items = cast(list[object], value)
+        kind = type(items[0]) if items else object
+        if issubclass(kind, BaseModel) and all(type(item) is kind for item in items):
+            return _adapter(list[kind]).dump_python(items, mode="json")
+    return _adapter(shape).dump_python(value, mode="json")
 
 
 @functools.cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final, TypeVar
@@ -27,6 +27,7 @@ from ibkr_gateway_core.models import (
     MarketSnapshot,
     Position,
 )
+from pydantic import TypeAdapter
 
 from ._wire import (
     WireContractInfo,
@@ -251,21 +252,33 @@ def to_cash_balances(ledger: Mapping[str, WireLedgerEntry]) -> list[CashBalance]
 
 def to_position(row: WirePosition, account_id: str) -> Position:
     """One position; the symbol falls back to `contractDesc` while the row is still cold."""
+    return Position.model_validate(_position_fields(row, account_id))
+
+
+def to_positions(rows: Sequence[WirePosition], account_id: str) -> list[Position]:
+    """Every position of a read, validated in one pass (the same checks as `to_position`, row by row)."""
+    return _POSITIONS.validate_python([_position_fields(row, account_id) for row in rows])
+
+
+_POSITIONS: Final = TypeAdapter(list[Position])
+
+
+def _position_fields(row: WirePosition, account_id: str) -> dict[str, object]:
     symbol = text_or_none(row.ticker) or text_or_none(row.contract_desc) or str(row.conid)
-    return Position(
-        account_id=row.acct_id or account_id,
-        contract_id=int(row.conid),
-        symbol=symbol,
-        description=text_or_none(row.name) or text_or_none(row.contract_desc),
-        asset_class=asset_class(row.asset_class, is_etf=info_says_etf(row.stock_type)),
-        quantity=required(to_decimal(row.position), "position size"),
-        currency=row.currency or "",
-        market_price=to_decimal(row.mkt_price),
-        market_value=to_decimal(row.mkt_value),
-        average_cost=to_decimal(row.avg_cost if row.avg_cost is not None else row.avg_price),
-        unrealized_pnl=to_decimal(row.unrealized_pnl),
-        realized_pnl=to_decimal(row.realized_pnl),
-    )
+    return {
+        "account_id": row.acct_id or account_id,
+        "contract_id": int(row.conid),
+        "symbol": symbol,
+        "description": text_or_none(row.name) or text_or_none(row.contract_desc),
+        "asset_class": asset_class(row.asset_class, is_etf=info_says_etf(row.stock_type)),
+        "quantity": required(to_decimal(row.position), "position size"),
+        "currency": row.currency or "",
+        "market_price": to_decimal(row.mkt_price),
+        "market_value": to_decimal(row.mkt_value),
+        "average_cost": to_decimal(row.avg_cost if row.avg_cost is not None else row.avg_price),
+        "unrealized_pnl": to_decimal(row.unrealized_pnl),
+        "realized_pnl": to_decimal(row.realized_pnl),
+    }
 
 
 def primary_sec_type(result: WireSearchResult) -> str | None:

@@ -410,7 +410,7 @@ class CpapiBackend(MarketReads):
             rows.extend(batch)
             if len(batch) < POSITIONS_PAGE_SIZE:
                 break
-        return _mapped(lambda: [mapping.to_position(row, account_id) for row in rows])
+        return _mapped(lambda: mapping.to_positions(rows, account_id))
 
     def _order_written(self, path: str) -> None:
         """The client sent an order write: positions of its account (every account, for a reply) may change."""
