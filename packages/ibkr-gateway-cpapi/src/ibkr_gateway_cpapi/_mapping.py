@@ -27,7 +27,7 @@ from ibkr_gateway_core.models import (
     MarketSnapshot,
     Position,
 )
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 
 from ._wire import (
     WireContractInfo,
@@ -260,7 +260,8 @@ def to_positions(rows: Sequence[WirePosition], account_id: str) -> list[Position
     return _POSITIONS.validate_python([_position_fields(row, account_id) for row in rows])
 
 
-_POSITIONS: Final = TypeAdapter(list[Position])
+_POSITIONS: Final = TypeAdapter(list[Position], config=ConfigDict(defer_build=True))
+"""Built on first use, like the wire adapters: most commands read no positions."""
 
 
 def _position_fields(row: WirePosition, account_id: str) -> dict[str, object]:
