@@ -86,6 +86,7 @@ class ErrorCode(StrEnum):
     BROKER_ACCOUNT_NOT_SELECTED = "BROKER_ACCOUNT_NOT_SELECTED"
     BROKER_OAUTH_REJECTED = "BROKER_OAUTH_REJECTED"
     ORDER_CONFIRMATION_REFUSED = "ORDER_CONFIRMATION_REFUSED"
+    ORDER_CONFIRMATION_CONFLICT = "ORDER_CONFIRMATION_CONFLICT"
     MARKET_DATA_UNAVAILABLE = "MARKET_DATA_UNAVAILABLE"
     HISTORICAL_BARS_UNAVAILABLE = "HISTORICAL_BARS_UNAVAILABLE"
     OUTPUT_UNSAFE = "OUTPUT_UNSAFE"
@@ -315,6 +316,12 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         "refusal",
         False,
         "The broker asked for a confirmation the warning policy does not allow; review the warning and the policy.",
+    ),
+    ErrorCode.ORDER_CONFIRMATION_CONFLICT: ErrorInfo(
+        "refusal",
+        True,
+        "Another process on the same IBKR login was placing or confirming an order, so this one was not placed; "
+        "retry the same call (same idempotency key) in a few seconds.",
     ),
     ErrorCode.MARKET_DATA_UNAVAILABLE: ErrorInfo(
         "upstream", True, "Retry in a moment; check the market-data subscription for this contract."

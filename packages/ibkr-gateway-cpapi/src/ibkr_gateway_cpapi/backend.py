@@ -47,6 +47,7 @@ from . import _wire as wire
 from ._accounts import AccountSelection, read_iserver_accounts
 from ._market_reads import MarketReads
 from ._order_body import order_body
+from ._questions import QuestionSlot, broker_key
 from .client import BrokerHttpError, CpapiClient, api_base_url
 from .pacing import RateGovernor
 from .supervisor import DEFAULT_TICKLE_INTERVAL, SessionSupervisor, Sleep
@@ -131,6 +132,7 @@ class CpapiBackend(MarketReads):
         clock: Callable[[], datetime] = _utcnow,
         preflight_delays_s: Sequence[float] = DEFAULT_PREFLIGHT_DELAYS_S,
         ws: WsConnector | None = None,
+        questions: QuestionSlot | None = None,
     ) -> None:
         """Wrap a client.
 
@@ -140,6 +142,7 @@ class CpapiBackend(MarketReads):
             clock: Source of `checked_at` and `received_at` times.
             preflight_delays_s: Waits between snapshot re-polls after a pre-flight answer.
             ws: Opens websocket connections to the same broker (market depth, the P&L stream).
+            questions: The login's order-question slot in the shared state store (real gateways).
         """
         self.name = name
         self._client = client
@@ -167,6 +170,7 @@ class CpapiBackend(MarketReads):
         self._selection = AccountSelection(client, lambda: read_iserver_accounts(client))
         """Selects the broker's account before account-scoped `/iserver` calls (multi-account and advisor logins)."""
         self._ws = ws
+        self._questions = questions
         self._scanner_params = None
         self._searched = (-1, set())
         self._pnl_primed = None
@@ -180,6 +184,8 @@ class CpapiBackend(MarketReads):
     async def aclose(self) -> None:
         """Close the client and its connections."""
         await self._client.aclose()
+        if self._questions is not None:
+            await self._questions.aclose()
 
     # -- session ---------------------------------------------------------------------------------
 
@@ -697,7 +703,7 @@ class CpapiBackend(MarketReads):
             from .writer import ClientPortalOrderWriter  # lazy: reads (and start-up) never need the writer
 
             self._writer = ClientPortalOrderWriter(
-                self._client, session=self._supervised_status, selection=self._selection
+                self._client, session=self._supervised_status, selection=self._selection, questions=self._questions
             )
         return self._writer
 
@@ -734,7 +740,8 @@ def open_client_portal_backend(config: GatewayConfig) -> Backend:
     ws = WebsocketConnector(
         api_base_url(base_url), verify_tls=config.broker.verify_tls, timeout_s=config.broker.timeout_seconds
     )
-    return CpapiBackend(client, name="client_portal_gateway", ws=ws)
+    questions = QuestionSlot(config.state_location, broker_key(api_base_url(base_url)))
+    return CpapiBackend(client, name="client_portal_gateway", ws=ws, questions=questions)
 
 
 def open_oauth_backend(config: GatewayConfig) -> Backend:
@@ -749,7 +756,8 @@ def open_oauth_backend(config: GatewayConfig) -> Backend:
     broker = config.broker
     if broker.base_url is None:
         broker = broker.model_copy(update={"base_url": OAUTH_DEFAULT_BASE_URL})
-    return CpapiBackend(CpapiClient.from_config(broker), name="cpapi_oauth")
+    questions = QuestionSlot(config.state_location, broker_key(api_base_url(broker.base_url or "")))
+    return CpapiBackend(CpapiClient.from_config(broker), name="cpapi_oauth", questions=questions)
 
 
 def open_fake_backend(config: GatewayConfig) -> Backend:
@@ -785,11 +793,13 @@ def open_simulator_backend(
     profile: str = "paper",
     book_path: Path | None = None,
     governor: RateGovernor | None = None,
+    questions: QuestionSlot | None = None,
 ) -> CpapiBackend:
     """A `fake` backend over a simulator; pass `state` to drive the simulator from a test.
 
     `profile` and `book_path` configure the simulator made here when no `state` is given. Fake mode
-    does not pace; a test passes a `governor` to exercise pacing against the simulator's limits.
+    does not pace; a test passes a `governor` to exercise pacing against the simulator's limits, and
+    `questions` to share the order-question slot with other backends on the same simulator.
     """
     apps: list[Any] = []
 
@@ -812,4 +822,11 @@ def open_simulator_backend(
         transport_factory=transport,
         governor=governor,
     )
-    return CpapiBackend(client, name="fake", clock=clock, preflight_delays_s=preflight_delays_s, ws=AsgiConnector(app))
+    return CpapiBackend(
+        client,
+        name="fake",
+        clock=clock,
+        preflight_delays_s=preflight_delays_s,
+        ws=AsgiConnector(app),
+        questions=questions,
+    )

@@ -14,6 +14,8 @@ Outcomes, and what they promise about the broker:
 - `ORDER_VALIDATION_FAILED`: the ticket was refused before sending, or the broker rejected it
   (its text in `details["broker_message"]`); nothing was placed.
 - `IDEMPOTENCY_CONFLICT`: the `cOID` is taken by a different order; nothing was placed.
+- `ORDER_CONFIRMATION_CONFLICT`: another process on the same login held the order-question slot (see
+  `_questions`), so this order was not sent, or its question was never confirmed; nothing was placed.
 - `BROKER_OUTCOME_UNKNOWN`: the request may have reached the broker; look the `cOID` up first.
 - other `BROKER_*` codes: the request surely did not reach the broker.
 """
@@ -21,7 +23,8 @@ Outcomes, and what they promise about the broker:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Final, Literal
 
 import anyio
@@ -33,6 +36,7 @@ from . import _order_mapping as order_mapping
 from . import _wire as wire
 from ._accounts import AccountSelection, read_iserver_accounts
 from ._order_body import bracket_body, check_account_id, check_client_order_id, modify_body, order_body
+from ._questions import QuestionSlot, SlotLost
 from .client import BrokerHttpError, CpapiClient
 
 WRITER_NAME: Final = "client-portal"
@@ -54,6 +58,9 @@ _UNKNOWN_ORDER: Final = re.compile(r"doesn't exist|does not exist|not found|inva
 _NOT_MODIFIABLE: Final = re.compile(
     r"cannot be modified|can't be modified|not editable|already (?:filled|cancel)", re.I
 )
+
+_REPLY_NOT_FOUND: Final = re.compile(r"reply id not found|reply.*(?:expired|invalid)", re.IGNORECASE)
+"""IBKR's answer to a reply whose question expired or a newer question superseded."""
 
 _CANCEL_STATUSES: Final = frozenset({"cancelled", "pendingcancel", "apicancelled"})
 
@@ -78,19 +85,22 @@ class ClientPortalOrderWriter:
         *,
         session: Callable[[], BrokerSessionStatus | None] | None = None,
         selection: AccountSelection | None = None,
+        questions: QuestionSlot | None = None,
     ) -> None:
         """Write through `client`; the writer does not close it (the backend that owns it does).
 
         `session` gives the latest session status a supervisor saw (None when nobody supervises it): new orders
         and changes are refused while it is not usable, before anything is sent. `selection` selects the
         broker's account before each account-scoped call (the backend's, shared with its reads; one is made
-        for a writer used alone).
+        for a writer used alone). `questions` is the login's order-question slot in the shared state store;
+        without it, placements are serialised in this process only.
         """
         self.name = WRITER_NAME
         self._client = client
         self._session = session
         self._selection = selection or AccountSelection(client, lambda: read_iserver_accounts(client))
         self._placement_lock = anyio.Lock()
+        self._questions = questions
 
     def _refuse_while_degraded(self) -> None:
         """Raise `BROKER_SESSION_REQUIRED` when the supervised session is known not to be usable.
@@ -213,27 +223,81 @@ class ClientPortalOrderWriter:
 
         Returns the final answer's elements and the message ids confirmed on the way.
         """
-        data = await self._send(path, body, client_order_id)
-        confirmed: list[str] = []
-        rounds = 0
-        while True:
-            replies = self._replies(data, client_order_id)
-            reply = replies[0]
-            if reply.order_id is not None or reply.id is None:
-                return replies, confirmed
-            question = BrokerQuestion(reply_id=reply.id, message_ids=list(reply.message_ids), messages=_messages(reply))
-            rounds += 1
-            too_many = rounds > max_rounds
-            allowed = discarded = False
-            try:
-                allowed = not too_many and confirm(question)
-            finally:
-                if not allowed:  # also when the policy raised: leave nothing pending at the broker
-                    discarded = await self._decline(question.reply_id)
-            if not allowed:
-                raise _refused(question, client_order_id, confirmed, discarded, too_many=too_many)
-            confirmed.extend(question.message_ids)
-            data = await self._send(f"/iserver/reply/{question.reply_id}", {"confirmed": True}, client_order_id)
+        async with self._claimed():
+            data = await self._send(path, body, client_order_id)
+            confirmed: list[str] = []
+            rounds = 0
+            while True:
+                replies = self._replies(data, client_order_id)
+                reply = replies[0]
+                if reply.order_id is not None or reply.id is None:
+                    return replies, confirmed
+                question = BrokerQuestion(
+                    reply_id=reply.id, message_ids=list(reply.message_ids), messages=_messages(reply)
+                )
+                await self._slot_step("asked", question.reply_id, client_order_id, confirmed)
+                rounds += 1
+                too_many = rounds > max_rounds
+                allowed = discarded = False
+                try:
+                    allowed = not too_many and confirm(question)
+                finally:
+                    if not allowed:  # also when the policy raised: leave nothing pending at the broker
+                        discarded = await self._decline(question.reply_id)
+                if not allowed:
+                    raise _refused(question, client_order_id, confirmed, discarded, too_many=too_many)
+                await self._slot_step("confirm", question.reply_id, client_order_id, confirmed)
+                confirmed.extend(question.message_ids)
+                data = await self._send(f"/iserver/reply/{question.reply_id}", {"confirmed": True}, client_order_id)
+                self._check_reply_known(data, client_order_id, confirmed)
+
+    @asynccontextmanager
+    async def _claimed(self) -> AsyncGenerator[None]:
+        """Hold the login's order-question slot for one exchange (a no-op without a shared state store)."""
+        if self._questions is None:
+            yield
+            return
+        async with self._questions.claim():
+            yield
+
+    async def _slot_step(
+        self, step: Literal["asked", "confirm"], reply_id: str, client_order_id: str | None, confirmed: Sequence[str]
+    ) -> None:
+        """Record a question, or check it before confirming; a lost slot refuses the order before any confirmation."""
+        if self._questions is None:
+            return
+        try:
+            if step == "asked":
+                await self._questions.asked(reply_id)
+            else:
+                await self._questions.may_confirm(reply_id)
+        except SlotLost:
+            raise GatewayError(
+                ErrorCode.ORDER_CONFIRMATION_CONFLICT,
+                "Another process on the same IBKR login asked a newer order question, which invalidates this "
+                "order's; it was not confirmed, so it was not placed.",
+                details={
+                    "reason": "superseded",
+                    "client_order_id": client_order_id,
+                    "confirmed_message_ids": [*confirmed],
+                },
+            ) from None
+
+    def _check_reply_known(self, data: object, client_order_id: str | None, confirmed: Sequence[str]) -> None:
+        """A confirmation IBKR no longer knows (expired or superseded): the order's fate is looked up, not guessed."""
+        text = wire.error_text(data)
+        if text is not None and _REPLY_NOT_FOUND.search(text):
+            raise GatewayError(
+                ErrorCode.BROKER_OUTCOME_UNKNOWN,
+                "The broker no longer knows the order question this gateway confirmed (expired or superseded by "
+                "a newer one); the order is looked up by its client order id before anything else.",
+                details={
+                    "reason": "reply_id_not_found",
+                    "client_order_id": client_order_id,
+                    "confirmed_message_ids": list(confirmed),
+                    "broker_message": _broker_text(text),
+                },
+            )
 
     async def _send(self, path: str, body: object, client_order_id: str | None) -> object:
         try:

@@ -38,6 +38,8 @@ NOT_SENT_RETRYABLE: Final = frozenset(
         ErrorCode.BROKER_SESSION_REQUIRED,
         ErrorCode.BROKER_SESSION_EXPIRED,
         ErrorCode.BROKER_BACKEND_UNAVAILABLE,
+        ErrorCode.BROKER_ACCOUNT_NOT_SELECTED,
+        ErrorCode.ORDER_CONFIRMATION_CONFLICT,
     }
 )
 """Writer errors that mean the order surely never reached the broker and a retry may succeed: the key is

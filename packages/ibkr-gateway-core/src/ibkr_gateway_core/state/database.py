@@ -243,6 +243,21 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX order_previews_by_time ON order_previews (created_at)",
         ),
     ),
+    Migration(
+        4,
+        "broker order questions",
+        (
+            """
+            CREATE TABLE broker_order_questions (
+                broker_key TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                reply_id TEXT,
+                expires_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 """Every schema step, oldest first; append new ones, never edit applied ones."""
 

@@ -148,6 +148,21 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX order_previews_by_time ON order_previews (created_at)",
         ),
     ),
+    Migration(
+        4,
+        "broker order questions",
+        (
+            """
+            CREATE TABLE broker_order_questions (
+                broker_key TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                reply_id TEXT,
+                expires_at TEXT COLLATE "C" NOT NULL,
+                updated_at TEXT COLLATE "C" NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 """The PostgreSQL form of `state.MIGRATIONS`, version for version; append new ones to both."""
 
