@@ -93,6 +93,7 @@ TARGETS = {
             "packages/ibkr-gateway-cpapi/tests/test_client.py",
             "packages/ibkr-gateway-cpapi/tests/test_brackets_writer.py",
             "packages/ibkr-gateway-cpapi/tests/test_mapping.py",
+            "packages/ibkr-gateway-cpapi/tests/test_execution_mapping.py",
             "tests-integration/test_attack_live_invariants.py",
             "tests-integration/test_attack_exposure.py",
             "tests-integration/test_reliability_broker.py",
