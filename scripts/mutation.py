@@ -94,6 +94,7 @@ TARGETS = {
             "packages/ibkr-gateway-cpapi/tests/test_brackets_writer.py",
             "packages/ibkr-gateway-cpapi/tests/test_mapping.py",
             "packages/ibkr-gateway-cpapi/tests/test_execution_mapping.py",
+            "packages/ibkr-gateway-cpapi/tests/test_writer_duplicates.py",
             "tests-integration/test_attack_live_invariants.py",
             "tests-integration/test_attack_exposure.py",
             "tests-integration/test_reliability_broker.py",

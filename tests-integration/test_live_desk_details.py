@@ -28,8 +28,8 @@ def cancel_args(order_id: str, key: str, account: str = ACCOUNT) -> dict[str, An
     return {"account_id": account, "broker_order_id": order_id, "idempotency_key": key}
 
 
-async def live(desk: Desk, key: str, switches: frozenset[str] = LIVE_CP, **changes: object) -> Any:
-    approval = await desk.approved(mode="live", **changes)
+async def live(desk: Desk, key: str, switches: frozenset[str] = LIVE_CP) -> Any:
+    approval = await desk.approved(mode="live")
     return await desk.call("submit_live_order", desk.submit_args(approval, key), switches=switches)
 
 
