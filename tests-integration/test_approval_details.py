@@ -142,3 +142,29 @@ async def test_the_store_reads_one_approval_with_its_current_status(tmp_path: Pa
         used = store.approval(approval.approval_id)
         assert used is not None and (used.approval_id, used.status) == (approval.approval_id, "consumed")
         assert store.approval("ap-" + "0" * 32) is None
+
+
+async def test_a_denial_revokes_the_previews_unused_approvals_and_keeps_earlier_revocations(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    clock = Clock(NOW)
+    async with running_desk(tmp_path / "state", sim, clock) as desk:
+        preview = await desk.preview()
+        first = await desk.approve(preview)
+        await desk.call("revoke_approval", {"approval_id": first.approval_id, "reason": "first thoughts"})
+        second = await desk.approve(preview)
+        clock.now = NOW + timedelta(seconds=7)
+        denial = await desk.call("deny_preview", {"preview_id": preview.preview_id, "reason": "no"})
+        assert (denial.revoked_approvals, denial.denied_at) == ([second.approval_id], NOW + timedelta(seconds=7))
+        listed = {a.approval_id: a for a in await desk.call("list_approvals", {"account_id": ACCOUNT})}
+        assert (listed[first.approval_id].status, listed[first.approval_id].revoke_reason) == (
+            "revoked",
+            "first thoughts",
+        )
+        assert (listed[second.approval_id].status, listed[second.approval_id].revoke_reason) == (
+            "revoked",
+            "preview denied",
+        )
+        assert listed[second.approval_id].revoked_at == NOW + timedelta(seconds=7)
+        again = await desk.call("deny_preview", {"preview_id": preview.preview_id, "reason": "still no"})
+        assert again == denial

@@ -138,3 +138,15 @@ async def test_reconciliation_counts_scanned_changed_and_finished_orders(tmp_pat
         assert changes[0].metadata["current_status"] == "cancelled"
         report = await desk.call("reconcile_orders", {})
         assert (report.scanned, report.transitions, report.completed) == (1, 0, 0)
+
+
+async def test_reconciliation_counts_an_order_it_cannot_read_and_goes_on(tmp_path: Path, sim: SimulatorState) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        first = await live(desk, "a")
+        second = await live(desk, "b")
+        sim.book.orders[int(str(second.broker_order_id))].status = "Cancelled"
+        sim.fail_next(503, {"error": "unavailable"}, path_contains=f"/order/status/{first.broker_order_id}")
+        report = await desk.call("reconcile_orders", {})
+        assert (report.scanned, report.unresolved, report.transitions, report.completed) == (2, 1, 1, 1)
+        report = await desk.call("reconcile_orders", {})
+        assert (report.scanned, report.unresolved, report.completed) == (1, 0, 0)
