@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.writers import LocalCandidateWriter
+from ibkr_gateway_core.orders.writers import LocalCandidateWriter
 from ibkr_gateway_cpapi.simulator import SimulatorState
 from reliability_harness import PAPER, Clock, running_desk
 from test_attack_live_invariants import LIVE_LOCAL
