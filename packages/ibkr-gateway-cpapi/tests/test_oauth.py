@@ -143,6 +143,30 @@ def test_the_shared_secret_is_keyed_as_javas_big_integer_bytes() -> None:
     assert live_session_token(0x80, prepend) == expected
 
 
+OPENSSL_DHPARAM = """\
+-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEAliS6022yq2C6OLwKnUV1MuYVK//eKCV6INRmmqy+8pJBK0mMnIMk
+g7iNezCDwmVRE547QdgAoy0uAuKkZ4DK/ShLVHf6jKMLJMfUxnLDvSxo8hGUzayI
+MAwGDs8N+ADBDlhXOA61S2268K8vFltpuMsthEunWZdxpaIyHCnXSlssoEXGxNFO
+lEw3W3Rp6vIKnuWraeKtygDpOZE8COyYZbOCOFDsoGN8ghralVebWzoqqUxV1bA/
+cQlxjD91hiwYbbgLEz0lLw9nE0WzX1a3AhHrshDeatyt+L0ElXmiwnIYHgin7gQ+
+n+4HLacbHvOn+W7P5/2gnm4MYrV2jb5GhwIBAg==
+-----END DH PARAMETERS-----
+"""
+"""Public parameters made by `openssl dhparam -out dhparam.pem 2048` (OpenSSL 3.0), as users upload them."""
+
+OPENSSL_DHPARAM_PRIME_HEAD = "9624BAD36DB2AB60BA38BC0A9D457532"
+OPENSSL_DHPARAM_PRIME_TAIL = "7FDA09E6E0C62B5768DBE4687"
+"""The prime's first and last hex digits as `openssl asn1parse` shows them."""
+
+
+def test_an_openssl_dhparam_file_reads_as_its_prime_and_generator() -> None:
+    prime, generator = parse_dh_parameters_pem(OPENSSL_DHPARAM.encode("ascii"))
+    shown = format(prime, "X")
+    assert (prime.bit_length(), generator) == (2048, 2)
+    assert shown.startswith(OPENSSL_DHPARAM_PRIME_HEAD) and shown.endswith(OPENSSL_DHPARAM_PRIME_TAIL)
+
+
 def test_dh_parameters_round_trip_through_pem() -> None:
     assert parse_dh_parameters_pem(dh_parameters_pem(RFC3526_MODP_2048, 2)) == (RFC3526_MODP_2048, 2)
     with pytest.raises(ValueError, match="DH PARAMETERS"):
@@ -184,6 +208,10 @@ async def test_without_the_brokerage_init_iserver_says_no_bridge(consumer: OAuth
         with pytest.raises(GatewayError) as caught:
             await backend.list_accounts()
         assert caught.value.code == ErrorCode.BROKER_SESSION_REQUIRED
+        status = await backend.session_status()
+        assert (status.status, status.authenticated) == ("manual_action_required", False)
+        assert status.message is not None and "OAuth consumer" in status.message
+        assert "Client Portal Gateway" not in (status.user_action or "")
         await backend.open_brokerage_session(compete=False)
         assert [a.account_id for a in await backend.list_accounts()] == ["DU1234567", "DU7654321"]
 

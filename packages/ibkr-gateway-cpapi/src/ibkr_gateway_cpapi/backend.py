@@ -111,6 +111,10 @@ _SESSION_ACTION: Final = "Log in to the Client Portal Gateway in a browser, then
 _OPEN_BROKERAGE_ACTION: Final = (
     "Open the brokerage session (POST /iserver/auth/ssodh/init) or log in to the Client Portal Gateway again."
 )
+_OAUTH_SESSION_ACTION: Final = (
+    "IBKR's Web API holds no brokerage session for this OAuth consumer: retry (a new live session token opens "
+    "one), and check that no other platform uses this login."
+)
 _COMPETING_ACTION: Final = (
     "Another IBKR platform uses this login: close it, or take the session back "
     "(POST /iserver/auth/ssodh/init with compete=true)."
@@ -279,6 +283,9 @@ class CpapiBackend(MarketReads):
         if status.competing:
             message = "Another IBKR platform holds the brokerage session (competing)."
             action = _COMPETING_ACTION
+        elif self.name == "cpapi_oauth":  # no gateway and no browser login: the OAuth session opens it
+            message = "IBKR's Web API has not opened the brokerage session of this OAuth consumer."
+            action = _OAUTH_SESSION_ACTION
         elif not status.connected:
             message = "The Client Portal Gateway is not connected to IBKR."
             action = _SESSION_ACTION
