@@ -40,6 +40,7 @@ PAGES = (
     "docs/brackets-and-modify.md",
     "docs/options-and-brackets.md",
     "docs/mcp.md",
+    "docs/runbooks/kill-switch.md",
 )
 """Pages whose `console` blocks run on the embedded simulator from start to end."""
 
