@@ -138,8 +138,9 @@ def _preview(value: Any) -> str:
         f"expires at: {value.expires_at.isoformat()}",
     ]
     if value.take_profit is not None and value.stop_loss is not None:
-        lines.insert(1, f"take-profit: {value.take_profit.side} limit @ {value.take_profit.limit_price}")
-        lines.insert(2, f"stop-loss: {value.stop_loss.side} stop @ {value.stop_loss.stop_price}")
+        # the exits in the entry's words: `sell limit (limit 230)`, `sell stop (stop 190)`
+        lines.insert(1, f"take-profit: {value.take_profit.side} limit (limit {cell(value.take_profit.limit_price)})")
+        lines.insert(2, f"stop-loss: {value.stop_loss.side} stop (stop {cell(value.stop_loss.stop_price)})")
     if value.broker_order_id is not None:
         lines.insert(1, f"modifies order {value.broker_order_id}")
     lines += [f"warning (broker text, untrusted): {w}" for w in value.warnings]
