@@ -248,12 +248,65 @@ def load_diffs(scratch: Path) -> dict[str, str]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-EQUIVALENT: dict[str, str] = {}
-"""Single surviving mutants that cannot change behaviour, by mutmut's name, with the reason (docs/reliability.md)."""
+_CLOSED = 'state = await self._set(ctx, "closed", args.reason, audit=False)'
+_PAPER_CANCEL = 'return await self._writes.cancel(ctx, args, mode="paper", writer_name=PAPER_WRITER, legs=group)'
+_CANCEL_REQUEST = (
+    'request: dict[str, object] = {"account_id": args.account_id, "broker_order_id": args.broker_order_id}'
+)
+_RELEASE = "if release_approval and row is not None and row[0] is not None:"
+
+EQUIVALENT: dict[tuple[str, str], str] = {
+    **{
+        (_CLOSED, _CLOSED.replace('"closed"', other)): '`_set` stores `open` for "open" and `closed` for anything else'
+        for other in ("None", '"XXclosedXX"', '"CLOSED"')
+    },
+    **{
+        (line, line.replace("audit=False", "audit=None")): "`audit` is only tested for truth: None is False"
+        for line in (_CLOSED, 'return await self._set(ctx, "open", args.reason, audit=False)')
+    },
+    **{
+        (_CANCEL_REQUEST, _CANCEL_REQUEST.replace(f'"{key}"', renamed)): "a field's name in the hashed cancel request: "
+        "the hash is only ever compared with hashes the same code made"
+        for key in ("account_id", "broker_order_id")
+        for renamed in (f'"XX{key}XX"', f'"{key.upper()}"')
+    },
+    **{
+        ('request["group"] = True', after): "the group marker's name or value: any of them keeps a bracket cancel's "
+        "request hash apart from a plain cancel's"
+        for after in (
+            'request["group"] = None',
+            'request["group"] = False',
+            'request["XXgroupXX"] = True',
+            'request["GROUP"] = True',
+        )
+    },
+    ("if legs is not None:", "if legs is None:"): "the group marker on plain cancels instead of bracket cancels still "
+    "keeps the two kinds of request hash apart",
+    **{
+        (_PAPER_CANCEL, _PAPER_CANCEL.replace('mode="paper"', mode)): "a paper cancel's flow name: only `live_cancel` "
+        "and the `_cancel` suffix are ever tested, and its keys stay apart from live cancels' either way"
+        for mode in ("mode=None", 'mode="XXpaperXX"', 'mode="PAPER"')
+    },
+    **{
+        (_RELEASE, after): "the only caller passes `release_approval=True`, and the record it fails always exists"
+        for after in (
+            "if release_approval and row is not None or row[0] is not None:",
+            "if release_approval or row is not None and row[0] is not None:",
+        )
+    },
+}
+"""Single mutants that cannot change behaviour, by the line they change (before, after), with the reason
+(also in docs/reliability.md)."""
 
 
 def _explained(mutant: str, diffs: dict[str, str]) -> str | None:
-    return EQUIVALENT.get(mutant) or equivalence(diffs.get(mutant, ""))
+    diff = diffs.get(mutant, "")
+    removed, added = _changed_lines(diff)
+    if len(removed) == 1 and len(added) == 1:
+        reason = EQUIVALENT.get((removed[0].strip(), added[0].strip()))
+        if reason is not None:
+            return reason
+    return equivalence(diff)
 
 
 def _changed_lines(diff: str) -> tuple[list[str], list[str]]:
