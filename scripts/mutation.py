@@ -48,6 +48,7 @@ CORE_TESTS = (
     "packages/ibkr-gateway-core/tests/test_library_methods.py",
     "packages/ibkr-gateway-core/tests/test_state.py",
     "packages/ibkr-gateway-core/tests/test_gate_helpers.py",
+    "packages/ibkr-gateway-core/tests/test_gate_details.py",
     "packages/ibkr-gateway-cli/tests/test_attack_small.py",
     "tests-integration/test_attack_approvals.py",
     "tests-integration/test_attack_exposure.py",
