@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from ibkr_gateway_core.errors import ErrorCode
 from ibkr_gateway_cpapi.simulator import SimulatorState
-from reliability_harness import ACCOUNT, Clock, Desk, running_desk
+from reliability_harness import ACCOUNT, AGENTS_MAY_TRADE_PAPER, REMOTE, Clock, Desk, running_desk
 
 pytestmark = pytest.mark.anyio
 
@@ -168,3 +168,43 @@ async def test_a_denial_revokes_the_previews_unused_approvals_and_keeps_earlier_
         assert listed[second.approval_id].revoked_at == NOW + timedelta(seconds=7)
         again = await desk.call("deny_preview", {"preview_id": preview.preview_id, "reason": "still no"})
         assert again == denial
+
+
+async def test_an_approval_records_who_when_for_how_long_and_which_mode(tmp_path: Path, sim: SimulatorState) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW), AGENTS_MAY_TRADE_PAPER) as desk:
+        preview = await desk.preview()
+        called = await desk.gateway.call(
+            "create_approval", {"account_id": ACCOUNT, "preview_id": preview.preview_id}, principal=REMOTE
+        )
+        approval = called.value
+        assert (approval.approved_by, approval.approved_by_kind, approval.approved_by_issuer) == (
+            "reviewer",
+            "remote",
+            "https://as.example",
+        )
+        assert (approval.approved_at, approval.expires_at) == (NOW, NOW + timedelta(seconds=300))
+        assert (approval.mode, approval.status, approval.fingerprint) == ("paper", "approved", preview.fingerprint)
+        assert (approval.preview_id, approval.account_id) == (preview.preview_id, ACCOUNT)
+        assert approval.audit_event_id == called.audit_event_id
+        short = await desk.approve(await desk.preview(quantity="2"), ttl_seconds=45, fingerprint=None)
+        assert short.expires_at == NOW + timedelta(seconds=45)
+
+
+async def test_approval_refusals_name_their_code(tmp_path: Path, sim: SimulatorState) -> None:
+    clock = Clock(NOW)
+    async with running_desk(tmp_path / "state", sim, clock) as desk:
+        preview = await desk.preview()
+        args = {"account_id": ACCOUNT, "preview_id": preview.preview_id}
+        missing = {"account_id": ACCOUNT, "preview_id": "pv-" + "0" * 32}
+        assert await desk.code_of("create_approval", missing) is ErrorCode.PREVIEW_NOT_FOUND
+        other = {**args, "account_id": OTHER_ACCOUNT}
+        assert await desk.code_of("create_approval", other) is ErrorCode.APPROVAL_ACCOUNT_MISMATCH
+        wrong = {**args, "fingerprint": "0" * 64}
+        assert await desk.code_of("create_approval", wrong) is ErrorCode.APPROVAL_PREVIEW_MISMATCH
+        assert (await desk.call("create_approval", {**args, "fingerprint": preview.fingerprint})).status == "approved"
+        denied = await desk.preview(quantity="2")
+        await desk.call("deny_preview", {"preview_id": denied.preview_id})
+        denied_args = {"account_id": ACCOUNT, "preview_id": denied.preview_id}
+        assert await desk.code_of("create_approval", denied_args) is ErrorCode.PREVIEW_DENIED
+        clock.now = preview.expires_at
+        assert await desk.code_of("create_approval", args) is ErrorCode.PREVIEW_EXPIRED
