@@ -334,8 +334,9 @@ class CpapiBackend(MarketReads):
         now = self._clock()
         cached = self._accounts
         fresh = cached is not None and (now - cached[1]).total_seconds() < ACCOUNTS_REUSE_S
-        if cached is not None and fresh and cached[0] == self._client.brokerage_generation:
-            return cached[2]
+        degraded = (status := self._supervised_status()) is not None and status.status != "usable"
+        if cached is not None and fresh and cached[0] == self._client.brokerage_generation and not degraded:
+            return cached[2]  # never while the session is known to be down: the read says so instead
         iserver = await self._loaded_iserver_accounts()
         portfolio = wire.parse_portfolio_accounts(await self._client.get("/portfolio/accounts"))
         if iserver.is_advisor:  # the clients of an advisor are sub-accounts, not portfolio accounts

@@ -155,6 +155,12 @@ class SessionMachine:
         """The nightly reset: still logged in, but priming, pre-flights and subscriptions are gone."""
         self.brokerage = BrokerageSession()
 
+    def nightly_reset(self) -> None:
+        """IBKR's nightly reset: the login stays, its brokerage session closes ("no bridge" until `ssodh/init`)."""
+        if self.state != AuthState.NO_SESSION:
+            self.state = AuthState.SSO_ONLY
+            self.brokerage = BrokerageSession()
+
     def open_brokerage_session(self, *, compete: bool) -> bool:
         """`ssodh/init` or `reauthenticate`: open the brokerage session; True when it is open afterwards."""
         if self.state == AuthState.COMPETING and not compete:

@@ -371,6 +371,30 @@ class SimulatorState:
         """
         if body.get("unkind") is True:
             self.make_unkind()
+        session = body.get("session")
+        if session is not None:
+            actions: dict[str, Callable[[], None]] = {
+                "log_out": self.log_out,
+                "log_in": self.log_in,
+                "sso_only": self.log_in_sso_only,
+                "competing": self.set_competing,
+                "nightly_reset": self.session.nightly_reset,
+            }
+            if session not in actions:
+                raise ValueError(f"session must be one of {sorted(actions)}")
+            actions[str(session)]()
+        failure = as_object(body.get("fail_next"))
+        if failure is not None:
+            contains = failure.get("path_contains")
+            self.fail_next(
+                int(_number(failure["status"])),
+                failure.get("body"),
+                times=int(_number(failure.get("times", 1))),
+                path_contains=None if contains is None else str(contains),
+            )
+        if "idle_timeout_seconds" in body:
+            idle = body["idle_timeout_seconds"]
+            self.session.idle_timeout = None if idle is None else timedelta(seconds=_number(idle))
         advisor = body.get("advisor")
         if advisor is True:
             self.log_in_advisor()
@@ -430,6 +454,8 @@ class SimulatorState:
             "positions_cache": self.positions_cache,
             "live_orders_empty_calls": self.live_orders_empty_calls,
             "history_latency_seconds": self.history_latency_s,
+            "auth_state": str(self.session.state),
+            "idle_timeout_seconds": idle.total_seconds() if (idle := self.session.idle_timeout) is not None else None,
             "profile": self._profile.name,
             "selected_account": self.selected_account,
             "superseded_replies": self.engine.superseded_replies,
