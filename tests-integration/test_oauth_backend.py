@@ -121,7 +121,9 @@ def test_a_user_walks_the_oauth_backend_and_no_secret_comes_out(
     assert quote["contract_id"] == 265598
     status = json.loads(cli("backend", "status", "--json").stdout)
     assert (status["backend"], status["status"]) == ("cpapi_oauth", "usable")
-    cli("session", "requirements")
+    requirements = json.loads(cli("session", "requirements", "--json").stdout)
+    assert requirements["usable"] is True
+    assert requirements["checks"][0]["detail"] == "IBKR's Web API answers."
 
     # a wrong signature key: the broker refuses, the user is told what to check
     bad = workdir / "bad.yaml"
@@ -137,6 +139,12 @@ def test_a_user_walks_the_oauth_backend_and_no_secret_comes_out(
     error = json.loads(refused.stderr)
     assert error["code"] == "BROKER_OAUTH_REJECTED"
     assert "signature key" in error["user_action"]
+    told = run_cli(["--config", str(bad), "session", "requirements", "--json"], env)
+    seen.extend([told.stdout, told.stderr])
+    details = {check["name"]: check["detail"] for check in json.loads(told.stdout)["checks"]}
+    assert details["brokerage_session_authenticated"] == (
+        "Not logged in: IBKR refused this OAuth consumer's credentials (broker.oauth)."
+    )
 
     # an unset secret variable: a config error naming the variable, not a value
     unset = workdir / "unset.yaml"
@@ -154,8 +162,11 @@ def test_a_user_walks_the_oauth_backend_and_no_secret_comes_out(
 
     # an MCP client over stdio, the server's log on stderr at DEBUG
     log = tmp_path / "mcp-stderr.log"
-    seen_tools = anyio.run(_mcp_session, config, env, log)
-    assert seen_tools == ["ibkr_accounts_list", "ibkr_positions_list", "ibkr_market_snapshot", "ibkr_backend_status"]
+    answers = anyio.run(_mcp_session, config, env, log)
+    assert list(answers) == ["ibkr_accounts_list", "ibkr_positions_list", "ibkr_market_snapshot", "ibkr_backend_status"]
+    assert "DU7654321" in answers["ibkr_accounts_list"]
+    assert "cpapi_oauth" in answers["ibkr_backend_status"]
+    seen.extend(answers.values())
     seen.append(log.read_text(encoding="utf-8"))
 
     cli("audit", "tail", "--limit", "200", "--json")
@@ -175,7 +186,8 @@ def test_a_user_walks_the_oauth_backend_and_no_secret_comes_out(
     assert str(sim.directory) not in everything
 
 
-async def _mcp_session(config: Path, env: dict[str, str], log: Path) -> list[str]:
+async def _mcp_session(config: Path, env: dict[str, str], log: Path) -> dict[str, str]:
+    """Each tool's whole answer (content and structured content) as text."""
     shell = shutil.which("sh")
     assert shell is not None
     command = [*ibkr_agent(), "--config", str(config), "mcp", "serve", "--transport", "stdio"]
@@ -183,7 +195,7 @@ async def _mcp_session(config: Path, env: dict[str, str], log: Path) -> list[str
     params = StdioServerParameters(
         command=shell, args=["-c", script, "sh", *command], env={**env, "IBKR_TEST_MCP_LOG": str(log)}
     )
-    called: list[str] = []
+    called: dict[str, str] = {}
     calls: list[tuple[str, dict[str, object]]] = [
         ("ibkr_accounts_list", {}),
         ("ibkr_positions_list", {"account_id": "DU1234567"}),
@@ -195,7 +207,7 @@ async def _mcp_session(config: Path, env: dict[str, str], log: Path) -> list[str
             for name, arguments in calls:
                 result = await client.call_tool(name, arguments)
                 assert not result.is_error, (name, result)
-                called.append(name)
+                called[name] = result.model_dump_json()
     return called
 
 

@@ -374,6 +374,19 @@ async def test_a_token_the_broker_expired_is_renewed_and_the_request_sent_again(
     assert rig.sim.paths().count("POST /oauth/live_session_token") == 2
 
 
+async def test_a_gone_answer_renews_the_token_and_sends_the_request_again(rig: Rig) -> None:
+    """IBKR's intermittent 410 Gone on OAuth (the token's server-side session is gone): renew, resend once."""
+    await rig.backend.list_accounts()
+    rig.sim.fail_next(410, {"error": "Gone"}, path_contains="/positions")
+    assert await rig.backend.positions(ACCOUNT)
+    assert rig.session.tokens_obtained == 2
+    rig.sim.fail_next(410, {"error": "Gone"}, times=2, path_contains="/positions")
+    with pytest.raises(GatewayError) as caught:
+        await rig.backend.positions(ACCOUNT, fresh=True)
+    assert caught.value.code == ErrorCode.BROKER_BACKEND_UNAVAILABLE  # twice gone: shown, never a loop
+    assert rig.session.tokens_obtained == 3
+
+
 async def test_concurrent_requests_share_one_renewal(rig: Rig) -> None:
     await rig.backend.list_accounts()
     rig.authority.expire_tokens()

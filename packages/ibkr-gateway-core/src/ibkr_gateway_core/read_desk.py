@@ -145,13 +145,12 @@ class ReadDesk:
     async def _session_requirements(self, _: NoInput) -> SessionRequirements:
         status = await self._backend().session_status()
         reachable = status.status != "unavailable"
+        server = "IBKR's Web API" if status.backend == "cpapi_oauth" else "The Client Portal Gateway"
         checks = [
             SessionCheck(
                 name="gateway_reachable",
                 satisfied=reachable,
-                detail="The Client Portal Gateway answers."
-                if reachable
-                else "The Client Portal Gateway does not answer.",
+                detail=f"{server} answers." if reachable else f"{server} does not answer.",
             ),
             SessionCheck(
                 name="brokerage_session_authenticated",
@@ -298,6 +297,10 @@ def _login_detail(status: BrokerSessionStatus) -> str:
     """The login check in words that tell a closed brokerage session from a missing login."""
     if status.authenticated:
         return "Logged in."
+    if status.backend == "cpapi_oauth" and status.status != "unavailable":  # OAuth 1.0a: no gateway, no browser
+        if status.error_code == ErrorCode.BROKER_OAUTH_REJECTED:
+            return "Not logged in: IBKR refused this OAuth consumer's credentials (broker.oauth)."
+        return "Live session token accepted, but the brokerage session is not open."
     if status.status == "unavailable":
         return "Unknown: the Client Portal Gateway does not answer."
     if status.connected:

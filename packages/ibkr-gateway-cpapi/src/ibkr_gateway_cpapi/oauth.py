@@ -27,8 +27,8 @@ percent-encoded, sorted `name=value` pairs of the OAuth parameters and the query
 body is not signed (OAuth 1.0a signs only form bodies), so the signature protects the method, URL and
 query of a request, its nonce and timestamp, but not the body.
 
-The LST is renewed `refresh_margin_seconds` before it expires, and at once when IBKR answers 401 to a
-signed request (the request is then sent again, once: a 401 was refused before it was acted on).
+The LST is renewed `refresh_margin_seconds` before it expires, and at once when IBKR answers 401 (or
+410 Gone) to a signed request; the request is then sent again, once: it was refused before it was acted on.
 Nothing secret leaves this module: no key, secret, token or signature appears in a message, a log
 record or a `repr`.
 """
@@ -415,9 +415,10 @@ class OAuthSession:
             return await send_http(
                 method, path, params, body, mutating=mutating, headers=self.sign(token, method, base_url + path, params)
             )
-        except UnauthorizedError:
-            pass  # refused before it was acted on: a new token, then the same request once more
-        token = await self._renew(send_http, base_url, stale=token)
+        except GatewayError as exc:
+            if not _token_refused(exc):
+                raise
+        token = await self._renew(send_http, base_url, stale=token)  # refused before it was acted on: send it again
         try:
             return await send_http(
                 method, path, params, body, mutating=mutating, headers=self.sign(token, method, base_url + path, params)
@@ -528,6 +529,11 @@ class OAuthSession:
             ) from None
         except GatewayError:
             pass  # e.g. a competing login: `/iserver` answers then say what is wrong, with their own codes
+
+
+def _token_refused(exc: GatewayError) -> bool:
+    """401 (signature or token refused), or 410 Gone (IBKR no longer knows the token's session)."""
+    return isinstance(exc, UnauthorizedError) or exc.details.get("status_code") == 410
 
 
 def _rsa_signature(key: RSAPrivateKey, text: str) -> str:
