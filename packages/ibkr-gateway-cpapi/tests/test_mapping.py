@@ -23,6 +23,11 @@ RECEIVED = datetime(2024, 6, 10, 7, 10, 13, tzinfo=UTC)
         pytest.param("", None, id="empty"),
         pytest.param("N/A", None, id="not-available"),
         pytest.param(None, None, id="absent"),
+        pytest.param(float("nan"), None, id="nan"),
+        pytest.param(float("inf"), None, id="infinite"),
+        pytest.param(-0.0, Decimal("0"), id="negative-zero"),
+        pytest.param(True, None, id="boolean"),
+        pytest.param(7, Decimal("7"), id="integer"),
     ],
 )
 def test_numbers_are_exact_decimals_whatever_spelling_cpapi_uses(
@@ -30,6 +35,7 @@ def test_numbers_are_exact_decimals_whatever_spelling_cpapi_uses(
 ) -> None:
     """CPAPI sends numbers as JSON numbers, plain strings and formatted strings (reference §1)."""
     assert mapping.to_decimal(raw) == expected
+    assert mapping.to_decimal(raw) == expected  # a remembered conversion gives the same answer
 
 
 def test_field_31_prefix_c_marks_the_prior_close_and_h_a_halt() -> None:

@@ -76,12 +76,14 @@ AVAILABILITY: Final[Mapping[str, DataStatus]] = {
 
 def to_decimal(value: WireNumber | None) -> Decimal | None:
     """A CPAPI number as `Decimal`: JSON numbers, `"1,300"`, `"+2.37"`, `"41.2M"`; None when absent."""
+    if type(value) is float:  # the common case first: a JSON number with a fraction (or `150.0`)
+        return _float_decimal(value)
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         return Decimal(value)
-    if isinstance(value, float):
-        return _float_decimal(value) if math.isfinite(value) else None
+    if isinstance(value, float):  # a float subclass
+        return _float_decimal(float(value))
     text = value.strip().replace(",", "")
     if not text or text.upper() in ("N/A", "NAN", "-"):
         return None
@@ -96,11 +98,13 @@ def to_decimal(value: WireNumber | None) -> Decimal | None:
 
 
 @functools.lru_cache(maxsize=8192)
-def _float_decimal(value: float) -> Decimal:
-    """A finite float as `Decimal`, remembered: a positions page repeats most of its numbers read after read.
+def _float_decimal(value: float) -> Decimal | None:
+    """A float as `Decimal` (None when not finite), remembered: a positions page repeats most numbers read after read.
 
     Decimals are immutable, so sharing one is safe; `-0.0` and `0.0` share a key and both map to `0`.
     """
+    if not math.isfinite(value):
+        return None
     if value.is_integer():
         return Decimal(int(value))  # JSON `150.0` shares are 150, not "150.0"
     return Decimal(repr(value))  # the shortest text that reads back
