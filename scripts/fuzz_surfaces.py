@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,10 +58,12 @@ def main(argv: list[str]) -> int:
             encoding="utf-8",
         )
         elapsed = time.monotonic() - started
+        log = Path(tempfile.gettempdir()) / f"fuzz-surfaces-{name}.log"
+        log.write_text(proc.stdout + proc.stderr, encoding="utf-8")
         keep = ("fuzz:", " passed", "failed", "passing examples", "Stopped because", " call ", "::test_")
         figures = [line for line in proc.stdout.splitlines() if any(word in line for word in keep)]
         status = "ok" if proc.returncode == 0 else "FINDINGS"
-        print(f"{name}: {status} in {elapsed:.0f} s")
+        print(f"{name}: {status} in {elapsed:.0f} s (full output: {log})")
         for line in figures:
             print(f"  {line.strip()}")
         if proc.returncode != 0:
