@@ -4,7 +4,8 @@ Arguments are built as JSON *text*, so values no JSON library writes (`1e999`, `
 surrogate escape, a 5,000-digit integer, nesting hundreds deep) can be spliced in anywhere. The
 tools come from the live `tools/list` of the server under test, never from a list written here.
 
-`IBKR_FUZZ_PROFILE=long` raises the example counts (see `examples`); the normal run stays small.
+`IBKR_FUZZ_PROFILE=long` raises the case counts (see `examples`); the normal run stays small.
+Each case is built from one integer seed (`tool_case`, `malformed_line`; see `run_cases` for why).
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from random import Random
 from re import _parser  # pyright: ignore[reportAttributeAccessIssue]
 from typing import Any, Final, cast
 
-from hypothesis import strategies as st
 from ibkr_gateway_core.errors import ErrorCode
 from ibkr_gateway_mcp.inbound import dropped_notification_reason, screen_message
 
@@ -28,9 +28,31 @@ CODE_PATTERN: Final = re.compile(r"^[A-Z][A-Z0-9_]+$")
 KNOWN_CODES: Final = frozenset(code.value for code in ErrorCode)
 
 
+SEED_BASE: Final = int(os.environ.get("IBKR_FUZZ_SEED", "0"))
+"""The first case's seed (`IBKR_FUZZ_SEED`); the normal run starts at 0, so CI runs the same cases each time."""
+
+
 def examples(normal: int, long: int = 10_000) -> int:
-    """The example count for this profile."""
+    """The case count for this profile."""
     return long if LONG else normal
+
+
+def run_cases(normal: int, case: Callable[[int], None], *, long: int = 10_000) -> int:
+    """Run `case(seed)` for this profile's count of consecutive seeds; the number run.
+
+    Each case is built from a `random.Random` seeded by one integer, in a plain loop. The cases used
+    to be hypothesis strategies (a tree of them built from each tool's schema); under the long
+    profile hypothesis stopped after a few thousand cases with `FlakyStrategyDefinition`, even once
+    the whole case was one drawn integer, so nothing of hypothesis' search is used here. A failure
+    names its seed; `IBKR_FUZZ_SEED=<seed>` makes it the first case of the next run.
+    """
+    count = examples(normal, long)
+    for seed in range(SEED_BASE, SEED_BASE + count):
+        try:
+            case(seed)
+        except AssertionError as exc:
+            raise AssertionError(f"case seed {seed} (rerun it first with IBKR_FUZZ_SEED={seed}): {exc}") from exc
+    return count
 
 
 class Raw:
@@ -279,21 +301,6 @@ def tool_case(seed: int, schemas: Mapping[str, Mapping[str, Any]]) -> tuple[str,
     return name, to_text(arguments), kind
 
 
-SEEDS: Final = st.integers(min_value=0, max_value=2**64 - 1)
-"""What hypothesis draws for each case: one integer, from which the case is built.
-
-Each case is built from a `random.Random` seeded by this one draw, never from nested strategies:
-a strategy tree rebuilt per case from schemas, recursive JSON and regexes made hypothesis stop on
-`FlakyStrategyDefinition` after a few thousand cases of the long profile, while one integer per case
-cannot be drawn inconsistently. A failing case is reproduced from its seed alone.
-"""
-
-
-def tool_arguments(schemas: Mapping[str, Mapping[str, Any]]) -> st.SearchStrategy[tuple[str, str, str]]:
-    """(tool name, arguments as JSON text, kind): valid, valid with one hostile value, or any JSON."""
-    return SEEDS.map(lambda seed: tool_case(seed, schemas))
-
-
 def call_line(request_id: int, tool: str, arguments_text: str) -> bytes:
     """One tools/call request line."""
     head = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call"})[:-1]
@@ -386,10 +393,6 @@ def malformed_line(seed: int) -> bytes:
             envelope[part] = rng.choice(wrong[part])
         line = to_text(envelope).encode("utf-8", "surrogatepass")
     return line if line.strip() else b"?"
-
-
-MALFORMED_LINES: Final = SEEDS.map(malformed_line)
-"""Lines that are not a well-formed JSON-RPC request: each must still get no hang and an audit row."""
 
 
 def check_tool_reply(reply: Mapping[str, Any]) -> str:

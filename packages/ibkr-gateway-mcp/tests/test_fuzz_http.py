@@ -1,7 +1,7 @@
 """Fuzzing every MCP tool over the streamable HTTP transport: a real uvicorn on loopback behind OAuth.
 
 The server (issuer, gateway, remote app) runs on its own event loop in a blocking portal, so the
-hypothesis tests stay synchronous and one server serves every example. Properties as over stdio:
+tests stay synchronous and one server serves every case. Properties as over stdio:
 each request answered within a bound, success or a stable code, exactly one audit event, the audit
 chain verifies at the end. `IBKR_FUZZ_PROFILE=long` runs 10,000 cases per test.
 """
@@ -18,8 +18,6 @@ from typing import Any
 import httpx2
 import pytest
 from anyio.from_thread import start_blocking_portal
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.gateway import Gateway
 from ibkr_gateway_core.scopes import parse_scopes
@@ -27,7 +25,7 @@ from ibkr_gateway_mcp.auth import JwksTokenVerifier
 from ibkr_gateway_mcp.http_app import RemoteMcpApp, verifier_settings
 from ibkr_gateway_mcp.testing import FakeIssuer, loopback_socket, serve_loopback
 
-from .fuzz_cases import MALFORMED_LINES, call_line, check_tool_reply, examples, is_quiet_notification, tool_arguments
+from .fuzz_cases import call_line, check_tool_reply, is_quiet_notification, malformed_line, run_cases, tool_case
 from .raw_stdio import AuditView
 
 TOKEN_KEY_ENV = "IBKR_TEST_FUZZ_TOKEN_KEY"
@@ -39,16 +37,6 @@ TOKEN_REFRESH_S = 120.0
 _ids = itertools.count(1000)
 
 
-def fuzz_settings(normal: int) -> settings:
-    """Bounded in the normal run, 10,000 examples under the long profile."""
-    return settings(
-        max_examples=examples(normal),
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-    )
-
-
 @dataclass
 class Target:
     resource: str
@@ -58,6 +46,8 @@ class Target:
     schemas: dict[str, dict[str, Any]]
     http: httpx2.Client
     minted_at: float = 0.0
+    tool_calls: int = 0
+    lines: int = 0
     cases: int = 0
     expected: int | None = None
     previous: bytes = b""
@@ -155,7 +145,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             yield running
             running.audit.close()
             running.audit.verify()
-            print(f"http fuzz: {running.cases} cases")
+            print(f"http fuzz: {running.tool_calls} tool calls, {running.lines} raw bodies")
 
 
 def _one(target: Target, raw: bytes, *, expect_reply: bool) -> dict[str, Any] | None:
@@ -189,20 +179,22 @@ def _one(target: Target, raw: bytes, *, expect_reply: bool) -> dict[str, Any] | 
 
 
 @pytest.mark.slow
-@fuzz_settings(60)
-@given(data=st.data())
-def test_every_tool_call_over_http_is_answered_coded_and_audited_once(target: Target, data: st.DataObject) -> None:
-    tool, arguments, _kind = data.draw(tool_arguments(target.schemas))
-    request_id = next(_ids)
-    reply = _one(target, call_line(request_id, tool, arguments), expect_reply=True)
-    assert reply is not None and reply.get("id") == request_id, reply
-    check_tool_reply(reply)
+def test_every_tool_call_over_http_is_answered_coded_and_audited_once(target: Target) -> None:
+    def case(seed: int) -> None:
+        tool, arguments, _kind = tool_case(seed, target.schemas)
+        request_id = next(_ids)
+        reply = _one(target, call_line(request_id, tool, arguments), expect_reply=True)
+        assert reply is not None and reply.get("id") == request_id, reply
+        check_tool_reply(reply)
+
+    target.tool_calls = run_cases(60, case)
 
 
 @pytest.mark.slow
-@fuzz_settings(40)
-@given(line=MALFORMED_LINES)
-def test_every_malformed_body_over_http_is_answered_and_audited_once(target: Target, line: bytes) -> None:
-    reply = _one(target, line, expect_reply=False)
-    if reply is not None:
-        check_tool_reply(reply)
+def test_every_malformed_body_over_http_is_answered_and_audited_once(target: Target) -> None:
+    def case(seed: int) -> None:
+        reply = _one(target, malformed_line(seed), expect_reply=False)
+        if reply is not None:
+            check_tool_reply(reply)
+
+    target.lines = run_cases(40, case)

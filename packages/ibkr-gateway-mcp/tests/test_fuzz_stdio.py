@@ -13,22 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from .fuzz_cases import MALFORMED_LINES, call_line, check_tool_reply, examples, is_quiet_notification, tool_arguments
+from .fuzz_cases import call_line, check_tool_reply, is_quiet_notification, malformed_line, run_cases, tool_case
 from .raw_stdio import AuditView, RawStdio
-
-
-def fuzz_settings(normal: int) -> settings:
-    """Bounded in the normal run, 10,000 examples under the long profile; no deadline, no example database."""
-    return settings(
-        max_examples=examples(normal),
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-    )
-
 
 _ids = itertools.count(1000)
 
@@ -53,6 +40,8 @@ class Session:
         assert len(self.schemas) > 10
         self.cases = 0
         self.codes: dict[str, int] = {}
+        self.tool_calls = 0
+        self.lines = 0
         self.expected: int | None = self.audit.count()
         self.previous = b""
 
@@ -99,25 +88,28 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     assert "Traceback" not in running.stdio.stderr, running.stdio.stderr[-3000:]
     running.audit.close()
     running.audit.verify()
-    print(f"stdio fuzz: {running.cases} cases, codes {sorted(running.codes.items())}")
+    codes = sorted(running.codes.items())
+    print(f"stdio fuzz: {running.tool_calls} tool calls, {running.lines} raw lines, codes {codes}")
 
 
 @pytest.mark.slow
-@fuzz_settings(120)
-@given(data=st.data())
-def test_every_tool_call_is_answered_coded_and_audited_once(session: Session, data: st.DataObject) -> None:
-    tool, arguments, _kind = data.draw(tool_arguments(session.schemas))
-    request_id = next(_ids)
-    reply = session.one_call(call_line(request_id, tool, arguments), request_id)
-    assert reply is not None
-    code = check_tool_reply(reply)
-    session.codes[code or "OK"] = session.codes.get(code or "OK", 0) + 1
+def test_every_tool_call_is_answered_coded_and_audited_once(session: Session) -> None:
+    def case(seed: int) -> None:
+        tool, arguments, _kind = tool_case(seed, session.schemas)
+        request_id = next(_ids)
+        reply = session.one_call(call_line(request_id, tool, arguments), request_id)
+        assert reply is not None
+        code = check_tool_reply(reply)
+        session.codes[code or "OK"] = session.codes.get(code or "OK", 0) + 1
+
+    session.tool_calls = run_cases(120, case)
 
 
 @pytest.mark.slow
-@fuzz_settings(60)
-@given(line=MALFORMED_LINES)
-def test_every_malformed_line_is_answered_and_audited_once(session: Session, line: bytes) -> None:
-    reply = session.one_call(line, None)
-    if reply is not None:
-        check_tool_reply(reply)
+def test_every_malformed_line_is_answered_and_audited_once(session: Session) -> None:
+    def case(seed: int) -> None:
+        reply = session.one_call(malformed_line(seed), None)
+        if reply is not None:
+            check_tool_reply(reply)
+
+    session.lines = run_cases(60, case)
