@@ -25,14 +25,14 @@ from ibkr_gateway_mcp.auth import JwksTokenVerifier
 from ibkr_gateway_mcp.http_app import RemoteMcpApp, verifier_settings
 from ibkr_gateway_mcp.testing import FakeIssuer, loopback_socket, serve_loopback
 
-from .fuzz_cases import call_line, check_tool_reply, is_quiet_notification, malformed_line, run_cases, tool_case
+from .fuzz_cases import LONG, call_line, check_tool_reply, is_quiet_notification, malformed_line, run_cases, tool_case
 from .raw_stdio import AuditView
 
 TOKEN_KEY_ENV = "IBKR_TEST_FUZZ_TOKEN_KEY"
 TOKEN_KEY = "f" * 40
 BOUND_S = 10.0
-TOKEN_REFRESH_S = 120.0
-"""A client mints a new token this often; the issuer's last one expires after 300 s, and a long run takes longer."""
+TOKEN_REFRESH_S = 120.0 if LONG else 2.0
+"""A client mints a new token this often (tokens expire after 300 s, a long run lasts longer; CI refreshes too)."""
 
 _ids = itertools.count(1000)
 
