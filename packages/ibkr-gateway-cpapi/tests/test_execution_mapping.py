@@ -125,3 +125,63 @@ def test_an_order_from_fills_without_any_time_has_none() -> None:
 def test_an_order_from_fills_with_an_unreadable_figure_names_it(field: str, named: str) -> None:
     with pytest.raises(ValueError, match=f"^the broker sent no {named}$"):
         order_mapping.order_from_executions([trade(**BARE), trade(**{**BARE, field: "n/a"})], "DU1")
+
+
+def test_every_field_of_an_order_status() -> None:
+    status = wire.WireOrderStatus.model_validate(
+        {
+            "order_id": 1873266404,
+            "account": "DU7654321",
+            "conid": "265598",
+            "symbol": "AAPL",
+            "side": "S",
+            "order_type": "STP LMT",
+            "total_size": "10",
+            "cum_fill": "4",
+            "limit_price": "99.5",
+            "stop_price": "100",
+            "average_price": "99.75",
+            "tif": "GTC",
+            "order_status": "PreSubmitted",
+            "order_ref": "iag-abc",
+            "order_time": "240610134522",
+        }
+    )
+    record = order_mapping.to_order_record_from_status(status, "DU1234567")
+    assert record.model_dump(exclude_none=True) == {
+        "account_id": "DU7654321",
+        "broker_order_id": "1873266404",
+        "client_order_id": "iag-abc",
+        "contract_id": 265598,
+        "symbol": "AAPL",
+        "side": "sell",
+        "order_type": "stop_limit",
+        "quantity": Decimal(10),
+        "filled_quantity": Decimal(4),
+        "remaining_quantity": Decimal(6),
+        "limit_price": Decimal("99.5"),
+        "stop_price": Decimal(100),
+        "average_fill_price": Decimal("99.75"),
+        "time_in_force": "GTC",
+        "status": record.status,
+        "broker_status": "PreSubmitted",
+        "updated_at": datetime(2024, 6, 10, 13, 45, 22, tzinfo=UTC),
+    }
+
+
+def test_a_bare_order_status_falls_back_to_the_asked_account_and_knows_no_remainder() -> None:
+    record = order_mapping.to_order_record_from_status(
+        wire.WireOrderStatus.model_validate({"order_id": "7", "total_size": "5"}), "DU1234567"
+    )
+    assert (record.account_id, record.broker_order_id, record.contract_id, record.remaining_quantity) == (
+        "DU1234567",
+        "7",
+        None,
+        None,
+    )
+    assert (record.quantity, record.filled_quantity, record.client_order_id, record.symbol) == (
+        Decimal(5),
+        None,
+        None,
+        None,
+    )
