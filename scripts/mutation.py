@@ -361,6 +361,8 @@ def equivalence(diff: str) -> str | None:
         return "log line"
     if not removed or len(removed) != len(added):
         return None
+    if len(removed) == 1 and removed[0].strip().startswith("user_action=") and added[0].strip() == "user_action=None,":
+        return "message text"  # the catalogue's action for the code stands in for the custom one
     if all(_sql_case_only(before, after) for before, after in zip(removed, added, strict=True)):
         return "SQL case"
     for before, after in zip(removed, added, strict=True):

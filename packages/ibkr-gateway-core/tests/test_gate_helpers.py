@@ -2,7 +2,8 @@
 
 from decimal import Decimal
 
-from ibkr_gateway_core.errors import ErrorCode
+import pytest
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.orders.gates import ALLOW, first_refusal, refuse
 from ibkr_gateway_core.orders.keyed_writes import worst_notional
 
@@ -22,3 +23,9 @@ def test_worst_notional_is_the_largest_known_leg() -> None:
     assert worst_notional([None, None]) is None
     assert worst_notional([Decimal(5), None, Decimal(7), Decimal(6)]) == Decimal(7)
     assert worst_notional([None, Decimal(3)]) == Decimal(3)
+
+
+def test_a_refusal_without_a_human_message_is_a_programming_error() -> None:
+    with pytest.raises(TypeError, match="needs a human message"):
+        GatewayError(ErrorCode.ORDER_VALIDATION_FAILED, None)  # type: ignore[arg-type]
+    assert GatewayError(ErrorCode.ORDER_VALIDATION_FAILED, "").message == ""

@@ -556,6 +556,8 @@ class GatewayError(Exception):
         user_action: str | None = None,
         details: Mapping[str, object] | None = None,
     ) -> None:
+        if not isinstance(message, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"{code}: a GatewayError needs a human message")  # never shown as "None"
         super().__init__(message)
         info = ERROR_CATALOGUE[code]
         self.code = code
