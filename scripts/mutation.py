@@ -378,7 +378,16 @@ def equivalence(diff: str) -> str | None:
 
 
 def refresh_tests(target: Target, modules: tuple[str, ...], scratch: Path) -> None:
-    """Copy the workspace's tests into a kept scratch project again (mutmut copies them on into mutants/)."""
+    """Copy the workspace's tests into a kept scratch project again (mutmut copies them on into mutants/),
+    and the package's modules that are not mutated (a changed mutated module needs a fresh run)."""
+    source = ROOT / "packages" / target.package / "src"
+    mutated = {Path(target.import_name) / module for module in modules}
+    for path in source.rglob("*.py"):
+        relative = path.relative_to(source)
+        if relative not in mutated:
+            for copy in (scratch / "src" / relative, scratch / "mutants" / "src" / relative):
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, copy)
     for name in COPIED:
         source = ROOT / name
         if source.is_dir():
