@@ -101,6 +101,7 @@ TARGETS = {
             "packages/ibkr-gateway-cpapi/tests/test_writer_duplicates.py",
             "packages/ibkr-gateway-cpapi/tests/test_client_from_config.py",
             "packages/ibkr-gateway-cpapi/tests/test_order_body_refusals.py",
+            "packages/ibkr-gateway-cpapi/tests/test_writer_refusal_details.py",
             "tests-integration/test_pacing_and_caches.py::test_identical_reads_in_flight_share_one_upstream_request",
             "tests-integration/test_attack_live_invariants.py",
             "tests-integration/test_attack_exposure.py",
