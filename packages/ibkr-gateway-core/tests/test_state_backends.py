@@ -129,13 +129,14 @@ def race(count: int, call: Callable[[int], Any]) -> list[Any]:
 def test_the_schema_is_migrated_once_and_versioned(state_location: StateLocation) -> None:
     first, second = open_state(state_location), open_state(state_location)
     try:
-        assert schema_version(first) == schema_version(second) == 4
+        assert schema_version(first) == schema_version(second) == 5
         rows = first.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
         assert [tuple(row) for row in rows] == [
             (1, "audit events"),
             (2, "order workflow"),
             (3, "preview denials"),
             (4, "broker order questions"),
+            (5, "reconciliation claims"),
         ]
     finally:
         first.close()

@@ -314,6 +314,9 @@ class OrdersConfig(_Section):
     background_reconcile_seconds: Annotated[float, Field(ge=1, le=3600)] | None = 30.0
     """Long-running servers (MCP stdio and HTTP) settle unknown writes and follow live orders every this many
     seconds while there are any (null: only on request, `orders reconcile`); the CLI never does on its own."""
+    reconcile_lease_seconds: Annotated[float, Field(ge=5, le=3600)] = 120.0
+    """A reconciliation pass claims the tracked live orders it polls for this long, so replicas sharing one
+    PostgreSQL database split the backlog; the claims of a replica that dies come back after it."""
     recovery_min_age_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     """Pending idempotency records younger than this belong to a call still running and are left to it."""
     unknown_resend_after_seconds: Annotated[float, Field(ge=0, le=86_400)] = 60.0

@@ -81,6 +81,8 @@ class DeskServices:
         self._audit = audit
         self._accounts = accounts
         self._session_id = session_id
+        self.owner = session_id
+        """This gateway instance among replicas: the owner of its reconciliation claims."""
 
     def call_context(self) -> CallContext:
         """The context of the Gateway call being served."""

@@ -11,6 +11,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from ..call_context import CallContext, Switch
@@ -29,6 +30,10 @@ from .writers import LIVE_CANDIDATE_PREFIX
 
 LIVE_WRITERS = ("local-candidate", "client-portal", "refusing")
 """The writers a live order may go through."""
+
+
+RECONCILE_BATCH: Final = 16
+"""Tracked live orders one reconciliation claim takes at a time."""
 
 
 class LiveDesk:
@@ -130,45 +135,77 @@ class LiveDesk:
         )
 
     async def reconcile(self, _: NoInput) -> ReconcileReport:
-        """Settle unknown writes by cOID, then poll every tracked live order; each change is audited."""
+        """Settle unknown writes by cOID, then poll every tracked live order; each change is audited.
+
+        The backlog is claimed in batches (`OrderStore.claim_live_orders`): replicas reconciling at once
+        each poll their own share, and one pass polls each order once.
+        """
         desk = self._desk
         recovered, unresolved_records = await self._writes.recover()
         scanned = transitions = completed = unresolved = 0
-        updates: list[tuple[LiveOrder, bool]] = []
-        for order in await desk.run(desk.store.live_orders):
-            scanned += 1
-            try:
-                current = await desk.backend().order_status(order.account_id, order.broker_order_id)
-            except GatewayError:
-                unresolved += 1
-                continue
-            terminal = current.status in TERMINAL_STATUSES
-            filled, price = current.filled_quantity, current.average_fill_price
-            if order.client_order_id is not None and filled and price:
-                # real fills count in full
-                await desk.run(functools.partial(desk.store.record_fill_value, order.client_order_id, filled * price))
-            if current.status != order.last_status:
-                transitions += 1
-                await desk.audit_system(
-                    "live_order_lifecycle_changed",
-                    {
-                        "broker_order_id": order.broker_order_id,
-                        "previous_status": order.last_status,
-                        "current_status": current.status,
-                        "filled_quantity": str(current.filled_quantity) if current.filled_quantity else None,
-                    },
-                    order.account_id,
-                )
-            completed += terminal
-            updates.append(
-                (
-                    LiveOrder(
-                        order.account_id, order.broker_order_id, order.writer, order.client_order_id, current.status
-                    ),
-                    terminal,
-                )
+        round_start = desk.clock()
+        lease_s = desk.config.orders.reconcile_lease_seconds
+        seen: set[tuple[str, str]] = set()  # polled in this pass: never twice
+        while True:
+            claim = functools.partial(
+                desk.store.claim_live_orders,
+                desk.owner,
+                round_start=round_start,
+                now=desk.clock(),
+                lease_s=lease_s,
+                limit=RECONCILE_BATCH,
             )
-        await desk.run(lambda: desk.store.update_live_orders(updates, desk.clock()))
+            claimed: list[LiveOrder] = await desk.run(claim)
+            batch = [order for order in claimed if (order.account_id, order.broker_order_id) not in seen]
+            skipped = [order for order in claimed if (order.account_id, order.broker_order_id) in seen]
+            if not batch:
+                if skipped:
+                    release = functools.partial(desk.store.finish_claims, desk.owner, [], [], desk.clock())
+                    await desk.run(functools.partial(release, skipped=skipped))
+                break
+            updates: list[tuple[LiveOrder, bool]] = []
+            unpolled: list[LiveOrder] = []
+            for order in batch:
+                seen.add((order.account_id, order.broker_order_id))
+                scanned += 1
+                try:
+                    current = await desk.backend().order_status(order.account_id, order.broker_order_id)
+                except GatewayError:
+                    unresolved += 1
+                    unpolled.append(order)
+                    continue
+                terminal = current.status in TERMINAL_STATUSES
+                filled, price = current.filled_quantity, current.average_fill_price
+                if order.client_order_id is not None and filled and price:
+                    # real fills count in full
+                    await desk.run(
+                        functools.partial(desk.store.record_fill_value, order.client_order_id, filled * price)
+                    )
+                if current.status != order.last_status:
+                    transitions += 1
+                    await desk.audit_system(
+                        "live_order_lifecycle_changed",
+                        {
+                            "broker_order_id": order.broker_order_id,
+                            "previous_status": order.last_status,
+                            "current_status": current.status,
+                            "filled_quantity": str(current.filled_quantity) if current.filled_quantity else None,
+                        },
+                        order.account_id,
+                    )
+                completed += terminal
+                updates.append(
+                    (
+                        LiveOrder(
+                            order.account_id, order.broker_order_id, order.writer, order.client_order_id, current.status
+                        ),
+                        terminal,
+                    )
+                )
+            finish = functools.partial(
+                desk.store.finish_claims, desk.owner, updates, unpolled, desk.clock(), skipped=skipped
+            )
+            await desk.run(finish)
         return ReconcileReport(
             recovered=recovered,
             unresolved_records=unresolved_records,

@@ -14,12 +14,19 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
 
 from ..errors import ErrorCode, GatewayError
-from ..state.database import StateConnection, StateLocation, open_state, read_transaction, write_transaction
+from ..state.database import (
+    StateConnection,
+    StateLocation,
+    claim_clause,
+    open_state,
+    read_transaction,
+    write_transaction,
+)
 from .models import ApprovalRecord, KillSwitchState, OrderPreview, PreviewDenial
 
 RecordStatus = Literal["pending", "completed", "failed", "unknown"]
@@ -402,9 +409,12 @@ class OrderStore:
             )
             for track in tracked:
                 db.execute(
-                    "INSERT INTO live_orders VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (account_id, broker_order_id) "
+                    "INSERT INTO live_orders "
+                    "(account_id, broker_order_id, writer, client_order_id, last_status, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, broker_order_id) "
                     "DO UPDATE SET writer = excluded.writer, client_order_id = excluded.client_order_id, "
-                    "last_status = excluded.last_status, created_at = excluded.created_at, last_polled_at = NULL",
+                    "last_status = excluded.last_status, created_at = excluded.created_at, last_polled_at = NULL, "
+                    "claimed_by = NULL, claimed_until = NULL",
                     (
                         track.account_id,
                         track.broker_order_id,
@@ -583,6 +593,74 @@ class OrderStore:
                 .fetchall()
             )
         return [LiveOrder(str(a), str(b), str(w), str(c) if c is not None else None, str(s)) for a, b, w, c, s in rows]
+
+    def claim_live_orders(
+        self, owner: str, *, round_start: datetime, now: datetime, lease_s: float, limit: int
+    ) -> list[LiveOrder]:
+        """Claim up to `limit` backlog orders for `owner` until `now + lease_s`, least recently polled first.
+
+        Only orders not under another live claim and not polled after `round_start` (by another replica
+        in a pass running at the same time) are taken, so replicas reconciling at once split the
+        backlog; a claim whose lease ran out (its replica died or stalled) is free again. The caller
+        skips what it polled itself earlier in its pass. On PostgreSQL the candidate rows are locked
+        `FOR UPDATE SKIP LOCKED` without the state lock: claimers skip each other's rows instead of
+        queueing. Release with `finish_claims`.
+        """
+        with self._lock, write_transaction(self._conn(), lock=None) as db:
+            rows = db.execute(
+                "UPDATE live_orders SET claimed_by = ?, claimed_until = ? "
+                "WHERE (account_id, broker_order_id) IN ("
+                "SELECT account_id, broker_order_id FROM live_orders "
+                "WHERE (claimed_until IS NULL OR claimed_until <= ?) "
+                "AND (last_polled_at IS NULL OR last_polled_at <= ?) "
+                "ORDER BY last_polled_at IS NOT NULL, last_polled_at, created_at, account_id, broker_order_id "
+                f"LIMIT ?{claim_clause(db)}) "
+                "RETURNING account_id, broker_order_id, writer, client_order_id, last_status",
+                (owner, _ts(now + timedelta(seconds=lease_s)), _ts(now), _ts(round_start), limit),
+            ).fetchall()
+        return [LiveOrder(str(a), str(b), str(w), str(c) if c is not None else None, str(s)) for a, b, w, c, s in rows]
+
+    def finish_claims(
+        self,
+        owner: str,
+        updates: Sequence[tuple[LiveOrder, bool]],
+        unpolled: Sequence[LiveOrder],
+        now: datetime,
+        *,
+        skipped: Sequence[LiveOrder] = (),
+    ) -> None:
+        """Store what one claimed batch found and release its claims.
+
+        `updates`: each order's new status, `True` (terminal) removing it from the backlog; `unpolled`:
+        orders whose poll failed, released as polled (the next pass tries again); `skipped`: orders
+        released untouched. An order another replica claimed meanwhile (this lease ran out) is left to it.
+        """
+        mine = "AND (claimed_by IS NULL OR claimed_by = ?)"
+        with self._lock, write_transaction(self._conn()) as db:
+            for order, terminal in updates:
+                if terminal:
+                    db.execute(
+                        "DELETE FROM live_orders WHERE account_id = ? AND broker_order_id = ?",
+                        (order.account_id, order.broker_order_id),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE live_orders SET last_status = ?, last_polled_at = ?, claimed_by = NULL, "
+                        f"claimed_until = NULL WHERE account_id = ? AND broker_order_id = ? {mine}",
+                        (order.last_status, _ts(now), order.account_id, order.broker_order_id, owner),
+                    )
+            for order in skipped:
+                db.execute(
+                    "UPDATE live_orders SET claimed_by = NULL, claimed_until = NULL "
+                    "WHERE account_id = ? AND broker_order_id = ? AND claimed_by = ?",
+                    (order.account_id, order.broker_order_id, owner),
+                )
+            for order in unpolled:
+                db.execute(
+                    "UPDATE live_orders SET last_polled_at = ?, claimed_by = NULL, claimed_until = NULL "
+                    f"WHERE account_id = ? AND broker_order_id = ? {mine}",
+                    (_ts(now), order.account_id, order.broker_order_id, owner),
+                )
 
     def update_live_orders(self, updates: Sequence[tuple[LiveOrder, bool]], now: datetime) -> None:
         """Store each order's new status; `True` (terminal) removes it from the backlog."""

@@ -258,6 +258,14 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    Migration(
+        5,
+        "reconciliation claims",
+        (
+            "ALTER TABLE live_orders ADD COLUMN claimed_by TEXT",
+            "ALTER TABLE live_orders ADD COLUMN claimed_until TEXT",
+        ),
+    ),
 )
 """Every schema step, oldest first; append new ones, never edit applied ones."""
 
@@ -290,10 +298,11 @@ def open_database(path: Path, *, migrations: tuple[Migration, ...] = MIGRATIONS)
 
 
 @contextmanager
-def write_transaction(db: _C, lock: LockDomain = "state") -> Generator[_C]:
+def write_transaction(db: _C, lock: LockDomain | None = "state") -> Generator[_C]:
     """Run the block as the only writer of its lock domain: commit on success, roll back on any error.
 
-    SQLite: `BEGIN IMMEDIATE`. PostgreSQL: `BEGIN` and a transaction-scoped advisory lock for `lock`.
+    SQLite: `BEGIN IMMEDIATE`. PostgreSQL: `BEGIN` and a transaction-scoped advisory lock for `lock`;
+    `lock=None` takes no advisory lock, for a block that only claims rows (`claim_clause`).
     """
     if not isinstance(db, sqlite3.Connection):
         with cast("PostgresConnection", db).transaction(write=True, lock=lock):
@@ -307,6 +316,15 @@ def write_transaction(db: _C, lock: LockDomain = "state") -> Generator[_C]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def claim_clause(db: StateConnection) -> str:
+    """What a `SELECT` that claims rows ends with: `FOR UPDATE SKIP LOCKED` on PostgreSQL, nothing on SQLite.
+
+    On PostgreSQL concurrent claimers (other replicas) then skip the rows another one is claiming instead of
+    waiting for them; SQLite has one writer at a time (`BEGIN IMMEDIATE`), so there is nothing to skip.
+    """
+    return "" if isinstance(db, sqlite3.Connection) else " FOR UPDATE SKIP LOCKED"
 
 
 @contextmanager

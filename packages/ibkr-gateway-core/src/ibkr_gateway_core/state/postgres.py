@@ -163,6 +163,14 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    Migration(
+        5,
+        "reconciliation claims",
+        (
+            "ALTER TABLE live_orders ADD COLUMN claimed_by TEXT",
+            'ALTER TABLE live_orders ADD COLUMN claimed_until TEXT COLLATE "C"',
+        ),
+    ),
 )
 """The PostgreSQL form of `state.MIGRATIONS`, version for version; append new ones to both."""
 
@@ -225,7 +233,7 @@ class PostgresConnection:
             cursor.executemany(query, parameters)  # pyright: ignore[reportArgumentType]
 
     @contextmanager
-    def transaction(self, *, write: bool, lock: LockDomain) -> Generator[None]:
+    def transaction(self, *, write: bool, lock: LockDomain | None) -> Generator[None]:
         """Pin a connection for the block: a locked write transaction, or a read-only snapshot."""
         if self._pinned is not None:
             raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "A state transaction is already open.")
@@ -235,7 +243,8 @@ class PostgresConnection:
             if write:
                 with conn.pipeline():  # one round trip for both
                     conn.execute("BEGIN")
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],))
+                    if lock is not None:  # None: row locks only (`claim_clause`)
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],))
             else:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
