@@ -14,8 +14,9 @@ valid chain; signed checkpoints (`audit/checkpoint.py`) catch those.
 
 Appends are linear across threads (a lock) and processes or replicas (`BEGIN IMMEDIATE` on SQLite,
 the `audit` advisory lock on PostgreSQL, around reading the head and inserting the next row).
-`tail` reads the newest rows by primary key and never re-verifies the chain; `verify` streams the
-whole table in batches on its own connection.
+`tail` reads the newest rows by primary key and never re-verifies the chain; `verify` and `export`
+read the chain on their own connection and snapshot in keyset pages (`sequence > last LIMIT n`), so
+memory stays flat on either backend whatever the chain's length.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -40,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .._timestamps import format_timestamp
 from ..errors import ErrorCode, GatewayError
 from ..observability import AUDIT_APPEND, AUDIT_EVENTS
-from ..redaction import find_secret_markers
+from ..redaction import SECRET_MARKERS, find_secret_markers
 from ..state.database import (
     StateConnection,
     StateLocation,
@@ -94,7 +95,8 @@ MAX_EXPORT_LIMIT: Final = 100_000
 """Most events one `export` renders (it is held in memory)."""
 
 VERIFY_BATCH_ROWS: Final = 4_096
-"""Rows fetched per step of `verify`: memory stays flat whatever the log size."""
+"""Rows per page of `verify` and `export` (and per insert of a bulk append): memory stays flat whatever
+the log size, on SQLite and on PostgreSQL (whose driver would otherwise read a whole result at once)."""
 
 _SUBKEY_LABELS: Final = {
     "chain": b"ibkr-agent-gateway/audit/chain/v1",
@@ -105,8 +107,15 @@ _SUBKEY_LABELS: Final = {
 }
 _HEAD_SQL: Final = "SELECT sequence, key_id, chain_hash FROM audit_events ORDER BY sequence DESC LIMIT 1"
 _TAIL_SQL: Final = "SELECT sequence, payload, chain_hash FROM audit_events ORDER BY sequence DESC LIMIT ?"
-_SCAN_SQL: Final = (
-    "SELECT sequence, key_id, event_id, event_type, timestamp, payload, chain_hash FROM audit_events ORDER BY sequence"
+_PAGE_SQL: Final = (
+    "SELECT sequence, key_id, event_id, event_type, timestamp, payload, chain_hash FROM audit_events "
+    "WHERE sequence > ? ORDER BY sequence LIMIT ?"
+)
+"""One keyset page of the chain: the rows after a sequence number, in order (an index range scan)."""
+_FIRST_PAGE_SQL: Final = _PAGE_SQL.replace("WHERE sequence > ?", "WHERE sequence > ? OR sequence IS NULL")
+"""The first page also holds a damaged row without a sequence (it sorts first), so the scan stops there."""
+_EXPORT_START_SQL: Final = (
+    "SELECT min(sequence) FROM (SELECT sequence FROM audit_events ORDER BY sequence DESC LIMIT ?) AS newest"
 )
 _INSERT_SQL: Final = (
     "INSERT INTO audit_events (sequence, key_id, event_id, event_type, timestamp, payload, chain_hash)"
@@ -232,6 +241,8 @@ class AuditLog:
         self._pending: list[_PendingAppend] = []
         """Events waiting for the running group commit (see `append`)."""
         self._flushing = False
+        self.page_rows = VERIFY_BATCH_ROWS
+        """Rows per page when `verify` and `export` read the chain."""
 
     @classmethod
     def open(cls, location: StateLocation, key: bytes, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
@@ -439,13 +450,34 @@ class AuditLog:
                 `INPUT_INVALID_ARGUMENT` for a limit outside 1..100000.
         """
         _check_limit(limit, MAX_EXPORT_LIMIT)
-        async with self._lock:
-            rows = await anyio.to_thread.run_sync(self._tail_rows_sync, limit)
-        return await anyio.to_thread.run_sync(_render_export, rows)
+        return await anyio.to_thread.run_sync(self._export_sync, limit)
 
-    def _tail_rows_sync(self, limit: int) -> list[tuple[object, ...]]:
-        with self._thread_lock:
-            return self._open_db().execute(_TAIL_SQL, (limit,)).fetchall()
+    def _export_sync(self, limit: int) -> AuditExport:
+        """Render the newest `limit` rows page by page, on one snapshot of a separate connection."""
+        db = open_state(self._location)
+        try:
+            with read_transaction(db):
+                start = db.execute(_EXPORT_START_SQL, (limit,)).fetchone()
+                first = start[0] if start is not None and isinstance(start[0], int) else None
+                pages = self._pages(db, after=first - 1) if first is not None else iter(())
+                return _render_export(row for page in pages for row in page)
+        except database_errors() as exc:
+            raise GatewayError(
+                ErrorCode.STATE_DATABASE_UNAVAILABLE, f"The audit log cannot be read ({_db_reason(exc)})."
+            ) from None
+        finally:
+            db.close()
+
+    def _pages(self, db: StateConnection, *, after: int = 0) -> Iterator[list[tuple[object, ...]]]:
+        """The chain after sequence `after`, in keyset pages of `page_rows` rows (never the whole table)."""
+        sql = _FIRST_PAGE_SQL if after == 0 else _PAGE_SQL
+        while page := db.execute(sql, (after, self.page_rows)).fetchall():
+            sql = _PAGE_SQL
+            yield page
+            last = page[-1][0]
+            if not isinstance(last, int) or len(page) < self.page_rows:
+                return
+            after = last
 
     # ------------------------------------------------------------- checkpoints
 
@@ -531,8 +563,7 @@ class AuditLog:
         own_event = checkpoint.own_event_id if checkpoint is not None and signed else None
         own_event_seen = own_event is None
         previous, expected, head_hash = GENESIS_HASH, 1, None
-        cursor = db.execute(_SCAN_SQL)
-        while batch := cursor.fetchmany(VERIFY_BATCH_ROWS):
+        for batch in self._pages(db):
             for sequence, row_key_id, event_id, event_type, timestamp, payload, chain_hash in batch:
                 problem: str | None = None
                 if sequence != expected or type(sequence) is not int:
@@ -624,33 +655,41 @@ def _record(row: tuple[object, ...]) -> AuditRecord:
         ) from None
 
 
-def _render_export(rows: list[tuple[object, ...]]) -> AuditExport:
-    records = [_record(row) for row in reversed(rows)]
-    lines = [
-        canonical_json(
-            {
-                "sequence": record.sequence,
-                "event": redact_event(record.event).model_dump(mode="json"),
-                "chain_hash": record.chain_hash,
-            }
+def _render_export(rows: Iterable[tuple[object, ...]]) -> AuditExport:
+    """JSONL of chain rows (as `_PAGE_SQL` reads them), oldest first, built row by row with its SHA-256."""
+    digest = hashlib.sha256()
+    lines: list[str] = []
+    markers: list[str] = []
+    count, first, last = 0, None, None
+    for sequence, _key_id, _event_id, _event_type, _timestamp, payload, chain_hash in rows:
+        record = _record((sequence, payload, chain_hash))
+        line = (
+            canonical_json(
+                {
+                    "sequence": record.sequence,
+                    "event": redact_event(record.event).model_dump(mode="json"),
+                    "chain_hash": record.chain_hash,
+                }
+            )
+            + "\n"
         )
-        + "\n"
-        for record in records
-    ]
-    text = "".join(lines)
-    markers = find_secret_markers(text)
+        markers += find_secret_markers(line)
+        digest.update(line.encode("utf-8"))
+        lines.append(line)
+        count, first, last = count + 1, first if first is not None else record.sequence, record.sequence
     if markers:
+        found = [marker for marker in SECRET_MARKERS if marker in markers]
         raise GatewayError(
             ErrorCode.OUTPUT_UNSAFE,
-            f"The export was withheld: it would contain {len(markers)} secret marker(s).",
-            details={"markers": markers},
+            f"The export was withheld: it would contain {len(found)} secret marker(s).",
+            details={"markers": found},
         )
     return AuditExport(
-        jsonl=text,
-        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        count=len(records),
-        first_sequence=records[0].sequence if records else None,
-        last_sequence=records[-1].sequence if records else None,
+        jsonl="".join(lines),
+        sha256=digest.hexdigest(),
+        count=count,
+        first_sequence=first,
+        last_sequence=last,
     )
 
 
