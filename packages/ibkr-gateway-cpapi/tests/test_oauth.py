@@ -630,3 +630,104 @@ async def test_through_the_gateway_no_token_key_or_signature_reaches_logs_or_aud
 
 def vars_of(consumer: OAuthConsumer) -> dict[str, object]:
     return {name: getattr(consumer, name) for name in OAuthConsumer.__dataclass_fields__}
+
+
+# -- a broker that answers the handshake badly -------------------------------------------------------
+
+
+P = RFC3526_MODP_2048
+FUTURE_MS = 1_790_000_000_000 + 86_400_000
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ([], ErrorCode.BROKER_RESPONSE_INVALID),
+        ({}, ErrorCode.BROKER_RESPONSE_INVALID),
+        (
+            {
+                "diffie_hellman_response": "zz",
+                "live_session_token_signature": "00",
+                "live_session_token_expiration": FUTURE_MS,
+            },
+            ErrorCode.BROKER_RESPONSE_INVALID,
+        ),
+        (
+            {
+                "diffie_hellman_response": "1",
+                "live_session_token_signature": "00",
+                "live_session_token_expiration": FUTURE_MS,
+            },
+            ErrorCode.BROKER_RESPONSE_INVALID,
+        ),
+        (
+            {
+                "diffie_hellman_response": format(P - 1, "x"),
+                "live_session_token_signature": "00",
+                "live_session_token_expiration": FUTURE_MS,
+            },
+            ErrorCode.BROKER_RESPONSE_INVALID,
+        ),
+        (
+            {
+                "diffie_hellman_response": "abc",
+                "live_session_token_signature": "\u00e9",
+                "live_session_token_expiration": FUTURE_MS,
+            },
+            ErrorCode.BROKER_RESPONSE_INVALID,
+        ),
+        (
+            {
+                "diffie_hellman_response": "abc",
+                "live_session_token_signature": "00",
+                "live_session_token_expiration": True,
+            },
+            ErrorCode.BROKER_RESPONSE_INVALID,
+        ),
+        (
+            {
+                "diffie_hellman_response": "abc",
+                "live_session_token_signature": "00",
+                "live_session_token_expiration": "soon",
+            },
+            ErrorCode.BROKER_RESPONSE_INVALID,
+        ),
+        (
+            {
+                "diffie_hellman_response": "abc",
+                "live_session_token_signature": "00",
+                "live_session_token_expiration": FUTURE_MS,
+            },
+            ErrorCode.BROKER_OAUTH_REJECTED,
+        ),
+    ],
+)
+async def test_a_malformed_handshake_answer_is_a_coded_error(
+    files: ConsumerFiles, clock: Clock, answer: object, code: ErrorCode
+) -> None:
+    """Whatever the broker sends back for the token, the caller gets a stable code, never a crash or a session."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        assert request.url.path == "/v1/api/oauth/live_session_token"
+        return httpx2.Response(200, json=answer)
+
+    session = OAuthSession(load_credentials(oauth_config(files)), clock=clock)
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    async with CpapiClient("https://127.0.0.1:5000", http_client=http, oauth=session) as client:
+        with pytest.raises(GatewayError) as caught:
+            await client.get("/iserver/accounts")
+    await http.aclose()
+    assert caught.value.code == code
+    assert session.expires_at is None
+
+
+async def test_a_signature_the_simulator_cannot_read_is_refused(rig: Rig) -> None:
+    await rig.backend.list_accounts()
+    headers = rig.session.sign(token_of(rig), "GET", url_of("/iserver/accounts"))
+    start = headers["Authorization"].index('oauth_signature="') + len('oauth_signature="')
+    hostile = headers["Authorization"][:start] + "%C3%A9" + headers["Authorization"][start:]
+    answer = await raw_send(rig, "GET", "/iserver/accounts", None, {"Authorization": hostile})
+    assert (answer.status_code, answer.json()) == (401, {"error": "Invalid signature"})
+    for broken in ("OAuth ", 'OAuth realm="test_realm", oauth_nonce', "Bearer abc", 'OAuth a="1", a="2"'):
+        answer = await raw_send(rig, "GET", "/iserver/accounts", None, {"Authorization": broken})
+        assert answer.status_code == 401, broken

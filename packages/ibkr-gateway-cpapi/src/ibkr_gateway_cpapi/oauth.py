@@ -555,7 +555,7 @@ def _parse_answer(answer: object) -> tuple[int, str, int]:
     response = fields.get("diffie_hellman_response")
     signature = fields.get("live_session_token_signature")
     expiration = fields.get("live_session_token_expiration")
-    if not isinstance(response, str) or not isinstance(signature, str):
+    if not isinstance(response, str) or not isinstance(signature, str) or not signature.isascii():
         raise _bad_answer("no Diffie-Hellman response or token signature")
     if isinstance(expiration, bool) or not isinstance(expiration, int):
         raise _bad_answer("no expiration time")

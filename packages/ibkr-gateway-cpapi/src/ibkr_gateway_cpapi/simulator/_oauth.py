@@ -226,6 +226,8 @@ class OAuthAuthority:
     def _verify(self, method: str, url: str, query: list[tuple[str, str]], header: str | None) -> None:
         params = self._common_checks(header, "HMAC-SHA256")
         given = params.get("oauth_signature", "")
+        if not given.isascii():
+            raise _unauthorized("Invalid signature")
         signed = [(name, value) for name, value in params.items() if name != "oauth_signature"]
         text = base_string(method, url, [*signed, *query]).encode("utf-8")
         now = self._clock()
