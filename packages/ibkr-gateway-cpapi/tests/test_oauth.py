@@ -731,3 +731,26 @@ async def test_a_signature_the_simulator_cannot_read_is_refused(rig: Rig) -> Non
     for broken in ("OAuth ", 'OAuth realm="test_realm", oauth_nonce', "Bearer abc", 'OAuth a="1", a="2"'):
         answer = await raw_send(rig, "GET", "/iserver/accounts", None, {"Authorization": broken})
         assert answer.status_code == 401, broken
+
+
+# -- the session supervisor in OAuth mode ------------------------------------------------------------
+
+
+async def test_the_supervisor_tickles_signed_and_reopens_a_closed_brokerage_session(rig: Rig, clock: Clock) -> None:
+    """After IBKR's nightly reset (brokerage closed) and near the token's expiry, one supervisor check renews
+    the token, re-opens the brokerage session without competing, and reports the session usable."""
+    from ibkr_gateway_cpapi.supervisor import SessionSupervisor
+
+    await rig.backend.list_accounts()
+    rig.sim.session.log_in_sso_only()  # the reset: still logged in, the brokerage session closed
+    expires_at = rig.session.expires_at
+    assert expires_at is not None
+    clock.now = expires_at - 10
+    supervisor = SessionSupervisor(rig.backend, reopen=True)
+    with anyio.fail_after(10):
+        status = await supervisor.check()
+    assert status.status == "usable"
+    assert rig.session.tokens_obtained == 2
+    assert "POST /tickle" in rig.sim.paths()
+    assert not rig.authority.refusals
+    assert [a.account_id for a in await rig.backend.list_accounts()] == ["DU1234567", "DU7654321"]
