@@ -219,6 +219,17 @@ class _PendingAppend:
     error: GatewayError | None = None
 
 
+@dataclass(slots=True)
+class _SyncAppend:
+    """One event of `append_sync` waiting for a group commit, or for its turn to lead one."""
+
+    event: AuditEvent
+    wake: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    record: AuditRecord | None = None
+    error: GatewayError | None = None
+
+
 class AuditLog:
     """The append-only audit log in the state database.
 
@@ -241,6 +252,10 @@ class AuditLog:
         self._pending: list[_PendingAppend] = []
         """Events waiting for the running group commit (see `append`)."""
         self._flushing = False
+        self._sync_queue = threading.Lock()
+        self._sync_pending: list[_SyncAppend] = []
+        """Events of `append_sync` callers waiting for the next group commit."""
+        self._sync_leading = False
         self.page_rows = VERIFY_BATCH_ROWS
         """Rows per page when `verify` and `export` read the chain."""
 
@@ -343,10 +358,59 @@ class AuditLog:
     def append_sync(self, event: AuditEvent) -> AuditRecord:
         """`append` for threads and scripts: blocks until the event is committed.
 
+        Threads appending at once share one transaction (group commit, as `append` does for tasks): the
+        first becomes the leader and commits every event waiting at that moment in one transaction under
+        the chain's lock, then hands the lead to the next waiter; each caller returns only after the
+        commit that holds its own event.
+
         Raises:
             GatewayError: `AUDIT_WRITE_FAILED` when nothing was written.
         """
-        return self._append_group_sync([event])[0]
+        waiter = _SyncAppend(event)
+        with self._sync_queue:
+            self._sync_pending.append(waiter)
+            waiter.lead = not self._sync_leading
+            self._sync_leading = True
+        while not waiter.lead:
+            waiter.wake.wait()
+            waiter.wake.clear()
+            if waiter.record is not None or waiter.error is not None:
+                return self._acknowledged(waiter)
+        try:
+            while waiter.record is None and waiter.error is None:
+                with self._sync_queue:
+                    batch, self._sync_pending = self._sync_pending, []
+                self._commit_waiting(batch)
+        finally:
+            with self._sync_queue:  # hand the lead on, or put it down
+                if self._sync_pending:
+                    self._sync_pending[0].lead = True
+                    self._sync_pending[0].wake.set()
+                else:
+                    self._sync_leading = False
+        return self._acknowledged(waiter)
+
+    def _commit_waiting(self, batch: list[_SyncAppend]) -> None:
+        try:
+            records = self._append_group_sync([w.event for w in batch])
+            for waiter, record in zip(batch, records, strict=True):
+                waiter.record = record
+        except GatewayError as exc:
+            for waiter in batch:
+                waiter.error = exc
+        except BaseException:
+            for waiter in batch:
+                waiter.error = GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "The audit event was not written.")
+            raise
+        finally:
+            for waiter in batch:
+                waiter.wake.set()
+
+    @staticmethod
+    def _acknowledged(waiter: _SyncAppend) -> AuditRecord:
+        if waiter.record is None:
+            raise waiter.error or GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "The audit event was not written.")
+        return waiter.record
 
     def _append_group_sync(self, events: list[AuditEvent]) -> list[AuditRecord]:
         """Append `events` in one transaction, in order; all are written or none."""

@@ -1,0 +1,95 @@
+"""Threads appending to one log at once share transactions (group commit), each acknowledged only with its
+own committed event, and the chain stays linear; on SQLite and on PostgreSQL."""
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from ibkr_gateway_core.audit import AuditEvent, AuditLog, AuditRecord
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_core.state import StateLocation
+
+KEY = b"g" * 32
+THREADS = 8
+EACH = 25
+
+
+def _event(writer: int, n: int) -> AuditEvent:
+    return AuditEvent(
+        event_type="tool_completed",
+        timestamp=datetime.now(UTC),
+        principal_kind="local_agent",
+        principal_subject=f"writer-{writer}",
+        scopes=[],
+        decision="allow",
+        result_status="completed",
+        metadata={"n": n},
+    )
+
+
+def test_threads_share_commits_and_each_gets_its_own_event(
+    state_location: StateLocation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog.open(state_location, KEY)
+    groups: list[int] = []
+    commit = AuditLog._append_group_sync
+
+    def counted(self: AuditLog, events: list[AuditEvent]) -> list[AuditRecord]:
+        groups.append(len(events))
+        return commit(self, events)
+
+    monkeypatch.setattr(AuditLog, "_append_group_sync", counted)
+    barrier = threading.Barrier(THREADS)
+    acknowledged: dict[int, list[tuple[str, AuditRecord]]] = {}
+
+    def writer(number: int) -> None:
+        barrier.wait()
+        mine: list[tuple[str, AuditRecord]] = []
+        for n in range(EACH):
+            event = _event(number, n)
+            mine.append((event.event_id, log.append_sync(event)))
+        acknowledged[number] = mine
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert len(acknowledged) == THREADS
+        for mine in acknowledged.values():
+            assert all(record.event.event_id == event_id for event_id, record in mine)  # its own event
+            sequences = [record.sequence for _, record in mine]
+            assert sequences == sorted(sequences)  # one thread's events in its order
+        every = sorted(record.sequence for mine in acknowledged.values() for _, record in mine)
+        assert every == list(range(1, THREADS * EACH + 1))
+        assert sum(groups) == THREADS * EACH and len(groups) < THREADS * EACH  # some commits held several
+        report = log.verify_sync()
+        assert report.chain_valid and report.events_scanned == THREADS * EACH
+    finally:
+        log.close()
+
+
+def test_a_failed_group_commit_fails_every_caller_in_it_and_the_next_ones_go_on(
+    state_location: StateLocation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog.open(state_location, KEY)
+    commit = AuditLog._append_group_sync
+    failing = threading.Event()
+
+    def flaky(self: AuditLog, events: list[AuditEvent]) -> list[AuditRecord]:
+        if failing.is_set():
+            raise GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "disk full")
+        return commit(self, events)
+
+    monkeypatch.setattr(AuditLog, "_append_group_sync", flaky)
+    try:
+        failing.set()
+        with pytest.raises(GatewayError) as refused:
+            log.append_sync(_event(0, 0))
+        assert refused.value.code is ErrorCode.AUDIT_WRITE_FAILED
+        failing.clear()
+        assert log.append_sync(_event(0, 1)).sequence == 1  # the lead was put down: the next call leads
+        assert log.verify_sync().events_scanned == 1
+    finally:
+        log.close()
