@@ -204,7 +204,7 @@ async def test_the_mcp_server_recovers_by_itself_after_expiry_and_the_nightly_re
                     "fail_next": {
                         "status": 503,
                         "body": {"error": "reset in progress"},
-                        "times": 4,
+                        "times": 8,
                         "path_contains": "ssodh/init",
                     },
                 },
@@ -216,7 +216,7 @@ async def test_the_mcp_server_recovers_by_itself_after_expiry_and_the_nightly_re
             assert submits_seen(simulator) == sent
             await _until(all_read)  # re-opened by the server itself
             await _until(session_up)
-            assert control(simulator)["requests_by_path"]["POST /iserver/auth/ssodh/init"] > inits_before + 4
+            assert control(simulator)["requests_by_path"]["POST /iserver/auth/ssodh/init"] > inits_before + 8
             assert control(simulator)["auth_state"] == "authenticated"
 
             placed = _data(await agent.call_tool("ibkr_paper_order_submit", submit))
