@@ -208,3 +208,22 @@ async def test_approval_refusals_name_their_code(tmp_path: Path, sim: SimulatorS
         assert await desk.code_of("create_approval", denied_args) is ErrorCode.PREVIEW_DENIED
         clock.now = preview.expires_at
         assert await desk.code_of("create_approval", args) is ErrorCode.PREVIEW_EXPIRED
+
+
+async def test_a_submit_after_the_preview_expired_is_refused_although_the_approval_lives(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    clock = Clock(NOW)
+    async with running_desk(tmp_path / "state", sim, clock) as desk:
+        preview = await desk.preview()
+        approval = await desk.approve(preview, ttl_seconds=3600)
+        clock.now = preview.expires_at
+        args = desk.submit_args(approval, "late")
+        code = await desk.code_of("submit_paper_order", args, switches=frozenset({"enable_paper"}))
+        assert code is ErrorCode.PREVIEW_EXPIRED
+        assert sim.placements == []
+        clock.now = preview.expires_at - timedelta(microseconds=1)
+        placed = await desk.call(
+            "submit_paper_order", {**args, "idempotency_key": "in-time"}, switches=frozenset({"enable_paper"})
+        )
+        assert placed.status == "submitted"
