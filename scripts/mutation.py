@@ -284,6 +284,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
             'request["GROUP"] = True',
         )
     },
+    (
+        "ack = await desk.writer(order.writer).cancel(order.account_id, order.broker_order_id)",
+        "ack = await desk.writer(None).cancel(order.account_id, order.broker_order_id)",
+    ): "only Client Portal orders are tracked for reconciliation, and the desk's default writer is that one",
     ("if legs is not None:", "if legs is None:"): "the group marker on plain cancels instead of bracket cancels still "
     "keeps the two kinds of request hash apart",
     **{
