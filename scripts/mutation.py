@@ -65,6 +65,7 @@ CORE_TESTS = (
     "tests-integration/test_resend_grace.py",
     "tests-integration/test_lost_answer_details.py",
     "tests-integration/test_preview_details.py",
+    "tests-integration/test_bracket_cancel_details.py",
     "tests-integration/test_brackets_and_modify.py",
 )
 """Fast tests that drive the core order path (a few seconds in all): unit tests, attack tests and the
