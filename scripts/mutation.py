@@ -24,9 +24,11 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 0.90
@@ -182,11 +184,22 @@ class Outcome:
     survivors: list[str] = field(default_factory=list[str])
 
 
+def _read_meta(meta: Path) -> dict[str, Any]:
+    """A meta file, read again while a running mutmut is rewriting it."""
+    for _ in range(20):
+        try:
+            data: dict[str, Any] = json.loads(meta.read_text(encoding="utf-8"))
+            return data
+        except json.JSONDecodeError:
+            time.sleep(0.1)
+    raise SystemExit(f"{meta.name}: unreadable mutmut results")
+
+
 def results(scratch: Path) -> dict[str, Outcome]:
     """Outcomes per module, read from mutmut's meta files."""
     outcomes: dict[str, Outcome] = {}
     for meta in sorted((scratch / "mutants" / "src").rglob("*.meta")):
-        data = json.loads(meta.read_text(encoding="utf-8"))
+        data = _read_meta(meta)
         module = meta.relative_to(scratch / "mutants" / "src").as_posix().removesuffix(".meta")
         outcome = outcomes.setdefault(module.partition("/")[2], Outcome())  # the path under the package
         for name, exit_code in data.get("exit_code_by_key", {}).items():
@@ -403,6 +416,25 @@ def refresh_tests(target: Target, modules: tuple[str, ...], scratch: Path) -> No
     (scratch / "pyproject.toml").write_text(_pyproject(target, modules), encoding="utf-8")
 
 
+def _exit_codes(scratch: Path) -> dict[str, int | None]:
+    codes: dict[str, int | None] = {}
+    for meta in (scratch / "mutants" / "src").rglob("*.meta"):
+        codes.update(_read_meta(meta).get("exit_code_by_key", {}))
+    return codes
+
+
+def _keep_earlier_results(scratch: Path, before: dict[str, int | None]) -> None:
+    """mutmut forgets every result when the test list changes; tests were only added, so a mutant killed
+    before stays killed: its earlier result is put back where mutmut left none."""
+    for meta in (scratch / "mutants" / "src").rglob("*.meta"):
+        data = _read_meta(meta)
+        codes: dict[str, int | None] = data.get("exit_code_by_key", {})
+        for name, code in codes.items():
+            if code is None and before.get(name) is not None:
+                codes[name] = before[name]
+        meta.write_text(json.dumps(data, indent=4), encoding="utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--package", choices=sorted(TARGETS), action="append", help="default: every package")
@@ -424,10 +456,12 @@ def main() -> int:
         modules = tuple(args.modules) if args.modules else target.modules
         scratch = ROOT / ".mutation" / name
         if args.rerun_survivors and (scratch / "mutants").is_dir():
+            before = _exit_codes(scratch)
             refresh_tests(target, modules, scratch)
             again = [mutant for outcome in results(scratch).values() for mutant in outcome.survivors]
             if again:
                 run_mutmut(scratch, args.max_children, again)
+            _keep_earlier_results(scratch, before)
         elif not args.report_only:
             build_scratch(target, modules, scratch)
             generate(scratch, args.max_children)
