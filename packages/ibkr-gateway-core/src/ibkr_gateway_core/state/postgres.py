@@ -13,6 +13,13 @@ extra) is never loaded otherwise. One `PostgresConnection` wraps a small psycopg
   replica dies mid-transaction;
 - `transaction(write=False)` is a `REPEATABLE READ READ ONLY` snapshot (audit verify, risk usage).
 
+Round trips are what PostgreSQL costs beyond SQLite, so a write transaction sends nothing until it
+needs an answer: `BEGIN` and the lock go in one pipeline with the first statement whose rows it reads,
+and `executemany` inserts wait for the next such statement or for `COMMIT` (an audit append is two
+round trips: BEGIN, lock and the chain head; the inserts and COMMIT). Statements still run in order on
+the server, each seeing the effects of the ones before; an error in a deferred insert surfaces at the
+statement that sends it, inside the transaction, which is then rolled back.
+
 The database still decides uniqueness itself: idempotency keys, approval ids, event ids and audit
 sequence numbers are primary or unique keys, so even a writer that skipped the lock could not create a
 second record or a fork in the chain.
@@ -36,6 +43,12 @@ from .database import LockDomain, Migration, PostgresLocation
 if TYPE_CHECKING:
     from psycopg import Connection
     from psycopg_pool import ConnectionPool
+
+_IDLE: Final = 0
+"""`psycopg.pq.TransactionStatus.IDLE`: no transaction open on the connection."""
+
+DEFERRED_ROWS: Final = 4_096
+"""Most rows of deferred inserts a write transaction holds back before sending them."""
 
 MIGRATION_LOCK: Final = 0x1B6B_0000
 """Advisory lock key held while migrating, so two replicas starting together migrate once."""
@@ -210,6 +223,10 @@ class PostgresConnection:
         self._pool = pool
         self._timeout_s = timeout_s
         self._pinned: Connection[tuple[Any, ...]] | None = None
+        self._deferred: list[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]] = []
+        """Statements of the write transaction not sent yet (BEGIN, its lock, inserts): they go in one round
+        trip with the next statement whose rows are needed, or with COMMIT."""
+        self._begun = False
 
     # ------------------------------------------------------------- statements
 
@@ -217,7 +234,12 @@ class PostgresConnection:
         """Run one statement; inside `transaction` on its connection, else on any pooled one."""
         query = _driver_sql(sql)
         if self._pinned is not None:
-            return self._pinned.execute(query, parameters)  # pyright: ignore[reportArgumentType]
+            if not self._deferred:
+                return self._pinned.execute(query, parameters)  # pyright: ignore[reportArgumentType]
+            with self._pinned.pipeline():  # what was deferred and this statement: one round trip
+                self._send_deferred(self._pinned)
+                cursor = self._pinned.execute(query, parameters)  # pyright: ignore[reportArgumentType]
+            return cursor
         with self._pool.connection(timeout=self._timeout_s) as conn:
             cursor = conn.execute(query, parameters)  # pyright: ignore[reportArgumentType]
             return _Rows(cursor.fetchall() if cursor.description is not None else [])
@@ -225,6 +247,12 @@ class PostgresConnection:
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         """Run one statement for each parameter row."""
         query = _driver_sql(sql)
+        if self._pinned is not None and self._begun:
+            self._deferred.append((query, list(parameters), True))  # sent with the next read or COMMIT
+            if sum(len(rows) for _, rows, many in self._deferred if many) >= DEFERRED_ROWS:
+                with self._pinned.pipeline():  # too many to hold back (a bulk import): send them now
+                    self._send_deferred(self._pinned)
+            return
         if self._pinned is not None:
             with self._pinned.cursor() as cursor:
                 cursor.executemany(query, parameters)  # pyright: ignore[reportArgumentType]
@@ -240,23 +268,39 @@ class PostgresConnection:
         conn = self._pool.getconn(timeout=self._timeout_s)
         self._pinned = conn
         try:
-            if write:
-                with conn.pipeline():  # one round trip for both
-                    conn.execute("BEGIN")
-                    if lock is not None:  # None: row locks only (`claim_clause`)
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],))
+            if write:  # sent with the first statement (one round trip), or with COMMIT
+                self._deferred.append(("BEGIN", (), False))
+                if lock is not None:  # None: row locks only (`claim_clause`)
+                    self._deferred.append(("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],), False))
+                self._begun = True
             else:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 yield
+                if write:
+                    with conn.pipeline():  # deferred inserts and COMMIT: one round trip
+                        self._send_deferred(conn)
+                        conn.execute("COMMIT")
+                else:
+                    conn.execute("ROLLBACK")
             except BaseException:
-                if not conn.closed:
+                self._deferred.clear()
+                if not conn.closed and conn.info.transaction_status != _IDLE:
                     conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT" if write else "ROLLBACK")
         finally:
-            self._pinned = None
+            self._pinned, self._begun = None, False
+            self._deferred.clear()
             self._pool.putconn(conn)
+
+    def _send_deferred(self, conn: Connection[tuple[Any, ...]]) -> None:
+        deferred, self._deferred = self._deferred, []
+        for query, parameters, many in deferred:
+            if many:
+                with conn.cursor() as cursor:
+                    cursor.executemany(query, parameters)  # pyright: ignore[reportArgumentType]
+            else:
+                conn.execute(query, parameters)  # pyright: ignore[reportArgumentType]
 
     def schema_version(self) -> int:
         """The newest migration applied, 0 for a new database."""
