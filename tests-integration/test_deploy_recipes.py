@@ -145,3 +145,13 @@ def test_the_container_entry_point_serves_health_and_metrics_in_a_venv(
         server.communicate(timeout=20)
     assert server.returncode in (0, -15)
     assert SECRETS["IBKR_AUDIT_HMAC_SECRET"] not in log.read_text(encoding="utf-8")
+
+
+def test_the_proxy_drops_idle_replica_connections_before_the_replica_does() -> None:
+    """nginx reusing a connection the replica is closing counts as a replica failure (max_fails=1)."""
+    site = NGINX_SITE.read_text(encoding="utf-8")
+    remote = (ROOT / "packages/ibkr-gateway-mcp/src/ibkr_gateway_mcp/remote.py").read_text(encoding="utf-8")
+    proxy_idle = re.search(r"^\s*keepalive_timeout\s+(\d+)s;", site, re.MULTILINE)
+    replica_idle = re.search(r"timeout_keep_alive=(\d+)", remote)
+    assert proxy_idle and replica_idle
+    assert int(proxy_idle.group(1)) < int(replica_idle.group(1))
