@@ -3,7 +3,9 @@
 import os
 import sqlite3
 import stat
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,42 @@ def test_existing_directories_keep_their_mode(tmp_path: Path) -> None:
     os.chmod(shared, 0o755)
     open_database(shared / "state.sqlite3").close()
     assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+
+
+_OPEN_AT_ONCE = """
+import os, sys, time
+from pathlib import Path
+from ibkr_gateway_core.errors import GatewayError
+from ibkr_gateway_core.state import open_database
+
+go = Path(sys.argv[1])
+while not go.exists():
+    time.sleep(0.001)
+try:
+    open_database(Path(sys.argv[2])).close()
+except GatewayError as exc:
+    print(exc.code.value, exc.message)
+    sys.exit(1)
+"""
+
+
+def test_processes_opening_a_new_file_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
+    """The switch to WAL ignores SQLite's busy handler: a race on a new file must wait, not fail."""
+    failures: list[str] = []
+    for round_ in range(8):
+        go, path = tmp_path / f"go-{round_}", tmp_path / f"state-{round_}.sqlite3"
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT_ONCE, str(go), str(path)],
+                stdout=subprocess.PIPE,
+                encoding="utf-8",
+            )
+            for _ in range(3)
+        ]
+        time.sleep(0.5)  # every child imported and waiting
+        go.touch()
+        for child in children:
+            out, _ = child.communicate(timeout=60)
+            if child.returncode != 0:
+                failures.append(out.strip())
+    assert failures == []

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Generator, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -358,14 +359,38 @@ def schema_version(db: StateConnection) -> int:
 
 def _configure(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # wait for other writers instead of failing
-    mode = db.execute("PRAGMA journal_mode=WAL").fetchone()  # readers never block the single writer
-    if mode is None or str(mode[0]).lower() != "wal":
+    mode = _switch_to_wal(db)  # readers never block the single writer
+    if mode != "wal":
         raise GatewayError(
             ErrorCode.STATE_DATABASE_UNAVAILABLE,
             "The state database cannot use write-ahead logging (is it on a network filesystem?).",
         )
     db.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss; not saved in the file
     db.execute("PRAGMA foreign_keys=ON")
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> str:
+    """Put the file in WAL mode and return the journal mode it is in.
+
+    SQLite does not call the busy handler for this switch: processes opening a new file at the same
+    moment get "database is locked" at once. So the switch is tried again, with short sleeps, for as
+    long as `busy_timeout` would have waited; a file already in WAL mode needs no lock at all.
+    """
+    current = db.execute("PRAGMA journal_mode").fetchone()
+    if current is not None and str(current[0]).lower() == "wal":
+        return "wal"
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            continue
+        return "" if mode is None else str(mode[0]).lower()
 
 
 def _migrate(db: sqlite3.Connection, migrations: tuple[Migration, ...]) -> None:
