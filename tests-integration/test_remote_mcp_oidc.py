@@ -65,6 +65,29 @@ async def _first_line(process: Process) -> str:
     return buffer.split(b"\n", 1)[0].decode().strip()
 
 
+async def _serve(command: list[str], env: dict[str, str]) -> tuple[Process, str]:
+    """Start `mcp serve` and read the URL it prints once it listens; again if its port was taken.
+
+    The port is picked free before the provider starts (the provider needs the resource URL), so a
+    short-lived outgoing connection may hold it by the time the server binds: the server then exits
+    with "Address already in use" (a harness race, retried). Any other early exit fails with its stderr.
+    """
+    for attempt in range(5):
+        server = await anyio.open_process(command, env=env)
+        try:
+            return server, await _first_line(server)
+        except anyio.EndOfStream:
+            pass
+        assert server.stderr is not None
+        with anyio.fail_after(30):
+            err = b"".join([chunk async for chunk in server.stderr]).decode("utf-8", "replace")
+        await server.aclose()
+        if "Address already in use" not in err or attempt == 4:
+            pytest.fail(f"mcp serve exited before listening: {err}")
+        await anyio.sleep(1)
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 async def provider(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     """(issuer URL, MCP resource URL) of a running oidc-provider."""
@@ -111,9 +134,10 @@ async def test_a_token_from_a_real_openid_provider_calls_tools_over_http(
     env = cli_env | {TOKEN_KEY_ENV: "integration-token-id-key-0123456789abcdef"}
     bind = resource.removeprefix("http://").removesuffix("/mcp")
     command = [*ibkr_agent(), "--config", str(config), "mcp", "serve", "--transport", "http", "--enable-remote-mcp"]
-    async with await anyio.open_process([*command, "--bind", bind], env=env) as server:
+    server, first_line = await _serve([*command, "--bind", bind], env)
+    async with server:
         try:
-            assert (await _first_line(server)) == f"http://{bind}"
+            assert first_line == f"http://{bind}"
             async with httpx2.AsyncClient(timeout=10) as http:
                 issued = await http.post(
                     f"{issuer}/token",
