@@ -1,12 +1,11 @@
 """Fixtures for cross-package tests: a private state directory, and a live HTTPS simulator."""
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import AUDIT_KEY_ENV, ibkr_agent
+from cli_harness import AUDIT_KEY_ENV, serve_simulator
 
 
 @pytest.fixture
@@ -25,25 +24,5 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def https_simulator() -> Iterator[str]:
     """`ibkr-agent simulator serve --port 0` in a subprocess; yields its base URL."""
-    proc = subprocess.Popen(
-        [*ibkr_agent(), "simulator", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        encoding="utf-8",
-        env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("https://127.0.0.1:"):
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-            pytest.fail(f"simulator did not start: {line!r} {err}")
-        yield line
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=10)
+    with serve_simulator() as url:
+        yield url

@@ -15,11 +15,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx2
 import pytest
-from cli_harness import AUDIT_KEY_ENV, ibkr_agent
+from cli_harness import AUDIT_KEY_ENV, serve_simulator, sim_control
 
 pytestmark = pytest.mark.slow
 
@@ -71,38 +69,11 @@ print(json.dumps(results))
 
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [*ibkr_agent(), "simulator", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        encoding="utf-8",
-        env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("https://127.0.0.1:"):
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-            pytest.fail(f"simulator did not start: {line!r} {err}")
-        yield line
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=10)
+    with serve_simulator() as url:
+        yield url
 
 
-def control(base_url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    with httpx2.Client(verify=False, timeout=10) as http:
-        answer = (
-            http.get(base_url + "/sim/control") if body is None else http.post(base_url + "/sim/control", json=body)
-        )
-    assert answer.status_code == 200, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
+control = sim_control
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])

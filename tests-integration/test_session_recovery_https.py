@@ -16,15 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
-from cli_harness import AUDIT_KEY_ENV, ibkr_agent, run_cli
+from cli_harness import AUDIT_KEY_ENV, ibkr_agent, run_cli, serve_simulator, sim_control
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 
@@ -37,38 +35,11 @@ SUBMIT_PATH = f"POST /iserver/account/{ACCOUNT}/orders"
 @pytest.fixture
 def simulator() -> Iterator[str]:
     """`ibkr-agent simulator serve --clock-speed 600` in a subprocess, over HTTPS; yields its base URL."""
-    proc = subprocess.Popen(
-        [*ibkr_agent(), "simulator", "serve", "--port", "0", "--clock-speed", "600"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        encoding="utf-8",
-        env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("https://127.0.0.1:"):
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-            pytest.fail(f"simulator did not start: {line!r} {err}")
-        yield line
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=10)
+    with serve_simulator("--clock-speed", "600") as url:
+        yield url
 
 
-def control(base_url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    with httpx2.Client(verify=False, timeout=10) as http:
-        answer = (
-            http.get(base_url + "/sim/control") if body is None else http.post(base_url + "/sim/control", json=body)
-        )
-    assert answer.status_code == 200, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
+control = sim_control
 
 
 def submits_seen(base_url: str) -> int:
