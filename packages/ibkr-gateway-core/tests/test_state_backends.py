@@ -26,7 +26,18 @@ from ibkr_gateway_core.orders import (
     OrderTicket,
     PreviewDenial,
 )
-from ibkr_gateway_core.state import PostgresLocation, StateLocation, open_state, schema_version
+from ibkr_gateway_core.state import (
+    MIGRATIONS,
+    Migration,
+    PostgresLocation,
+    StateConnection,
+    StateLocation,
+    open_database,
+    open_state,
+    schema_version,
+)
+from ibkr_gateway_core.state.database import database_errors
+from ibkr_gateway_core.state.postgres import POSTGRES_MIGRATIONS, open_postgres
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 ACCOUNT = "DU1234567"
@@ -141,6 +152,70 @@ def test_the_schema_is_migrated_once_and_versioned(state_location: StateLocation
     finally:
         first.close()
         second.close()
+
+
+def open_with(location: StateLocation, extra: tuple[Migration, ...] = ()) -> StateConnection:
+    """Open `location` with its backend's own migrations plus `extra` (a later version's steps)."""
+    if isinstance(location, PostgresLocation):
+        return open_postgres(location, migrations=(*POSTGRES_MIGRATIONS, *extra))
+    return open_database(location, migrations=(*MIGRATIONS, *extra))
+
+
+def test_an_appended_migration_upgrades_an_existing_database(state_location: StateLocation) -> None:
+    """A later version's step runs once on a database at today's version, recorded with its name."""
+    open_with(state_location).close()
+    extra = Migration(MIGRATIONS[-1].version + 1, "extension", ("CREATE TABLE extension_example (id INTEGER)",))
+    db = open_with(state_location, (extra,))
+    try:
+        assert schema_version(db) == extra.version
+        assert tuple(db.execute("SELECT count(*) FROM extension_example").fetchone()) == (0,)
+        rows = db.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+        assert [tuple(row) for row in rows][-2:] == [
+            (MIGRATIONS[-1].version, MIGRATIONS[-1].name),
+            (extra.version, "extension"),
+        ]
+    finally:
+        db.close()
+    open_with(state_location, (extra,)).close()  # current: nothing runs again (a second CREATE TABLE would fail)
+
+
+def test_a_failing_migration_leaves_the_schema_as_it_was(state_location: StateLocation) -> None:
+    """All missing steps run in one transaction: a failing step rolls back the steps before it too."""
+    open_with(state_location).close()
+    good = Migration(MIGRATIONS[-1].version + 1, "good", ("CREATE TABLE good_step (id INTEGER)",))
+    bad = Migration(good.version + 1, "bad", ("CREATE TABLE bad_step (id INTEGER)", "SELECT * FROM no_such_table"))
+    with pytest.raises(GatewayError) as caught:
+        open_with(state_location, (good, bad))
+    assert caught.value.code is ErrorCode.STATE_DATABASE_UNAVAILABLE
+    db = open_with(state_location)
+    try:
+        assert schema_version(db) == MIGRATIONS[-1].version
+        with pytest.raises(database_errors()):
+            db.execute("SELECT count(*) FROM good_step").fetchone()
+    finally:
+        db.close()
+
+
+def test_a_database_from_a_newer_version_is_refused(state_location: StateLocation) -> None:
+    """Old code on a newer schema stops at open with the stable code and an upgrade action."""
+    extra = Migration(MIGRATIONS[-1].version + 1, "future", ("CREATE TABLE future (id INTEGER)",))
+    open_with(state_location, (extra,)).close()
+    with pytest.raises(GatewayError) as caught:
+        open_with(state_location)
+    assert caught.value.code is ErrorCode.STATE_DATABASE_UNAVAILABLE
+    assert f"schema version {extra.version}" in caught.value.message
+    assert caught.value.user_action is not None and caught.value.user_action.startswith("Upgrade ibkr-agent-gateway")
+
+
+def test_replicas_starting_together_migrate_once(state_location: StateLocation) -> None:
+    """Eight processes' worth of connections opening a fresh database at once: one migration, no error."""
+    opened = race(8, lambda _: open_with(state_location))
+    try:
+        rows = opened[0].execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+        assert [row[0] for row in rows] == [m.version for m in MIGRATIONS]
+    finally:
+        for db in opened:
+            db.close()
 
 
 def test_previews_approvals_and_revocation_round_trip(stores: Callable[[], OrderStore]) -> None:

@@ -288,7 +288,11 @@ def open_database(path: Path, *, migrations: tuple[Migration, ...] = MIGRATIONS)
         raise _unavailable(path, exc) from None
     try:
         _configure(db)
-        _migrate(db, migrations)
+        apply_migrations(
+            db,
+            migrations,
+            newer_schema_action="Upgrade ibkr-agent-gateway, or point state.directory at another directory.",
+        )
     except GatewayError:
         db.close()
         raise
@@ -393,11 +397,29 @@ def _switch_to_wal(db: sqlite3.Connection) -> str:
         return "" if mode is None else str(mode[0]).lower()
 
 
-def _migrate(db: sqlite3.Connection, migrations: tuple[Migration, ...]) -> None:
+def apply_migrations(
+    db: StateConnection,
+    migrations: tuple[Migration, ...],
+    *,
+    serialise: tuple[str, Sequence[Any]] | None = None,
+    newer_schema_action: str,
+) -> None:
+    """Bring the schema of `db` up to `migrations`: each missing step once, in order, in one write transaction.
+
+    Both backends use this one loop; what differs by dialect comes in:
+    `serialise` is a statement run first inside the write transaction so that processes starting together
+    migrate once (PostgreSQL's advisory lock; SQLite's `BEGIN IMMEDIATE` already excludes other writers),
+    and `newer_schema_action` is the user action when the database holds a newer schema than `migrations`.
+
+    Raises:
+        GatewayError: `STATE_DATABASE_UNAVAILABLE` when the database's schema is newer than `migrations`.
+    """
     known = migrations[-1].version if migrations else 0
     if schema_version(db) == known:
         return  # the common case: no write lock needed
     with write_transaction(db):
+        if serialise is not None:
+            db.execute(*serialise)
         db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -407,7 +429,7 @@ def _migrate(db: sqlite3.Connection, migrations: tuple[Migration, ...]) -> None:
             raise GatewayError(
                 ErrorCode.STATE_DATABASE_UNAVAILABLE,
                 f"The state database has schema version {current}, newer than this version knows ({known}).",
-                user_action="Upgrade ibkr-agent-gateway, or point state.directory at another directory.",
+                user_action=newer_schema_action,
             )
         applied_at = datetime.now(UTC).isoformat()
         for migration in migrations:

@@ -34,11 +34,10 @@ import functools
 import zlib
 from collections.abc import Generator, Iterable, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ErrorCode, GatewayError
-from .database import LockDomain, Migration, PostgresLocation
+from .database import LockDomain, Migration, PostgresLocation, apply_migrations
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -351,7 +350,12 @@ def open_postgres(
         raise _unavailable(exc) from None
     db = PostgresConnection(pool, location.connect_timeout_s)
     try:
-        _migrate(db, migrations)
+        apply_migrations(
+            db,
+            migrations,
+            serialise=("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,)),
+            newer_schema_action="Upgrade ibkr-agent-gateway on every replica, or point state at another database.",
+        )
     except GatewayError:
         db.close()
         raise
@@ -359,35 +363,6 @@ def open_postgres(
         db.close()
         raise _unavailable(exc) from None
     return db
-
-
-def _migrate(db: PostgresConnection, migrations: tuple[Migration, ...]) -> None:
-    known = migrations[-1].version if migrations else 0
-    if db.schema_version() == known:
-        return
-    with db.transaction(write=True, lock="state"):
-        db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        current = db.schema_version()
-        if current > known:
-            raise GatewayError(
-                ErrorCode.STATE_DATABASE_UNAVAILABLE,
-                f"The state database has schema version {current}, newer than this version knows ({known}).",
-                user_action="Upgrade ibkr-agent-gateway on every replica, or point state at another database.",
-            )
-        applied_at = datetime.now(UTC).isoformat()
-        for migration in migrations:
-            if migration.version <= current:
-                continue
-            for statement in migration.statements:
-                db.execute(statement)
-            db.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.name, applied_at),
-            )
 
 
 def _unavailable(exc: BaseException) -> GatewayError:
