@@ -21,8 +21,13 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def https_simulator() -> Iterator[str]:
-    """`ibkr-agent simulator serve --port 0` in a subprocess; yields its base URL."""
+    """`ibkr-agent simulator serve --port 0` in a subprocess; yields its base URL.
+
+    One per test module: a module that places orders (the replicas behind nginx) must not change what
+    another module reads (the read commands compare the simulator's seeded orders with fake mode), so
+    every module sees a freshly seeded simulator whatever order the files run in.
+    """
     with serve_simulator() as url:
         yield url
