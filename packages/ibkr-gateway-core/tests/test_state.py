@@ -204,3 +204,51 @@ def test_processes_opening_a_new_file_at_the_same_moment_all_succeed(tmp_path: P
             if child.returncode != 0:
                 failures.append(out.strip())
     assert failures == []
+
+
+def test_driver_errors_that_mean_unavailable_get_the_stable_code(tmp_path: Path) -> None:
+    """A locked or read-only file is `STATE_DATABASE_UNAVAILABLE` (locked: retryable); a bug stays unmapped."""
+    from ibkr_gateway_core.state.database import LOCKED_ACTION, unavailable_error
+
+    path = tmp_path / "state.sqlite3"
+    holder, waiter = open_database(path), open_database(path)
+    waiter.execute("PRAGMA busy_timeout=50")
+    readonly = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            waiter.execute("BEGIN IMMEDIATE")
+        holder.execute("ROLLBACK")
+        with pytest.raises(sqlite3.OperationalError) as read_only:
+            readonly.execute("DELETE FROM kill_switch")
+        with pytest.raises(sqlite3.IntegrityError) as constraint:
+            holder.execute("INSERT INTO kill_switch (id, state, payload) VALUES (2, 'open', '{}')")
+    finally:
+        for db in (holder, waiter, readonly):
+            db.close()
+    error = unavailable_error(locked.value)
+    assert error is not None and error.code is ErrorCode.STATE_DATABASE_UNAVAILABLE
+    assert error.retryable and error.user_action == LOCKED_ACTION and "locked" in error.message
+    error = unavailable_error(read_only.value)
+    assert error is not None and error.code is ErrorCode.STATE_DATABASE_UNAVAILABLE and not error.retryable
+    assert "readonly" in error.message and str(tmp_path) not in error.message
+    assert unavailable_error(constraint.value) is None
+    assert unavailable_error(RuntimeError("database is locked")) is None  # only the driver's own errors
+
+
+def test_a_lost_postgres_connection_is_unavailable_without_the_dsn() -> None:
+    """psycopg's operational errors (a refused connection here) name only their class, never host or password."""
+    import socket
+
+    import psycopg
+    from ibkr_gateway_core.state.database import unavailable_error
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    with pytest.raises(psycopg.OperationalError) as caught:
+        psycopg.connect(f"postgresql://canary-user:pw-canary-91@127.0.0.1:{port}/db", connect_timeout=2)
+    error = unavailable_error(caught.value)
+    assert error is not None and error.code is ErrorCode.STATE_DATABASE_UNAVAILABLE
+    shown = f"{error.message} {error.user_action} {error.details}"
+    assert "pw-canary-91" not in shown and "canary-user" not in shown and str(port) not in shown

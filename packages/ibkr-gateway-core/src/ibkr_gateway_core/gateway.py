@@ -47,6 +47,7 @@ from .requests import (
     OperationInput,
 )
 from .scopes import Scope
+from .state.database import unavailable_error
 
 if TYPE_CHECKING:
     from .orders.desk import OrderDesk
@@ -321,8 +322,10 @@ class Gateway(ReadMethods):
         except decimal.DecimalException:  # a number too large (or too precise) to compute with: bad input
             failure = GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "A number in the request is out of range.")
         except Exception as exc:  # a bug must still be audited and shown without a traceback
-            logger.exception("operation %s failed unexpectedly", name)
-            failure = GatewayError(ErrorCode.INTERNAL_ERROR, f"Internal error ({type(exc).__name__}).")
+            failure = unavailable_error(exc)  # a locked or unreachable state database is not a bug
+            if failure is None:
+                logger.exception("operation %s failed unexpectedly", name)
+                failure = GatewayError(ErrorCode.INTERNAL_ERROR, f"Internal error ({type(exc).__name__}).")
         await self._record(event_id, name, op, caller, args, arguments, text, failure, started, request_id)
         observe_call(
             op.name if op is not None else "unknown",  # never the caller's text: labels are a closed set

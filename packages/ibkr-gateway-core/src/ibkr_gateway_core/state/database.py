@@ -132,6 +132,40 @@ def database_errors() -> tuple[type[Exception], ...]:
     return (sqlite3.Error, psycopg.Error)
 
 
+LOCKED_ACTION: Final = (
+    "Retry in a few seconds; if it keeps happening, end what keeps the state database locked: another ibkr-agent "
+    "process in a long write, or a sqlite3 shell with an open transaction on the file."
+)
+"""What to do when another process held the SQLite write lock for longer than the busy timeout."""
+
+
+def unavailable_error(exc: BaseException) -> GatewayError | None:
+    """The stable error for a driver exception that means the state database cannot be used right now.
+
+    SQLite's operational errors (locked past the busy timeout, disk full or read-only, I/O errors) and
+    psycopg's (connection lost, no pooled connection in time) become `STATE_DATABASE_UNAVAILABLE`; a
+    locked file is retryable. Other driver errors (a constraint, a query the schema does not fit) are
+    bugs and give None: the caller reports them as internal errors.
+    """
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return GatewayError(
+                ErrorCode.STATE_DATABASE_UNAVAILABLE,
+                "The state database is locked: another process held its write lock for more than "
+                f"{BUSY_TIMEOUT_MS / 1000:g} s.",
+                retryable=True,
+                user_action=LOCKED_ACTION,
+            )
+        return GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, f"The state database cannot be used ({text}).")
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+        from .postgres import unavailable  # loaded with psycopg
+
+        return unavailable(exc)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One step of the schema, applied once, in order, inside a write transaction."""

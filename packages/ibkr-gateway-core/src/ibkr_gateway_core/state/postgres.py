@@ -342,12 +342,12 @@ def open_postgres(
             name="ibkr-agent-gateway-state",
         )
     except (psycopg.Error, OSError) as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     try:
         pool.open(wait=True, timeout=location.connect_timeout_s)
     except (psycopg.Error, OSError) as exc:
         pool.close()
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     db = PostgresConnection(pool, location.connect_timeout_s)
     try:
         apply_migrations(
@@ -361,11 +361,12 @@ def open_postgres(
         raise
     except psycopg.Error as exc:
         db.close()
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     return db
 
 
-def _unavailable(exc: BaseException) -> GatewayError:
+def unavailable(exc: BaseException) -> GatewayError:
+    """`STATE_DATABASE_UNAVAILABLE` for a psycopg error, naming only its class."""
     # psycopg messages can quote the DSN's host and user but never its password; keep only the class name.
     return GatewayError(
         ErrorCode.STATE_DATABASE_UNAVAILABLE,
