@@ -69,6 +69,20 @@ CORE_TESTS = (
     "tests-integration/test_preview_details.py",
     "tests-integration/test_bracket_cancel_details.py",
     "tests-integration/test_brackets_and_modify.py",
+    "tests-integration/test_keyed_write_details.py",
+    *(
+        f"packages/ibkr-gateway-core/tests/test_state_backends.py::{test}[sqlite]"
+        for test in (
+            "test_previews_approvals_and_revocation_round_trip",
+            "test_previews_list_with_approvals_and_denials_and_a_denial_is_made_once",
+            "test_the_record_lifecycle_and_live_backlog",
+            "test_one_approval_is_consumed_once_across_replicas",
+            "test_the_kill_switch_closed_by_one_replica_refuses_on_another_at_once",
+            "test_risk_usage_counts_every_replica_s_submits",
+            "test_a_failed_write_gives_its_approval_back_once_and_never_revives_a_revoked_one",
+            "test_a_fill_raises_the_counted_notional_and_never_lowers_it",
+        )
+    ),
 )
 """Fast tests that drive the core order path (a few seconds in all): unit tests, attack tests and the
 in-process integration tests. The slow suites (subprocess CLIs, the long workflow, the state machine)
@@ -309,6 +323,29 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "and the `_cancel` suffix are ever tested, and its keys stay apart from live cancels' either way"
         for mode in ("mode=None", 'mode="XXpaperXX"', 'mode="PAPER"')
     },
+    (
+        "rows = await desk.run(lambda: desk.store.previews(args.account_id, 500 if args.pending_only else args.limit))",
+        "rows = await desk.run(lambda: desk.store.previews(args.account_id, 500 if (args.pending_only) or True else "
+        "args.limit))",
+    ): "reading 500 previews instead of `limit` without `pending_only`: the list is cut to `limit` after filtering",
+    (
+        "_approval((row[3], row[4])) if row[3] is not None else None,",
+        "_approval((row[3], row[4])) if row[4] is not None else None,",
+    ): "the newest approval's payload and status come from the same row: both are there or neither",
+    **{
+        (line, line.replace('"status"', key)): "an approval's status in its stored payload: the status column decides, "
+        "and `_approval` always takes the status from it"
+        for line in (
+            'released = _approval(row).model_copy(update={"status": "approved", "consumed_at": None})',
+            'update = {"status": "revoked", "revoked_at": denial.denied_at, "revoke_reason": "preview denied"}',
+        )
+        for key in ('"XXstatusXX"', '"STATUS"')
+    },
+    ("if value > counted:", "if value >= counted:"): "a fill worth exactly the counted notional stores the same value",
+    (
+        "release = functools.partial(desk.store.finish_claims, desk.owner, [], [], desk.clock())",
+        "release = functools.partial(desk.store.finish_claims, desk.owner, [], [], None)",
+    ): "releasing only skipped claims reads no time: `now` stamps updated and unpolled orders, here none",
     **{
         (_RELEASE, after): "the only caller passes `release_approval=True`, and the record it fails always exists"
         for after in (
@@ -396,17 +433,25 @@ def equivalence(diff: str) -> str | None:
     return "message text"
 
 
-def refresh_tests(target: Target, modules: tuple[str, ...], scratch: Path) -> None:
+def refresh_tests(target: Target, modules: tuple[str, ...], scratch: Path) -> bool:
     """Copy the workspace's tests into a kept scratch project again (mutmut copies them on into mutants/),
-    and the package's modules that are not mutated (a changed mutated module needs a fresh run)."""
+    the package's modules that are not mutated, and the mutated modules that changed since.
+
+    Returns whether a mutated module changed: mutmut then makes that module's mutants again, and the
+    functions that changed lose their results (the others keep theirs).
+    """
     source = ROOT / "packages" / target.package / "src"
     mutated = {Path(target.import_name) / module for module in modules}
+    changed = False
     for path in source.rglob("*.py"):
         relative = path.relative_to(source)
         if relative not in mutated:
             for copy in (scratch / "src" / relative, scratch / "mutants" / "src" / relative):
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, copy)
+        elif path.read_bytes() != (scratch / "src" / relative).read_bytes():
+            shutil.copy(path, scratch / "src" / relative)  # a new mtime: mutmut sees it changed
+            changed = True
     for name in COPIED:
         source = ROOT / name
         if source.is_dir():
@@ -414,6 +459,7 @@ def refresh_tests(target: Target, modules: tuple[str, ...], scratch: Path) -> No
         else:
             shutil.copy2(source, scratch / name)
     (scratch / "pyproject.toml").write_text(_pyproject(target, modules), encoding="utf-8")
+    return changed
 
 
 def _exit_codes(scratch: Path) -> dict[str, int | None]:
@@ -445,7 +491,8 @@ def main() -> int:
     parser.add_argument(
         "--rerun-survivors",
         action="store_true",
-        help="keep the last run's mutants and results; copy the tests again and rerun only its survivors",
+        help="keep the last run's mutants and results; copy the tests and changed modules again and rerun the "
+        "survivors and the mutants of changed functions",
     )
     args = parser.parse_args()
 
@@ -456,9 +503,18 @@ def main() -> int:
         modules = tuple(args.modules) if args.modules else target.modules
         scratch = ROOT / ".mutation" / name
         if args.rerun_survivors and (scratch / "mutants").is_dir():
+            if refresh_tests(target, modules, scratch):
+                (scratch / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)  # new functions need their tests
+                generate(scratch, args.max_children)
             before = _exit_codes(scratch)
-            refresh_tests(target, modules, scratch)
-            again = [mutant for outcome in results(scratch).values() for mutant in outcome.survivors]
+            diffs = load_diffs(scratch)
+            again = [
+                mutant
+                for outcome in results(scratch).values()
+                for mutant in outcome.survivors
+                if _explained(mutant, diffs) is None
+            ]
+            again += [mutant for mutant, code in before.items() if code is None]
             if again:
                 run_mutmut(scratch, args.max_children, again)
             _keep_earlier_results(scratch, before)

@@ -227,3 +227,21 @@ async def test_a_submit_after_the_preview_expired_is_refused_although_the_approv
             "submit_paper_order", {**args, "idempotency_key": "in-time"}, switches=frozenset({"enable_paper"})
         )
         assert placed.status == "submitted"
+
+
+async def test_approvals_listed_for_one_account_and_expired_from_their_expiry_instant(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    clock = Clock(NOW)
+    async with running_desk(tmp_path / "state", sim, clock) as desk:
+        mine = await desk.approve(await desk.preview(), ttl_seconds=60)
+        other = await desk.approve(await desk.preview(account_id=OTHER_ACCOUNT), ttl_seconds=120)
+        listed = await desk.call("list_approvals", {"account_id": ACCOUNT})
+        assert [(a.approval_id, a.status) for a in listed] == [(mine.approval_id, "approved")]
+        everyone = await desk.call("list_approvals", {})
+        assert {a.approval_id for a in everyone} == {mine.approval_id, other.approval_id}
+        clock.now = mine.expires_at - timedelta(microseconds=1)
+        assert [a.status for a in await desk.call("list_approvals", {"account_id": ACCOUNT})] == ["approved"]
+        clock.now = mine.expires_at
+        assert [a.status for a in await desk.call("list_approvals", {"account_id": ACCOUNT})] == ["expired"]
+        assert [a.status for a in await desk.call("list_approvals", {"account_id": OTHER_ACCOUNT})] == ["approved"]

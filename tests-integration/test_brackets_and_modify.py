@@ -360,6 +360,7 @@ async def test_live_cancel_of_a_bracket_is_not_blocked_by_the_kill_switch(tmp_pa
         await desk.call("close_kill_switch", {"reason": "stop"}, principal=AGENT)
         cancel = {"account_id": ACCOUNT, "broker_order_id": placed.broker_order_id, "idempotency_key": "c"}
         cancelled = await desk.call("cancel_live_bracket_order", cancel, principal=AGENT)
+        assert [leg.role for leg in cancelled.legs] == ["parent", "take_profit", "stop_loss"]
         assert {leg.status for leg in cancelled.legs} <= {"cancelled", "pending_cancel"}
         assert {o.status for o in sim.placements} == {"Cancelled"}
         report = await desk.call("reconcile_orders", {})  # each pending cancel is seen done, and leaves the backlog

@@ -32,7 +32,9 @@ async def test_an_unknown_placement_is_resent_only_after_the_grace_period(tmp_pa
         assert sim.placements == []
         started = clock.now
         clock.now = started + timedelta(seconds=GRACE) - timedelta(microseconds=1)
-        assert await desk.code_of("submit_paper_order", args, switches=PAPER) is ErrorCode.BROKER_OUTCOME_UNKNOWN
+        with pytest.raises(GatewayError) as waiting:
+            await desk.call("submit_paper_order", args, switches=PAPER)
+        assert (waiting.value.code, waiting.value.retryable) == (ErrorCode.BROKER_OUTCOME_UNKNOWN, True)
         assert sim.placements == []  # looked up by cOID, not sent again
         clock.now = started + timedelta(seconds=GRACE)
         placed = await desk.call("submit_paper_order", args, switches=PAPER)

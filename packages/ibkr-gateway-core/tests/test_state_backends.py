@@ -337,6 +337,42 @@ def test_risk_usage_counts_every_replica_s_submits(stores: Callable[[], OrderSto
     assert usage == (20, 20, Decimal("210.0"))
 
 
+def test_a_failed_write_gives_its_approval_back_once_and_never_revives_a_revoked_one(
+    stores: Callable[[], OrderStore],
+) -> None:
+    store = stores()
+    store.save_preview(preview(), "local_operator")
+    store.save_approval(approval())
+    assert store.reserve(new_record("k", "ap-1"), NOW, kill_switch_required=False)[0] == "reserved"
+    used = store.approval("ap-1")
+    assert used is not None and (used.status, used.consumed_at) == ("consumed", NOW)
+    store.fail("k", {"code": "ORDER_VALIDATION_FAILED"}, NOW, release_approval=True)
+    released = store.approval("ap-1")
+    assert released is not None and (released.status, released.consumed_at) == ("approved", None)
+    store.revoke_approval("ap-1", "no longer wanted", NOW)
+    store.fail("k", {"code": "ORDER_VALIDATION_FAILED"}, NOW, release_approval=True)  # a second failure
+    store.forget("k")
+    revoked = store.approval("ap-1")
+    assert revoked is not None and revoked.status == "revoked"
+    store.forget("never-seen")  # an unknown key: nothing to drop, nothing to give back
+    assert store.record("never-seen") is None
+
+
+def test_a_fill_raises_the_counted_notional_and_never_lowers_it(stores: Callable[[], OrderStore]) -> None:
+    store = stores()
+    today = (NOW - timedelta(minutes=1), NOW - timedelta(hours=1))
+    store.reserve(new_record("k", notional="1000"), NOW, kill_switch_required=False)
+    store.record_fill_value("coid-k", Decimal(900))  # filled below the worst case: the worst case stays
+    assert store.live_usage(ACCOUNT, *today)[2] == Decimal(1000)
+    store.record_fill_value("coid-k", Decimal(1200))  # filled above it: the fill counts
+    assert store.live_usage(ACCOUNT, *today)[2] == Decimal(1200)
+    store.reserve(new_record("unpriced"), NOW, kill_switch_required=False)  # a record without a notional
+    store.record_fill_value("coid-unpriced", Decimal("0.5"))
+    assert store.live_usage(ACCOUNT, *today)[2] == Decimal("1200.5")
+    store.record_fill_value("coid-unknown", Decimal(70))  # no such live submit: nothing to count
+    assert store.live_usage(ACCOUNT, *today) == (2, 2, Decimal("1200.5"))
+
+
 def test_appends_from_several_logs_on_one_database_form_one_chain(state_location: StateLocation) -> None:
     """Four writers (one per replica) append concurrently: one linear chain, nothing lost, verify passes."""
     logs = [AuditLog.open(state_location, KEY) for _ in range(4)]

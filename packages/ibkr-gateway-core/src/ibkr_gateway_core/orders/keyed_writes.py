@@ -210,7 +210,7 @@ class KeyedWrites:
             },
         )
         # a cancel needs no write-ahead record: sending it twice is harmless, so only its result is kept
-        return await self._cancel_record(new, request_hash=digest)
+        return await self._cancel_record(new)
 
     async def recover(self) -> tuple[int, int]:
         """Settle pending and unknown records left by a crash or a lost answer; never a blind resend.
@@ -234,7 +234,7 @@ class KeyedWrites:
                 unresolved += 1
                 continue
             if found is not None:
-                await self._complete_submit(record, _placed_from(found, record.client_order_id))
+                await self._complete_submit(record, _placed_from(found))
                 await desk.audit_system(
                     "order_recovered",
                     {"client_order_id": record.client_order_id, "broker_order_id": found.broker_order_id},
@@ -389,15 +389,14 @@ class KeyedWrites:
         """Look the order up by cOID before anything else; send again (same cOID) only after the grace period."""
         desk = self._desk
         if record.flow.endswith("_cancel"):
-            return await self._cancel_record(record, request_hash=record.request_hash)
+            return await self._cancel_record(record)
         if record.flow.endswith("_modify"):  # a modification states absolute values: sending it again is harmless
-            await desk.run(lambda: desk.store.touch(record.scope_key, desk.clock()))
-            return await self._place(record)
+            return await self._send_again(record)
         if record.client_order_id is None:
             raise GatewayError(ErrorCode.INTERNAL_ERROR, "A submit record has no client order id.")
         found = await desk.writer(record.writer).find_by_client_order_id(record.account_id, record.client_order_id)
         if found is not None:
-            return await self._complete_submit(record, _placed_from(found, record.client_order_id))
+            return await self._complete_submit(record, _placed_from(found))
         age = (desk.clock() - record.updated_at).total_seconds()
         resend_after = desk.config.orders.unknown_resend_after_seconds
         if record.writer != "local-candidate" and age < resend_after:
@@ -407,6 +406,11 @@ class KeyedWrites:
                 f"client order id, only {resend_after:g} s after the last attempt.",
                 retryable=True,
             )
+        return await self._send_again(record)
+
+    async def _send_again(self, record: IdempotencyRecord) -> OrderLifecycle:
+        """Restart the record's grace period, then send it again: a retry meanwhile looks up and waits."""
+        desk = self._desk
         await desk.run(lambda: desk.store.touch(record.scope_key, desk.clock()))
         return await self._place(record)
 
@@ -440,7 +444,7 @@ class KeyedWrites:
             )
         return done
 
-    async def _cancel_record(self, record: IdempotencyRecord | NewRecord, *, request_hash: str) -> OrderLifecycle:
+    async def _cancel_record(self, record: IdempotencyRecord | NewRecord) -> OrderLifecycle:
         desk = self._desk
         broker_order_id = str(record.context["broker_order_id"])
         legs: list[PlacedLeg] = []
@@ -475,7 +479,7 @@ class KeyedWrites:
             new = record
             earlier = await desk.run(lambda: desk.store.record_completed(new, result, desk.clock()))
             if earlier is not None:  # a concurrent cancel with the same key finished first
-                return await self._settle(earlier, request_hash)
+                return await self._settle(earlier, new.request_hash)
         else:
             done_key = record.scope_key
             await desk.run(lambda: desk.store.complete(done_key, result, desk.clock(), track=None))
@@ -490,13 +494,9 @@ class KeyedWrites:
         return lifecycle
 
 
-def _placed_from(order: OrderRecord, client_order_id: str) -> PlacedOrder:
-    return PlacedOrder(
-        broker_order_id=order.broker_order_id,
-        client_order_id=order.client_order_id or client_order_id,
-        broker_status=order.broker_status,
-        status=order.status,
-    )
+def _placed_from(order: OrderRecord) -> PlacedOrder:
+    """The order found by a record's cOID; the lifecycle takes the cOID from the record."""
+    return PlacedOrder(broker_order_id=order.broker_order_id, broker_status=order.broker_status, status=order.status)
 
 
 def _json_safe(details: dict[str, object]) -> dict[str, object]:
