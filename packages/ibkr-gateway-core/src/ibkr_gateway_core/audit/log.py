@@ -13,7 +13,9 @@ with domain separation. Truncating the newest rows or restoring an older copy of
 valid chain; signed checkpoints (`audit/checkpoint.py`) catch those.
 
 Appends are linear across threads (a lock) and processes or replicas (`BEGIN IMMEDIATE` on SQLite,
-the `audit` advisory lock on PostgreSQL, around reading the head and inserting the next row).
+the `audit` advisory lock on PostgreSQL, around reading the head and inserting the next row). A log
+that wrote the head itself skips reading it: it inserts on condition that its row is still the head
+(`_append_after_sql`), and reads the head only when that inserted nothing.
 `tail` reads the newest rows by primary key and never re-verifies the chain; `verify` and `export`
 read the chain on their own connection and snapshot in keyset pages (`sequence > last LIMIT n`), so
 memory stays flat on either backend whatever the chain's length.
@@ -21,6 +23,7 @@ memory stays flat on either backend whatever the chain's length.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -46,6 +49,7 @@ from ..state.database import (
     StateConnection,
     StateLocation,
     database_errors,
+    execute_deferred,
     open_state,
     read_transaction,
     write_transaction,
@@ -121,6 +125,35 @@ _INSERT_SQL: Final = (
     "INSERT INTO audit_events (sequence, key_id, event_id, event_type, timestamp, payload, chain_hash)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+MAX_CONDITIONAL_ROWS: Final = 256
+"""Most rows one conditional insert (`_append_after_sql`) carries; a larger group reads the head first."""
+
+_Row = tuple[int, str, str, str, str, str, str]
+"""One `audit_events` row in `_INSERT_SQL` order."""
+
+
+@functools.lru_cache(maxsize=MAX_CONDITIONAL_ROWS)
+def _append_after_sql(count: int) -> str:
+    """Insert `count` rows only if the head is still the row they were chained on (same SQL on both backends).
+
+    Parameters: the rows in `_INSERT_SQL` order, then the head's sequence, its chain hash and its sequence
+    again. Inside the audit write transaction no other writer can move the head meanwhile; if one did
+    before, the statement inserts nothing (rowcount 0) and the transaction commits nothing.
+    """
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count)
+    return (
+        "INSERT INTO audit_events (sequence, key_id, event_id, event_type, timestamp, payload, chain_hash)"
+        f" SELECT * FROM (VALUES {values}) AS new_rows"
+        " WHERE EXISTS (SELECT 1 FROM audit_events WHERE sequence = ? AND chain_hash = ?)"
+        " AND NOT EXISTS (SELECT 1 FROM audit_events WHERE sequence > ?)"
+    )
+
+
+def _append_after_parameters(rows: list[_Row], head: tuple[int, bytes]) -> list[object]:
+    parameters: list[object] = [value for row in rows for value in row]
+    parameters += [head[0], head[1].hex(), head[0]]
+    return parameters
 
 
 class AuditRecord(BaseModel):
@@ -256,6 +289,10 @@ class AuditLog:
         self._sync_pending: list[_SyncAppend] = []
         """Events of `append_sync` callers waiting for the next group commit."""
         self._sync_leading = False
+        self._written_head: tuple[int, bytes] | None = None
+        """Sequence and chain hash of the newest row this log wrote (None before its first append)."""
+        self._speculate = True
+        """Whether the next append assumes `_written_head` is still the head (see `_append_group_sync`)."""
         self.page_rows = VERIFY_BATCH_ROWS
         """Rows per page when `verify` and `export` read the chain."""
 
@@ -413,36 +450,60 @@ class AuditLog:
         return waiter.record
 
     def _append_group_sync(self, events: list[AuditEvent]) -> list[AuditRecord]:
-        """Append `events` in one transaction, in order; all are written or none."""
+        """Append `events` in one transaction, in order; all are written or none.
+
+        When this log wrote the newest row itself and nobody else wrote in between last time, the rows are
+        chained on that known head and inserted on condition that it is still the head (`_append_after_sql`):
+        one statement, so on PostgreSQL the whole transaction is one round trip. When another writer got there
+        first, nothing is inserted and the rows are chained again on the head read under the lock.
+        """
         cleaned = [redact_event(event) for event in events]
         rendered = [(e, e.canonical_bytes().decode("utf-8"), format_timestamp(e.timestamp)) for e in cleaned]
-        records: list[AuditRecord] = []
         started = time.perf_counter()
         with self._thread_lock:
             db = self._open_db()
             try:
-                with write_transaction(db, "audit"):  # re-read the head under the lock: other processes append too
-                    sequence, previous = self._head_for_append(db)
-                    rows: list[tuple[int, str, str, str, str, str, str]] = []
-                    for event, payload, timestamp in rendered:
-                        sequence += 1
-                        previous = self._mac.digest(
-                            previous,
-                            _row_bytes(sequence, self.key_id, event.event_id, event.event_type, timestamp, payload),
+                rows: list[_Row] | None = None
+                known = self._written_head
+                if known is not None and self._speculate and len(rendered) <= MAX_CONDITIONAL_ROWS:
+                    rows = self._chain(rendered, known)
+                    with write_transaction(db, "audit"):
+                        inserted = execute_deferred(
+                            db, _append_after_sql(len(rows)), _append_after_parameters(rows, known)
                         )
-                        chain = previous.hex()
-                        rows.append(
-                            (sequence, self.key_id, event.event_id, event.event_type, timestamp, payload, chain)
-                        )
-                        records.append(AuditRecord(sequence=sequence, event=event, chain_hash=chain))
-                    db.executemany(_INSERT_SQL, rows)
+                    if inserted.rowcount != len(rows):  # 0: another writer appended; nothing was written
+                        rows, self._speculate = None, False
+                if rows is None:
+                    with write_transaction(db, "audit"):  # re-read the head under the lock: other processes append too
+                        head = self._head_for_append(db)
+                        rows = self._chain(rendered, head)
+                        db.executemany(_INSERT_SQL, rows)
+                    self._speculate = known is None or head == known  # nobody else wrote since our last append
+                self._written_head = (rows[-1][0], bytes.fromhex(rows[-1][6]))
             except database_errors() as exc:
+                self._written_head = None
                 raise GatewayError(
                     ErrorCode.AUDIT_WRITE_FAILED, f"The audit event could not be written ({_db_reason(exc)})."
                 ) from None
+        records = [
+            AuditRecord(sequence=row[0], event=event, chain_hash=row[6])
+            for row, (event, _, _) in zip(rows, rendered, strict=True)
+        ]
         AUDIT_APPEND.observe(time.perf_counter() - started)
         AUDIT_EVENTS.inc(amount=len(records))
         return records
+
+    def _chain(self, rendered: list[tuple[AuditEvent, str, str]], head: tuple[int, bytes]) -> list[_Row]:
+        """The rows of `rendered` (event, canonical payload, timestamp) chained after `head` (sequence, hash)."""
+        sequence, previous = head
+        rows: list[_Row] = []
+        for event, payload, timestamp in rendered:
+            sequence += 1
+            previous = self._mac.digest(
+                previous, _row_bytes(sequence, self.key_id, event.event_id, event.event_type, timestamp, payload)
+            )
+            rows.append((sequence, self.key_id, event.event_id, event.event_type, timestamp, payload, previous.hex()))
+        return rows
 
     def _append_batch_sync(self, events: Iterable[AuditEvent]) -> int:
         """Append many events in one transaction (bulk imports and benchmarks); returns the new head sequence."""
@@ -467,6 +528,7 @@ class AuditLog:
                         db.executemany(_INSERT_SQL, rows)
                         rows.clear()
                 db.executemany(_INSERT_SQL, rows)
+            self._written_head = None  # the next group append reads the head
         return sequence
 
     def _head_for_append(self, db: StateConnection) -> tuple[int, bytes]:

@@ -357,6 +357,26 @@ def write_transaction(db: _C, lock: LockDomain | None = "state") -> Generator[_C
         raise
 
 
+class RowCount(Protocol):
+    """What `execute_deferred` returns: the rows its statement changed."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed."""
+        ...
+
+
+def execute_deferred(db: StateConnection, sql: str, parameters: Sequence[Any] = (), /) -> RowCount:
+    """Run a statement whose rows are never read (an `INSERT`) inside `write_transaction`; read its `rowcount` after.
+
+    SQLite runs it at once. PostgreSQL holds it back and sends it with `COMMIT` (or the next statement that
+    needs an answer), so a transaction of such statements is one round trip.
+    """
+    if isinstance(db, sqlite3.Connection):
+        return db.execute(sql, parameters)
+    return cast("PostgresConnection", db).execute_deferred(sql, parameters)
+
+
 def claim_clause(db: StateConnection) -> str:
     """What a `SELECT` that claims rows ends with: `FOR UPDATE SKIP LOCKED` on PostgreSQL, nothing on SQLite.
 

@@ -1,0 +1,118 @@
+"""An append chains on the head its log wrote last and inserts only if that is still the head (one round trip
+on PostgreSQL); when another writer moved the head, or it was removed, nothing is inserted and the events are
+chained on the head read under the lock. On SQLite and on PostgreSQL."""
+
+from datetime import UTC, datetime
+
+import pytest
+from ibkr_gateway_core.audit import AuditEvent, AuditLog
+from ibkr_gateway_core.state import StateLocation, open_state, write_transaction
+
+KEY = b"k" * 32
+
+
+def _event(subject: str) -> AuditEvent:
+    return AuditEvent(
+        event_type="tool_completed",
+        timestamp=datetime.now(UTC),
+        principal_kind="local_agent",
+        principal_subject=subject,
+        scopes=[],
+        decision="allow",
+        result_status="completed",
+    )
+
+
+@pytest.fixture
+def head_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The subject of each group append that read the head under the lock (instead of using the known one)."""
+    reads: list[str] = []
+    read = AuditLog._head_for_append  # pyright: ignore[reportPrivateUsage]
+
+    def counted(self: AuditLog, db: object) -> tuple[int, bytes]:
+        reads.append(self.key_id)
+        return read(self, db)  # pyright: ignore[reportArgumentType]
+
+    monkeypatch.setattr(AuditLog, "_head_for_append", counted)
+    return reads
+
+
+def test_a_log_alone_reads_the_head_once_and_then_chains_on_what_it_wrote(
+    state_location: StateLocation, head_reads: list[str]
+) -> None:
+    log = AuditLog.open(state_location, KEY)
+    try:
+        sequences = [log.append_sync(_event("alone")).sequence for _ in range(6)]
+        assert sequences == [1, 2, 3, 4, 5, 6]
+        assert len(head_reads) == 1  # the first append only
+        assert log.verify_sync().events_scanned == 6
+    finally:
+        log.close()
+
+
+def test_two_logs_taking_turns_never_fork_the_chain_and_fall_back_to_reading_the_head(
+    state_location: StateLocation, head_reads: list[str]
+) -> None:
+    first, second = AuditLog.open(state_location, KEY), AuditLog.open(state_location, KEY)
+    try:
+        assert [first.append_sync(_event("first")).sequence for _ in range(3)] == [1, 2, 3]
+        assert len(head_reads) == 1
+        assert second.append_sync(_event("second")).sequence == 4  # reads the head: a new log
+        assert len(head_reads) == 2
+        # `first` still believes 3 is the head: its conditional insert inserts nothing, then it reads the head.
+        assert first.append_sync(_event("first")).sequence == 5
+        assert len(head_reads) == 3
+        # Someone else wrote since: `first` reads the head once more before trusting what it wrote again.
+        assert first.append_sync(_event("first")).sequence == 6
+        assert len(head_reads) == 4
+        assert [first.append_sync(_event("first")).sequence for _ in range(3)] == [7, 8, 9]
+        assert len(head_reads) == 4
+        for number in range(10, 16):  # taking turns: every append reads the head
+            writer = first if number % 2 else second
+            assert writer.append_sync(_event("turns")).sequence == number
+        report = first.verify_sync()
+        assert report.chain_valid and report.events_scanned == 15
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_removed_head_is_not_chained_on(state_location: StateLocation, head_reads: list[str]) -> None:
+    """An older copy restored under a running log (its newest rows gone): the log continues from the real head."""
+    log = AuditLog.open(state_location, KEY)
+    try:
+        for _ in range(4):
+            log.append_sync(_event("restored"))
+        db = open_state(state_location)
+        try:
+            with write_transaction(db, "audit"):
+                db.execute("DELETE FROM audit_events WHERE sequence > ?", (2,))
+        finally:
+            db.close()
+        reads = len(head_reads)
+        assert log.append_sync(_event("restored")).sequence == 3
+        assert len(head_reads) == reads + 1
+        report = log.verify_sync()
+        assert report.chain_valid and report.events_scanned == 3
+    finally:
+        log.close()
+
+
+def test_a_rewritten_head_is_not_chained_on(state_location: StateLocation, head_reads: list[str]) -> None:
+    """A head row whose hash changed behind the log's back: the conditional insert does not trust it."""
+    log = AuditLog.open(state_location, KEY)
+    try:
+        for _ in range(2):
+            log.append_sync(_event("rewritten"))
+        db = open_state(state_location)
+        try:
+            with write_transaction(db, "audit"):
+                db.execute("UPDATE audit_events SET chain_hash = ? WHERE sequence = ?", ("0" * 64, 2))
+        finally:
+            db.close()
+        assert log.append_sync(_event("rewritten")).sequence == 3
+        assert len(head_reads) == 2  # the known head no longer matched: read under the lock
+        report = log.verify_sync()
+        assert not report.chain_valid and report.first_break_sequence == 2  # the edit shows; nothing hides it
+    finally:
+        log.close()
