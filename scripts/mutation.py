@@ -81,6 +81,8 @@ CORE_TESTS = (
             "test_risk_usage_counts_every_replica_s_submits",
             "test_a_failed_write_gives_its_approval_back_once_and_never_revives_a_revoked_one",
             "test_a_fill_raises_the_counted_notional_and_never_lowers_it",
+            "test_a_claim_holds_its_orders_for_the_lease_and_returns_them_as_tracked",
+            "test_stored_records_keep_their_context_notional_and_error",
         )
     ),
 )
@@ -286,6 +288,8 @@ _CANCEL_REQUEST = (
     'request: dict[str, object] = {"account_id": args.account_id, "broker_order_id": args.broker_order_id}'
 )
 _RELEASE = "if release_approval and row is not None and row[0] is not None:"
+_LEGS = '**({"legs": [leg.model_dump(mode="json") for leg in legs]} if legs is not None else {}),'
+_POLLED = "order.account_id, order.broker_order_id, order.writer, order.client_order_id, current.status"
 
 EQUIVALENT: dict[tuple[str, str], str] = {
     **{
@@ -340,6 +344,35 @@ EQUIVALENT: dict[tuple[str, str], str] = {
             'update = {"status": "revoked", "revoked_at": denial.denied_at, "revoke_reason": "preview denied"}',
         )
         for key in ('"XXstatusXX"', '"STATUS"')
+    },
+    ("p = policy.policy_id", "p = None"): "the policy id only names the policy in refusal messages",
+    **{
+        (_LEGS, _LEGS.replace('mode="json"', mode)): "a leg holds only strings and None: its Python and JSON dumps "
+        "are the same"
+        for mode in ("mode=None", 'mode="XXjsonXX"', 'mode="JSON"')
+    },
+    **{
+        ('return str(row[0]) if row is not None else "closed"', after): "a kill switch never set is closed: "
+        "anything but `open` refuses"
+        for after in (
+            'return str(row[0]) if row is not None else "XXclosedXX"',
+            'return str(row[0]) if row is not None else "CLOSED"',
+        )
+    },
+    (
+        "(LiveOrder(record.account_id, order_id, record.writer, None, leg_status), True)",
+        "(LiveOrder(record.account_id, order_id, record.writer, None, None), True)",
+    ): "a finished order leaves the backlog: its last status is not stored",
+    ('if record.flow == "live_cancel" and finished:', 'if record.flow == "live_cancel" or finished:'): "a paper "
+    "order is never in the live backlog, so taking a finished paper cancel off it changes nothing",
+    (
+        "await desk.run(lambda: desk.store.update_live_orders(finished, desk.clock()))",
+        "await desk.run(lambda: desk.store.update_live_orders(finished, None))",
+    ): "every order passed is finished and deleted: no time is stored",
+    **{
+        (_POLLED, _POLLED.replace(field, "None")): "a polled order's writer and cOID: `finish_claims` stores only its "
+        "status and poll time"
+        for field in ("order.writer", "order.client_order_id")
     },
     ("if value > counted:", "if value >= counted:"): "a fill worth exactly the counted notional stores the same value",
     (

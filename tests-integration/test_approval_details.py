@@ -245,3 +245,17 @@ async def test_approvals_listed_for_one_account_and_expired_from_their_expiry_in
         clock.now = mine.expires_at
         assert [a.status for a in await desk.call("list_approvals", {"account_id": ACCOUNT})] == ["expired"]
         assert [a.status for a in await desk.call("list_approvals", {"account_id": OTHER_ACCOUNT})] == ["approved"]
+
+
+async def test_an_approval_without_a_mode_takes_the_mode_the_broker_gives_the_account(tmp_path: Path) -> None:
+    paper = SimulatorState()
+    async with running_desk(tmp_path / "paper", paper, Clock(NOW)) as desk:
+        approval = await desk.call(
+            "create_approval", {"account_id": ACCOUNT, "preview_id": (await desk.preview()).preview_id}
+        )
+        assert approval.mode == "paper"
+    live = SimulatorState(profile="live")
+    async with running_desk(tmp_path / "live", live, Clock(NOW)) as desk:
+        preview = await desk.preview(account_id="U7654321")
+        approval = await desk.call("create_approval", {"account_id": "U7654321", "preview_id": preview.preview_id})
+        assert approval.mode == "live"

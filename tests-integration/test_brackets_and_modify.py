@@ -398,6 +398,15 @@ async def test_paper_modify_preview_approve_submit_changes_the_order_once(desk: 
     assert status.limit_price == Decimal(101)
 
 
+async def test_a_plain_order_beside_a_bracket_is_no_leg_of_it(desk: Desk, sim: SimulatorState) -> None:
+    await paper_bracket(desk, await approved_bracket(desk), "bracket")
+    working = await desk.submit(await desk.approved(), "plain")
+    approval = await desk.approve(await modify_preview(desk, working.broker_order_id, limit_price="101"))
+    modified = await desk.call("modify_paper_order", submit_args(approval, "m"), switches=PAPER)
+    assert (modified.broker_order_id, modified.legs) == (working.broker_order_id, [])
+    assert sim.book.orders[int(str(working.broker_order_id))].price == Decimal(101)
+
+
 async def test_a_modified_bracket_leg_keeps_the_brackets_price_order(desk: Desk, sim: SimulatorState) -> None:
     """While the entry works the legs stay stop < entry < take-profit; once it filled the stop may pass the
     entry (to lock a gain) but never the take-profit."""

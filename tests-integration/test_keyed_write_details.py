@@ -2,6 +2,7 @@
 unknown modification sent again, a cancel record left unsettled, a bracket settled by its parent's cOID and
 then cancelled, each leg's cancel answer, and concurrent retries of one key sending once."""
 
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -43,6 +44,9 @@ async def test_a_lost_answer_settles_to_the_status_the_broker_shows_now(tmp_path
         sim.drop_response_after_accept()
         assert await desk.code_of("submit_paper_order", args, switches=PAPER) is ErrorCode.BROKER_OUTCOME_UNKNOWN
         [order] = sim.placements
+        store = desk.gateway._order_desk().store  # pyright: ignore[reportPrivateUsage]
+        [record] = store.unsettled()
+        assert (record.status, (record.error or {}).get("code")) == ("unknown", "BROKER_OUTCOME_UNKNOWN")
         sim.set_quote(AAPL, bid=Decimal("98.90"), ask=Decimal("99"))  # the buy limit at 100 fills
         assert sim.book.orders[order.order_id].status == "Filled"
         settled = await desk.call("submit_paper_order", args, switches=PAPER)
@@ -88,7 +92,7 @@ async def test_a_cancel_record_left_unsettled_is_settled_by_sending_the_cancel(
             client_order_id=None,
             writer="client-portal",
             approval_id=None,
-            context={"broker_order_id": order, "audit_event_id": "ev-earlier"},
+            context={"broker_order_id": order},  # written before records named their audit event
         )
         outcome, _ = store.reserve(new, desk.clock(), kill_switch_required=False)
         assert outcome == "reserved"
@@ -97,7 +101,7 @@ async def test_a_cancel_record_left_unsettled_is_settled_by_sending_the_cancel(
         assert other is ErrorCode.IDEMPOTENCY_CONFLICT
         cancelled = await desk.call("cancel_paper_order", cancel_args(order, "c"), switches=PAPER)
         assert (cancelled.mode, cancelled.status, cancelled.broker_order_id) == ("paper", "pending_cancel", order)
-        assert cancelled.audit_event_id == "ev-earlier"
+        assert cancelled.audit_event_id == ""
         assert sim.book.orders[int(order)].status == "Cancelled"
         record = store.record(key)
         assert record is not None and record.status == "completed"
@@ -263,3 +267,67 @@ async def test_a_local_candidate_left_unknown_settles_without_asking_the_broker(
         placed = await desk.call("submit_live_order", args, switches=local)
         assert (placed.status, placed.writer) == ("submitted", "local-candidate")
         assert len(sim.requests) == asked
+
+
+def submit_record(key: str, *, client_order_id: str | None = "iag-damaged") -> NewRecord:
+    request: dict[str, object] = {"account_id": ACCOUNT, "approval_id": f"ap-{key}"}
+    return NewRecord(
+        scope_key=f"paper_submit:local_operator:op:{key}",
+        flow="paper_submit",
+        account_id=ACCOUNT,
+        request_hash=request_hash("paper_submit", request),
+        client_order_id=client_order_id,
+        writer="client-portal",
+        approval_id=None,
+        context={"kind": "order", "ticket": {}},
+    )
+
+
+def submit_call(key: str) -> dict[str, Any]:
+    return {"account_id": ACCOUNT, "approval_id": f"ap-{key}", "idempotency_key": key}
+
+
+async def test_damaged_stored_results_are_internal_errors_and_send_nothing(tmp_path: Path, sim: SimulatorState) -> None:
+    """A completed record without its result, or a failure stored without its code, is never guessed at."""
+    async with running_desk(tmp_path / "state", sim, Clock()) as desk:
+        store = desk.gateway._order_desk().store  # pyright: ignore[reportPrivateUsage]
+        for key in ("done", "failed"):
+            store.reserve(submit_record(key), desk.clock(), kill_switch_required=False)
+        store.fail(
+            "paper_submit:local_operator:op:failed", {"message": "no code"}, desk.clock(), release_approval=False
+        )
+        db = sqlite3.connect(desk.gateway.audit.path)
+        with db:
+            db.execute("UPDATE order_idempotency SET status = 'completed' WHERE scope_key LIKE '%:done'")
+        db.close()
+        with pytest.raises(GatewayError) as completed:
+            await desk.call("submit_paper_order", submit_call("done"), switches=PAPER)
+        assert (completed.value.code, completed.value.message) == (
+            ErrorCode.INTERNAL_ERROR,
+            "A completed record has no stored result.",
+        )
+        with pytest.raises(GatewayError) as failed:
+            await desk.call("submit_paper_order", submit_call("failed"), switches=PAPER)
+        assert (failed.value.code, failed.value.message) == (
+            ErrorCode.INTERNAL_ERROR,
+            "(stored result of this idempotency key) no code",
+        )
+        assert sim.placement_requests == 0
+
+
+async def test_a_pending_record_is_in_progress_until_the_recovery_age_then_looked_up(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    clock = Clock()
+    async with running_desk(tmp_path / "state", sim, clock) as desk:
+        store = desk.gateway._order_desk().store  # pyright: ignore[reportPrivateUsage]
+        store.reserve(submit_record("k"), clock.now, kill_switch_required=False)  # a call that stopped mid-way
+        age = desk.gateway.config.orders.recovery_min_age_seconds
+        clock.now += timedelta(seconds=age) - timedelta(microseconds=1)
+        code = await desk.code_of("submit_paper_order", submit_call("k"), switches=PAPER)
+        assert code is ErrorCode.IDEMPOTENCY_IN_PROGRESS
+        asked = len(sim.requests)
+        clock.now += timedelta(microseconds=1)
+        code = await desk.code_of("submit_paper_order", submit_call("k"), switches=PAPER)
+        assert code is ErrorCode.BROKER_OUTCOME_UNKNOWN  # looked up by cOID, not found, inside the resend grace
+        assert len(sim.requests) > asked and sim.placement_requests == 0

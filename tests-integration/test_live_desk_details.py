@@ -1,7 +1,7 @@
 """The live desk's details: the local-candidate writer withdraws only its own candidates of that account,
 `limits_status` reports each budget exactly, and reconciliation counts what it scanned, changed and finished."""
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -10,7 +10,7 @@ import pytest
 from ibkr_gateway_core.errors import ErrorCode
 from ibkr_gateway_cpapi.simulator import SimulatorState
 from reliability_harness import ACCOUNT, Clock, Desk, running_desk
-from test_attack_exposure import LIVE_CP, live_policy
+from test_attack_exposure import AAPL, LIVE_CP, live_policy
 from test_attack_live_invariants import LIVE_LOCAL
 
 pytestmark = pytest.mark.anyio
@@ -150,3 +150,58 @@ async def test_reconciliation_counts_an_order_it_cannot_read_and_goes_on(tmp_pat
         assert (report.scanned, report.unresolved, report.transitions, report.completed) == (2, 1, 1, 1)
         report = await desk.call("reconcile_orders", {})
         assert (report.scanned, report.unresolved, report.completed) == (1, 0, 0)
+
+
+async def test_limits_status_names_the_caps_and_the_trading_day_of_the_configured_zone(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    limits = live_policy(max_orders_per_window=1, max_orders_per_day=1, max_notional="5000", allowed_symbols=["AAPL"])
+    extra = {**limits, "live_trading": {**limits["live_trading"], "trading_day_timezone": "Asia/Tokyo"}}
+    async with running_desk(tmp_path / "state", sim, Clock(NOW), extra) as desk:  # 00:00 the next day in Tokyo
+        await live(desk, "a")
+        status = await desk.call("limits_status", {"account_id": ACCOUNT})
+        assert (status.trading_day, status.timezone) == (date(2026, 12, 8), "Asia/Tokyo")
+        assert (status.remaining_orders_in_window, status.remaining_orders_today) == (0, 0)
+        assert (status.max_notional, status.allowed_symbols) == (Decimal(5000), ["AAPL"])
+
+
+async def test_each_lifecycle_change_is_audited_with_its_account_statuses_and_fill(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        cancelled, filled, unread, unread_too = [await live(desk, key) for key in ("a", "b", "c", "d")]
+        sim.book.orders[int(str(cancelled.broker_order_id))].status = "Cancelled"
+        sim.set_quote(AAPL, bid=Decimal("98.90"), ask=Decimal("99"))  # the other buys at 100 fill
+        for order in (unread, unread_too):
+            sim.fail_next(503, {"error": "unavailable"}, path_contains=f"/order/status/{order.broker_order_id}")
+        report = await desk.call("reconcile_orders", {})
+        assert (report.scanned, report.transitions, report.completed, report.unresolved) == (4, 2, 2, 2)
+        events = [
+            r.event for r in await desk.gateway.audit.tail(20) if r.event.event_type == "live_order_lifecycle_changed"
+        ]
+        seen = {e.metadata["broker_order_id"]: e for e in events if e.operation == "order_desk"}
+        assert set(seen) == {cancelled.broker_order_id, filled.broker_order_id}
+        assert {k: seen[cancelled.broker_order_id].metadata[k] for k in ("previous_status", "current_status")} == {
+            "previous_status": "submitted",
+            "current_status": "cancelled",
+        }
+        assert seen[cancelled.broker_order_id].metadata["filled_quantity"] is None
+        assert seen[filled.broker_order_id].metadata["current_status"] == "filled"
+        assert seen[filled.broker_order_id].metadata["filled_quantity"] == "1"
+        assert {e.account_id_hash for e in seen.values()} == {desk.gateway.audit.account_hash(ACCOUNT)}
+        limits = await desk.call("limits_status", {"account_id": ACCOUNT})
+        assert limits.notional_today == Decimal(400)  # filled at 99: the worst case (100 each) stays counted
+
+
+async def test_reconciliation_reports_the_unknown_writes_it_could_not_settle(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    clock = Clock(NOW)
+    async with running_desk(tmp_path / "state", sim, clock) as desk:
+        approval = await desk.approved(mode="live")
+        sim.fail_next(500, {"error": "internal error"}, path_contains="/orders")
+        code = await desk.code_of("submit_live_order", desk.submit_args(approval, "k"), switches=LIVE_CP)
+        assert code is ErrorCode.BROKER_OUTCOME_UNKNOWN
+        clock.now = NOW + timedelta(minutes=5)  # past the recovery age: the record is looked up, and not found
+        report = await desk.call("reconcile_orders", {})
+        assert (report.recovered, report.unresolved_records) == (0, 1)

@@ -67,12 +67,15 @@ async def test_a_rejected_placement_replays_its_code_for_the_same_key_and_frees_
         approval = await desk.approved()
         args = desk.submit_args(approval, "k")
         sim.fail_next(400, {"error": "Order rejected: insufficient funds"}, path_contains="/orders")
-        assert await desk.code_of("submit_paper_order", args, switches=PAPER) is ErrorCode.ORDER_VALIDATION_FAILED
+        with pytest.raises(GatewayError) as first:
+            await desk.call("submit_paper_order", args, switches=PAPER)
+        assert first.value.code is ErrorCode.ORDER_VALIDATION_FAILED
         requests = len(sim.requests)
         with pytest.raises(GatewayError) as replayed:
             await desk.call("submit_paper_order", args, switches=PAPER)
         assert replayed.value.code is ErrorCode.ORDER_VALIDATION_FAILED
         assert "insufficient funds" in replayed.value.message
+        assert replayed.value.details == first.value.details != {}
         assert len(sim.requests) == requests  # the stored result, no broker call
         listed = await desk.call("list_approvals", {"account_id": approval.account_id})
         assert [(a.approval_id, a.status) for a in listed] == [(approval.approval_id, "approved")]

@@ -373,6 +373,39 @@ def test_a_fill_raises_the_counted_notional_and_never_lowers_it(stores: Callable
     assert store.live_usage(ACCOUNT, *today) == (2, 2, Decimal("1200.5"))
 
 
+def test_a_claim_holds_its_orders_for_the_lease_and_returns_them_as_tracked(stores: Callable[[], OrderStore]) -> None:
+    one, two = stores(), stores()
+    tracked = LiveOrder(ACCOUNT, "b-1", "client-portal", "coid-k1", "submitted")
+    untracked_coid = LiveOrder(ACCOUNT, "b-2", "local-candidate", None, "submitted")
+    one.reserve(new_record("k1"), NOW, kill_switch_required=False)
+    one.complete("k1", {"broker_order_id": "b-1"}, NOW, track=[tracked, untracked_coid])
+    claimed = one.claim_live_orders("replica-1", round_start=NOW, now=NOW, lease_s=30, limit=16)
+    assert claimed == [tracked, untracked_coid]
+    later = NOW + timedelta(seconds=29)
+    assert two.claim_live_orders("replica-2", round_start=later, now=later, lease_s=30, limit=16) == []
+    expired = NOW + timedelta(seconds=30)
+    assert len(two.claim_live_orders("replica-2", round_start=expired, now=expired, lease_s=30, limit=16)) == 2
+
+
+def test_stored_records_keep_their_context_notional_and_error(stores: Callable[[], OrderStore]) -> None:
+    store = stores()
+    assert store.record_completed(new_record("done", notional="10"), {"ok": True}, NOW) is None
+    assert store.record_completed(new_record("unpriced"), {"ok": True}, NOW) is None
+    done = store.record("done")
+    assert done is not None and (done.status, done.context, done.result) == ("completed", {"ticket": "t"}, {"ok": True})
+    assert store.live_usage(ACCOUNT, NOW - timedelta(minutes=1), NOW - timedelta(hours=1)) == (2, 2, Decimal(10))
+    again = store.record_completed(new_record("done", notional="99"), {"ok": False}, NOW)
+    assert again is not None and again.result == {"ok": True}
+    store.reserve(new_record("lost"), NOW, kill_switch_required=False)
+    store.mark_unknown("lost", {"code": "BROKER_OUTCOME_UNKNOWN", "message": "lost"}, NOW + timedelta(seconds=1))
+    lost = store.record("lost")
+    assert lost is not None and (lost.status, lost.error, lost.updated_at) == (
+        "unknown",
+        {"code": "BROKER_OUTCOME_UNKNOWN", "message": "lost"},
+        NOW + timedelta(seconds=1),
+    )
+
+
 def test_appends_from_several_logs_on_one_database_form_one_chain(state_location: StateLocation) -> None:
     """Four writers (one per replica) append concurrently: one linear chain, nothing lost, verify passes."""
     logs = [AuditLog.open(state_location, KEY) for _ in range(4)]

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Final
+from typing import Final, cast
 
 import anyio
 
@@ -377,7 +377,12 @@ class KeyedWrites:
         if record.status == "failed":
             error = record.error or {}
             code = ErrorCode(str(error.get("code", ErrorCode.INTERNAL_ERROR)))
-            raise GatewayError(code, f"(stored result of this idempotency key) {error.get('message', '')}")
+            details: object = error.get("details")
+            raise GatewayError(
+                code,
+                f"(stored result of this idempotency key) {error.get('message', '')}",
+                details=cast(dict[str, object], details) if isinstance(details, dict) else None,
+            )
         age = (desk.clock() - record.updated_at).total_seconds()
         if record.status == "pending" and age < desk.config.orders.recovery_min_age_seconds:
             raise GatewayError(
