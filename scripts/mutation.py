@@ -288,6 +288,7 @@ _CANCEL_REQUEST = (
     'request: dict[str, object] = {"account_id": args.account_id, "broker_order_id": args.broker_order_id}'
 )
 _RELEASE = "if release_approval and row is not None and row[0] is not None:"
+_LIVE_RISK = 'raise_refusal(check_risk(ticket, policy, stage="live", quote=quote))'
 _LEGS = '**({"legs": [leg.model_dump(mode="json") for leg in legs]} if legs is not None else {}),'
 _POLLED = "order.account_id, order.broker_order_id, order.writer, order.client_order_id, current.status"
 
@@ -345,6 +346,15 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         )
         for key in ('"XXstatusXX"', '"STATUS"')
     },
+    **{
+        (_LIVE_RISK, _LIVE_RISK.replace('stage="live"', stage)): "`check_risk` tells only `preview` apart from any "
+        "other stage: every other stage takes the live codes"
+        for stage in ("stage=None", 'stage="XXliveXX"', 'stage="LIVE"')
+    },
+    (
+        "return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)",
+        "return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(None)",
+    ): "the same instant in the machine's zone: comparisons use the instant and the store writes it in UTC",
     ("p = policy.policy_id", "p = None"): "the policy id only names the policy in refusal messages",
     **{
         (_LEGS, _LEGS.replace('mode="json"', mode)): "a leg holds only strings and None: its Python and JSON dumps "

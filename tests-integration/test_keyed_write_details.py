@@ -198,8 +198,9 @@ async def test_two_retries_of_an_unknown_outcome_at_once_send_it_once(
         place: Callable[..., Awaitable[Any]] = ClientPortalOrderWriter.place
 
         async def held(self: ClientPortalOrderWriter, *a: Any, **kw: Any) -> Any:
-            sending.set()
-            await go_on.wait()
+            if not sending.is_set():  # only the first resend waits; any other goes straight through
+                sending.set()
+                await go_on.wait()
             return await place(self, *a, **kw)
 
         monkeypatch.setattr(ClientPortalOrderWriter, "place", held)

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from ibkr_gateway_core.errors import ErrorCode
 from ibkr_gateway_cpapi.simulator import SimulatorState
-from reliability_harness import ACCOUNT, Clock, Desk, running_desk
+from reliability_harness import ACCOUNT, AGENT, Clock, Desk, running_desk
 from test_attack_exposure import AAPL, LIVE_CP, live_policy
 from test_attack_live_invariants import LIVE_LOCAL
+from test_brackets_and_modify import LIVE_FOR_AGENTS
 
 pytestmark = pytest.mark.anyio
 
@@ -205,3 +206,43 @@ async def test_reconciliation_reports_the_unknown_writes_it_could_not_settle(
         clock.now = NOW + timedelta(minutes=5)  # past the recovery age: the record is looked up, and not found
         report = await desk.call("reconcile_orders", {})
         assert (report.recovered, report.unresolved_records) == (0, 1)
+
+
+async def test_the_trading_day_and_the_window_begin_at_their_first_instant(tmp_path: Path, sim: SimulatorState) -> None:
+    """New York's day begins at 05:00 UTC in December: an order at that instant is today's, one a microsecond
+    earlier yesterday's; an order exactly `window_seconds` old is still in the window."""
+    midnight = datetime(2026, 12, 7, 5, 0, tzinfo=UTC)
+    clock = Clock(midnight - timedelta(microseconds=1))
+    async with running_desk(tmp_path / "state", sim, clock, live_policy(window_seconds=600)) as desk:
+        await live(desk, "yesterday")
+        clock.now = midnight
+        await live(desk, "first-instant")
+        clock.now = midnight + timedelta(seconds=1)
+        await live(desk, "second")
+        clock.now = midnight + timedelta(seconds=61, microseconds=1)  # 00:01:01.000001 in New York
+        status = await desk.call("limits_status", {"account_id": ACCOUNT})
+        assert (status.trading_day, status.orders_today, status.notional_today) == (date(2026, 12, 7), 2, 200)
+        assert status.orders_in_window == 3
+        clock.now = midnight + timedelta(seconds=600)  # the first-instant order is exactly 600 s old
+        status = await desk.call("limits_status", {"account_id": ACCOUNT})
+        assert (status.orders_in_window, status.orders_today) == (2, 2)
+
+
+async def test_the_live_writer_is_one_of_three_and_only_the_operator_picks_it(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        approval = await desk.approved(mode="live")
+        bogus = (LIVE_CP - {"live_broker:client-portal"}) | {"live_broker:carrier-pigeon"}
+        code = await desk.code_of("submit_live_order", desk.submit_args(approval, "k"), switches=bogus)
+        assert code is ErrorCode.INPUT_INVALID_ARGUMENT
+        assert sim.placements == []
+    configured = LIVE_FOR_AGENTS
+    async with running_desk(tmp_path / "agents", sim, Clock(NOW), configured) as desk:
+        await desk.call("open_kill_switch", {"reason": "start"})
+        approval = await desk.approved(mode="live")
+        placed = await desk.call(
+            "submit_live_order", desk.submit_args(approval, "k"), principal=AGENT, switches=LIVE_LOCAL
+        )
+        assert placed.writer == "client-portal"  # the config's writer: an agent's switch picks nothing
+        assert len(sim.placements) == 1

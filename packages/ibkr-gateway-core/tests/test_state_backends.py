@@ -320,8 +320,9 @@ def test_one_approval_is_consumed_once_across_replicas(stores: Callable[[], Orde
 
 def test_the_kill_switch_closed_by_one_replica_refuses_on_another_at_once(stores: Callable[[], OrderStore]) -> None:
     one, two = stores(), stores()
-    assert two.kill_switch().state == "closed"
-    one.set_kill_switch(KillSwitchState(state="open", changed_by="op", changed_at=NOW))
+    assert two.kill_switch() == KillSwitchState(state="closed", reason="closed by default")
+    never_set = one.set_kill_switch(KillSwitchState(state="open", changed_by="op", changed_at=NOW))
+    assert never_set == KillSwitchState(state="closed", reason="closed by default")
     assert two.kill_switch().state == "open"
     assert two.reserve(new_record("a"), NOW, kill_switch_required=True)[0] == "reserved"
     previous = one.set_kill_switch(KillSwitchState(state="closed", changed_by="op", changed_at=NOW, reason="halt"))
