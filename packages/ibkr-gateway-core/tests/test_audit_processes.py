@@ -22,10 +22,11 @@ pytestmark = [
 ]
 
 
-def start_writer(path: Path, count: int, *, wait: bool = False) -> subprocess.Popen[str]:
+def start_writer(path: Path, count: int, *, wait: bool = False, unsynced: bool = False) -> subprocess.Popen[str]:
     env = {**os.environ, "AUDIT_WRITER_KEY_HEX": KEY.hex()}
+    flags = [*(["--wait"] if wait else []), *(["--unsynced"] if unsynced else [])]
     return subprocess.Popen(
-        [sys.executable, str(WRITER), str(path), str(count), *(["--wait"] if wait else [])],
+        [sys.executable, str(WRITER), str(path), str(count), *flags],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
@@ -55,13 +56,18 @@ def verify(path: Path) -> None:
     assert report.chain_valid, report.reason
 
 
-def test_no_acknowledged_event_is_lost_when_the_writer_is_killed(tmp_path: Path) -> None:
-    """A writer killed with SIGKILL mid-stream loses at most the event it had not yet acknowledged."""
+@pytest.mark.parametrize("unsynced", [False, True], ids=["synced", "unsynced"])
+def test_no_acknowledged_event_is_lost_when_the_writer_is_killed(tmp_path: Path, unsynced: bool) -> None:
+    """A writer killed with SIGKILL mid-stream loses at most the event it had not yet acknowledged.
+
+    Unsynced commits (`audit.read_sync: normal`) too: without a disk sync the commit is still in the
+    operating system's cache when it is acknowledged, and a killed process cannot take it back.
+    """
     path = tmp_path / "state.sqlite3"
     rng = random.Random(20261125)
     all_acked: list[int] = []
     for _ in range(KILLS):
-        writer = start_writer(path, 0)
+        writer = start_writer(path, 0, unsynced=unsynced)
         assert writer.stdout is not None
         first = writer.stdout.readline()  # the writer is running and has committed once
         time.sleep(rng.uniform(0.0, 0.06))
@@ -80,11 +86,16 @@ def test_no_acknowledged_event_is_lost_when_the_writer_is_killed(tmp_path: Path)
     assert len(all_acked) == len(set(all_acked))
 
 
-def test_four_processes_appending_at_once_make_one_contiguous_chain(tmp_path: Path) -> None:
-    """`BEGIN IMMEDIATE` around head-read and insert: no fork, no gap, no busy error surfaced."""
+@pytest.mark.parametrize("unsynced", [False, True], ids=["synced", "unsynced"])
+def test_four_processes_appending_at_once_make_one_contiguous_chain(tmp_path: Path, unsynced: bool) -> None:
+    """`BEGIN IMMEDIATE` around head-read and insert: no fork, no gap, no busy error surfaced.
+
+    Unsynced appends first try the write lock without waiting, on the caller's thread, and wait for it on
+    a worker thread when another process holds it: the race must still give one chain.
+    """
     path = tmp_path / "state.sqlite3"
     open_database(path).close()  # create the schema before the race
-    writers = [start_writer(path, 250, wait=True) for _ in range(4)]
+    writers = [start_writer(path, 250, wait=True, unsynced=unsynced) for _ in range(4)]
     for writer in writers:
         assert writer.stdout is not None
         assert writer.stdout.readline() == "READY\n"

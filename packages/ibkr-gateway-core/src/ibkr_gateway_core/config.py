@@ -249,6 +249,10 @@ class AuditConfig(_Section):
     """Name of the environment variable holding the Ed25519 checkpoint signing key (PEM, or base64 of 32 bytes)."""
     checkpoint_key_file: Path | None = None
     """File holding the checkpoint signing key (PEM PKCS#8, mode 0600); the simulator default is generated."""
+    read_sync: Literal["full", "normal"] = "full"
+    """How a completed read's event reaches the disk (SQLite): `full` syncs it before the call returns (it
+    survives a power cut); `normal` commits it without a sync (it survives a crash of the process, not of the
+    machine) until the next synced commit: a write's, a refusal's, a denial's or a checkpoint's, which stay `full`."""
 
 
 class StateConfig(_Section):

@@ -79,6 +79,10 @@ _INPUT_CODES: Final = {
 }
 """Which code a bad value of a field gets; other fields get `INPUT_INVALID_ARGUMENT`."""
 
+_ALWAYS_SYNCED: Final = frozenset({"audit_checkpoint"})
+"""Reads whose event is synced even under `audit.read_sync: normal`: a checkpoint signs the chain's head,
+so its own synced commit puts every event it covers on disk before the signature is returned."""
+
 Outcome = tuple[Literal["allow", "deny", "refuse"], ResultStatus, str]
 """(decision, result status, event type) of one call."""
 
@@ -432,7 +436,17 @@ class Gateway(ReadMethods):
             redactions=redactions,
             metadata=cast(dict[str, Any], metadata),
         )
-        await self.audit.append(event)
+        await self.audit.append(event, sync=self._needs_sync(op, failure))
+
+    def _needs_sync(self, op: Operation | None, failure: GatewayError | None) -> bool:
+        """Whether the call's event must reach the disk before it returns (`audit.read_sync`).
+
+        Only completed reads may skip the sync: writes, refusals, denials and failures are synced, and
+        each such commit syncs every unsynced read event before it.
+        """
+        if self.config.audit.read_sync == "full" or failure is not None or op is None:
+            return True
+        return not op.read_only or op.name in _ALWAYS_SYNCED
 
     # ------------------------------------------------------------- named methods
 

@@ -46,6 +46,7 @@ from ..errors import ErrorCode, GatewayError
 from ..observability import AUDIT_APPEND, AUDIT_EVENTS
 from ..redaction import SECRET_MARKERS, find_secret_markers
 from ..state.database import (
+    BUSY_TIMEOUT_MS,
     StateConnection,
     StateLocation,
     database_errors,
@@ -247,6 +248,8 @@ class _PendingAppend:
     """One event waiting for the next group commit."""
 
     event: AuditEvent
+    sync: bool = True
+    """The commit must reach the disk before this event is acknowledged (see `AuditLog.append`)."""
     done: anyio.Event = field(default_factory=anyio.Event)
     record: AuditRecord | None = None
     error: GatewayError | None = None
@@ -293,6 +296,8 @@ class AuditLog:
         """Sequence and chain hash of the newest row this log wrote (None before its first append)."""
         self._speculate = True
         """Whether the next append assumes `_written_head` is still the head (see `_append_group_sync`)."""
+        self._synchronous_full = True
+        """The SQLite connection's `synchronous` setting: FULL (as `open_database` sets it) or NORMAL."""
         self.page_rows = VERIFY_BATCH_ROWS
         """Rows per page when `verify` and `export` read the chain."""
 
@@ -354,17 +359,28 @@ class AuditLog:
 
     # ------------------------------------------------------------------- append
 
-    async def append(self, event: AuditEvent) -> AuditRecord:
+    async def append(self, event: AuditEvent, *, sync: bool = True) -> AuditRecord:
         """Redact and durably append one event; it is committed when this returns.
 
         Concurrent appends share one transaction (group commit): one disk sync covers every event
         waiting at that moment, so throughput grows with concurrency while each caller still returns
         only after its own event is durable.
 
+        `sync=False` (a completed read under `audit.read_sync: normal`) commits without a disk sync on
+        SQLite (`synchronous=NORMAL` in WAL mode): the event is in the log, and survives a crash of this
+        process, when this returns; a crash of the machine or a power cut can lose it until the next
+        synced commit on the same file (any process's), which syncs every earlier event with its own.
+        Such a commit runs on the calling thread when it cannot block (no other appender, the write lock
+        free), else on a worker thread like any other. PostgreSQL always commits synchronously.
+
         Raises:
             GatewayError: `AUDIT_WRITE_FAILED` when nothing was written.
         """
-        waiter = _PendingAppend(event)
+        if not sync and not self._flushing and not self._pending:
+            record = self._append_unsynced_now(event)
+            if record is not None:
+                return record
+        waiter = _PendingAppend(event, sync)
         self._pending.append(waiter)
         if self._flushing:
             await waiter.done.wait()
@@ -382,7 +398,8 @@ class AuditLog:
 
     async def _flush(self, batch: list[_PendingAppend]) -> None:
         try:
-            records = await anyio.to_thread.run_sync(self._append_group_sync, [w.event for w in batch])
+            sync = any(w.sync for w in batch)  # one synced event makes the whole group commit synced
+            records = await anyio.to_thread.run_sync(self._append_group_sync, [w.event for w in batch], sync)
             for waiter, record in zip(batch, records, strict=True):
                 waiter.record = record
         except GatewayError as exc:
@@ -449,46 +466,12 @@ class AuditLog:
             raise waiter.error or GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "The audit event was not written.")
         return waiter.record
 
-    def _append_group_sync(self, events: list[AuditEvent]) -> list[AuditRecord]:
-        """Append `events` in one transaction, in order; all are written or none.
-
-        When this log wrote the newest row itself and nobody else wrote in between last time, the rows are
-        chained on that known head and inserted on condition that it is still the head (`_append_after_sql`):
-        one statement, so on PostgreSQL the whole transaction is one round trip. When another writer got there
-        first, nothing is inserted and the rows are chained again on the head read under the lock.
-        """
-        cleaned = [redact_event(event) for event in events]
-        rendered = [(e, e.canonical_bytes().decode("utf-8"), format_timestamp(e.timestamp)) for e in cleaned]
+    def _append_group_sync(self, events: list[AuditEvent], sync: bool = True) -> list[AuditRecord]:
+        """Append `events` in one transaction, in order; all are written or none (`sync`: see `append`)."""
+        rendered = _render(events)
         started = time.perf_counter()
         with self._thread_lock:
-            db = self._open_db()
-            try:
-                rows: list[_Row] | None = None
-                known = self._written_head
-                if known is not None and self._speculate and len(rendered) <= MAX_CONDITIONAL_ROWS:
-                    rows = self._chain(rendered, known)
-                    with write_transaction(db, "audit"):
-                        inserted = execute_deferred(
-                            db, _append_after_sql(len(rows)), _append_after_parameters(rows, known)
-                        )
-                    if inserted.rowcount != len(rows):  # 0: another writer appended; nothing was written
-                        rows, self._speculate = None, False
-                if rows is None:
-                    with write_transaction(db, "audit"):  # re-read the head under the lock: other processes append too
-                        head = self._head_for_append(db)
-                        rows = self._chain(rendered, head)
-                        db.executemany(_INSERT_SQL, rows)
-                    self._speculate = known is None or head == known  # nobody else wrote since our last append
-                self._written_head = (rows[-1][0], bytes.fromhex(rows[-1][6]))
-            except database_errors() as exc:
-                self._written_head = None
-                raise GatewayError(
-                    ErrorCode.AUDIT_WRITE_FAILED, f"The audit event could not be written ({_db_reason(exc)})."
-                ) from None
-        records = [
-            AuditRecord(sequence=row[0], event=event, chain_hash=row[6])
-            for row, (event, _, _) in zip(rows, rendered, strict=True)
-        ]
+            records = self._commit(self._open_db(), rendered, sync=sync)
         AUDIT_APPEND.observe(time.perf_counter() - started)
         AUDIT_EVENTS.inc(amount=len(records))
         return records
@@ -504,6 +487,71 @@ class AuditLog:
             )
             rows.append((sequence, self.key_id, event.event_id, event.event_type, timestamp, payload, previous.hex()))
         return rows
+
+    def _append_unsynced_now(self, event: AuditEvent) -> AuditRecord | None:
+        """Commit one unsynced event on this thread, or return None when that could block.
+
+        Without a disk sync a commit costs a few page writes into the OS cache, less than handing it to a
+        worker thread; but it must never wait on the event loop's thread: for the connection (a worker
+        holds it) or for SQLite's write lock (another process holds it, `busy_timeout` would wait).
+        """
+        db = self._db
+        if not isinstance(db, sqlite3.Connection) or not self._thread_lock.acquire(blocking=False):
+            return None
+        try:
+            rendered = _render([event])
+            started = time.perf_counter()
+            db.execute("PRAGMA busy_timeout=0")
+            try:
+                records = self._commit(db, rendered, sync=False)
+            except GatewayError:
+                return None  # busy (or failing, rolled back): the worker-thread path waits, or reports it
+            finally:
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        finally:
+            self._thread_lock.release()
+        AUDIT_APPEND.observe(time.perf_counter() - started)
+        AUDIT_EVENTS.inc()
+        return records[0]
+
+    def _commit(
+        self, db: StateConnection, rendered: list[tuple[AuditEvent, str, str]], *, sync: bool
+    ) -> list[AuditRecord]:
+        """Chain and insert rendered events in one write transaction; `_thread_lock` is held by the caller.
+
+        When this log wrote the newest row itself and nobody else wrote in between last time, the rows are
+        chained on that known head and inserted on condition that it is still the head (`_append_after_sql`):
+        one statement, so on PostgreSQL the whole transaction is one round trip. When another writer got there
+        first, nothing is inserted and the rows are chained again on the head read under the lock.
+        """
+        try:
+            if isinstance(db, sqlite3.Connection) and sync != self._synchronous_full:
+                db.execute("PRAGMA synchronous=FULL" if sync else "PRAGMA synchronous=NORMAL")
+                self._synchronous_full = sync
+            rows: list[_Row] | None = None
+            known = self._written_head
+            if known is not None and self._speculate and len(rendered) <= MAX_CONDITIONAL_ROWS:
+                rows = self._chain(rendered, known)
+                with write_transaction(db, "audit"):
+                    inserted = execute_deferred(db, _append_after_sql(len(rows)), _append_after_parameters(rows, known))
+                if inserted.rowcount != len(rows):  # 0: another writer appended; nothing was written
+                    rows, self._speculate = None, False
+            if rows is None:
+                with write_transaction(db, "audit"):  # re-read the head under the lock: other processes append too
+                    head = self._head_for_append(db)
+                    rows = self._chain(rendered, head)
+                    db.executemany(_INSERT_SQL, rows)
+                self._speculate = known is None or head == known  # nobody else wrote since our last append
+            self._written_head = (rows[-1][0], bytes.fromhex(rows[-1][6]))
+        except database_errors() as exc:
+            self._written_head = None
+            raise GatewayError(
+                ErrorCode.AUDIT_WRITE_FAILED, f"The audit event could not be written ({_db_reason(exc)})."
+            ) from None
+        return [
+            AuditRecord(sequence=row[0], event=event, chain_hash=row[6])
+            for row, (event, _, _) in zip(rows, rendered, strict=True)
+        ]
 
     def _append_batch_sync(self, events: Iterable[AuditEvent]) -> int:
         """Append many events in one transaction (bulk imports and benchmarks); returns the new head sequence."""
@@ -766,6 +814,12 @@ class AuditLog:
         if self._db is None:
             raise GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "The audit log is closed.", retryable=False)
         return self._db
+
+
+def _render(events: list[AuditEvent]) -> list[tuple[AuditEvent, str, str]]:
+    """(redacted event, canonical JSON, timestamp text) of each event, as a row stores them."""
+    cleaned = [redact_event(event) for event in events]
+    return [(e, e.canonical_bytes().decode("utf-8"), format_timestamp(e.timestamp)) for e in cleaned]
 
 
 def _record(row: tuple[object, ...]) -> AuditRecord:
