@@ -201,6 +201,23 @@ async def test_cancel_and_modify_act_on_the_account_they_name(backend: CpapiBack
     assert advisor.book.orders[int(placed.broker_order_id)].status == "Cancelled"
 
 
+async def test_a_bracket_for_b_lands_on_b_when_a_was_selected(backend: CpapiBackend, advisor: SimulatorState) -> None:
+    writer = backend.order_writer()
+    await writer.place(ticket(CLIENT_B), client_order_id="first", confirm=allow_all, max_rounds=5)
+    advisor.select_account(CLIENT_A)  # another program selected A; the writer last selected B itself
+    parent = ticket(CLIENT_B, quantity=Decimal(2), limit_price=Decimal(200))
+    take_profit = parent.model_copy(update={"side": "sell", "limit_price": Decimal(230)})
+    stop_loss = parent.model_copy(
+        update={"side": "sell", "order_type": "stop", "limit_price": None, "stop_price": Decimal(190)}
+    )
+    placed = await writer.place_bracket(
+        parent, take_profit, stop_loss, client_order_id="br-1", confirm=allow_all, max_rounds=5
+    )
+    ids = {int(str(leg.broker_order_id)) for leg in placed.legs}
+    assert len(ids) == 3
+    assert {advisor.book.orders[order_id].account_id for order_id in ids} == {CLIENT_B}
+
+
 async def test_what_if_previews_the_account_it_names(backend: CpapiBackend, advisor: SimulatorState) -> None:
     advisor.set_position(CLIENT_C, AAPL, Decimal(7), Decimal(100))
     await backend.list_accounts()

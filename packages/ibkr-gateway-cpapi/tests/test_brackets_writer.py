@@ -2,6 +2,7 @@
 reply chain, refusals, and the simulator's bracket engine (held exits, OCA, cancels, modify questions)."""
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, cast
 
@@ -214,3 +215,136 @@ async def test_a_modify_goes_through_the_reply_chain(writer: ClientPortalOrderWr
         await writer.modify(placed.broker_order_id, ticket(limit_price=Decimal(204)), confirm=refuse_all, max_rounds=5)
     assert caught.value.code is ErrorCode.ORDER_CONFIRMATION_REFUSED
     assert order.price == Decimal(205)
+
+
+# -- each answer as the writer reports it --------------------------------------------------------
+
+
+def answering(status: int, body: object) -> Callable[[httpx2.Request], httpx2.Response]:
+    """Prime like CPAPI (one account), answer every order request with `status` and `body`."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/iserver/accounts"):
+            return httpx2.Response(200, json={"accounts": [ACCOUNT]})
+        return httpx2.Response(status, json=body)
+
+    return handler
+
+
+async def bracket_answered(status: int, body: object) -> Any:
+    writer, http = mock_writer(answering(status, body))
+    async with http:
+        return await writer.place_bracket(*legs(), client_order_id="k-1", confirm=allow_all, max_rounds=5)
+
+
+async def test_the_parent_is_the_acknowledgement_naming_the_coid_whatever_its_place() -> None:
+    placed = await bracket_answered(
+        200,
+        [
+            {"order_id": "12", "order_status": "PreSubmitted"},
+            {"order_id": "11", "order_status": "Filled", "local_order_id": " k-1 "},
+            {"order_id": "13"},
+        ],
+    )
+    assert (placed.broker_order_id, placed.client_order_id, placed.broker_status, placed.status) == (
+        "11",
+        "k-1",
+        "Filled",
+        "filled",
+    )
+    assert [(leg.role, leg.broker_order_id, leg.broker_status, leg.status) for leg in placed.legs] == [
+        ("parent", "11", "Filled", "filled"),
+        ("take_profit", "12", "PreSubmitted", "submitted"),
+        ("stop_loss", "13", None, "submitted"),
+    ]
+
+
+async def test_without_a_coid_in_the_answer_the_first_acknowledgement_is_the_parent() -> None:
+    placed = await bracket_answered(200, [{"order_id": "21", "order_status": "Submitted"}, {"order_id": "22"}])
+    assert (placed.broker_order_id, placed.client_order_id) == ("21", "k-1")
+    assert [(leg.role, leg.broker_order_id, leg.status) for leg in placed.legs] == [
+        ("parent", "21", "submitted"),
+        ("take_profit", "22", "submitted"),
+        ("stop_loss", None, "unknown"),
+    ]
+
+
+async def test_a_rejected_bracket_names_the_brokers_reason_and_the_coid() -> None:
+    with pytest.raises(GatewayError) as caught:
+        await bracket_answered(400, {"error": "Order rejected: size"})
+    assert (caught.value.code, caught.value.details) == (
+        ErrorCode.ORDER_VALIDATION_FAILED,
+        {"broker_message": "Order rejected: size", "client_order_id": "k-1", "reason": "broker_rejected"},
+    )
+
+
+async def modify_answered(status: int, body: Any) -> Any:
+    writer, http = mock_writer(answering(status, body))
+    async with http:
+        return await writer.modify("77", ticket(), confirm=allow_all, max_rounds=5)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "details"),
+    [
+        pytest.param(
+            {"error": "OrderID 77 doesn't exist"},
+            ErrorCode.INPUT_UNKNOWN_ORDER,
+            {"broker_message": "OrderID 77 doesn't exist", "broker_order_id": "77"},
+            id="unknown",
+        ),
+        pytest.param(
+            {"error": "Order 77 cannot be modified in status Filled"},
+            ErrorCode.ORDER_NOT_MODIFIABLE,
+            {"broker_message": "Order 77 cannot be modified in status Filled", "broker_order_id": "77"},
+            id="finished",
+        ),
+        pytest.param(
+            {"error": "Price is outside the allowed range"},
+            ErrorCode.ORDER_VALIDATION_FAILED,
+            {
+                "broker_message": "Price is outside the allowed range",
+                "broker_order_id": "77",
+                "reason": "broker_rejected",
+            },
+            id="rejected",
+        ),
+        pytest.param(
+            [{"text": "Price is outside the allowed range"}],
+            ErrorCode.ORDER_VALIDATION_FAILED,
+            {
+                "broker_message": "Price is outside the allowed range",
+                "broker_order_id": "77",
+                "reason": "broker_rejected",
+            },
+            id="rejected-as-text",
+        ),
+        pytest.param(
+            [dict[str, object]()], ErrorCode.BROKER_OUTCOME_UNKNOWN, {"broker_order_id": "77"}, id="undocumented"
+        ),
+    ],
+)
+async def test_each_modify_answer_as_the_writer_reports_it(body: Any, code: ErrorCode, details: object) -> None:
+    with pytest.raises(GatewayError) as caught:
+        await modify_answered(400 if isinstance(body, dict) else 200, body)
+    assert (caught.value.code, caught.value.details) == (code, details)
+    if code is ErrorCode.ORDER_VALIDATION_FAILED:
+        assert caught.value.user_action == (
+            "Read the broker's reason (untrusted broker text), correct the change and preview it again."
+        )
+    if code is ErrorCode.BROKER_OUTCOME_UNKNOWN:
+        assert caught.value.message == (
+            "The broker's answer to the modification is not one CPAPI documents; it may have taken it."
+        )
+
+
+async def test_a_modify_answer_without_the_original_coid_names_none() -> None:
+    placed = await modify_answered(200, [{"order_id": "77", "order_status": "Submitted"}])
+    assert (placed.broker_order_id, placed.client_order_id, placed.status) == ("77", None, "submitted")
+
+
+async def test_a_bracket_whose_answer_failed_is_an_unknown_outcome_naming_the_coid() -> None:
+    with pytest.raises(GatewayError) as caught:
+        await bracket_answered(500, {"error": "internal error"})
+    assert caught.value.code is ErrorCode.BROKER_OUTCOME_UNKNOWN
+    assert caught.value.details["client_order_id"] == "k-1"

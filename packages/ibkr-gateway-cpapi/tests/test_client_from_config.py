@@ -7,6 +7,8 @@ import pytest
 from ibkr_gateway_core.config import BrokerConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_cpapi.client import CpapiClient
+from ibkr_gateway_cpapi.pacing import GLOBAL_KEY
+from ibkr_gateway_cpapi.simulator import write_test_credentials
 
 pytestmark = pytest.mark.anyio
 
@@ -68,3 +70,27 @@ async def test_the_given_http_client_is_used_and_the_size_cap_holds() -> None:
             await client.get("/portfolio/accounts")
     assert caught.value.code is ErrorCode.BROKER_RESPONSE_INVALID
     assert seen and seen[-1].endswith("/portfolio/accounts")
+
+
+def test_an_oauth_config_gives_the_client_its_signing_session_and_pacing(tmp_path: Path) -> None:
+    _, files = write_test_credentials(tmp_path)
+    broker = BrokerConfig.model_validate(
+        {
+            "backend": "cpapi_oauth",
+            "base_url": "https://127.0.0.1:5000",
+            "oauth": files.oauth_config(),
+            "pacing_requests_per_second": 4,
+            "pacing_max_wait_seconds": 2.5,
+            "pacing_penalty_seconds": 120,
+        }
+    )
+    client = CpapiClient.from_config(broker)
+    assert client._oauth is not None  # pyright: ignore[reportPrivateUsage]
+    governor = client.governor
+    assert governor is not None
+    paced = (governor._windows[GLOBAL_KEY].limit, governor._max_wait_s, governor._penalty_s)  # pyright: ignore[reportPrivateUsage]
+    assert paced == (4, 2.5, 120.0)
+    plain = CpapiClient.from_config(
+        BrokerConfig.model_validate({"backend": "client_portal_gateway", "base_url": "https://127.0.0.1:5000"})
+    )
+    assert plain._oauth is None  # pyright: ignore[reportPrivateUsage]

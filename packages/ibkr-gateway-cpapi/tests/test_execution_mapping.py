@@ -51,6 +51,12 @@ def test_every_field_of_a_full_execution() -> None:
     }
 
 
+def test_the_epoch_time_wins_over_the_compact_time_when_both_are_given() -> None:
+    """`trade_time_r` is exact (milliseconds, UTC); `trade_time` is only the fallback."""
+    execution = order_mapping.to_execution(trade(**{**FULL, "trade_time_r": 1718027123500}), "DU1234567")
+    assert execution.executed_at == datetime(2024, 6, 10, 13, 45, 23, 500_000, tzinfo=UTC)
+
+
 def test_a_bare_execution_falls_back_to_the_asked_account_and_the_compact_time() -> None:
     execution = order_mapping.to_execution(trade(**BARE, trade_time="20240611-09:30:01"), "DU1234567")
     assert (execution.account_id, execution.broker_order_id, execution.client_order_id) == ("DU1234567", None, None)
