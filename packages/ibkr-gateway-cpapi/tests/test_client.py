@@ -1,15 +1,18 @@
 """CpapiClient: error translation at the package edge, size cap, priming, and what messages may show."""
 
 import json
+import math
 import socket
 from collections.abc import AsyncIterator, Callable
 
 import anyio
 import httpx2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ibkr_gateway_core.config import BrokerConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_cpapi.client import BrokerHttpError, CpapiClient, api_base_url
+from ibkr_gateway_cpapi.client import BrokerHttpError, CpapiClient, _decode, api_base_url  # pyright: ignore[reportPrivateUsage]
 
 pytestmark = pytest.mark.anyio
 
@@ -301,3 +304,54 @@ async def test_a_mutating_request_tells_maybe_sent_from_surely_not_sent(answer: 
         with pytest.raises(GatewayError) as caught:
             await client.post("/tickle", {}, mutating=True)
     assert caught.value.code == code
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=30,
+)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal JSON values, NaN equal to NaN and -0.0 told from 0.0."""
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON, ensure_ascii=st.booleans())
+def test_a_body_decodes_to_what_json_loads_gives(value: object, ensure_ascii: bool) -> None:
+    body = json.dumps(value, ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass")
+    try:
+        expected: object = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        assert _decode(body) == (None, False)
+        return
+    decoded, ok = _decode(body)
+    assert ok and _same(decoded, expected)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"a": 1}',  # a byte-order mark
+        b'"\\ud800"',  # an escaped lone surrogate
+        '{"a": [1, 2.5]}'.encode("utf-16"),
+        b'{"a": 1, "a": 2}',  # the last duplicate wins
+        b"[NaN, Infinity, -Infinity, 1e400, -0.0, 123456789012345678901234567890]",
+    ],
+)
+def test_bodies_the_fast_parser_refuses_decode_as_json_loads_reads_them(body: bytes) -> None:
+    decoded, ok = _decode(body)
+    assert ok and _same(decoded, json.loads(body))
+
+
+@pytest.mark.parametrize("body", [b"[1,]", b'"\xff"', b"{", b"nul", b"\x00"])
+def test_a_body_json_loads_refuses_is_not_json(body: bytes) -> None:
+    assert _decode(body) == (None, False)

