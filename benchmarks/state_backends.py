@@ -1,6 +1,6 @@
 """State backends side by side: SQLite (the embedded default) vs PostgreSQL (for replicas), on this machine.
 
-Run: `uv run python benchmarks/state_backends.py [--cycles 300] [--appends 400]`. It starts a throwaway
+Run: `uv run python benchmarks/state_backends.py [--cycles 300] [--appends 400] [--rounds 3]`. It starts a throwaway
 PostgreSQL cluster with durable settings (fsync on, synchronous commit; Debian's `postgresql` must be
 installed) on loopback, then measures on each backend:
 
@@ -9,9 +9,11 @@ installed) on loopback, then measures on each backend:
 - audit appends with 8 concurrent writers, in appends per second, two ways: 8 threads of one process
   on one `AuditLog` (as the concurrent calls of one gateway replica: they share transactions, group
   commit), and 8 writers each with its own `AuditLog` and connection (as 8 processes or replicas:
-  each commit alone under the chain's lock); the chain is verified afterwards.
+  each commit alone under the chain's lock); the chain is verified afterwards. The appends run in
+  `--rounds` rounds (default 3), the backends taking turns going first, and the medians are compared,
+  so a change in the machine's load during the run falls on both alike; each round's ratio is printed too.
 
-Prints both and the ratio PostgreSQL / SQLite. Goals: PostgreSQL within 3x of SQLite per cycle, and
+Prints both, the ratio PostgreSQL / SQLite. Goals: PostgreSQL within 3x of SQLite per cycle, and
 appends/s with 8 writers in one process at least SQLite's. Exit status 0 always (figures, not a gate).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -138,11 +141,31 @@ def appends(location: StateLocation, per_writer: int, *, shared: bool) -> float:
     return WRITERS * per_writer / elapsed
 
 
-def both_appends(location: Callable[[], StateLocation], per_writer: int) -> dict[str, float]:
-    return {
-        "appends_per_s": appends(location(), per_writer, shared=True),
-        "appends_per_s_separate": appends(location(), per_writer, shared=False),
+def rounds_of_appends(
+    backends: dict[str, Callable[[], StateLocation]], per_writer: int, rounds: int
+) -> tuple[dict[str, dict[str, float]], list[dict[str, float]]]:
+    """Both append measurements on every backend, `rounds` times, the backends taking turns going first.
+
+    The machine's load drifts during a run; interleaving the backends round by round gives both the same
+    share of it. Returns each backend's median per figure, and each round's PostgreSQL / SQLite ratios.
+    """
+    figures: dict[str, dict[str, list[float]]] = {
+        name: {"appends_per_s": [], "appends_per_s_separate": []} for name in backends
     }
+    per_round: list[dict[str, float]] = []
+    names = list(backends)
+    for number in range(rounds):
+        this_round: dict[str, dict[str, float]] = {}
+        for name in names if number % 2 == 0 else names[::-1]:
+            this_round[name] = {
+                "appends_per_s": appends(backends[name](), per_writer, shared=True),
+                "appends_per_s_separate": appends(backends[name](), per_writer, shared=False),
+            }
+            for key, value in this_round[name].items():
+                figures[name][key].append(value)
+        per_round.append({key: this_round["postgres"][key] / this_round["sqlite"][key] for key in this_round["sqlite"]})
+    medians = {name: {key: statistics.median(values) for key, values in keys.items()} for name, keys in figures.items()}
+    return medians, per_round
 
 
 def main() -> None:
@@ -150,16 +173,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cycles", type=int, default=300)
     parser.add_argument("--appends", type=int, default=400, help="appends per writer")
+    parser.add_argument("--rounds", type=int, default=3, help="append rounds, the backends taking turns")
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         sqlite = anyio.run(cycles, root / "cycles.sqlite3", root / "a", options.cycles)
-        files = iter(range(2))
-        sqlite.update(both_appends(lambda: root / f"appends-{next(files)}.sqlite3", options.appends))
+        files = iter(range(2 * options.rounds))
         with running_postgres(durable=True) as server:
             postgres = anyio.run(cycles, PostgresLocation(server.new_database()), root / "b", options.cycles)
-            postgres.update(both_appends(lambda: PostgresLocation(server.new_database()), options.appends))
+            medians, per_round = rounds_of_appends(
+                {
+                    "sqlite": lambda: root / f"appends-{next(files)}.sqlite3",
+                    "postgres": lambda: PostgresLocation(server.new_database()),
+                },
+                options.appends,
+                options.rounds,
+            )
+    sqlite.update(medians["sqlite"])
+    postgres.update(medians["postgres"])
+    load = (load_before, os.getloadavg()[0])
     ratios = {
         "cycle_median": postgres["median_ms"] / sqlite["median_ms"],
         "cycle_p99": postgres["p99_ms"] / sqlite["p99_ms"],
@@ -167,9 +201,13 @@ def main() -> None:
         "appends_per_s_separate": postgres["appends_per_s_separate"] / sqlite["appends_per_s_separate"],
     }
     if options.json:
-        print(json.dumps({"sqlite": sqlite, "postgres": postgres, "ratio_postgres_to_sqlite": ratios}))
+        report = {"sqlite": sqlite, "postgres": postgres, "ratio_postgres_to_sqlite": ratios}
+        print(json.dumps({**report, "append_ratios_per_round": per_round, "load_average_1m": load}))
         return
-    print(f"gated paper submit+cancel cycles: {options.cycles}; audit appends: {WRITERS} writers x {options.appends}")
+    print(
+        f"gated paper submit+cancel cycles: {options.cycles}; audit appends: {WRITERS} writers x {options.appends}, "
+        f"{options.rounds} rounds (medians); 1-minute load average {load[0]:.2f} before, {load[1]:.2f} after"
+    )
     print(f"{'':28}{'SQLite':>12}{'PostgreSQL':>14}{'ratio':>9}")
     print(
         f"{'cycle median (ms)':28}{sqlite['median_ms']:12.2f}{postgres['median_ms']:14.2f}{ratios['cycle_median']:9.2f}"
@@ -183,6 +221,8 @@ def main() -> None:
         f"{'appends/s, 8 logs':28}{sqlite['appends_per_s_separate']:12.0f}"
         f"{postgres['appends_per_s_separate']:14.0f}{ratios['appends_per_s_separate']:9.2f}"
     )
+    for key, label in (("appends_per_s", "8 threads 1 log"), ("appends_per_s_separate", "8 logs")):
+        print(f"ratio per round, {label}: " + ", ".join(f"{entry[key]:.2f}" for entry in per_round))
 
 
 if __name__ == "__main__":

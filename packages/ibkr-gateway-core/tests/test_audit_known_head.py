@@ -2,11 +2,16 @@
 on PostgreSQL); when another writer moved the head, or it was removed, nothing is inserted and the events are
 chained on the head read under the lock. On SQLite and on PostgreSQL."""
 
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
-from ibkr_gateway_core.audit import AuditEvent, AuditLog
-from ibkr_gateway_core.state import StateLocation, open_state, write_transaction
+from ibkr_gateway_core._timestamps import format_timestamp
+from ibkr_gateway_core.audit import AuditEvent, AuditLog, AuditRecord
+from ibkr_gateway_core.audit.events import redact_event
+from ibkr_gateway_core.audit.log import _HEAD_SQL, _INSERT_SQL  # pyright: ignore[reportPrivateUsage]
+from ibkr_gateway_core.state import PostgresLocation, StateConnection, StateLocation, open_state, write_transaction
 
 KEY = b"k" * 32
 
@@ -116,3 +121,51 @@ def test_a_rewritten_head_is_not_chained_on(state_location: StateLocation, head_
         assert not report.chain_valid and report.first_break_sequence == 2  # the edit shows; nothing hides it
     finally:
         log.close()
+
+
+def test_a_row_committed_while_the_append_waited_for_the_lock_is_not_overwritten_or_forked(
+    state_location: StateLocation, head_reads: list[str]
+) -> None:
+    """Another writer holds the lock and appends while this log's conditional insert waits for it (on
+    PostgreSQL that statement's snapshot predates the lock): nothing is inserted on the stale head; the
+    events follow the other writer's row and the chain verifies."""
+    log, other = AuditLog.open(state_location, KEY), AuditLog.open(state_location, KEY)
+    holder = open_state(state_location)
+    watcher = open_state(state_location)
+    try:
+        for _ in range(2):
+            log.append_sync(_event("waiting"))
+        result: list[AuditRecord] = []
+        with write_transaction(holder, "audit"):
+            sequence, _key_id, chain_hash = holder.execute(_HEAD_SQL).fetchone()  # the lock is held from here
+            waiting = threading.Thread(target=lambda: result.append(log.append_sync(_event("waiting"))))
+            waiting.start()
+            _wait_until_blocked(watcher, state_location)
+            event = redact_event(_event("other"))
+            rendered = [(event, event.canonical_bytes().decode("utf-8"), format_timestamp(event.timestamp))]
+            rows = other._chain(rendered, (sequence, bytes.fromhex(chain_hash)))  # pyright: ignore[reportPrivateUsage]
+            holder.executemany(_INSERT_SQL, rows)
+        waiting.join(timeout=60)
+        assert [record.sequence for record in result] == [4]  # after the other writer's row 3
+        assert len(head_reads) == 2  # its first append, and this one after the conditional insert did nothing
+        report = log.verify_sync()
+        assert report.chain_valid and report.events_scanned == 4
+    finally:
+        holder.close()
+        watcher.close()
+        log.close()
+        other.close()
+
+
+def _wait_until_blocked(watcher: StateConnection, location: StateLocation) -> None:
+    """Until the append waits for the audit lock (PostgreSQL shows it in pg_locks; SQLite cannot: a pause)."""
+    if not isinstance(location, PostgresLocation):
+        time.sleep(0.3)
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()
+        if row is not None and row[0] >= 1:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the append never waited for the lock")

@@ -50,7 +50,7 @@ from ..state.database import (
     StateConnection,
     StateLocation,
     database_errors,
-    execute_deferred,
+    execute_locked,
     open_state,
     read_transaction,
     write_transaction,
@@ -139,13 +139,13 @@ def _append_after_sql(count: int) -> str:
     """Insert `count` rows only if the head is still the row they were chained on (same SQL on both backends).
 
     Parameters: the rows in `_INSERT_SQL` order, then the head's sequence, its chain hash and its sequence
-    again. Inside the audit write transaction no other writer can move the head meanwhile; if one did
-    before, the statement inserts nothing (rowcount 0) and the transaction commits nothing.
+    again. It runs as a transaction of its own holding the audit lock (`execute_locked`: one round trip on
+    PostgreSQL); if another writer moved the head, it inserts nothing (0) and nothing is committed.
     """
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count)
     return (
         "INSERT INTO audit_events (sequence, key_id, event_id, event_type, timestamp, payload, chain_hash)"
-        f" SELECT * FROM (VALUES {values}) AS new_rows"
+        f" SELECT new_rows.* FROM (VALUES {values}) AS new_rows, {{held}}"
         " WHERE EXISTS (SELECT 1 FROM audit_events WHERE sequence = ? AND chain_hash = ?)"
         " AND NOT EXISTS (SELECT 1 FROM audit_events WHERE sequence > ?)"
     )
@@ -521,8 +521,9 @@ class AuditLog:
 
         When this log wrote the newest row itself and nobody else wrote in between last time, the rows are
         chained on that known head and inserted on condition that it is still the head (`_append_after_sql`):
-        one statement, so on PostgreSQL the whole transaction is one round trip. When another writer got there
-        first, nothing is inserted and the rows are chained again on the head read under the lock.
+        one statement that is its own transaction, so on PostgreSQL the append is one round trip. When another
+        writer got there first, nothing is inserted and the rows are chained again on the head read under the
+        lock.
         """
         try:
             if isinstance(db, sqlite3.Connection) and sync != self._synchronous_full:
@@ -532,9 +533,10 @@ class AuditLog:
             known = self._written_head
             if known is not None and self._speculate and len(rendered) <= MAX_CONDITIONAL_ROWS:
                 rows = self._chain(rendered, known)
-                with write_transaction(db, "audit"):
-                    inserted = execute_deferred(db, _append_after_sql(len(rows)), _append_after_parameters(rows, known))
-                if inserted.rowcount != len(rows):  # 0: another writer appended; nothing was written
+                inserted = execute_locked(
+                    db, "audit", _append_after_sql(len(rows)), _append_after_parameters(rows, known)
+                )
+                if inserted != len(rows):  # 0: another writer appended; nothing was written
                     rows, self._speculate = None, False
             if rows is None:
                 with write_transaction(db, "audit"):  # re-read the head under the lock: other processes append too

@@ -357,24 +357,19 @@ def write_transaction(db: _C, lock: LockDomain | None = "state") -> Generator[_C
         raise
 
 
-class RowCount(Protocol):
-    """What `execute_deferred` returns: the rows its statement changed."""
+def execute_locked(db: StateConnection, lock: LockDomain, sql: str, parameters: Sequence[Any] = (), /) -> int:
+    """Run one `INSERT ... SELECT` as a transaction of its own, as the only writer of `lock`; rows inserted.
 
-    @property
-    def rowcount(self) -> int:
-        """Rows changed."""
-        ...
-
-
-def execute_deferred(db: StateConnection, sql: str, parameters: Sequence[Any] = (), /) -> RowCount:
-    """Run a statement whose rows are never read (an `INSERT`) inside `write_transaction`; read its `rowcount` after.
-
-    SQLite runs it at once. PostgreSQL holds it back and sends it with `COMMIT` (or the next statement that
-    needs an answer), so a transaction of such statements is one round trip.
+    The statement names `{held}` in its `FROM` list (one row, no columns it uses). SQLite: `BEGIN IMMEDIATE`,
+    the statement, `COMMIT`. PostgreSQL: the statement alone in autocommit mode, `{held}` being a subquery
+    that takes the advisory lock before any row is inserted, so the whole transaction is one round trip;
+    its snapshot may predate the lock, so a unique violation there (a conflicting row committed meanwhile)
+    counts as nothing inserted. On both, 0 means nothing was written.
     """
     if isinstance(db, sqlite3.Connection):
-        return db.execute(sql, parameters)
-    return cast("PostgresConnection", db).execute_deferred(sql, parameters)
+        with write_transaction(db, lock):
+            return db.execute(sql.replace("{held}", "(SELECT 1) AS held"), parameters).rowcount
+    return cast("PostgresConnection", db).execute_locked(lock, sql, parameters)
 
 
 def claim_clause(db: StateConnection) -> str:

@@ -15,12 +15,15 @@ extra) is never loaded otherwise. One `PostgresConnection` wraps a small psycopg
 
 Round trips are what PostgreSQL costs beyond SQLite, so a write transaction sends nothing until it
 needs an answer: `BEGIN` and the lock go in one pipeline with the first statement whose rows it reads,
-and `executemany` inserts (and `execute_deferred` statements, whose row count is read after) wait for the
-next such statement or for `COMMIT` (an audit append on a head the log knows is one round trip: BEGIN,
-lock, a conditional insert and COMMIT; otherwise two: BEGIN, lock and the chain head; the inserts and
-COMMIT). Statements still run in order on the server, each seeing the effects of the ones before; an
-error in a deferred insert surfaces at the statement that sends it, inside the transaction, which is then
-rolled back.
+and `executemany` inserts wait for the next such statement or for `COMMIT` (an audit append that reads
+the chain head is two round trips: BEGIN, lock and the head; the inserts and COMMIT). Statements still run in order on
+the server, each seeing the effects of the ones before; an error in a deferred insert surfaces at the
+statement that sends it, inside the transaction, which is then rolled back.
+
+`execute_locked` runs one `INSERT ... SELECT` as a transaction of its own in a single round trip: in
+autocommit mode, with the advisory lock taken by a subquery in its `FROM` list before any row is
+inserted (an audit append on a head the log knows). Its snapshot may predate the lock, so a conflicting
+row committed meanwhile shows as a unique violation, reported as nothing inserted.
 
 The database still decides uniqueness itself: idempotency keys, approval ids, event ids and audit
 sequence numbers are primary or unique keys, so even a writer that skipped the lock could not create a
@@ -42,7 +45,7 @@ from ..errors import ErrorCode, GatewayError
 from .database import LockDomain, Migration, PostgresLocation, apply_migrations
 
 if TYPE_CHECKING:
-    from psycopg import Connection, Cursor
+    from psycopg import Connection
     from psycopg_pool import ConnectionPool
 
 _IDLE: Final = 0
@@ -217,21 +220,6 @@ class _Rows:
         return chunk
 
 
-class DeferredStatement:
-    """A statement `PostgresConnection.execute_deferred` holds back; its row count once it has been sent."""
-
-    def __init__(self, owner: PostgresConnection, cursor: Cursor[Any]) -> None:
-        self._owner = owner
-        self.cursor = cursor
-
-    @property
-    def rowcount(self) -> int:
-        """Rows the statement changed (sends it first if it is still waiting)."""
-        if self.cursor.pgresult is None:
-            self._owner.flush()
-        return self.cursor.rowcount
-
-
 class PostgresConnection:
     """A `StateConnection` over a psycopg pool; used by one thread at a time, like a SQLite connection."""
 
@@ -239,7 +227,7 @@ class PostgresConnection:
         self._pool = pool
         self._timeout_s = timeout_s
         self._pinned: Connection[tuple[Any, ...]] | None = None
-        self._deferred: list[tuple[str, Sequence[Any] | list[Sequence[Any]], bool, Cursor[Any] | None]] = []
+        self._deferred: list[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]] = []
         """Statements of the write transaction not sent yet (BEGIN, its lock, inserts): they go in one round
         trip with the next statement whose rows are needed, or with COMMIT."""
         self._begun = False
@@ -260,30 +248,12 @@ class PostgresConnection:
             cursor = conn.execute(query, parameters)  # pyright: ignore[reportArgumentType]
             return _Rows(cursor.fetchall() if cursor.description is not None else [])
 
-    def execute_deferred(self, sql: str, parameters: Sequence[Any] = (), /) -> DeferredStatement:
-        """Run a statement whose rows are never read (an `INSERT`), in a write transaction, deferred like inserts.
-
-        It is sent with the next statement that needs an answer, or with `COMMIT`; its `rowcount` is known
-        once it has been sent (reading it earlier sends it, one round trip).
-        """
-        if self._pinned is None or not self._begun:
-            raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "No write transaction is open.")
-        statement = DeferredStatement(self, self._pinned.cursor())
-        self._deferred.append((_driver_sql(sql), parameters, False, statement.cursor))
-        return statement
-
-    def flush(self) -> None:
-        """Send what the write transaction deferred (one round trip); nothing when nothing is waiting."""
-        if self._pinned is not None and self._deferred:
-            with self._pinned.pipeline():
-                self._send_deferred(self._pinned)
-
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         """Run one statement for each parameter row."""
         query = _driver_sql(sql)
         if self._pinned is not None and self._begun:
-            self._deferred.append((query, list(parameters), True, None))  # sent with the next read or COMMIT
-            if sum(len(rows) for _, rows, many, _ in self._deferred if many) >= DEFERRED_ROWS:
+            self._deferred.append((query, list(parameters), True))  # sent with the next read or COMMIT
+            if sum(len(rows) for _, rows, many in self._deferred if many) >= DEFERRED_ROWS:
                 with self._pinned.pipeline():  # too many to hold back (a bulk import): send them now
                     self._send_deferred(self._pinned)
             return
@@ -294,6 +264,27 @@ class PostgresConnection:
         with self._pool.connection(timeout=self._timeout_s) as conn, conn.cursor() as cursor:
             cursor.executemany(query, parameters)  # pyright: ignore[reportArgumentType]
 
+    def execute_locked(self, lock: LockDomain, sql: str, parameters: Sequence[Any] = (), /) -> int:
+        """Run one `INSERT ... SELECT` as its own transaction holding `lock`: one round trip; rows inserted.
+
+        `{held}` in the statement's `FROM` list becomes a subquery taking the transaction-scoped advisory
+        lock, so no row is inserted before the lock is held; the implicit commit releases it. A unique
+        violation (a conflicting row committed while the statement waited for the lock) inserts nothing
+        and returns 0.
+        """
+        import psycopg
+
+        if self._pinned is not None:
+            raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "A state transaction is already open.")
+        query = _driver_sql(
+            sql.replace("{held}", f"(SELECT pg_advisory_xact_lock({_LOCK_KEYS[lock]}) OFFSET 0) AS held")
+        )
+        with self._pool.connection(timeout=self._timeout_s) as conn:
+            try:
+                return conn.execute(query, parameters).rowcount  # pyright: ignore[reportArgumentType]
+            except psycopg.errors.UniqueViolation:
+                return 0
+
     @contextmanager
     def transaction(self, *, write: bool, lock: LockDomain | None) -> Generator[None]:
         """Pin a connection for the block: a locked write transaction, or a read-only snapshot."""
@@ -303,9 +294,9 @@ class PostgresConnection:
         self._pinned = conn
         try:
             if write:  # sent with the first statement (one round trip), or with COMMIT
-                self._deferred.append(("BEGIN", (), False, None))
+                self._deferred.append(("BEGIN", (), False))
                 if lock is not None:  # None: row locks only (`claim_clause`)
-                    self._deferred.append(("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],), False, None))
+                    self._deferred.append(("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],), False))
                 self._begun = True
             else:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -329,12 +320,10 @@ class PostgresConnection:
 
     def _send_deferred(self, conn: Connection[tuple[Any, ...]]) -> None:
         deferred, self._deferred = self._deferred, []
-        for query, parameters, many, cursor in deferred:
+        for query, parameters, many in deferred:
             if many:
-                with conn.cursor() as rows_cursor:
-                    rows_cursor.executemany(query, parameters)  # pyright: ignore[reportArgumentType]
-            elif cursor is not None:
-                cursor.execute(query, parameters)  # pyright: ignore[reportArgumentType]
+                with conn.cursor() as cursor:
+                    cursor.executemany(query, parameters)  # pyright: ignore[reportArgumentType]
             else:
                 conn.execute(query, parameters)  # pyright: ignore[reportArgumentType]
 
