@@ -260,11 +260,25 @@ async def test_export_refuses_output_with_a_secret_marker(audit: AuditLog) -> No
     assert caught.value.details["markers"] == ["refresh_token"]
 
 
+async def test_a_streamed_export_refuses_a_secret_marker_too(audit: AuditLog) -> None:
+    """Streaming changes when the text is written, never what is withheld: nothing comes out at all."""
+    await audit.append(make_event(1))
+    await audit.append(make_event(2, scopes=["ibkr:refresh_token"]))
+    with pytest.raises(GatewayError) as caught:
+        await audit.export_stream(10)
+    assert caught.value.code is ErrorCode.OUTPUT_UNSAFE
+    assert caught.value.details["markers"] == ["refresh_token"]
+
+
 async def test_export_of_an_empty_log_is_empty(audit: AuditLog) -> None:
-    """No events: empty text, the digest of the empty string."""
+    """No events: empty text, the digest of the empty string; streamed alike."""
     export = await audit.export(5)
     assert (export.jsonl, export.count) == ("", 0)
     assert export.sha256 == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    with await audit.export_stream(5) as stream:
+        assert (list(stream.lines()), stream.count, stream.first_sequence) == ([], 0, None)
+        assert stream.sha256 == export.sha256
+        assert stream.output_hash == audit.hash_payload(export)
 
 
 def test_account_hashes_are_keyed_stable_and_never_the_raw_id(tmp_path: Path) -> None:

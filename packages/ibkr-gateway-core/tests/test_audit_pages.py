@@ -101,3 +101,38 @@ async def test_export_renders_the_newest_rows_page_by_page(paged: tuple[AuditLog
     assert [json.loads(line)["event"]["principal_subject"] for line in lines[:2]] == ["writer-15", "writer-16"]
     whole = await log.export(1000)
     assert whole.count == EVENTS and whole.jsonl.endswith(export.jsonl)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("limit", [1, PAGE, EVENTS - 15, EVENTS, 1000])
+async def test_a_streamed_export_is_the_export_line_for_line(paged: tuple[AuditLog, list[int]], limit: int) -> None:
+    """`export_stream` (the CLI's) gives the bytes, digest, counts and audit output hash of `export` (MCP's)."""
+    log, sizes = paged
+    whole = await log.export(limit)
+    del sizes[:]
+    with await log.export_stream(limit) as stream:
+        assert "".join(stream.lines()) == whole.jsonl
+        assert "".join(stream.lines()) == whole.jsonl  # read again from the start
+        assert (stream.sha256, stream.count, stream.first_sequence, stream.last_sequence) == (
+            whole.sha256,
+            whole.count,
+            whole.first_sequence,
+            whole.last_sequence,
+        )
+        assert stream.output_hash == log.hash_payload(whole)
+    assert len(sizes) == -(-min(limit, EVENTS) // PAGE)  # still page by page
+
+
+@pytest.mark.anyio
+async def test_a_streamed_export_spills_to_a_temporary_file_past_its_memory_share(
+    paged: tuple[AuditLog, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ibkr_gateway_core.audit import log as log_module
+
+    log, _ = paged
+    monkeypatch.setattr(log_module, "EXPORT_SPOOL_BYTES", 4_096)
+    whole = await log.export(EVENTS)
+    assert len(whole.jsonl.encode("utf-8")) > 4 * 4_096
+    with await log.export_stream(EVENTS) as stream:
+        assert stream._spool._rolled  # type: ignore[attr-defined]  # on disk, not in memory
+        assert "".join(stream.lines()) == whole.jsonl

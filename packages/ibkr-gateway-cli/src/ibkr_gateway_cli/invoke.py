@@ -117,7 +117,16 @@ def _run_audit_checkpoint(
     )
 
 
+def _run_audit_export(
+    spec: CommandSpec, options: CliOptions, fields: dict[str, Any], extras: dict[str, Any], switches: frozenset[str]
+) -> None:
+    from .audit_cli import export
+
+    export(options, fields, switches, explain=lambda error: in_cli_words(error, spec.params))
+
+
 _RUNNERS: Final[Mapping[str, Callable[..., None]]] = {
+    "audit_export": _run_audit_export,
     "audit_verify": _run_audit_verify,
     "audit_checkpoint": _run_audit_checkpoint,
 }

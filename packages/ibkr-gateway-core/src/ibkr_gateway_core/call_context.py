@@ -25,6 +25,9 @@ class Switch:
     ACKNOWLEDGE_PAPER_TO_LIVE: Final = "acknowledge_paper_to_live"
     LIVE_BROKER_PREFIX: Final = "live_broker:"
     """`live_broker:client-portal` picks the live writer."""
+    STREAM_OUTPUT: Final = "stream_output"
+    """The caller writes a large result out itself after the call (the CLI's `audit export`), so the
+    handler returns it as a stream instead of one value in memory; MCP callers always get the value."""
 
 
 @dataclass(frozen=True, slots=True)

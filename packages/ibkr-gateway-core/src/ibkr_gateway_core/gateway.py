@@ -27,6 +27,7 @@ from ._operation_methods import ReadMethods, WriteMethods
 from .audit.events import canonical_json_of_jsonable
 from .audit.log import (
     AuditEvent,
+    AuditExportStream,
     AuditLog,
     ResultStatus,
     load_audit_key,
@@ -296,6 +297,7 @@ class Gateway(ReadMethods):
         data: Any = None
         text: str | None = None
         failure: GatewayError | None = None
+        output_hash: str | None = None
         try:
             hostile = screen_arguments(arguments) if not isinstance(arguments, BaseModel) else None
             if hostile is not None:  # before the lookup too: an unknown name with hostile arguments is the same attack
@@ -316,9 +318,12 @@ class Gateway(ReadMethods):
                 value = await self._handler(op.name)(args)
             finally:
                 CURRENT_CALL.reset(token)
-            data = to_jsonable(value)  # once: for the output guard, the output hash and every surface
-            text = canonical_json_of_jsonable(data)  # once: the output hash hashes it, the output guard scans it
-            _refuse_unsafe_output(op, data, text)
+            if isinstance(value, AuditExportStream):  # rendered, checked and hashed as it was spooled
+                output_hash = value.output_hash
+            else:
+                data = to_jsonable(value)  # once: for the output guard, the output hash and every surface
+                text = canonical_json_of_jsonable(data)  # once: the output hash hashes it, the output guard scans it
+                _refuse_unsafe_output(op, data, text)
         except GatewayError as exc:
             failure = exc
             failure.message = scrub_text(failure.message)
@@ -330,7 +335,14 @@ class Gateway(ReadMethods):
             if failure is None:
                 logger.exception("operation %s failed unexpectedly", name)
                 failure = GatewayError(ErrorCode.INTERNAL_ERROR, f"Internal error ({type(exc).__name__}).")
-        await self._record(event_id, name, op, caller, args, arguments, text, failure, started, request_id)
+        try:
+            await self._record(
+                event_id, name, op, caller, args, arguments, text, failure, started, request_id, output_hash
+            )
+        except BaseException:
+            if isinstance(value, AuditExportStream):
+                value.close()  # never shown: its call could not be audited
+            raise
         observe_call(
             op.name if op is not None else "unknown",  # never the caller's text: labels are a closed set
             error_code=failure.code.value if failure is not None else None,
@@ -406,8 +418,13 @@ class Gateway(ReadMethods):
         failure: GatewayError | None,
         started: float,
         request_id: str | None,
+        output_hash: str | None = None,
     ) -> None:
-        """Append the call's one audit event; `output_text` is the canonical JSON of its result."""
+        """Append the call's one audit event.
+
+        `output_text` is the canonical JSON of its result; a result hashed as it was produced (a streamed
+        export) gives `output_hash` instead.
+        """
         decision, status, event_type = _outcome(op, failure)
         arguments: dict[str, Any] = args.model_dump(mode="json") if args is not None else _raw_mapping(raw_arguments)
         account_id = arguments.pop("account_id", None)
@@ -431,7 +448,7 @@ class Gateway(ReadMethods):
             request_id=request_id,
             session_id=self.session_id,
             input_hash=self.audit.hash_payload(_raw_jsonable(raw_arguments)),
-            output_hash=self.audit.hash_canonical(output_text) if failure is None and output_text is not None else None,
+            output_hash=None if failure is not None else output_hash or self._output_hash(output_text),
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
             redactions=redactions,
             metadata=cast(dict[str, Any], metadata),
@@ -447,6 +464,9 @@ class Gateway(ReadMethods):
         if self.config.audit.read_sync == "full" or failure is not None or op is None:
             return True
         return not op.read_only or op.name in _ALWAYS_SYNCED
+
+    def _output_hash(self, output_text: str | None) -> str | None:
+        return self.audit.hash_canonical(output_text) if output_text is not None else None
 
     # ------------------------------------------------------------- named methods
 

@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Any, Final
 
 from .audit.checkpoint import Checkpoint
-from .audit.log import AuditExport, AuditLog, VerifyReport, load_checkpoint_key
+from .audit.log import AuditExport, AuditExportStream, AuditLog, VerifyReport, load_checkpoint_key
 from .backend import Backend
-from .call_context import CURRENT_CALL
+from .call_context import CURRENT_CALL, Switch
 from .capabilities import Capabilities, build_capabilities
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
@@ -264,7 +264,10 @@ class ReadDesk:
     async def _audit_tail(self, args: AuditTailInput) -> AuditTail:
         return AuditTail(events=await self.audit.tail(args.limit))
 
-    async def _audit_export(self, args: AuditExportInput) -> AuditExport:
+    async def _audit_export(self, args: AuditExportInput) -> AuditExport | AuditExportStream:
+        call = CURRENT_CALL.get()
+        if call is not None and call.has(Switch.STREAM_OUTPUT):
+            return await self.audit.export_stream(args.limit)
         return await self.audit.export(args.limit)
 
     async def _audit_verify(self, args: AuditVerifyInput) -> VerifyReport:

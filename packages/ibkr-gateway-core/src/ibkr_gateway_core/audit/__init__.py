@@ -15,11 +15,12 @@ if TYPE_CHECKING:
     from .checkpoint import Checkpoint
     from .events import AuditEvent, canonical_json, new_event_id
     from .keys import load_audit_key, load_checkpoint_key, public_key_id
-    from .log import AuditExport, AuditLog, AuditRecord, VerifyReport
+    from .log import AuditExport, AuditExportStream, AuditLog, AuditRecord, VerifyReport
 
 __all__ = [
     "AuditEvent",
     "AuditExport",
+    "AuditExportStream",
     "AuditLog",
     "AuditRecord",
     "Checkpoint",
@@ -36,6 +37,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "AuditEvent": "events",
         "AuditExport": "log",
+        "AuditExportStream": "log",
         "AuditLog": "log",
         "AuditRecord": "log",
         "Checkpoint": "checkpoint",

@@ -26,8 +26,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +37,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Final, Self
 
 import anyio
 import anyio.to_thread
@@ -62,6 +65,7 @@ from .events import (
     Decision,
     ResultStatus,
     canonical_json,
+    canonical_json_of_jsonable,
     new_event_id,
     redact_event,
 )
@@ -73,6 +77,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditEvent",
     "AuditExport",
+    "AuditExportStream",
     "AuditLog",
     "AuditPrincipalKind",
     "AuditRecord",
@@ -97,7 +102,10 @@ MAX_TAIL_LIMIT: Final = 1_000
 """Most events one `tail` returns."""
 
 MAX_EXPORT_LIMIT: Final = 100_000
-"""Most events one `export` renders (it is held in memory)."""
+"""Most events one `export` renders (`export` holds them in memory; `export_stream` does not)."""
+
+EXPORT_SPOOL_BYTES: Final = 1 << 20
+"""Bytes of a streamed export kept in memory before the rest waits in an unnamed temporary file."""
 
 VERIFY_BATCH_ROWS: Final = 4_096
 """Rows per page of `verify` and `export` (and per insert of a bulk append): memory stays flat whatever
@@ -122,6 +130,7 @@ _FIRST_PAGE_SQL: Final = _PAGE_SQL.replace("WHERE sequence > ?", "WHERE sequence
 _EXPORT_START_SQL: Final = (
     "SELECT min(sequence) FROM (SELECT sequence FROM audit_events ORDER BY sequence DESC LIMIT ?) AS newest"
 )
+_EXPORT_SIZE_SQL: Final = "SELECT count(*), max(sequence) FROM audit_events WHERE sequence >= ?"
 _INSERT_SQL: Final = (
     "INSERT INTO audit_events (sequence, key_id, event_id, event_type, timestamp, payload, chain_hash)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -181,6 +190,54 @@ class AuditExport(BaseModel):
     count: int
     first_sequence: int | None
     last_sequence: int | None
+
+
+class AuditExportStream:
+    """An export rendered once inside its call and written out after it (the CLI's `audit export`).
+
+    The lines wait in an unnamed temporary file (in memory up to `EXPORT_SPOOL_BYTES`), so memory stays
+    flat whatever the chain's length. `count`, `first_sequence`, `last_sequence` and `sha256` are those
+    of the `AuditExport` of the same rows, and `output_hash` is the keyed hash of that `AuditExport`'s
+    canonical JSON: the call's audit event is the same whether the export was returned whole (MCP) or
+    streamed. Close it (or use it as a context manager) once written.
+    """
+
+    def __init__(
+        self,
+        spool: IO[bytes],
+        *,
+        sha256: str,
+        count: int,
+        first_sequence: int | None,
+        last_sequence: int | None,
+        output_hash: str,
+    ) -> None:
+        self._spool = spool
+        self.sha256 = sha256
+        """SHA-256 (hex) of the JSONL encoded as UTF-8."""
+        self.count = count
+        self.first_sequence = first_sequence
+        self.last_sequence = last_sequence
+        self.output_hash = output_hash
+        """`AuditLog.hash_payload` of the equivalent `AuditExport`: the audit event's output hash."""
+
+    def lines(self) -> Iterator[str]:
+        """The JSONL, one line (with its newline) at a time, oldest event first."""
+        self._spool.seek(0)
+        for raw in self._spool:
+            yield raw.decode("utf-8")
+
+    def close(self) -> None:
+        """Drop the rendered lines (the temporary file goes with them)."""
+        self._spool.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 class VerifyReport(BaseModel):
@@ -633,8 +690,7 @@ class AuditLog:
         db = open_state(self._location)
         try:
             with read_transaction(db):
-                start = db.execute(_EXPORT_START_SQL, (limit,)).fetchone()
-                first = start[0] if start is not None and isinstance(start[0], int) else None
+                first = _export_start(db, limit)
                 pages = self._pages(db, after=first - 1) if first is not None else iter(())
                 return _render_export(row for page in pages for row in page)
         except database_errors() as exc:
@@ -643,6 +699,56 @@ class AuditLog:
             ) from None
         finally:
             db.close()
+
+    async def export_stream(self, limit: int) -> AuditExportStream:
+        """`export` without holding it in memory: the lines are rendered and checked now, read out later.
+
+        Raises:
+            GatewayError: as `export`.
+        """
+        _check_limit(limit, MAX_EXPORT_LIMIT)
+        return await anyio.to_thread.run_sync(self._export_stream_sync, limit)
+
+    def _export_stream_sync(self, limit: int) -> AuditExportStream:
+        """Render the newest `limit` rows page by page into a spool, hashing as `export`'s result would be."""
+        db = open_state(self._location)
+        spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # the stream returned closes it
+        try:
+            with read_transaction(db):
+                first = _export_start(db, limit)
+                size = db.execute(_EXPORT_SIZE_SQL, (first,)).fetchone() if first is not None else None
+                # One snapshot: these are the rows the pages read (sequence is the primary key, never NULL).
+                count, last = (int(size[0]), size[1]) if size is not None and first is not None else (0, None)
+                output = hmac.new(self._payload_key, digestmod="sha256")
+                head, _ = _canonical_export_halves(count, first, last, "")
+                output.update(head.encode("utf-8"))
+                lines = _ExportLines()
+                for page in self._pages(db, after=first - 1) if first is not None else iter(()):
+                    for row in page:
+                        line = lines.render(row)
+                        spool.write(line.encode("utf-8"))
+                        output.update(json.dumps(line, ensure_ascii=False)[1:-1].encode("utf-8"))
+            lines.refuse_secrets()
+            _, tail = _canonical_export_halves(count, first, last, lines.digest.hexdigest())
+            output.update(tail.encode("utf-8"))
+        except database_errors() as exc:
+            spool.close()
+            raise GatewayError(
+                ErrorCode.STATE_DATABASE_UNAVAILABLE, f"The audit log cannot be read ({_db_reason(exc)})."
+            ) from None
+        except BaseException:
+            spool.close()
+            raise
+        finally:
+            db.close()
+        return AuditExportStream(
+            spool,
+            sha256=lines.digest.hexdigest(),
+            count=lines.count,
+            first_sequence=lines.first,
+            last_sequence=lines.last,
+            output_hash=output.hexdigest(),
+        )
 
     def _pages(self, db: StateConnection, *, after: int = 0) -> Iterator[list[tuple[object, ...]]]:
         """The chain after sequence `after`, in keyset pages of `page_rows` rows (never the whole table)."""
@@ -837,13 +943,20 @@ def _record(row: tuple[object, ...]) -> AuditRecord:
         ) from None
 
 
-def _render_export(rows: Iterable[tuple[object, ...]]) -> AuditExport:
-    """JSONL of chain rows (as `_PAGE_SQL` reads them), oldest first, built row by row with its SHA-256."""
-    digest = hashlib.sha256()
-    lines: list[str] = []
-    markers: list[str] = []
-    count, first, last = 0, None, None
-    for sequence, _key_id, _event_id, _event_type, _timestamp, payload, chain_hash in rows:
+class _ExportLines:
+    """Renders chain rows (as `_PAGE_SQL` reads them) into export lines, counting and hashing them."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        """Of the JSONL so far, encoded as UTF-8."""
+        self.markers: list[str] = []
+        self.count = 0
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def render(self, row: tuple[object, ...]) -> str:
+        """One row as its JSONL line (with the newline): sequence, redacted event, chain hash."""
+        sequence, _key_id, _event_id, _event_type, _timestamp, payload, chain_hash = row
         record = _record((sequence, payload, chain_hash))
         line = (
             canonical_json(
@@ -855,24 +968,54 @@ def _render_export(rows: Iterable[tuple[object, ...]]) -> AuditExport:
             )
             + "\n"
         )
-        markers += find_secret_markers(line)
-        digest.update(line.encode("utf-8"))
-        lines.append(line)
-        count, first, last = count + 1, first if first is not None else record.sequence, record.sequence
-    if markers:
-        found = [marker for marker in SECRET_MARKERS if marker in markers]
-        raise GatewayError(
-            ErrorCode.OUTPUT_UNSAFE,
-            f"The export was withheld: it would contain {len(found)} secret marker(s).",
-            details={"markers": found},
-        )
+        self.markers += find_secret_markers(line)
+        self.digest.update(line.encode("utf-8"))
+        self.count += 1
+        self.first = self.first if self.first is not None else record.sequence
+        self.last = record.sequence
+        return line
+
+    def refuse_secrets(self) -> None:
+        """Withhold the whole export when any line still holds a secret marker."""
+        if self.markers:
+            found = [marker for marker in SECRET_MARKERS if marker in self.markers]
+            raise GatewayError(
+                ErrorCode.OUTPUT_UNSAFE,
+                f"The export was withheld: it would contain {len(found)} secret marker(s).",
+                details={"markers": found},
+            )
+
+
+def _render_export(rows: Iterable[tuple[object, ...]]) -> AuditExport:
+    """JSONL of chain rows (as `_PAGE_SQL` reads them), oldest first, built row by row with its SHA-256."""
+    lines = _ExportLines()
+    jsonl = "".join([lines.render(row) for row in rows])
+    lines.refuse_secrets()
     return AuditExport(
-        jsonl="".join(lines),
-        sha256=digest.hexdigest(),
-        count=count,
-        first_sequence=first,
-        last_sequence=last,
+        jsonl=jsonl,
+        sha256=lines.digest.hexdigest(),
+        count=lines.count,
+        first_sequence=lines.first,
+        last_sequence=lines.last,
     )
+
+
+def _export_start(db: StateConnection, limit: int) -> int | None:
+    """The sequence of the oldest of the newest `limit` rows; None for an empty log."""
+    start = db.execute(_EXPORT_START_SQL, (limit,)).fetchone()
+    return start[0] if start is not None and isinstance(start[0], int) else None
+
+
+_JSONL_PLACE: Final = "@@jsonl@@"
+
+
+def _canonical_export_halves(count: int, first: int | None, last: int | None, sha256: str) -> tuple[str, str]:
+    """The canonical JSON of an `AuditExport` before and after its `jsonl` text (keys sort around it)."""
+    text = canonical_json_of_jsonable(
+        {"jsonl": _JSONL_PLACE, "sha256": sha256, "count": count, "first_sequence": first, "last_sequence": last}
+    )
+    head, tail = text.split(f'"{_JSONL_PLACE}"')
+    return head + '"', '"' + tail
 
 
 def _check_limit(limit: int, maximum: int) -> None:
