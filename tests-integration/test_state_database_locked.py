@@ -81,9 +81,9 @@ class Desk:
         outcome is being audited (after the store gave up), so the refusal's own event can be written."""
         append = self.gateway.audit.append
 
-        async def release_then_append(event: AuditEvent) -> AuditRecord:
+        async def release_then_append(event: AuditEvent, **options: Any) -> AuditRecord:
             self.holder.release()
-            return await append(event)
+            return await append(event, **options)
 
         self.gateway.audit.append = release_then_append  # type: ignore[method-assign]
         self.holder.lock()
