@@ -121,6 +121,10 @@ TARGETS = {
             "packages/ibkr-gateway-cpapi/tests/test_client_from_config.py",
             "packages/ibkr-gateway-cpapi/tests/test_order_body_refusals.py",
             "packages/ibkr-gateway-cpapi/tests/test_writer_refusal_details.py",
+            "packages/ibkr-gateway-cpapi/tests/test_pacing.py",
+            "packages/ibkr-gateway-cpapi/tests/test_session_not_ready.py",
+            "packages/ibkr-gateway-cpapi/tests/test_reply_ids.py::"
+            "test_without_a_shared_slot_the_simulator_catches_stale_confirmations",
             *(
                 f"packages/ibkr-gateway-cpapi/tests/test_advisor.py::{test}"
                 for test in (
@@ -466,14 +470,24 @@ def _sql_case_only(before: str, after: str) -> bool:
     )
 
 
+_WIRE_PARSE = re.compile(r'^(\w+ = )?wire\.parse\((wire\.\w+, \w+), (None|"[^"]*")\)$')
+
+
+def _wire_label(line: str) -> tuple[str | None, str] | None:
+    """A `wire.parse(model, data, "label")` line without its label, or None for any other line."""
+    match = _WIRE_PARSE.match(line.strip())
+    return (match.group(1), match.group(2)) if match else None
+
+
 def equivalence(diff: str) -> str | None:
     """Why a mutant cannot change what the order path does, or None when it can.
 
     Three classes, all described in docs/reliability.md: human text (a string literal with a space in it,
     i.e. a message, a log line or a stored reason, changed in case or wrapped in XX, on a line that neither
-    compares it nor holds SQL), log calls (a `logger.` line changed) and SQL changed only in the case of its
-    keywords and names: none reaches a decision, a stored field an agent reads, or the broker. Single
-    mutants are explained in EQUIVALENT.
+    compares it nor holds SQL; and the label `wire.parse` names an answer by in its error message), log
+    calls (a `logger.` line changed) and SQL changed only in the case of its keywords and names: none
+    reaches a decision, a stored field an agent reads, or the broker. Single mutants are explained in
+    EQUIVALENT.
     """
     removed, added = _changed_lines(diff)
     if removed and all(line.strip().startswith("logger.") for line in removed):
@@ -484,6 +498,8 @@ def equivalence(diff: str) -> str | None:
         return "message text"  # the catalogue's action for the code stands in for the custom one
     if all(_sql_case_only(before, after) for before, after in zip(removed, added, strict=True)):
         return "SQL case"
+    if len(removed) == 1 and _wire_label(removed[0]) is not None and _wire_label(removed[0]) == _wire_label(added[0]):
+        return "message text"  # `wire.parse`'s last argument only names the answer in its error message
     for before, after in zip(removed, added, strict=True):
         old, new = _tokens(before), _tokens(after)
         if old is None or new is None or len(old) != len(new) or SQL.search(before) or COMPARED.search(before):

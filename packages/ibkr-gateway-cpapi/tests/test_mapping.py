@@ -502,3 +502,47 @@ def test_what_if_figures_are_read_with_their_currency(
 ) -> None:
     """What-if values are formatted strings, sometimes with a currency (reference §2.5, [U])."""
     assert order_mapping.formatted_amount(raw) == expected
+
+
+def live_row(**fields: object) -> wire.WireLiveOrder:
+    return wire.parse(wire.WireLiveOrders, {"orders": [{"orderId": 9, **fields}]}, "orders").orders[0]
+
+
+def test_a_live_order_row_maps_field_by_field_with_its_fallbacks() -> None:
+    row = live_row(
+        acct="DU7654321", conid=265598, ticker="AAPL", description1="APPLE INC", side="SELL", orderType="Limit",
+        origOrderType="STP LMT", totalSize=10, filledQuantity=4, remainingQuantity=6, price="101.5", auxPrice="99",
+        stop_price="98", avgPrice="101.6", timeInForce="GTC", status="PreSubmitted", order_ref="k-1",
+        lastExecutionTime_r=1718027122000,
+    )  # fmt: skip
+    record = order_mapping.to_order_record(row, "DU1234567")
+    assert (record.account_id, record.broker_order_id, record.client_order_id, record.contract_id) == (
+        "DU7654321",
+        "9",
+        "k-1",
+        265598,
+    )
+    assert (record.symbol, record.side, record.order_type, record.time_in_force) == (
+        "AAPL",
+        "sell",
+        "stop_limit",
+        "GTC",
+    )
+    assert (record.quantity, record.filled_quantity, record.remaining_quantity) == (Decimal(10), Decimal(4), Decimal(6))
+    assert (record.limit_price, record.stop_price, record.average_fill_price) == (
+        Decimal("101.5"),
+        Decimal(99),
+        Decimal("101.6"),
+    )
+    assert (record.status, record.broker_status) == ("submitted", "PreSubmitted")
+    assert record.updated_at == datetime(2024, 6, 10, 13, 45, 22, tzinfo=UTC)
+    bare = order_mapping.to_order_record(
+        live_row(description1="APPLE INC", orderType="STP", stop_price="98"), "DU1234567"
+    )
+    assert (bare.account_id, bare.contract_id, bare.symbol, bare.order_type, bare.stop_price) == (
+        "DU1234567",
+        None,
+        "APPLE INC",
+        "stop",
+        Decimal(98),
+    )

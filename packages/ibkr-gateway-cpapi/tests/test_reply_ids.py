@@ -135,8 +135,17 @@ async def test_without_a_shared_slot_the_simulator_catches_stale_confirmations(s
         with pytest.raises(GatewayError) as caught:
             await first.order_writer().place(ticket(), client_order_id="first-1", confirm=policy, max_rounds=3)
         assert caught.value.code == ErrorCode.BROKER_OUTCOME_UNKNOWN
-        assert caught.value.details["reason"] == "reply_id_not_found"
-        assert caught.value.details["client_order_id"] == "first-1"
+        assert caught.value.message == (
+            "The broker no longer knows the order question this gateway confirmed (expired or superseded by "
+            "a newer one); the order is looked up by its client order id before anything else."
+        )
+        details = caught.value.details
+        assert (details["reason"], details["client_order_id"], details["confirmed_message_ids"]) == (
+            "reply_id_not_found",
+            "first-1",
+            ["o451"],
+        )
+        assert "not found" in str(details["broker_message"]).lower()
         assert sim.engine.superseded_replies == 1
         assert sim.orders_with_client_order_id("first-1") == []
         assert await first.order_writer().find_by_client_order_id(ACCOUNT, "first-1") is None
