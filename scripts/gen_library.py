@@ -42,8 +42,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+if TYPE_CHECKING:  # annotations only: importing the library does not load every operation's models
 {imports}
 
 
@@ -135,19 +136,30 @@ def _method(op: Any, names: set[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def render() -> str:
-    """The generated module's source."""
+def _methods() -> tuple[list[str], list[str], set[tuple[str, str]]]:
+    """The read methods, the write methods, and the (module, name) of every model their annotations name."""
     sys.path.insert(0, str(ROOT / "packages" / "ibkr-gateway-core" / "src"))
     from ibkr_gateway_core.registry import OPERATIONS
 
     names: set[tuple[str, str]] = set()
     reads = [_method(op, names) for op in OPERATIONS.values() if op.read_only]
     writes = [_method(op, names) for op in OPERATIONS.values() if not op.read_only]
+    return reads, writes, names
+
+
+def annotation_names() -> set[tuple[str, str]]:
+    """(module, name) of every model the generated annotations name, to evaluate them (they are not imported)."""
+    return _methods()[2]
+
+
+def render() -> str:
+    """The generated module's source."""
+    reads, writes, names = _methods()
     by_module: dict[str, list[str]] = {}
     for module, name in sorted(names):
         by_module.setdefault(module, []).append(name)
     imports = "\n".join(
-        f"from .{module.removeprefix('ibkr_gateway_core.')} import {', '.join(sorted(found))}"
+        f"    from .{module.removeprefix('ibkr_gateway_core.')} import {', '.join(sorted(found))}"
         for module, found in sorted(by_module.items())
     )
     text = HEADER.format(imports=imports, reads="\n".join(reads), writes="\n".join(writes) or "    pass")

@@ -1,5 +1,6 @@
 """The library: a typed method for every registry operation, reads on `Gateway`, writes on a principal's view."""
 
+import importlib
 import importlib.util
 import inspect
 from collections.abc import AsyncIterator
@@ -34,11 +35,20 @@ def test_the_generated_methods_are_up_to_date() -> None:
     assert generator.TARGET.read_text(encoding="utf-8") == generator.render()
 
 
+def _annotation_globals() -> dict[str, Any]:
+    """The generated module's names plus the models its annotations name (imported for type checking only)."""
+    found = {name: getattr(importlib.import_module(module), name) for module, name in _generator().annotation_names()}
+    return {**vars(importlib.import_module("ibkr_gateway_core._operation_methods")), **found}
+
+
+ANNOTATION_GLOBALS = _annotation_globals()
+
+
 @pytest.mark.parametrize("op", list(OPERATIONS.values()), ids=lambda op: op.name)
 def test_every_operation_has_a_method_with_its_input_and_output_types(op: Operation) -> None:
     owner = ReadMethods if op.read_only else WriteMethods
     method = getattr(owner, op.name)
-    signature = inspect.signature(method, eval_str=True)
+    signature = inspect.signature(method, eval_str=True, globals=ANNOTATION_GLOBALS)
     parameters = [name for name in signature.parameters if name != "self"]
     assert sorted(parameters) == sorted(op.input_model.model_fields)
     for name, field in op.input_model.model_fields.items():

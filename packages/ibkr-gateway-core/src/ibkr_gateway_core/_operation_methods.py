@@ -11,57 +11,58 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .audit.checkpoint import Checkpoint
-from .audit.log import AuditExport, VerifyReport
-from .capabilities import Capabilities
-from .market.models import (
-    AccountMetadata,
-    CurrencyRate,
-    DailyPnl,
-    Fundamentals,
-    MarketDepth,
-    MarketHolidays,
-    MarketSchedule,
-    NewsArticle,
-    NewsList,
-    OptionChain,
-    OptionExpirations,
-    OptionGreeks,
-    OptionStrikes,
-    OrdersHistory,
-    PnlBreakdown,
-    ScannerParams,
-    ScannerResult,
-    TransactionHistory,
-    TransferHistory,
-)
-from .models import (
-    AccountSummary,
-    BrokerAccount,
-    BrokerSessionStatus,
-    ContractCandidate,
-    Execution,
-    HealthStatus,
-    HistoricalBars,
-    MarketSnapshot,
-    OrderRecord,
-    PortfolioSnapshot,
-    Position,
-    SessionRequirements,
-)
-from .orders.models import (
-    ApprovalRecord,
-    KillSwitchState,
-    LimitsStatus,
-    OrderLifecycle,
-    OrderPreview,
-    PreviewDenial,
-    PreviewEntry,
-    ReconcileReport,
-)
-from .registry import AuditTail
+if TYPE_CHECKING:  # annotations only: importing the library does not load every operation's models
+    from .audit.checkpoint import Checkpoint
+    from .audit.log import AuditExport, VerifyReport
+    from .capabilities import Capabilities
+    from .market.models import (
+        AccountMetadata,
+        CurrencyRate,
+        DailyPnl,
+        Fundamentals,
+        MarketDepth,
+        MarketHolidays,
+        MarketSchedule,
+        NewsArticle,
+        NewsList,
+        OptionChain,
+        OptionExpirations,
+        OptionGreeks,
+        OptionStrikes,
+        OrdersHistory,
+        PnlBreakdown,
+        ScannerParams,
+        ScannerResult,
+        TransactionHistory,
+        TransferHistory,
+    )
+    from .models import (
+        AccountSummary,
+        BrokerAccount,
+        BrokerSessionStatus,
+        ContractCandidate,
+        Execution,
+        HealthStatus,
+        HistoricalBars,
+        MarketSnapshot,
+        OrderRecord,
+        PortfolioSnapshot,
+        Position,
+        SessionRequirements,
+    )
+    from .orders.models import (
+        ApprovalRecord,
+        KillSwitchState,
+        LimitsStatus,
+        OrderLifecycle,
+        OrderPreview,
+        PreviewDenial,
+        PreviewEntry,
+        ReconcileReport,
+    )
+    from .registry import AuditTail
 
 
 class _Caller:

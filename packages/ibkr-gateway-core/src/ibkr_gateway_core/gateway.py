@@ -38,20 +38,17 @@ from .call_context import CURRENT_CALL, CallContext, Switch
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
 from .input_limits import safe_jsonable, screen_arguments
-from .market.desk import MarketDesk
 from .observability import observe_call
 from .principal import Principal
 from .read_desk import ReadDesk
 from .redaction import redact, scrub_text, secret_reason
 from .registry import Operation, operation
-from .requests import (
-    OperationInput,
-)
 from .scopes import Scope
 from .state.database import unavailable_error
 
 if TYPE_CHECKING:
     from .orders.desk import OrderDesk
+    from .requests import OperationInput
 
 logger = logging.getLogger(__name__)
 
@@ -163,10 +160,10 @@ class Gateway(ReadMethods):
             kill_switch=self.kill_switch_position,
         )
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = self._reads.handlers()
-        self._handlers.update(MarketDesk(backend=lambda: self.backend, clock=clock).handlers())
         self._desk: OrderDesk | None = None
+        self._market_handlers_added = False
         self._order_handlers_added = False
-        """The order handlers (and their modules) load on the first order operation, not at start-up."""
+        """The trading-desk and order handlers (and their modules) load on their first operation, not at start-up."""
 
     @classmethod
     def from_config(cls, config: GatewayConfig, *, principal: Principal | None = None) -> Gateway:
@@ -218,6 +215,12 @@ class Gateway(ReadMethods):
 
     def _handler(self, name: str) -> Callable[[Any], Awaitable[Any]]:
         handler = self._handlers.get(name)
+        if handler is None and not self._market_handlers_added:
+            from .market.desk import MarketDesk
+
+            self._handlers.update(MarketDesk(backend=lambda: self.backend, clock=self._clock).handlers())
+            self._market_handlers_added = True
+            handler = self._handlers.get(name)
         if handler is None and not self._order_handlers_added:
             from .orders.desk import order_handlers
 

@@ -8,46 +8,51 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from .audit.checkpoint import Checkpoint
-from .audit.log import AuditExport, AuditExportStream, AuditLog, VerifyReport, load_checkpoint_key
-from .backend import Backend
+from .audit.log import load_checkpoint_key
 from .call_context import CURRENT_CALL, Switch
-from .capabilities import Capabilities, build_capabilities
-from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
 from .models import (
-    AccountSummary,
-    BrokerAccount,
-    BrokerSessionStatus,
-    ContractCandidate,
-    Execution,
     HealthStatus,
-    HistoricalBars,
-    MarketSnapshot,
-    OrderRecord,
     PortfolioSnapshot,
-    Position,
     SessionCheck,
     SessionRequirements,
 )
-from .principal import Principal
 from .registry import OPERATIONS, AuditTail
-from .requests import (
-    AccountInput,
-    AuditExportInput,
-    AuditTailInput,
-    AuditVerifyInput,
-    BarsInput,
-    ContractInput,
-    ContractQueryInput,
-    ExecutionsInput,
-    NoInput,
-    OrderLookupInput,
-    PositionsInput,
-)
 from .scopes import Scope
+
+if TYPE_CHECKING:  # annotations only: each operation's models load with the operation (CLI start-up)
+    from .audit.checkpoint import Checkpoint
+    from .audit.log import AuditExport, AuditExportStream, AuditLog, VerifyReport
+    from .backend import Backend
+    from .capabilities import Capabilities
+    from .config import GatewayConfig
+    from .models import (
+        AccountSummary,
+        BrokerAccount,
+        BrokerSessionStatus,
+        ContractCandidate,
+        Execution,
+        HistoricalBars,
+        MarketSnapshot,
+        OrderRecord,
+        Position,
+    )
+    from .principal import Principal
+    from .requests import (
+        AccountInput,
+        AuditExportInput,
+        AuditTailInput,
+        AuditVerifyInput,
+        BarsInput,
+        ContractInput,
+        ContractQueryInput,
+        ExecutionsInput,
+        NoInput,
+        OrderLookupInput,
+        PositionsInput,
+    )
 
 _WRITE_SCOPES: Final = frozenset(
     {
@@ -124,6 +129,8 @@ class ReadDesk:
         return self._accounts
 
     async def _capabilities(self, args: NoInput) -> Capabilities:
+        from .capabilities import build_capabilities
+
         return build_capabilities(
             principal=_caller(self._default_principal),
             config=self.config,

@@ -7,104 +7,248 @@ scope checks, audit and CLI/MCP parity cannot drift apart.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
 from .audit.checkpoint import Checkpoint
 from .audit.log import AuditExport, AuditRecord, VerifyReport
-from .capabilities import Capabilities
-from .market.models import (
-    AccountMetadata,
-    CurrencyRate,
-    DailyPnl,
-    Fundamentals,
-    MarketDepth,
-    MarketHolidays,
-    MarketSchedule,
-    NewsArticle,
-    NewsList,
-    OptionChain,
-    OptionExpirations,
-    OptionGreeks,
-    OptionStrikes,
-    OrdersHistory,
-    PnlBreakdown,
-    ScannerParams,
-    ScannerResult,
-    TransactionHistory,
-    TransferHistory,
-)
-from .market.requests import (
-    CurrencyRateInput,
-    DepthInput,
-    NewsArticleInput,
-    NewsListInput,
-    OptionChainInput,
-    OptionStrikesInput,
-    OrdersHistoryInput,
-    ScannerRunInput,
-    ScheduleInput,
-    TransactionsInput,
-    UnderlyingInput,
-)
-from .models import (
-    AccountSummary,
-    BrokerAccount,
-    BrokerSessionStatus,
-    ContractCandidate,
-    Execution,
-    HealthStatus,
-    HistoricalBars,
-    MarketSnapshot,
-    OrderRecord,
-    PortfolioSnapshot,
-    Position,
-    SessionRequirements,
-)
-from .orders.models import (
-    ApprovalRecord,
-    KillSwitchState,
-    LimitsStatus,
-    OrderLifecycle,
-    OrderPreview,
-    PreviewDenial,
-    PreviewEntry,
-    ReconcileReport,
-)
-from .orders.requests import (
-    ApprovalCreateInput,
-    ApprovalListInput,
-    ApprovalRevokeInput,
-    BracketPreviewInput,
-    KillSwitchChangeInput,
-    ModifyPreviewInput,
-    OrderCancelInput,
-    OrderPreviewInput,
-    OrderSubmitInput,
-    PreviewDenyInput,
-    PreviewListInput,
-)
-from .requests import (
-    AccountInput,
-    AuditExportInput,
-    AuditTailInput,
-    AuditVerifyInput,
-    BarsInput,
-    ContractInput,
-    ContractQueryInput,
-    ExecutionsInput,
-    NoInput,
-    OperationInput,
-    OrderLookupInput,
-    PositionsInput,
-)
 from .scopes import Scope
 
+M = TypeVar("M", bound=BaseModel)
 
-@dataclass(frozen=True, slots=True)
+
+class ModelRef:
+    """A model class named by its module and name, imported when an operation's model is first read.
+
+    The registry names every operation's input and output models; importing all their modules took
+    a large share of a CLI command's start-up, though a command uses the models of one operation.
+    """
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ModelRef({self.module!r}, {self.name!r})"
+
+    def load(self) -> type[BaseModel]:
+        """The class itself (its module is imported now if it was not yet)."""
+        return cast(type[BaseModel], getattr(importlib.import_module(self.module, __package__), self.name))
+
+
+class _ModelField(Generic[M]):
+    """An `Operation` field holding a model class, given as the class or as a `ModelRef` loaded on first read."""
+
+    def __set_name__(self, owner: type[object], name: str) -> None:
+        self._slot = f"_{name}"
+
+    def __get__(self, instance: object | None, owner: type[object] | None = None) -> type[M]:
+        if instance is None:
+            raise AttributeError(self._slot)  # no class-level default: the field is required
+        value: type[M] | ModelRef = instance.__dict__[self._slot]
+        if isinstance(value, ModelRef):
+            value = cast(type[M], value.load())
+            instance.__dict__[self._slot] = value
+        return value
+
+    def __set__(self, instance: object, value: type[M]) -> None:
+        instance.__dict__[self._slot] = value
+
+
+if TYPE_CHECKING:
+    from .capabilities import Capabilities
+    from .market.models import (
+        AccountMetadata,
+        CurrencyRate,
+        DailyPnl,
+        Fundamentals,
+        MarketDepth,
+        MarketHolidays,
+        MarketSchedule,
+        NewsArticle,
+        NewsList,
+        OptionChain,
+        OptionExpirations,
+        OptionGreeks,
+        OptionStrikes,
+        OrdersHistory,
+        PnlBreakdown,
+        ScannerParams,
+        ScannerResult,
+        TransactionHistory,
+        TransferHistory,
+    )
+    from .market.requests import (
+        CurrencyRateInput,
+        DepthInput,
+        NewsArticleInput,
+        NewsListInput,
+        OptionChainInput,
+        OptionStrikesInput,
+        OrdersHistoryInput,
+        ScannerRunInput,
+        ScheduleInput,
+        TransactionsInput,
+        UnderlyingInput,
+    )
+    from .models import (
+        AccountSummary,
+        BrokerAccount,
+        BrokerSessionStatus,
+        ContractCandidate,
+        Execution,
+        HealthStatus,
+        HistoricalBars,
+        MarketSnapshot,
+        OrderRecord,
+        PortfolioSnapshot,
+        Position,
+        SessionRequirements,
+    )
+    from .orders.models import (
+        ApprovalRecord,
+        KillSwitchState,
+        LimitsStatus,
+        OrderLifecycle,
+        OrderPreview,
+        PreviewDenial,
+        PreviewEntry,
+        ReconcileReport,
+    )
+    from .orders.requests import (
+        ApprovalCreateInput,
+        ApprovalListInput,
+        ApprovalRevokeInput,
+        BracketPreviewInput,
+        KillSwitchChangeInput,
+        ModifyPreviewInput,
+        OrderCancelInput,
+        OrderPreviewInput,
+        OrderSubmitInput,
+        PreviewDenyInput,
+        PreviewListInput,
+    )
+    from .requests import (
+        AccountInput,
+        AuditExportInput,
+        AuditTailInput,
+        AuditVerifyInput,
+        BarsInput,
+        ContractInput,
+        ContractQueryInput,
+        ExecutionsInput,
+        NoInput,
+        OperationInput,
+        OrderLookupInput,
+        PositionsInput,
+    )
+else:
+
+    def _refs(homes: Mapping[str, tuple[str, ...]]) -> dict[str, ModelRef]:
+        return {name: ModelRef(module, name) for module, names in homes.items() for name in names}
+
+    # At run time the names above are references, loaded on first read (`Operation.input_model`).
+    globals().update(
+        _refs(
+            {
+                ".capabilities": ("Capabilities",),
+                ".market.models": (
+                    "AccountMetadata",
+                    "CurrencyRate",
+                    "DailyPnl",
+                    "Fundamentals",
+                    "MarketDepth",
+                    "MarketHolidays",
+                    "MarketSchedule",
+                    "NewsArticle",
+                    "NewsList",
+                    "OptionChain",
+                    "OptionExpirations",
+                    "OptionGreeks",
+                    "OptionStrikes",
+                    "OrdersHistory",
+                    "PnlBreakdown",
+                    "ScannerParams",
+                    "ScannerResult",
+                    "TransactionHistory",
+                    "TransferHistory",
+                ),
+                ".market.requests": (
+                    "CurrencyRateInput",
+                    "DepthInput",
+                    "NewsArticleInput",
+                    "NewsListInput",
+                    "OptionChainInput",
+                    "OptionStrikesInput",
+                    "OrdersHistoryInput",
+                    "ScannerRunInput",
+                    "ScheduleInput",
+                    "TransactionsInput",
+                    "UnderlyingInput",
+                ),
+                ".models": (
+                    "AccountSummary",
+                    "BrokerAccount",
+                    "BrokerSessionStatus",
+                    "ContractCandidate",
+                    "Execution",
+                    "HealthStatus",
+                    "HistoricalBars",
+                    "MarketSnapshot",
+                    "OrderRecord",
+                    "PortfolioSnapshot",
+                    "Position",
+                    "SessionRequirements",
+                ),
+                ".orders.models": (
+                    "ApprovalRecord",
+                    "KillSwitchState",
+                    "LimitsStatus",
+                    "OrderLifecycle",
+                    "OrderPreview",
+                    "PreviewDenial",
+                    "PreviewEntry",
+                    "ReconcileReport",
+                ),
+                ".orders.requests": (
+                    "ApprovalCreateInput",
+                    "ApprovalListInput",
+                    "ApprovalRevokeInput",
+                    "BracketPreviewInput",
+                    "KillSwitchChangeInput",
+                    "ModifyPreviewInput",
+                    "OrderCancelInput",
+                    "OrderPreviewInput",
+                    "OrderSubmitInput",
+                    "PreviewDenyInput",
+                    "PreviewListInput",
+                ),
+                ".requests": (
+                    "AccountInput",
+                    "AuditExportInput",
+                    "AuditTailInput",
+                    "AuditVerifyInput",
+                    "BarsInput",
+                    "ContractInput",
+                    "ContractQueryInput",
+                    "ExecutionsInput",
+                    "NoInput",
+                    "OperationInput",
+                    "OrderLookupInput",
+                    "PositionsInput",
+                ),
+            }
+        )
+    )
+
+
+@dataclass(frozen=True)
 class Operation:
     """One operation of the gateway, as every surface sees it."""
 
@@ -118,8 +262,8 @@ class Operation:
     title: str
     description: str
     """One or two sentences for `--help` and the MCP tool description."""
-    input_model: type[OperationInput]
-    output_model: type[BaseModel]
+    input_model: _ModelField[OperationInput] = _ModelField()
+    output_model: _ModelField[BaseModel] = _ModelField()
     many: bool = False
     """True when the operation returns a list of `output_model`."""
     read_only: bool = True
@@ -308,7 +452,8 @@ _READS: Final = (
 class AuditTail(BaseModel):
     """The newest audit events, newest first."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: the schema is built on first use, not when the registry is imported (CLI start-up)
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     events: list[AuditRecord]
 
