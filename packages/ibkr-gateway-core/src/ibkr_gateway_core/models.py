@@ -279,6 +279,3 @@ class Execution(DomainModel):
     net_amount: Decimal | None = None
     exchange: str | None = None
     executed_at: datetime
-
-
-SessionRequirements.model_rebuild()

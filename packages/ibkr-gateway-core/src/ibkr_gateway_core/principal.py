@@ -44,7 +44,7 @@ class Principal(BaseModel):
 class ApproverRef(BaseModel):
     """A remote subject named as a person who may approve (`auth.approvers`): its issuer and subject."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     issuer: str
     """The token issuer (`iss`), compared exactly."""

@@ -66,7 +66,7 @@ _ANY_SECRET: Final = re.compile(f"{_LOCAL_PATH_PATTERN}|{_SECRET_VALUE_PATTERN}"
 class Redaction(BaseModel):
     """One replaced value: where it was and why."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     field_path: str
     """Location such as `metadata.arguments.headers[2].authorization`."""

@@ -14,39 +14,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.market.models import (
-    AccountMetadata,
-    CurrencyPnl,
-    CurrencyRate,
-    DailyPnl,
-    DepthLevel,
-    Fundamentals,
-    MarketDepth,
-    MarketSchedule,
-    OptionChain,
-    OptionExpirations,
-    OptionGreeks,
-    OptionQuote,
-    OptionStrikes,
-    PnlBreakdown,
-    ScannerFilter,
-    ScannerInstrument,
-    ScannerLocation,
-    ScannerParams,
-    ScannerResult,
-    ScannerRow,
-    ScanType,
-    TradingDay,
-    TradingSession,
-    Transaction,
-    TransactionHistory,
-)
-from ibkr_gateway_core.market.requests import OptionChainInput, ScannerRunInput
 from ibkr_gateway_core.models import BrokerSessionStatus, DataStatus, OrderRecord
 
 from . import _mapping as mapping
@@ -55,6 +27,34 @@ from . import _wire as wire
 from ._accounts import AccountSelection
 from .client import BrokerHttpError, CpapiClient
 from .ws import WsConnector, first_frame
+
+if TYPE_CHECKING:  # each read imports its models when it runs: an accounts read never loads them
+    from ibkr_gateway_core.market.models import (
+        AccountMetadata,
+        CurrencyPnl,
+        CurrencyRate,
+        DailyPnl,
+        DepthLevel,
+        Fundamentals,
+        MarketDepth,
+        MarketSchedule,
+        OptionChain,
+        OptionExpirations,
+        OptionGreeks,
+        OptionQuote,
+        OptionStrikes,
+        PnlBreakdown,
+        ScannerLocation,
+        ScannerParams,
+        ScannerResult,
+        ScannerRow,
+        TradingDay,
+        TradingSession,
+        Transaction,
+        TransactionHistory,
+    )
+    from ibkr_gateway_core.market.requests import OptionChainInput, ScannerRunInput
+
 
 OPTION_FIELDS: Final = "31,84,86,6509,7308,7309,7310,7311,7633"
 """Last, bid, ask, availability, delta, gamma, theta, vega, implied volatility % (strike)."""
@@ -210,6 +210,8 @@ class MarketReads:
 
     async def account_metadata(self, account_id: str) -> AccountMetadata:
         """`/portfolio/{id}/meta` and the session's `/iserver/accounts` properties."""
+        from ibkr_gateway_core.market.models import AccountMetadata
+
         meta = _obj(await self._account_get(account_id, f"/portfolio/{account_id}/meta"), "account meta")
         iserver = _obj(await self._client.get("/iserver/accounts"), "accounts")
         is_paper = iserver.get("isPaper")
@@ -263,6 +265,8 @@ class MarketReads:
 
     async def daily_pnl(self, account_id: str) -> DailyPnl:
         """Daily and unrealised P&L, net liquidation and market value of one account."""
+        from ibkr_gateway_core.market.models import DailyPnl
+
         row = await self._pnl_row(account_id)
         return DailyPnl(
             account_id=account_id,
@@ -277,6 +281,8 @@ class MarketReads:
 
     async def pnl_breakdown(self, account_id: str) -> PnlBreakdown:
         """Partitioned P&L plus the ledger's realised and unrealised P&L per currency."""
+        from ibkr_gateway_core.market.models import CurrencyPnl, PnlBreakdown
+
         row = await self._pnl_row(account_id)
         ledger = _obj(await self._account_get(account_id, f"/portfolio/{account_id}/ledger"), "ledger")
         currencies: list[CurrencyPnl] = []
@@ -328,6 +334,8 @@ class MarketReads:
 
     async def option_expirations(self, symbol: str, contract_id: int | None) -> OptionExpirations:
         """Months and exchanges of the `OPT` section of the underlying's secdef search result."""
+        from ibkr_gateway_core.market.models import OptionExpirations
+
         results = await self._search(symbol)
         with_options: list[tuple[int, str, dict[str, object]]] = []
         for result in results:
@@ -356,6 +364,8 @@ class MarketReads:
 
     async def option_strikes(self, contract_id: int, month: str) -> OptionStrikes:
         """`/iserver/secdef/strikes` for one month (after the secdef search CPAPI requires)."""
+        from ibkr_gateway_core.market.models import OptionStrikes
+
         await self._searched_for(contract_id)
         params = {"conid": str(contract_id), "sectype": "OPT", "month": month}
         try:
@@ -400,6 +410,8 @@ class MarketReads:
 
     async def option_chain(self, request: OptionChainInput) -> OptionChain:
         """Expirations → strikes → contracts (`/iserver/secdef/info`) → one snapshot of all of them."""
+        from ibkr_gateway_core.market.models import OptionChain, OptionQuote
+
         expirations = await self.option_expirations(request.symbol, request.contract_id)
         conid = expirations.underlying_contract_id
         if not expirations.months:
@@ -493,6 +505,8 @@ class MarketReads:
 
     async def option_greeks(self, contract_id: int) -> OptionGreeks:
         """Contract details (must be an option) and one snapshot of the option fields."""
+        from ibkr_gateway_core.market.models import OptionGreeks
+
         try:
             data = await self._client.get(f"/iserver/contract/{contract_id}/info")
         except BrokerHttpError as exc:
@@ -555,6 +569,13 @@ class MarketReads:
 
     async def scanner_params(self) -> ScannerParams:
         """`/iserver/scanner/params`, reused for 15 minutes (IBKR's pace for it)."""
+        from ibkr_gateway_core.market.models import (
+            ScannerFilter,
+            ScannerInstrument,
+            ScannerParams,
+            ScanType,
+        )
+
         cached = self._scanner_params
         now = self._clock()
         if cached is not None and now - cached[0] < SCANNER_PARAMS_REUSE:
@@ -585,6 +606,8 @@ class MarketReads:
 
     async def scanner_run(self, request: ScannerRunInput) -> ScannerResult:
         """`POST /iserver/scanner/run`; a refused scan code is the caller's input error."""
+        from ibkr_gateway_core.market.models import ScannerResult, ScannerRow
+
         body: dict[str, object] = {
             "instrument": request.instrument,
             "type": request.scan_code,
@@ -630,6 +653,8 @@ class MarketReads:
 
     async def market_schedule(self, symbol: str, exchange: str | None) -> MarketSchedule:
         """`/trsrv/secdef/schedule` for a stock symbol; sessions are read in the exchange's time zone."""
+        from ibkr_gateway_core.market.models import MarketSchedule, TradingDay
+
         params = {"assetClass": "STK", "symbol": symbol}
         if exchange is not None:
             params["exchange"] = exchange
@@ -684,6 +709,8 @@ class MarketReads:
 
     async def currency_rate(self, base: str, quote: str) -> CurrencyRate:
         """`/iserver/exchangerate`; an empty or zero rate is `MARKET_DATA_UNAVAILABLE`."""
+        from ibkr_gateway_core.market.models import CurrencyRate
+
         try:
             data = await self._client.get("/iserver/exchangerate", {"source": base, "target": quote})
         except BrokerHttpError as exc:
@@ -717,6 +744,8 @@ class MarketReads:
 
     async def transactions(self, account_id: str, contract_id: int, currency: str, days: int) -> TransactionHistory:
         """`POST /pa/transactions` for one account and one contract."""
+        from ibkr_gateway_core.market.models import Transaction, TransactionHistory
+
         body: dict[str, object] = {"acctIds": [account_id], "conids": [contract_id], "currency": currency, "days": days}
         try:
             data = await self._client.post("/pa/transactions", body)
@@ -755,6 +784,8 @@ class MarketReads:
 
     async def market_depth(self, account_id: str, contract_id: int, exchange: str | None) -> MarketDepth:
         """The first frame of the websocket topic `sbd+{acct}+{conid}[+{exchange}]`."""
+        from ibkr_gateway_core.market.models import DepthLevel, MarketDepth
+
         info = await self._contract_info(contract_id)
         if info is None:
             raise GatewayError(ErrorCode.INPUT_UNKNOWN_CONTRACT, f"The broker knows no contract {contract_id}.")
@@ -790,6 +821,8 @@ class MarketReads:
 
     async def fundamentals(self, contract_id: int) -> Fundamentals:
         """Company figures from snapshot fields 7282–7294 and the contract's industry and category."""
+        from ibkr_gateway_core.market.models import Fundamentals
+
         info = await self._contract_info(contract_id)
         if info is None:
             raise GatewayError(ErrorCode.INPUT_UNKNOWN_CONTRACT, f"The broker knows no contract {contract_id}.")
@@ -840,6 +873,8 @@ def _texts(value: object) -> list[str]:
 
 
 def _walk_locations(nodes: list[dict[str, object]], out: list[ScannerLocation], depth: int = 0) -> None:
+    from ibkr_gateway_core.market.models import ScannerLocation
+
     for node in nodes:
         code = _text(node.get("type"))
         if code is not None and depth > 0:
@@ -859,6 +894,8 @@ def _hhmm(value: object) -> time | None:
 
 
 def _sessions(day: date, zone: Any, value: object, kind: str) -> list[TradingSession]:
+    from ibkr_gateway_core.market.models import TradingSession
+
     found: list[TradingSession] = []
     for item in _objs(value):
         opens, closes = _hhmm(item.get("openingTime")), _hhmm(item.get("closingTime"))

@@ -33,7 +33,7 @@ CHECKPOINT_HEADER: Final = "ibkr-agent-gateway audit checkpoint v1"
 class Checkpoint(BaseModel):
     """A signed statement that the audit log had `sequence` events ending in `chain_hash`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     version: Literal[1] = 1
     sequence: Annotated[int, Field(ge=0)]

@@ -169,7 +169,7 @@ def _append_after_parameters(rows: list[_Row], head: tuple[int, bytes]) -> list[
 class AuditRecord(BaseModel):
     """One stored event with its place in the chain."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     sequence: int
     """Position in the log, from 1, without gaps."""
@@ -181,7 +181,7 @@ class AuditRecord(BaseModel):
 class AuditExport(BaseModel):
     """A redacted JSONL rendering of the newest events, oldest first, with its SHA-256."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     jsonl: str
     """One `{"chain_hash", "event", "sequence"}` object per line."""
@@ -243,7 +243,7 @@ class AuditExportStream:
 class VerifyReport(BaseModel):
     """Outcome of `AuditLog.verify`: valid, or where and why the chain first breaks."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     events_scanned: int
     chain_valid: bool
