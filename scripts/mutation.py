@@ -304,6 +304,9 @@ _CANCEL_REQUEST = (
 _RELEASE = "if release_approval and row is not None and row[0] is not None:"
 _LIVE_RISK = 'raise_refusal(check_risk(ticket, policy, stage="live", quote=quote))'
 _COST = '(required(to_decimal(t.size), "execution size") * required(to_decimal(t.price), "price") for t in trades),'
+_NEVER_SENT = 'done.append(leg.model_copy(update={"status": "unknown", "broker_status": None}))  # as stored'
+_DETAILS = "details=cast(dict[str, object], details) if isinstance(details, dict) else None,"
+_NO_POLICY = 'raise GatewayError(ErrorCode.LIVE_POLICY_UNKNOWN, "The live risk policy is not defined.")'
 _LEGS = '**({"legs": [leg.model_dump(mode="json") for leg in legs]} if legs is not None else {}),'
 _POLLED = "order.account_id, order.broker_order_id, order.writer, order.client_order_id, current.status"
 
@@ -370,6 +373,44 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)",
         "return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(None)",
     ): "the same instant in the machine's zone: comparisons use the instant and the store writes it in UTC",
+    (
+        "configured = config.safety.live_trading_enabled and live.enabled",
+        "configured = config.safety.live_trading_enabled or live.enabled",
+    ): "the configuration refuses the two switches disagreeing (`CONFIG_LIVE_TRADING_FORBIDDEN`)",
+    **{
+        (_NEVER_SENT, _NEVER_SENT.replace(update, after)): "a leg without a broker id is stored `unknown` without a "
+        "broker status (an exit the broker never acknowledged, or a bracket settled by its parent): the update "
+        "changes nothing"
+        for update, after in (
+            ('update={"status": "unknown", "broker_status": None}', "update=None"),
+            ('"status"', '"XXstatusXX"'),
+            ('"status"', '"STATUS"'),
+            ('"broker_status"', '"XXbroker_statusXX"'),
+            ('"broker_status"', '"BROKER_STATUS"'),
+        )
+    },
+    **{
+        ('kind = record.context.get("kind", "order")', after): "a record without a kind is neither a modification "
+        "nor a bracket: `None` and `order` take the same path"
+        for after in ('kind = record.context.get("kind", None)', 'kind = record.context.get("kind", )')
+    },
+    **{
+        (_DETAILS, after): "`cast` does nothing at run time, and stored details are a dict or missing (None either way)"
+        for after in (
+            "details=cast(None, details) if isinstance(details, dict) else None,",
+            "details=cast(dict[str, object], details) if (isinstance(details, dict)) or True else None,",
+        )
+    },
+    **{
+        (_NO_POLICY, after): "unreachable: `check_live_switches` refuses an undefined policy first (this check is "
+        "for the type checker)"
+        for after in (
+            'raise GatewayError(None, "The live risk policy is not defined.")',
+            "raise GatewayError(ErrorCode.LIVE_POLICY_UNKNOWN, None)",
+            'raise GatewayError("The live risk policy is not defined.")',
+            "raise GatewayError(ErrorCode.LIVE_POLICY_UNKNOWN, )",
+        )
+    },
     ("p = policy.policy_id", "p = None"): "the policy id only names the policy in refusal messages",
     **{
         (_LEGS, _LEGS.replace('mode="json"', mode)): "a leg holds only strings and None: its Python and JSON dumps "

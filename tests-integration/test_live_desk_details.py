@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ibkr_gateway_core.errors import ErrorCode
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_cpapi.simulator import SimulatorState
-from reliability_harness import ACCOUNT, AGENT, Clock, Desk, running_desk
+from reliability_harness import ACCOUNT, AGENT, AGENTS_MAY_TRADE_PAPER, PAPER, Clock, Desk, running_desk
 from test_attack_exposure import AAPL, LIVE_CP, live_policy
-from test_attack_live_invariants import LIVE_LOCAL
-from test_brackets_and_modify import LIVE_FOR_AGENTS
+from test_attack_live_invariants import LIVE_LOCAL, REAL_BROKER, REAL_LIVE
+from test_brackets_and_modify import LIVE_FOR_AGENTS, modify_preview
 
 pytestmark = pytest.mark.anyio
 
@@ -246,3 +246,83 @@ async def test_the_live_writer_is_one_of_three_and_only_the_operator_picks_it(
         )
         assert placed.writer == "client-portal"  # the config's writer: an agent's switch picks nothing
         assert len(sim.placements) == 1
+
+
+async def refusal(desk: Desk, name: str, args: dict[str, Any], **kw: Any) -> GatewayError:
+    with pytest.raises(GatewayError) as caught:
+        await desk.call(name, args, **kw)
+    return caught.value
+
+
+async def test_each_live_switch_a_configuration_lacks_refuses_with_its_details(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    """Configured live trading for agents, one switch off at a time (the agent's calls read only the config)."""
+    live = REAL_LIVE["live_trading"]
+    cases: list[tuple[dict[str, Any], ErrorCode, dict[str, object]]] = [
+        ({**live, "allowed_accounts": ["U0000001"]}, ErrorCode.LIVE_ACCOUNT_NOT_ALLOWLISTED, {}),
+    ]
+    for n, (trading, code, details) in enumerate(cases):
+        config = {**REAL_LIVE, "live_trading": trading, **AGENTS_MAY_TRADE_PAPER}
+        async with running_desk(tmp_path / f"state-{n}", sim, Clock(NOW), config) as desk:
+            approval = await desk.approved(mode="live")
+            error = await refusal(desk, "submit_live_order", desk.submit_args(approval, "k"), principal=AGENT)
+            assert (error.code, error.details) == (code, details), n
+            if code is ErrorCode.LIVE_ACCOUNT_NOT_ALLOWLISTED:
+                assert error.message == f"Account {ACCOUNT!r} is not in live_trading.allowed_accounts."
+    assert sim.placements == []
+    nowhere = {"live_trading": {"risk_policy_id": "nowhere"}}  # the simulator's config; the operator's flags
+    async with running_desk(tmp_path / "nowhere", sim, Clock(NOW), nowhere) as desk:
+        approval = await desk.approved(mode="live")
+        error = await refusal(desk, "submit_live_order", desk.submit_args(approval, "k"), switches=LIVE_CP)
+        assert (error.code, error.details) == (ErrorCode.LIVE_POLICY_UNKNOWN, {"policy_id": "nowhere"})
+        assert error.message == "The live risk policy 'nowhere' is not defined under risk_policies."
+    async with running_desk(tmp_path / "real", sim, Clock(NOW), REAL_BROKER) as desk:  # no live policy at all
+        error = await refusal(desk, "limits_status", {"account_id": ACCOUNT})
+        assert error.code is ErrorCode.LIVE_POLICY_UNKNOWN  # the simulator's built-in policy is the simulator's only
+
+
+async def test_a_modification_of_an_order_that_finished_since_its_preview_sends_nothing_and_keeps_the_approval(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    async with running_desk(tmp_path / "state", sim, Clock(NOW), AGENTS_MAY_TRADE_PAPER) as desk:
+        for mode, key in (("paper", "p"), ("live", "l")):
+            working = await desk.submit(await desk.approved(), f"order-{key}")
+            order_id = str(working.broker_order_id)
+            approval = await desk.approve(await modify_preview(desk, order_id, limit_price="101"), mode=mode)
+            sim.book.orders[int(order_id)].status = "Filled"
+            asked = len(sim.requests)
+            name, switches = ("modify_paper_order", PAPER) if mode == "paper" else ("modify_live_order", LIVE_CP)
+            error = await refusal(desk, name, desk.submit_args(approval, key), switches=switches)
+            assert error.code is ErrorCode.ORDER_NOT_MODIFIABLE, mode
+            assert not [r for r in sim.requests[asked:] if r.method == "POST" and f"/order/{order_id}" in r.path]
+            listed = await desk.call("list_approvals", {"account_id": ACCOUNT})
+            assert next(a.status for a in listed if a.approval_id == approval.approval_id) == "approved", mode
+
+
+async def test_a_paper_submit_checks_the_configured_preview_policy_again_on_a_fresh_quote(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    """A sell limit previewed at the market is counted at the market again at submit: once the bid has risen
+    far above the limit it would fill there, past the configured policy's max_notional."""
+    policy = {
+        "risk_policies": [{"policy_id": "tight", "max_notional": "500"}],
+        "orders": {"preview_policy_id": "tight"},
+    }
+    async with running_desk(tmp_path / "state", sim, Clock(NOW), policy) as desk:
+        sim.set_quote(AAPL, bid=Decimal("100"), ask=Decimal("100.05"))
+        approval = await desk.approved(side="sell", quantity="4", limit_price="100")
+        sim.set_quote(AAPL, bid=Decimal("200"), ask=Decimal("200.05"))
+        error = await refusal(desk, "submit_paper_order", desk.submit_args(approval, "k"), switches=PAPER)
+        assert (error.code, error.details["limit"]) == (ErrorCode.ORDER_NOTIONAL_LIMIT_REFUSED, "500")
+        assert sim.placements == []
+
+
+async def test_a_paper_submit_to_an_account_the_broker_calls_live_is_refused_naming_it(tmp_path: Path) -> None:
+    sim = SimulatorState(profile="live")
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        approval = await desk.approve(await desk.preview(account_id="U7654321"), mode="paper")
+        error = await refusal(desk, "submit_paper_order", desk.submit_args(approval, "k"), switches=PAPER)
+        assert (error.code, error.details) == (ErrorCode.PAPER_ACCOUNT_REQUIRED, {"account_mode": "live"})
+        assert error.message == "Account 'U7654321' is not a paper account according to the broker (mode live)."
+        assert sim.placements == []

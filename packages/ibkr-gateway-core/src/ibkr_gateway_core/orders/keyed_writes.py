@@ -431,8 +431,8 @@ class KeyedWrites:
         done: list[PlacedLeg] = []
         for raw in record.context["legs"]:
             leg = PlacedLeg.model_validate(raw)
-            if leg.broker_order_id is None:
-                done.append(leg.model_copy(update={"status": "unknown", "broker_status": None}))
+            if leg.broker_order_id is None:  # an exit the broker never acknowledged, or one settled by its parent
+                done.append(leg.model_copy(update={"status": "unknown", "broker_status": None}))  # as stored
                 continue
             try:
                 ack = await writer.cancel(record.account_id, leg.broker_order_id)
