@@ -126,6 +126,16 @@ TARGETS = {
             "packages/ibkr-gateway-cpapi/tests/test_reply_ids.py::"
             "test_without_a_shared_slot_the_simulator_catches_stale_confirmations",
             *(
+                f"packages/ibkr-gateway-cpapi/tests/test_reply_ids.py::{test}[sqlite]"
+                for test in (
+                    "test_two_processes_on_one_login_never_supersede_each_others_questions",
+                    "test_a_process_whose_claim_expired_never_confirms_its_superseded_question",
+                    "test_a_slot_held_by_another_process_refuses_before_sending_anything",
+                    "test_a_slot_left_by_a_stopped_process_expires",
+                    "test_a_process_arriving_mid_confirmation_waits_and_never_supersedes_the_question",
+                )
+            ),
+            *(
                 f"packages/ibkr-gateway-cpapi/tests/test_advisor.py::{test}"
                 for test in (
                     "test_an_order_for_b_lands_on_b_when_a_was_selected",

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from ibkr_gateway_core.models import Money
 from ibkr_gateway_cpapi import _mapping as mapping
 from ibkr_gateway_cpapi import _order_mapping as order_mapping
 from ibkr_gateway_cpapi import _wire as wire
@@ -546,3 +547,37 @@ def test_a_live_order_row_maps_field_by_field_with_its_fallbacks() -> None:
         "stop",
         Decimal(98),
     )
+
+
+def test_a_what_if_answer_maps_field_by_field_in_the_tickets_currency_unless_it_names_one() -> None:
+    answer = wire.parse(
+        wire.WireWhatIf,
+        {
+            "amount": {"amount": "2,055.00 USD", "commission": "1.5", "total": "EUR 2,056.50"},
+            "equity": {"current": "100,000", "change": "-2,056.5", "after": "97,943.50 USD"},
+            "initial": {"current": "0", "change": "411.10", "after": "411.10"},
+            "maintenance": {"current": "0", "change": "374.00 USD", "after": "374"},
+            "warn": " 21/Price is far from the market ",
+            "error": " Order rejected: size ",
+        },
+        "what-if",
+    )
+    what_if = order_mapping.to_what_if(answer, "USD")
+    assert (what_if.amount, what_if.commission, what_if.total) == (
+        Money(amount=Decimal("2055.00"), currency="USD"),
+        Money(amount=Decimal("1.5"), currency="USD"),
+        Money(amount=Decimal("2056.50"), currency="EUR"),
+    )
+    assert (what_if.initial_margin_change, what_if.maintenance_margin_change) == (Decimal("411.10"), Decimal("374.00"))
+    assert what_if.equity_with_loan_after == Decimal("97943.50")
+    assert (what_if.warnings, what_if.error) == (["21/Price is far from the market"], "Order rejected: size")
+    empty = order_mapping.to_what_if(wire.parse(wire.WireWhatIf, {}, "what-if"), "CHF")
+    assert (empty.amount, empty.commission, empty.total, empty.initial_margin_change) == (None, None, None, None)
+    assert (empty.maintenance_margin_change, empty.equity_with_loan_after, empty.warnings, empty.error) == (
+        None,
+        None,
+        [],
+        None,
+    )
+    plain = order_mapping.to_what_if(wire.parse(wire.WireWhatIf, {"amount": {"commission": 2}}, "what-if"), "CHF")
+    assert (plain.amount, plain.commission, plain.total) == (None, Money(amount=Decimal(2), currency="CHF"), None)

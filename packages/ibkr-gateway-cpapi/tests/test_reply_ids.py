@@ -168,7 +168,11 @@ async def test_a_process_whose_claim_expired_never_confirms_its_superseded_quest
         with pytest.raises(GatewayError) as caught:
             await slow.order_writer().place(ticket(), client_order_id="slow-1", confirm=stalling_policy, max_rounds=3)
     assert caught.value.code == ErrorCode.ORDER_CONFIRMATION_CONFLICT
-    assert caught.value.details["reason"] == "superseded"
+    assert caught.value.details == {"reason": "superseded", "client_order_id": "slow-1", "confirmed_message_ids": []}
+    assert caught.value.message == (
+        "Another process on the same IBKR login asked a newer order question, which invalidates this "
+        "order's; it was not confirmed, so it was not placed."
+    )
     assert caught.value.retryable
     assert len(placed_by_other) == 1
     assert sim.orders_with_client_order_id("slow-1") == []
