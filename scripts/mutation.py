@@ -146,6 +146,7 @@ TARGETS = {
                 )
             ),
             "tests-integration/test_pacing_and_caches.py::test_identical_reads_in_flight_share_one_upstream_request",
+            "tests-integration/test_pacing_and_caches.py::test_a_429_naming_the_ip_stops_every_endpoint",
             "tests-integration/test_attack_live_invariants.py",
             "tests-integration/test_attack_exposure.py",
             "tests-integration/test_reliability_broker.py",

@@ -326,3 +326,16 @@ async def test_a_paper_submit_to_an_account_the_broker_calls_live_is_refused_nam
         assert (error.code, error.details) == (ErrorCode.PAPER_ACCOUNT_REQUIRED, {"account_mode": "live"})
         assert error.message == "Account 'U7654321' is not a paper account according to the broker (mode live)."
         assert sim.placements == []
+
+
+async def test_a_resting_paper_buy_limit_is_placed_under_a_policy_without_a_collar(
+    tmp_path: Path, sim: SimulatorState
+) -> None:
+    """The policy needs no quote for a buy limit, but the warning policy needs to know the order rests below the
+    ask to confirm the broker's "far from the market" question: the submit reads the quote all the same."""
+    policy = {"risk_policies": [{"policy_id": "no-collar"}], "orders": {"preview_policy_id": "no-collar"}}
+    async with running_desk(tmp_path / "state", sim, Clock(NOW), policy) as desk:
+        approval = await desk.approved()  # a buy limit at 100, the market near 200
+        placed = await desk.call("submit_paper_order", desk.submit_args(approval, "k"), switches=PAPER)
+        assert (placed.status, placed.confirmed_message_ids != []) == ("submitted", True)
+        assert len(sim.placements) == 1

@@ -348,3 +348,23 @@ async def test_a_bracket_whose_answer_failed_is_an_unknown_outcome_naming_the_co
         await bracket_answered(500, {"error": "internal error"})
     assert caught.value.code is ErrorCode.BROKER_OUTCOME_UNKNOWN
     assert caught.value.details["client_order_id"] == "k-1"
+
+
+async def test_an_order_request_lost_in_transit_or_answered_by_a_server_error_names_what_is_known() -> None:
+    with pytest.raises(GatewayError) as answered:
+        await bracket_answered(502, {"error": "bad gateway"})
+    assert (answered.value.code, answered.value.details) == (
+        ErrorCode.BROKER_OUTCOME_UNKNOWN,
+        {"status_code": 502, "client_order_id": "k-1"},
+    )
+
+    def dropped(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/iserver/accounts"):
+            return httpx2.Response(200, json={"accounts": [ACCOUNT]})
+        raise httpx2.RemoteProtocolError("connection closed mid-answer", request=request)
+
+    writer, http = mock_writer(dropped)
+    async with http:
+        with pytest.raises(GatewayError) as lost:
+            await writer.place_bracket(*legs(), client_order_id="k-1", confirm=allow_all, max_rounds=5)
+    assert (lost.value.code, lost.value.details) == (ErrorCode.BROKER_OUTCOME_UNKNOWN, {"client_order_id": "k-1"})

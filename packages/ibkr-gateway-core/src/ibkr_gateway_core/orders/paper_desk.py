@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from ..call_context import CallContext, Switch
 from ._services import DeskServices, is_operator, raise_refusal
-from .gates import check_paper_account, check_paper_enabled, check_risk, is_resting, needs_quote, order_notional
+from .gates import check_paper_account, check_paper_enabled, check_risk, is_resting, order_notional
 from .keyed_writes import KeyedWrites, PreviewCheck, RiskOutcome
 from .models import OrderLifecycle, PreviewKind
 from .requests import OrderCancelInput, OrderSubmitInput
@@ -33,8 +33,12 @@ class PaperDesk:
         policy = desk.config.risk_policy(desk.config.orders.preview_policy_id) or DEFAULT_PREVIEW_POLICY
 
         async def paper_check(ticket: OrderTicket) -> RiskOutcome:
-            """The preview policy again, on a fresh quote: the price may have moved since the preview."""
-            quote = await desk.quote(ticket.contract_id) if needs_quote(ticket, policy) else None
+            """The preview policy again, on a fresh quote: the price may have moved since the preview.
+
+            The quote is read even when the policy does not need it: it tells whether a limit rests on its own
+            side of the market, which the warning policy needs (as on the live path).
+            """
+            quote = await desk.quote(ticket.contract_id)
             raise_refusal(check_risk(ticket, policy, stage="preview", quote=quote))
             return RiskOutcome(order_notional(ticket, quote, policy), None, is_resting(ticket, quote))
 
