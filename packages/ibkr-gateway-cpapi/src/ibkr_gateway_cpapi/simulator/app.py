@@ -366,7 +366,8 @@ async def _json_body_or_400(request: Request) -> object:
 
 def create_simulator_app(state: SimulatorState | None = None) -> Starlette:
     """A CPAPI simulator app; without `state`, a fresh paper login seeded from the packaged data."""
-    routes: list[BaseRoute] = [Mount(prefix, routes=_routes()) for prefix in PREFIXES]
+    served = _routes()  # one set of routes under both prefixes: each path's pattern is compiled once
+    routes: list[BaseRoute] = [Mount(prefix, routes=served) for prefix in PREFIXES]
     routes.append(Route(CONTROL_PATH, _control, methods=["GET", "POST"]))
     app = Starlette(routes=routes)
     app.state.simulator = state if state is not None else SimulatorState()
