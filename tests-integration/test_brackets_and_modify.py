@@ -214,6 +214,11 @@ async def test_bracket_refusals_name_their_code(desk: Desk, sim: SimulatorState)
         desk, ErrorCode.ORDER_QUANTITY_LIMIT_REFUSED, "preview_bracket_order", {**BRACKET, "quantity": "10001"},
         switches=PREVIEW,
     )  # fmt: skip
+    for changes, code in (  # the contract as for a single order: another currency is a wrong field
+        ({"currency": "EUR"}, ErrorCode.ORDER_VALIDATION_FAILED),
+        ({"symbol": "NOSUCHSYMBOL"}, ErrorCode.INPUT_UNKNOWN_CONTRACT),
+    ):
+        await refused(desk, code, "preview_bracket_order", {**BRACKET, **changes}, switches=PREVIEW)
 
     bracket = await approved_bracket(desk)
     await refused(
@@ -260,6 +265,22 @@ async def test_an_agent_previews_a_bracket_that_another_principal_approves(desk:
     approval = await desk.call("create_approval", args, principal=REMOTE)
     placed = await desk.call("submit_paper_bracket_order", submit_args(approval, "agent"), principal=AGENT)
     assert len(placed.legs) == 3 and sim.placement_requests == 1
+
+
+async def test_a_person_does_not_approve_their_own_bracket_or_modify_preview(desk: Desk, sim: SimulatorState) -> None:
+    """Every preview kind records its creator's issuer, so self-approval is refused for brackets and modifies too
+    (the issuer is part of who previewed: without it a remote person could approve their own bracket)."""
+    working = await desk.submit(await desk.approved(), "to-modify-by-remote")
+    before = sim.placement_requests
+    for preview in (
+        await bracket_preview(desk, REMOTE),
+        await modify_preview(desk, working.broker_order_id, REMOTE, limit_price="101"),
+    ):
+        assert (preview.created_by, preview.created_by_issuer) == ("reviewer", "https://as.example")
+        args = {"account_id": ACCOUNT, "preview_id": preview.preview_id}
+        await refused(desk, ErrorCode.APPROVAL_SELF_FORBIDDEN, "create_approval", args, principal=REMOTE)
+        assert (await desk.call("create_approval", args, principal=OPERATOR)).approved_by_kind == "local_operator"
+    assert sim.placement_requests == before
 
 
 async def test_a_lost_bracket_answer_is_settled_by_the_parents_coid(desk: Desk, sim: SimulatorState) -> None:

@@ -224,18 +224,7 @@ def _lock_released_at(path: Path, deadline: float) -> Iterator[None]:
 
 PREVIEW_CLI = [
     "--json",
-    "orders",
-    "preview",
-    "--account",
-    ACCOUNT,
-    "--symbol",
-    "AAPL",
-    "--side",
-    "buy",
-    "--quantity",
-    "1",
-    "--limit-price",
-    "100",
+    *f"orders preview --account {ACCOUNT} --symbol AAPL --side buy --quantity 1 --limit-price 100".split(),
     "--enable-preview",
 ]
 

@@ -9,19 +9,13 @@ submit and the cancel of the group go through the keyed writes like any order.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
-
 from ..errors import ErrorCode, GatewayError
-from ..models import ContractCandidate, Money
-from ..requests import ContractQueryInput
-from ._services import BROKER_TEXT_LIMIT, DeskServices, raise_refusal
-from .gates import check_risk, check_ticket_shape, needs_quote, order_notional, reference_price
+from ._services import raise_refusal
+from .gates import check_risk, check_ticket_shape, needs_quote, order_notional
 from .keyed_writes import worst_notional
 from .models import OrderPreview
+from .previews import NewOrderPreviews, broker_what_if, keep_preview, preview_policy
 from .requests import BracketPreviewInput
-from .risk import DEFAULT_PREVIEW_POLICY
 from .tickets import OrderTicket, PlacedLeg
 
 
@@ -48,19 +42,8 @@ def check_bracket_prices(args: BracketPreviewInput) -> None:
         )
 
 
-class Brackets:
+class Brackets(NewOrderPreviews):
     """The bracket preview of the order desk, and the legs of a bracket it placed."""
-
-    def __init__(
-        self,
-        desk: DeskServices,
-        *,
-        resolve: Callable[[ContractQueryInput], Awaitable[ContractCandidate]],
-        recovered: Callable[[], Awaitable[None]],
-    ) -> None:
-        self._desk = desk
-        self._resolve = resolve
-        self._recovered = recovered
 
     async def preview(self, args: BracketPreviewInput) -> OrderPreview:
         """Resolve, check every leg, what-if the entry and persist the bracket; nothing is placed."""
@@ -83,13 +66,7 @@ class Brackets:
                 )
             )
         check_bracket_prices(args)
-        await self._recovered()
         contract = await self._contract(args)
-        if contract.currency is not None and contract.currency != args.currency:
-            raise GatewayError(
-                ErrorCode.ORDER_VALIDATION_FAILED,
-                f"Contract {contract.contract_id} trades in {contract.currency}, not {args.currency}.",
-            )
         parent = OrderTicket(
             account_id=args.account_id,
             contract_id=contract.contract_id,
@@ -109,45 +86,24 @@ class Brackets:
             update={"side": exit_side, "order_type": "stop", "limit_price": None, "stop_price": args.stop_loss_price}
         )
         legs = [parent, take_profit, stop_loss]
-        policy = desk.config.risk_policy(desk.config.orders.preview_policy_id) or DEFAULT_PREVIEW_POLICY
+        policy = preview_policy(desk)
         quote = await desk.quote(parent.contract_id) if any(needs_quote(t, policy) for t in legs) else None
         for leg in legs:
             raise_refusal(check_risk(leg, policy, stage="preview", quote=quote))
-        what_if = await desk.backend().what_if(parent)
-        if what_if.error:
-            raise GatewayError(
-                ErrorCode.ORDER_BROKER_WOULD_REJECT,
-                "The broker's what-if rejects the entry order (untrusted broker text): "
-                + what_if.error[:BROKER_TEXT_LIMIT],
-                details={"broker_text": what_if.error[:BROKER_TEXT_LIMIT]},
-            )
-        now = desk.clock()
+        what_if = await broker_what_if(desk, parent, what="the entry order")
         notional = worst_notional([order_notional(leg, quote, policy) for leg in legs])
-        preview = OrderPreview(
-            preview_id=f"pv-{uuid.uuid4().hex}",
-            account_id=args.account_id,
-            ticket=parent,
-            fingerprint="",
+        return await keep_preview(
+            desk,
+            ctx,
+            parent,
+            policy=policy,
+            quote=quote,
+            notional=notional,
+            what_if=what_if,
             kind="bracket",
             take_profit=take_profit,
             stop_loss=stop_loss,
-            risk_policy_id=policy.policy_id,
-            reference_price=reference_price(quote),
-            estimated_cost=Money(amount=notional, currency=parent.currency) if notional is not None else None,
-            estimated_commission=what_if.commission,
-            estimated_total=what_if.total,
-            initial_margin_change=what_if.initial_margin_change,
-            maintenance_margin_change=what_if.maintenance_margin_change,
-            equity_with_loan_after=what_if.equity_with_loan_after,
-            warnings=[text[:BROKER_TEXT_LIMIT] for text in what_if.warnings],
-            created_by=ctx.principal.subject,
-            created_at=now,
-            expires_at=now + timedelta(seconds=desk.config.orders.preview_ttl_seconds),
-            audit_event_id=ctx.audit_event_id,
         )
-        preview = preview.model_copy(update={"fingerprint": preview.order_fingerprint()})
-        await desk.run(lambda: desk.store.save_preview(preview, ctx.principal.kind))
-        return preview
 
     async def legs(self, account_id: str, parent_order_id: str) -> list[PlacedLeg]:
         """The legs of a bracket this gateway placed for this account, found by its parent's broker order id.
@@ -163,10 +119,3 @@ class Brackets:
                 f"No bracket with parent order {parent_order_id!r} was placed through this gateway for this account.",
             )
         return [PlacedLeg.model_validate(leg) for leg in result["legs"]]
-
-    async def _contract(self, args: BracketPreviewInput) -> ContractCandidate:
-        if args.contract_id is not None:
-            return await self._desk.backend().contract(args.contract_id)
-        if args.symbol is None:  # the input model requires one of the two; checked, not asserted
-            raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "Pass a symbol or a contract id.")
-        return await self._resolve(ContractQueryInput(query=args.symbol, currency=args.currency))

@@ -8,19 +8,17 @@ show this gateway, or shows in another account, are unknown; finished orders can
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
-from datetime import timedelta
 from decimal import Decimal
 from typing import Final
 
 from ..errors import ErrorCode, GatewayError
-from ..models import Money, OrderRecord
+from ..models import OrderRecord
 from ._services import TERMINAL_STATUSES, DeskServices, raise_refusal
-from .gates import check_risk, check_ticket_shape, needs_quote, order_notional, reference_price
+from .gates import check_risk, check_ticket_shape, needs_quote, order_notional
 from .models import OrderPreview
+from .previews import keep_preview, preview_policy
 from .requests import ModifyPreviewInput
-from .risk import DEFAULT_PREVIEW_POLICY
 from .tickets import OrderTicket, OrderType, TimeInForce
 
 MODIFIABLE_TYPES: Final[Mapping[str, OrderType]] = {
@@ -71,30 +69,21 @@ class Modifications:
             )
         )
         await self._check_bracket(order.broker_order_id, changed)
-        policy = desk.config.risk_policy(desk.config.orders.preview_policy_id) or DEFAULT_PREVIEW_POLICY
+        policy = preview_policy(desk)
         quote = await desk.quote(changed.contract_id) if needs_quote(changed, policy) else None
         raise_refusal(check_risk(changed, policy, stage="preview", quote=quote))
-        now = desk.clock()
-        notional = order_notional(changed, quote, policy)
-        preview = OrderPreview(
-            preview_id=f"pv-{uuid.uuid4().hex}",
-            account_id=args.account_id,
-            ticket=changed,
-            fingerprint="",
+        return await keep_preview(
+            desk,
+            ctx,
+            changed,
+            policy=policy,
+            quote=quote,
+            notional=order_notional(changed, quote, policy),
+            what_if=None,
             kind="modify",
             broker_order_id=order.broker_order_id,
             original=original,
-            risk_policy_id=policy.policy_id,
-            reference_price=reference_price(quote),
-            estimated_cost=Money(amount=notional, currency=changed.currency) if notional is not None else None,
-            created_by=ctx.principal.subject,
-            created_at=now,
-            expires_at=now + timedelta(seconds=desk.config.orders.preview_ttl_seconds),
-            audit_event_id=ctx.audit_event_id,
         )
-        preview = preview.model_copy(update={"fingerprint": preview.order_fingerprint()})
-        await desk.run(lambda: desk.store.save_preview(preview, ctx.principal.kind))
-        return preview
 
     async def still_working(self, preview: OrderPreview) -> None:
         """Before a modification is sent: its order is still working, in the preview's account.
