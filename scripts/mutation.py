@@ -318,6 +318,7 @@ _COST = '(required(to_decimal(t.size), "execution size") * required(to_decimal(t
 _NEVER_SENT = 'done.append(leg.model_copy(update={"status": "unknown", "broker_status": None}))  # as stored'
 _DETAILS = "details=cast(dict[str, object], details) if isinstance(details, dict) else None,"
 _NO_POLICY = 'raise GatewayError(ErrorCode.LIVE_POLICY_UNKNOWN, "The live risk policy is not defined.")'
+_ONE_OF = 'raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "Pass exactly one of symbol and contract_id.")'
 _LEGS = '**({"legs": [leg.model_dump(mode="json") for leg in legs]} if legs is not None else {}),'
 _POLLED = "order.account_id, order.broker_order_id, order.writer, order.client_order_id, current.status"
 
@@ -420,6 +421,16 @@ EQUIVALENT: dict[tuple[str, str], str] = {
             "raise GatewayError(ErrorCode.LIVE_POLICY_UNKNOWN, None)",
             'raise GatewayError("The live risk policy is not defined.")',
             "raise GatewayError(ErrorCode.LIVE_POLICY_UNKNOWN, )",
+        )
+    },
+    **{
+        (_ONE_OF, after): "unreachable: the request model already refuses neither or both of symbol and contract_id "
+        "(this check narrows the type)"
+        for after in (
+            'raise GatewayError(None, "Pass exactly one of symbol and contract_id.")',
+            "raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, None)",
+            'raise GatewayError("Pass exactly one of symbol and contract_id.")',
+            "raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, )",
         )
     },
     ("p = policy.policy_id", "p = None"): "the policy id only names the policy in refusal messages",

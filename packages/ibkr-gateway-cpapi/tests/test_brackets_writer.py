@@ -368,3 +368,17 @@ async def test_an_order_request_lost_in_transit_or_answered_by_a_server_error_na
         with pytest.raises(GatewayError) as lost:
             await writer.place_bracket(*legs(), client_order_id="k-1", confirm=allow_all, max_rounds=5)
     assert (lost.value.code, lost.value.details) == (ErrorCode.BROKER_OUTCOME_UNKNOWN, {"client_order_id": "k-1"})
+
+
+@pytest.mark.parametrize("body", [[], "ok", [{"message": ["?"]}]], ids=["empty", "text", "no-id"])
+async def test_an_answer_with_no_reply_in_it_is_an_unknown_outcome_naming_the_coid(body: Any) -> None:
+    with pytest.raises(GatewayError) as caught:
+        await bracket_answered(200, body)
+    assert (caught.value.code, caught.value.details) == (ErrorCode.BROKER_OUTCOME_UNKNOWN, {"client_order_id": "k-1"})
+
+
+async def test_a_placement_acknowledged_without_a_status_is_submitted() -> None:
+    writer, http = mock_writer(answering(200, [{"order_id": "31", "local_order_id": "k-1"}]))
+    async with http:
+        placed = await writer.place(ticket(), client_order_id="k-1", confirm=allow_all, max_rounds=5)
+    assert (placed.broker_order_id, placed.broker_status, placed.status) == ("31", None, "submitted")

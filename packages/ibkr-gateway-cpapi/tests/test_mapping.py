@@ -124,6 +124,13 @@ def test_security_types_map_to_asset_classes(sec_type: str | None, is_etf: bool,
 def test_sides_accept_both_spellings() -> None:
     """Live orders say BUY/SELL, order status and trades say B/S."""
     assert [order_mapping.order_side(w) for w in ("BUY", "B", "SELL", "S", "X")] == ["buy", "buy", "sell", "sell", None]
+    assert [order_mapping.order_side(w) for w in (" bot ", "BOT", "sld", "SLD", None)] == [
+        "buy",
+        "buy",
+        "sell",
+        "sell",
+        None,
+    ]  # the executions' BOT/SLD, in any case
 
 
 def test_account_combines_iserver_paper_flag_with_portfolio_currency_and_title() -> None:
