@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.orders import OrderTicket
-from ibkr_gateway_cpapi._order_body import bracket_body, check_account_id
+from ibkr_gateway_cpapi._order_body import bracket_body, check_account_id, check_client_order_id, validate_ticket
 
 PARENT = OrderTicket(
     account_id="DU1234567",
@@ -42,3 +42,41 @@ def test_an_account_id_that_is_not_letters_and_digits_is_refused_naming_the_fiel
     assert (caught.value.code, caught.value.details) == (ErrorCode.ORDER_VALIDATION_FAILED, {"field": "account_id"})
     assert "account id" in caught.value.message
     assert bracket_body(PARENT, TAKE_PROFIT, STOP_LOSS, "k-1")["orders"]
+
+
+def refusal(ticket: OrderTicket) -> GatewayError:
+    with pytest.raises(GatewayError) as caught:
+        validate_ticket(ticket)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        pytest.param({"contract_id": 0}, "contract_id", id="conid-zero"),
+        pytest.param({"limit_price": None}, "limit_price", id="limit-without-price"),
+        pytest.param({"stop_price": Decimal(99)}, "stop_price", id="limit-with-stop"),
+        pytest.param({"trailing_percent": Decimal(1)}, "trailing_percent", id="limit-with-trailing"),
+        pytest.param({"limit_price": Decimal(0)}, "limit_price", id="price-zero"),
+        pytest.param({"limit_price": Decimal("1234567890.123456")}, "limit_price", id="sixteen-digits"),
+    ],
+)
+def test_each_ticket_the_body_cannot_carry_is_refused_naming_its_field(change: dict[str, object], field: str) -> None:
+    error = refusal(PARENT.model_copy(update=change))
+    assert (error.code, error.details) == (ErrorCode.ORDER_VALIDATION_FAILED, {"field": field})
+
+
+def test_the_edges_a_ticket_may_reach() -> None:
+    validate_ticket(PARENT.model_copy(update={"contract_id": 1, "limit_price": Decimal("123456789.012345")}))
+    assert check_client_order_id("k") == "k"  # one character is enough
+    with pytest.raises(GatewayError) as caught:
+        check_client_order_id("")
+    assert (caught.value.code, caught.value.details) == (
+        ErrorCode.ORDER_VALIDATION_FAILED,
+        {"field": "client_order_id"},
+    )
+    assert (
+        refusal(PARENT.model_copy(update={"contract_id": 0})).message
+        == "The contract id must be a positive IBKR conid."
+    )
+    assert refusal(PARENT.model_copy(update={"limit_price": None})).message == "A limit order needs limit_price."
