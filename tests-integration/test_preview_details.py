@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from ibkr_gateway_core.errors import ErrorCode
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_cpapi.simulator import SimulatorState
 from reliability_harness import OPERATOR, ORDER, PREVIEW, REMOTE, Clock, running_desk
 
@@ -72,6 +72,27 @@ async def test_a_preview_by_contract_id_and_the_refusals_of_a_wrong_contract(
 async def test_a_what_if_the_broker_would_reject_is_refused_with_its_text(tmp_path: Path, sim: SimulatorState) -> None:
     async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
         sim.fail_next(200, {"error": "Insufficient buying power"}, path_contains="/whatif")
-        code = await desk.code_of("preview_order", ORDER, switches=PREVIEW)
-        assert code is ErrorCode.ORDER_BROKER_WOULD_REJECT
+        with pytest.raises(GatewayError) as caught:
+            await desk.call("preview_order", ORDER, switches=PREVIEW)
+        assert (caught.value.code, caught.value.details) == (
+            ErrorCode.ORDER_BROKER_WOULD_REJECT,
+            {"broker_text": "Insufficient buying power"},
+        )
         assert await desk.call("list_previews", {}) == []
+
+
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [("trailing_amount", Decimal(2)), ("trailing_percent", Decimal("1.5"))],
+    ids=["amount", "percent"],
+)
+async def test_a_trailing_stop_preview_keeps_its_type_and_its_one_offset(
+    tmp_path: Path, sim: SimulatorState, offset: str, value: Decimal
+) -> None:
+    asked = {**ORDER, "side": "sell", "order_type": "trailing_stop", "limit_price": None, offset: str(value)}
+    async with running_desk(tmp_path / "state", sim, Clock(NOW)) as desk:
+        preview = await desk.call("preview_order", asked, switches=PREVIEW)
+        ticket = preview.ticket
+        assert (ticket.order_type, ticket.side, ticket.limit_price) == ("trailing_stop", "sell", None)
+        offsets = {"trailing_amount": ticket.trailing_amount, "trailing_percent": ticket.trailing_percent}
+        assert offsets == {"trailing_amount": None, "trailing_percent": None, offset: value}
