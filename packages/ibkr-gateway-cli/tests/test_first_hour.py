@@ -69,21 +69,13 @@ HEALTH_CORE_MODULES = {
     "ibkr_gateway_core.audit.log",
     "ibkr_gateway_core.backend",
     "ibkr_gateway_core.call_context",
-    "ibkr_gateway_core.capabilities",
     "ibkr_gateway_core.config",
     "ibkr_gateway_core.errors",
     "ibkr_gateway_core.gateway",
     "ibkr_gateway_core.input_limits",
-    "ibkr_gateway_core.market",
-    "ibkr_gateway_core.market.backend",
-    "ibkr_gateway_core.market.desk",
-    "ibkr_gateway_core.market.models",
-    "ibkr_gateway_core.market.requests",
     "ibkr_gateway_core.models",
     "ibkr_gateway_core.observability",
     "ibkr_gateway_core.orders",
-    "ibkr_gateway_core.orders.models",
-    "ibkr_gateway_core.orders.requests",
     "ibkr_gateway_core.orders.risk",
     "ibkr_gateway_core.orders.tickets",
     "ibkr_gateway_core.principal",
@@ -97,7 +89,8 @@ HEALTH_CORE_MODULES = {
 }
 """The core modules `health` may load: the Gateway, its registry, config and audit log (the subpackages' own
 `__init__` modules load nothing by themselves). Adding one here is a start-up cost (benchmarks/cli_startup.py);
-the order desk, crypto and backends stay out."""
+the order desk, crypto and backends stay out, and so do the models of the other operations (the registry
+names them by reference) and the trading desk."""
 
 
 def test_health_imports_only_the_gateway_the_registry_the_config_and_the_audit_log(state_env: dict[str, str]) -> None:
