@@ -400,8 +400,18 @@ def _parse_list(adapter: TypeAdapter[list[WireModelT]], data: object, what: str)
 
 
 def parse_positions(data: object) -> list[WirePosition]:
-    """Validate a positions page."""
+    """Validate a positions page (decoded JSON, or the rows `positions_from_json` already read)."""
     return _parse_list(_POSITIONS, data, "positions")
+
+
+def positions_from_json(content: bytes) -> list[WirePosition]:
+    """A positions page read straight from its body: the rows `parse_positions` makes of the decoded JSON.
+
+    One pass over the bytes instead of building every field of every row as Python data first (a page
+    holds some 40 fields per row, of which 15 are kept). Raises `ValueError` (a pydantic
+    `ValidationError`) for any body that is not a list of positions; the client then reads it as usual.
+    """
+    return _POSITIONS.validate_json(content)
 
 
 def parse_search(data: object) -> list[WireSearchResult]:

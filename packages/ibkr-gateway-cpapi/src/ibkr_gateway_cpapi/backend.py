@@ -48,7 +48,7 @@ from ._accounts import AccountSelection, read_iserver_accounts
 from ._market_reads import MarketReads
 from ._order_body import order_body
 from ._questions import QuestionSlot, broker_key
-from .client import BrokerHttpError, CpapiClient, api_base_url
+from .client import BrokerHttpError, CpapiClient, Decoder, api_base_url
 from .pacing import RateGovernor
 from .supervisor import DEFAULT_TICKLE_INTERVAL, SessionSupervisor, Sleep
 from .ws import AsgiConnector, WebsocketConnector, WsConnector
@@ -418,9 +418,8 @@ class CpapiBackend(MarketReads):
                 self._positions_dirty.discard(account_id)
         rows: list[wire.WirePosition] = []
         for page in range(MAX_POSITION_PAGES):
-            batch = wire.parse_positions(
-                await self._account_get(account_id, f"/portfolio/{account_id}/positions/{page}")
-            )
+            path = f"/portfolio/{account_id}/positions/{page}"
+            batch = wire.parse_positions(await self._account_get(account_id, path, decoder=wire.positions_from_json))
             rows.extend(batch)
             if len(batch) < POSITIONS_PAGE_SIZE:
                 break
@@ -450,9 +449,9 @@ class CpapiBackend(MarketReads):
                 ) from None
             raise
 
-    async def _account_get(self, account_id: str, path: str) -> object:
+    async def _account_get(self, account_id: str, path: str, *, decoder: Decoder | None = None) -> object:
         try:
-            return await self._client.get(path)
+            return await self._client.get(path, decoder=decoder)
         except BrokerHttpError as exc:
             if exc.status_code in (400, 403, 404):
                 raise GatewayError(

@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Final, Literal, Self
 from urllib.parse import urlsplit
@@ -47,6 +48,8 @@ API_PREFIX: Final = "/v1/api"
 USER_AGENT: Final = "ibkr-agent-gateway"
 
 Method = Literal["GET", "POST", "DELETE"]
+Decoder = Callable[[bytes], object]
+"""Reads a successful body straight into wire models; raises `ValueError` for a body it does not take."""
 
 _ERROR_TEXT_LIMIT: Final = 200
 """Longest broker error text quoted in a message."""
@@ -239,9 +242,16 @@ class CpapiClient:
             await self._http.aclose()
             self._http = None
 
-    async def get(self, path: str, params: Mapping[str, str] | None = None) -> object:
-        """GET `path` (below `/v1/api`) and return the decoded JSON."""
-        return await self.request("GET", path, params=params)
+    async def get(
+        self, path: str, params: Mapping[str, str] | None = None, *, decoder: Decoder | None = None
+    ) -> object:
+        """GET `path` (below `/v1/api`) and return the decoded JSON.
+
+        `decoder` reads a successful body straight from its bytes into the caller's wire models (one
+        pass instead of JSON parse, then validation); a body it refuses takes the ordinary path, so
+        errors, not-ready answers and invalid shapes are recognised exactly as without it.
+        """
+        return await self.request("GET", path, params=params, decoder=decoder)
 
     async def post(
         self,
@@ -266,6 +276,7 @@ class CpapiClient:
         params: Mapping[str, str] | None = None,
         body: object = None,
         mutating: bool = False,
+        decoder: Decoder | None = None,
     ) -> object:
         """Send one request, priming the session first when CPAPI needs it.
 
@@ -276,6 +287,7 @@ class CpapiClient:
             body: JSON body.
             mutating: The request changes broker state; a failure after it may have been sent is
                 `BROKER_OUTCOME_UNKNOWN` instead of `BROKER_BACKEND_UNAVAILABLE` or `BROKER_RESPONSE_INVALID`.
+            decoder: Reads a 2xx body into the caller's models (see `get`); None for plain JSON.
 
         Returns:
             The decoded JSON body (None for an empty body).
@@ -289,9 +301,9 @@ class CpapiClient:
             found, answer = self._governor.reused_answer(path, params)
             if found:
                 return answer
-            return await self._single_flight(path, params)
+            return await self._single_flight(path, params, decoder)
         if not mutating:
-            return await self._request(method, path, params, body, mutating=mutating)
+            return await self._request(method, path, params, body, mutating=mutating, decoder=decoder)
         sent = False
         try:
             answer = await self._request(method, path, params, body, mutating=mutating)
@@ -304,7 +316,7 @@ class CpapiClient:
             if sent and self.on_write is not None:
                 self.on_write(path)
 
-    async def _single_flight(self, path: str, params: Mapping[str, str] | None) -> object:
+    async def _single_flight(self, path: str, params: Mapping[str, str] | None, decoder: Decoder | None) -> object:
         """One upstream GET for identical reads in flight at the same time; the others share its answer."""
         key = (path, "&".join(f"{k}={v}" for k, v in sorted((params or {}).items())))
         while True:
@@ -321,7 +333,7 @@ class CpapiClient:
             return flight.answer
         flight = self._flights[key] = _Flight()
         try:
-            flight.answer = await self._request("GET", path, params, None, mutating=False)
+            flight.answer = await self._request("GET", path, params, None, mutating=False, decoder=decoder)
         except GatewayError as exc:
             flight.error = exc
             raise
@@ -334,18 +346,25 @@ class CpapiClient:
         return flight.answer
 
     async def _request(
-        self, method: Method, path: str, params: Mapping[str, str] | None, body: object, *, mutating: bool
+        self,
+        method: Method,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: object,
+        *,
+        mutating: bool,
+        decoder: Decoder | None = None,
     ) -> object:
         await self._prime_for(path)
         try:
-            return await self._send(method, path, params, body, mutating=mutating)
+            return await self._send(method, path, params, body, mutating=mutating, decoder=decoder)
         except _PrimingLostError:  # refused before it was acted on: sending again is safe
             self._forget_priming(path)
             await self._prime_for(path)
             if self.on_reprimed is not None:
                 await self.on_reprimed(path)  # a fresh brokerage session: e.g. select the account again
         try:
-            return await self._send(method, path, params, body, mutating=mutating)
+            return await self._send(method, path, params, body, mutating=mutating, decoder=decoder)
         except _PrimingLostError:
             raise self._http_error(500, "Please query /accounts first") from None
 
@@ -414,13 +433,20 @@ class CpapiClient:
             await self._send_primed("/iserver/accounts")
 
     async def _send(
-        self, method: Method, path: str, params: Mapping[str, str] | None, body: object, *, mutating: bool = False
+        self,
+        method: Method,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: object,
+        *,
+        mutating: bool = False,
+        decoder: Decoder | None = None,
     ) -> object:
         """`_send_once` in a governor slot; a 429 boxes the endpoint (or everything) and is never retried."""
         governor = self._governor
         if governor is None:
             try:
-                return await self._send_once(method, path, params, body, mutating=mutating)
+                return await self._send_once(method, path, params, body, mutating=mutating, decoder=decoder)
             except _PacedError as exc:
                 wait = exc.retry_after_s if exc.retry_after_s is not None else DEFAULT_PENALTY.total_seconds()
                 raise GatewayError(
@@ -431,7 +457,7 @@ class CpapiClient:
                 ) from None
         async with governor.slot(path, params):
             try:
-                data = await self._send_once(method, path, params, body, mutating=mutating)
+                data = await self._send_once(method, path, params, body, mutating=mutating, decoder=decoder)
             except _PacedError as exc:
                 held = governor.penalize(path, whole_client=exc.whole_client, seconds=exc.retry_after_s)
                 raise governor.limited_error(held, boxed=True) from None  # never resend, never probe the box
@@ -440,11 +466,19 @@ class CpapiClient:
         return data
 
     async def _send_once(
-        self, method: Method, path: str, params: Mapping[str, str] | None, body: object, *, mutating: bool = False
+        self,
+        method: Method,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: object,
+        *,
+        mutating: bool = False,
+        decoder: Decoder | None = None,
     ) -> object:
         if self._oauth is None:
-            return await self._send_http(method, path, params, body, mutating=mutating)
-        return await self._oauth.send(self._send_http, self._base_url, method, path, params, body, mutating=mutating)
+            return await self._send_http(method, path, params, body, mutating=mutating, decoder=decoder)
+        send = self._send_http if decoder is None else partial(self._send_http, decoder=decoder)
+        return await self._oauth.send(send, self._base_url, method, path, params, body, mutating=mutating)
 
     async def _send_http(
         self,
@@ -455,6 +489,7 @@ class CpapiClient:
         *,
         mutating: bool = False,
         headers: Mapping[str, str] | None = None,
+        decoder: Decoder | None = None,
     ) -> object:
         client = self._client()
         url = self._base_url + path
@@ -492,7 +527,7 @@ class CpapiClient:
                 raise self._outcome_unknown("sent a response larger than the size cap") from None
             raise exc from None
         try:
-            data = self._interpret(status, content)
+            data = self._interpret(status, content, decoder)
         except BrokerHttpError as exc:
             if mutating and exc.status_code >= 500:
                 raise self._outcome_unknown(f"answered HTTP {exc.status_code}", status_code=exc.status_code) from None
@@ -532,7 +567,12 @@ class CpapiClient:
             f"The broker at {self._label} sent a response larger than {self._max_response_bytes} bytes.",
         )
 
-    def _interpret(self, status: int, content: bytes) -> object:
+    def _interpret(self, status: int, content: bytes, decoder: Decoder | None = None) -> object:
+        if decoder is not None and 200 <= status < 300:
+            try:
+                return decoder(content)  # a body of the expected shape is no error, not-ready or session answer
+            except ValueError:  # anything else (pydantic's ValidationError is one) is read as usual
+                pass
         decoded, is_json = _decode(content)
         broker_error = error_text(decoded) if is_json else None
         if status == 401:
