@@ -319,6 +319,18 @@ _NEVER_SENT = 'done.append(leg.model_copy(update={"status": "unknown", "broker_s
 _DETAILS = "details=cast(dict[str, object], details) if isinstance(details, dict) else None,"
 _NO_POLICY = 'raise GatewayError(ErrorCode.LIVE_POLICY_UNKNOWN, "The live risk policy is not defined.")'
 _ONE_OF = 'raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, "Pass exactly one of symbol and contract_id.")'
+_BODY_PRICES = {
+    'order["price"] = json_number(_require(ticket.limit_price, "limit_price", "limit"))': ("limit_price", "limit"),
+    'order["price"] = json_number(_require(ticket.stop_price, "stop_price", "stop"))': ("stop_price", "stop"),
+    'order["price"] = json_number(_require(ticket.limit_price, "limit_price", "stop_limit"))': (
+        "limit_price",
+        "stop_limit",
+    ),
+    'order["auxPrice"] = json_number(_require(ticket.stop_price, "stop_price", "stop_limit"))': (
+        "stop_price",
+        "stop_limit",
+    ),
+}
 _LEGS = '**({"legs": [leg.model_dump(mode="json") for leg in legs]} if legs is not None else {}),'
 _POLLED = "order.account_id, order.broker_order_id, order.writer, order.client_order_id, current.status"
 
@@ -432,6 +444,13 @@ EQUIVALENT: dict[tuple[str, str], str] = {
             'raise GatewayError("Pass exactly one of symbol and contract_id.")',
             "raise GatewayError(ErrorCode.INPUT_INVALID_ARGUMENT, )",
         )
+    },
+    **{
+        (line, line.replace(f'"{label}"', after)): "`validate_ticket` required this price a few lines above: the "
+        "labels `_require` would name it by are never shown"
+        for line, labels in _BODY_PRICES.items()
+        for label in labels
+        for after in ("None", f'"XX{label}XX"', f'"{label.upper()}"')
     },
     ("p = policy.policy_id", "p = None"): "the policy id only names the policy in refusal messages",
     **{

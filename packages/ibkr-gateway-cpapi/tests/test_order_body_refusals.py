@@ -5,7 +5,12 @@ from decimal import Decimal
 import pytest
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.orders import OrderTicket
-from ibkr_gateway_cpapi._order_body import bracket_body, check_account_id, check_client_order_id, validate_ticket
+from ibkr_gateway_cpapi._order_body import (
+    bracket_body,
+    check_account_id,
+    check_client_order_id,
+    validate_ticket,
+)
 
 PARENT = OrderTicket(
     account_id="DU1234567",
@@ -80,3 +85,40 @@ def test_the_edges_a_ticket_may_reach() -> None:
         == "The contract id must be a positive IBKR conid."
     )
     assert refusal(PARENT.model_copy(update={"limit_price": None})).message == "A limit order needs limit_price."
+
+
+_TYPED: dict[str, dict[str, object]] = {
+    "market": {"order_type": "market", "limit_price": None},
+    "stop": {"order_type": "stop", "limit_price": None, "stop_price": Decimal(90)},
+    "stop_limit": {"order_type": "stop_limit", "limit_price": Decimal(95), "stop_price": Decimal(90)},
+    "trailing_stop": {"order_type": "trailing_stop", "limit_price": None, "trailing_amount": Decimal(2)},
+}
+
+
+@pytest.mark.parametrize(
+    ("order_type", "change", "field", "message"),
+    [
+        ("market", {"limit_price": Decimal(1)}, "limit_price", "A market order takes no limit_price."),
+        ("market", {"stop_price": Decimal(1)}, "stop_price", "A market order takes no stop_price."),
+        ("market", {"trailing_amount": Decimal(1)}, "trailing_amount", "A market order takes no trailing_amount."),
+        ("market", {"trailing_percent": Decimal(1)}, "trailing_percent", "A market order takes no trailing_percent."),
+        ("stop", {"stop_price": None}, "stop_price", "A stop order needs stop_price."),
+        ("stop", {"limit_price": Decimal(1)}, "limit_price", "A stop order takes no limit_price."),
+        ("stop", {"trailing_amount": Decimal(1)}, "trailing_amount", "A stop order takes no trailing_amount."),
+        ("stop", {"trailing_percent": Decimal(1)}, "trailing_percent", "A stop order takes no trailing_percent."),
+        ("stop_limit", {"limit_price": None}, "limit_price", "A stop_limit order needs limit_price."),
+        ("stop_limit", {"stop_price": None}, "stop_price", "A stop_limit order needs stop_price."),
+        ("stop_limit", {"trailing_amount": Decimal(1)}, "trailing_amount", None),
+        ("stop_limit", {"trailing_percent": Decimal(1)}, "trailing_percent", None),
+        ("trailing_stop", {"trailing_percent": Decimal(1)}, "trailing_amount", None),
+        ("trailing_stop", {"trailing_amount": None}, "trailing_amount", None),
+        ("trailing_stop", {"limit_price": Decimal(1)}, "limit_price", "A trailing_stop order takes no limit_price."),
+    ],
+)  # fmt: skip
+def test_each_order_type_takes_its_prices_and_no_others(
+    order_type: str, change: dict[str, object], field: str, message: str | None
+) -> None:
+    error = refusal(PARENT.model_copy(update={**_TYPED[order_type], **change}))
+    assert (error.code, error.details) == (ErrorCode.ORDER_VALIDATION_FAILED, {"field": field})
+    if message is not None:
+        assert error.message == message
