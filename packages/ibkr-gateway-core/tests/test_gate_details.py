@@ -8,7 +8,14 @@ import pytest
 from ibkr_gateway_core.errors import ErrorCode
 from ibkr_gateway_core.models import MarketSnapshot
 from ibkr_gateway_core.orders import LiveUsage, OrderTicket, RiskPolicy
-from ibkr_gateway_core.orders.gates import ALLOW, check_live_budgets, check_risk, order_notional, reference_price
+from ibkr_gateway_core.orders.gates import (
+    ALLOW,
+    Stage,
+    check_live_budgets,
+    check_risk,
+    order_notional,
+    reference_price,
+)
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 TICKET = OrderTicket(
@@ -183,3 +190,48 @@ def test_the_notional_is_the_exposure_price_times_the_quantity() -> None:
     market_sell = ticket(side="sell", order_type="market", limit_price=None, quantity=Decimal(2))
     assert order_notional(market_sell, QUOTE, policy(slippage_bps=Decimal(0))) == Decimal("199.80")
     assert order_notional(market_sell, None, POLICY) is None
+
+
+S = Decimal("1.005")  # the default 50 bps slippage margin
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param(
+            {"order_type": "trailing_stop", "limit_price": None, "trailing_percent": Decimal(10)},
+            Decimal("100.10") * Decimal("1.1") * S,
+            id="buy-trailing-percent-above-the-ask",
+        ),
+        pytest.param(
+            {"order_type": "trailing_stop", "side": "sell", "limit_price": None, "trailing_percent": Decimal(10)},
+            Decimal("99.90") * S,
+            id="sell-trailing-percent-at-the-bid",
+        ),
+        pytest.param(
+            {"order_type": "stop_limit", "side": "sell", "limit_price": Decimal(1), "stop_price": Decimal(90)},
+            Decimal("99.90") * S,
+            id="sell-stop-limit-far-below-at-the-bid",
+        ),
+        pytest.param(
+            {"order_type": "stop_limit", "side": "sell", "limit_price": Decimal(120), "stop_price": Decimal(119)},
+            Decimal(120),
+            id="sell-stop-limit-above-at-its-limit",
+        ),
+    ],
+)
+def test_trailing_and_stop_limits_count_at_their_worst_fill(changes: dict[str, object], expected: Decimal) -> None:
+    """A buy trailing by a percentage can fill that far above the ask; a sell stop-limit never below its limit."""
+    assert order_notional(ticket(quantity=Decimal(1), **changes), QUOTE, POLICY) == expected
+
+
+@pytest.mark.parametrize("stage", ["preview", "live"])
+def test_an_order_in_another_currency_than_the_notional_limit_is_refused_naming_it(stage: Stage) -> None:
+    """A buy limit needs no quote to be priced, so the currency check is what stops a EUR order under a USD cap."""
+    euro = ticket(currency="EUR")
+    limited = policy(max_notional=Decimal(10**6))
+    decision = check_risk(euro, limited, stage=stage, quote=None)
+    expected = ErrorCode.ORDER_NOTIONAL_LIMIT_REFUSED if stage == "preview" else ErrorCode.LIVE_NOTIONAL_LIMIT_REFUSED
+    assert (decision.code, decision.details) == (expected, {"value": "EUR"})
+    assert "EUR" in decision.message and "USD" in decision.message
+    assert check_risk(euro, POLICY, stage=stage, quote=None).allowed
