@@ -18,7 +18,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from cli_harness import ibkr_agent, run_cli
+from cli_harness import ibkr_agent, run_cli, serve_simulator
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -39,28 +39,8 @@ class OAuthSimulator:
 @pytest.fixture(scope="module")
 def oauth_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OAuthSimulator]:
     directory = tmp_path_factory.mktemp("oauth-user") / "sim-oauth"
-    proc = subprocess.Popen(
-        [*ibkr_agent(), "simulator", "serve", "--port", "0", "--oauth-dir", str(directory)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        encoding="utf-8",
-        env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("https://127.0.0.1:"):
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-            pytest.fail(f"simulator did not start: {line!r} {err}")
-        yield OAuthSimulator(line, directory, directory / "gateway.yaml")
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=10)
+    with serve_simulator("--oauth-dir", str(directory)) as base_url:
+        yield OAuthSimulator(base_url, directory, directory / "gateway.yaml")
 
 
 def user_env(tmp_path: Path) -> dict[str, str]:

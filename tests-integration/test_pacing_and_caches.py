@@ -8,8 +8,6 @@ penalty box in about two seconds.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -18,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
-from cli_harness import client_portal_config, ibkr_agent, run_cli
+from cli_harness import client_portal_config, run_cli, serve_simulator, sim_control
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_cpapi.backend import CpapiBackend
 from ibkr_gateway_cpapi.client import CpapiClient
@@ -36,40 +33,11 @@ MSFT = 272093
 @pytest.fixture(scope="module")
 def unkind_simulator() -> Iterator[str]:
     """`ibkr-agent simulator serve --unkind` in a subprocess; yields its base URL."""
-    proc = subprocess.Popen(
-        [*ibkr_agent(), "simulator", "serve", "--port", "0", "--unkind"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        encoding="utf-8",
-        env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("https://127.0.0.1:"):
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-            pytest.fail(f"simulator did not start: {line!r} {err}")
-        yield line
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=10)
+    with serve_simulator("--unkind") as base_url:
+        yield base_url
 
 
-def control(base_url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """POST (or with no body GET) the simulator's control endpoint."""
-    with httpx2.Client(verify=False, timeout=10) as http:
-        if body is None:
-            answer = http.get(base_url + "/sim/control")
-        else:
-            answer = http.post(base_url + "/sim/control", json=body)
-    assert answer.status_code == 200, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
+control = sim_control
 
 
 @pytest.fixture
