@@ -17,7 +17,7 @@ The three take turns in `--blocks` blocks, so a machine whose load drifts during
 all alike. Each one's first snapshot meets a fresh market-data stream (IBKR's pre-flight answer).
 
 Prints, for each: wall time, process CPU time and the simulator's CPU time per read, upstream requests
-per read, and per kind of read; the ratio of each of ours to ibind (goal: <= 1.0); the share of our
+per read, and per kind of read (wall and CPU time); the ratio of each of ours to ibind (goal: <= 1.0); the share of our
 time spent committing audit events (ibind keeps no log); and which returned prices on its first
 snapshot. Then runs `--paced-reads` reads through our `Gateway` with pacing on (single flight, short
 caches) and prints its upstream requests per read.
@@ -123,18 +123,24 @@ class Tally:
     wall: float = 0.0
     cpu: float = 0.0
     requests: int = 0
-    per_kind: dict[str, list[float]] = field(default_factory=lambda: {kind: [0.0, 0] for kind in KINDS})
+    per_kind: dict[str, list[float]] = field(default_factory=lambda: {kind: [0.0, 0, 0.0] for kind in KINDS})
+    """Per kind of read: [wall seconds, reads, CPU seconds of this process]."""
     simulator_cpu: float = 0.0
     first_priced: bool | None = None
     positions: int = 0
 
-    def add(self, kind: str, seconds: float) -> None:
+    def add(self, kind: str, seconds: float, cpu: float = 0.0) -> None:
         self.per_kind[kind][0] += seconds
         self.per_kind[kind][1] += 1
+        self.per_kind[kind][2] += cpu
 
     def kind_ms(self, kind: str) -> float:
-        total, count = self.per_kind[kind]
+        total, count, _ = self.per_kind[kind]
         return total / count * 1000 if count else 0.0
+
+    def kind_cpu_ms(self, kind: str) -> float:
+        _, count, cpu = self.per_kind[kind]
+        return cpu / count * 1000 if count else 0.0
 
 
 def gateway_config(base_url: str, directory: Path, *, paced: bool, read_sync: str = "full") -> GatewayConfig:
@@ -157,7 +163,7 @@ async def our_block(gateway: Gateway, first: int, count: int, tally: Tally) -> N
     """Reads `first` .. `first + count - 1` of the cycle through `Gateway`."""
     for n in range(first, first + count):
         kind = KINDS[n % 3]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         if kind == "accounts":
             await gateway.list_accounts()
         elif kind == "positions":
@@ -166,14 +172,14 @@ async def our_block(gateway: Gateway, first: int, count: int, tally: Tally) -> N
             quote = await gateway.market_snapshot(AAPL)
             if tally.first_priced is None:
                 tally.first_priced = quote.last is not None
-        tally.add(kind, time.perf_counter() - started)
+        tally.add(kind, time.perf_counter() - started, cpu_seconds() - cpu)
 
 
 def their_block(client: Any, first: int, count: int, tally: Tally) -> None:
     """The same reads through ibind's `IbkrClient`."""
     for n in range(first, first + count):
         kind = KINDS[n % 3]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         if kind == "accounts":
             client.portfolio_accounts()
         elif kind == "positions":
@@ -190,7 +196,7 @@ def their_block(client: Any, first: int, count: int, tally: Tally) -> None:
             data = client.live_marketdata_snapshot(conids=[str(AAPL)], fields=SNAPSHOT_FIELDS).data
             if tally.first_priced is None:
                 tally.first_priced = any("31" in row for row in data)
-        tally.add(kind, time.perf_counter() - started)
+        tally.add(kind, time.perf_counter() - started, cpu_seconds() - cpu)
 
 
 async def measured(base_url: str, block: Callable[[], Awaitable[None] | None], tally: Tally, reads: int) -> None:
@@ -302,6 +308,9 @@ def report(reads: int, blocks: int, ours: list[Ours], theirs: Tally) -> None:
     print("ms per read, by kind:             " + "  ".join(f"{kind:>9}" for kind in KINDS))
     for name, tally in rows:
         print(f"  {name:31} " + "  ".join(f"{tally.kind_ms(kind):9.2f}" for kind in KINDS))
+    print("CPU ms per read of the client's process, by kind:" + "  ".join(f"{kind:>9}" for kind in KINDS))
+    for name, tally in rows:
+        print(f"  {name:31} " + "  ".join(f"{tally.kind_cpu_ms(kind):9.2f}" for kind in KINDS))
     for one in ours:
         if one.audit_commits:
             print(

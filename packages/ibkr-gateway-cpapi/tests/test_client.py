@@ -355,3 +355,44 @@ def test_bodies_the_fast_parser_refuses_decode_as_json_loads_reads_them(body: by
 @pytest.mark.parametrize("body", [b"[1,]", b'"\xff"', b"{", b"nul", b"\x00"])
 def test_a_body_json_loads_refuses_is_not_json(body: bytes) -> None:
     assert _decode(body) == (None, False)
+
+
+async def test_reused_request_urls_are_exactly_the_ones_httpx_builds_for_each_path_and_query() -> None:
+    """Parsed URLs are kept for reuse: each request still carries its own path and query, in order, escaped."""
+    seen: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(str(request.url))
+        return httpx2.Response(200, json=[])
+
+    asked: list[tuple[str, dict[str, str]]] = [
+        ("/iserver/marketdata/snapshot", {"conids": "265598", "fields": "31,84"}),
+        ("/iserver/marketdata/snapshot", {"conids": "8314", "fields": "31,84"}),
+        ("/iserver/marketdata/snapshot", {"fields": "31,84", "conids": "265598"}),
+        ("/iserver/secdef/search", {"symbol": "A&B =C"}),
+        ("/iserver/marketdata/snapshot", {"conids": "265598", "fields": "31,84"}),
+        ("/iserver/marketdata/snapshot", {}),
+    ]
+    client, http = mock_client(handler)
+    async with http, client:
+        for path, params in asked:
+            await client.get(path, params)
+    expected = [
+        str(httpx2.Request("GET", "https://localhost:5000/v1/api" + path, params=params).url) for path, params in asked
+    ]
+    brokerage = [url for url in seen if "/iserver/accounts" not in url]  # the priming call comes first
+    assert brokerage == expected
+    assert brokerage[0] != brokerage[1] and brokerage[0] != brokerage[2]
+    assert brokerage[3].endswith("/iserver/secdef/search?symbol=A%26B+%3DC")
+    assert brokerage[-1].endswith("/iserver/marketdata/snapshot")
+
+
+async def test_the_kept_urls_are_bounded() -> None:
+    """Many distinct paths (order ids, conids) never grow the kept URLs past their bound."""
+    from ibkr_gateway_cpapi import client as module
+
+    client, http = mock_client(lambda request: httpx2.Response(200, json={}))
+    async with http, client:
+        for n in range(module._URL_CACHE_SIZE * 2 + 5):  # pyright: ignore[reportPrivateUsage]
+            await client.get(f"/portfolio/DU1/position/{n}")
+        assert len(client._urls) <= module._URL_CACHE_SIZE  # pyright: ignore[reportPrivateUsage]

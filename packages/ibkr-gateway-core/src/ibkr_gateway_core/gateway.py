@@ -441,7 +441,7 @@ class Gateway(ReadMethods):
             principal_issuer=caller.issuer,
             principal_token_id_hash=caller.token_id_hash,
             principal_client_id=caller.client_id,
-            scopes=sorted(scope.value for scope in caller.scopes),
+            scopes=list(_scope_names(caller.scopes)),
             operation=op.name if op else None,
             tool_name=op.tool if op else name[:64],
             decision=decision,
@@ -547,6 +547,12 @@ def _refuse_unsafe_output(op: Operation, data: object, canonical: str) -> None:
         raise GatewayError(
             ErrorCode.OUTPUT_UNSAFE, f"The broker's answer to {op.cli_command!r} was withheld: it contains a {reason}."
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _scope_names(scopes: frozenset[Scope]) -> tuple[str, ...]:
+    """A caller's scope names, sorted: worked out once per set of scopes, not once per call."""
+    return tuple(sorted(scope.value for scope in scopes))
 
 
 def _outcome(op: Operation | None, failure: GatewayError | None) -> Outcome:

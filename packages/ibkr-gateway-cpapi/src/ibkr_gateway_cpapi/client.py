@@ -62,6 +62,9 @@ _NO_BRIDGE_ACTION: Final = (
 _UNPRIMED_ISERVER: Final = ("/iserver/auth/", "/iserver/reauthenticate", "/iserver/accounts")
 """`/iserver` paths that work without (or are) the priming call."""
 
+_URL_CACHE_SIZE: Final = 256
+"""Parsed request URLs kept for reuse (`CpapiClient._url`)."""
+
 _NOT_SENT: Final = (
     httpx2.ConnectError,
     httpx2.ConnectTimeout,
@@ -186,6 +189,7 @@ class CpapiClient:
         self._governor = governor
         self._oauth = oauth
         self._flights: dict[tuple[str, str], _Flight] = {}
+        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx2.URL] = {}
         self.on_write: Callable[[str], None] | None = None
         """Called with the path of every mutating request once it may have reached the broker."""
         self.on_reprimed: Callable[[str], Awaitable[None]] | None = None
@@ -492,14 +496,17 @@ class CpapiClient:
         decoder: Decoder | None = None,
     ) -> object:
         client = self._client()
-        url = self._base_url + path
         try:
-            async with client.stream(method, url, params=params, json=body, headers=headers) as response:
+            request = client.build_request(method, self._url(path, params), json=body, headers=headers)
+            response = await client.send(request, stream=True)
+            try:
                 status = response.status_code
                 if status == 429:  # nothing was acted on; the body is undocumented
                     retry_after = parse_retry_after(response.headers.get("retry-after"), now_epoch_s=time.time())
                     raise _PacedError(retry_after, whole_client=_boxes_whole_client(await self._read_capped(response)))
                 content = await self._read_capped(response)
+            finally:
+                await response.aclose()
         except _NOT_SENT:
             raise GatewayError(
                 ErrorCode.BROKER_BACKEND_UNAVAILABLE, f"The broker at {self._label} cannot be reached."
@@ -539,6 +546,19 @@ class CpapiClient:
         if 200 <= status < 300:
             self._mark_primed(path)
         return data
+
+    def _url(self, path: str, params: Mapping[str, str] | None) -> httpx2.URL:
+        """The request URL of `path` and `params`, parsed once and reused (parsing a URL costs more than sending it).
+
+        Exactly the URL httpx2 builds from the same text and parameters; only the work is kept, never an answer.
+        """
+        key = (path, tuple(params.items()) if params else ())
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:  # many distinct paths (order ids, conids): start over
+                self._urls.clear()
+            url = self._urls[key] = httpx2.URL(self._base_url + path, params=params or None)
+        return url
 
     def _outcome_unknown(self, what: str, *, status_code: int | None = None) -> GatewayError:
         details: dict[str, object] = {} if status_code is None else {"status_code": status_code}
