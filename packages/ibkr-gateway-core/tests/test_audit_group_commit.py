@@ -3,6 +3,7 @@ own committed event, and the chain stays linear; on SQLite and on PostgreSQL."""
 
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from ibkr_gateway_core.audit import AuditEvent, AuditLog, AuditRecord
@@ -34,9 +35,9 @@ def test_threads_share_commits_and_each_gets_its_own_event(
     groups: list[int] = []
     commit = AuditLog._append_group_sync
 
-    def counted(self: AuditLog, events: list[AuditEvent]) -> list[AuditRecord]:
-        groups.append(len(events))
-        return commit(self, events)
+    def counted(self: AuditLog, rendered: list[Any]) -> list[AuditRecord]:
+        groups.append(len(rendered))
+        return commit(self, rendered)
 
     monkeypatch.setattr(AuditLog, "_append_group_sync", counted)
     barrier = threading.Barrier(THREADS)
@@ -77,10 +78,10 @@ def test_a_failed_group_commit_fails_every_caller_in_it_and_the_next_ones_go_on(
     commit = AuditLog._append_group_sync
     failing = threading.Event()
 
-    def flaky(self: AuditLog, events: list[AuditEvent]) -> list[AuditRecord]:
+    def flaky(self: AuditLog, rendered: list[Any]) -> list[AuditRecord]:
         if failing.is_set():
             raise GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "disk full")
-        return commit(self, events)
+        return commit(self, rendered)
 
     monkeypatch.setattr(AuditLog, "_append_group_sync", flaky)
     try:

@@ -142,6 +142,9 @@ MAX_CONDITIONAL_ROWS: Final = 256
 _Row = tuple[int, str, str, str, str, str, str]
 """One `audit_events` row in `_INSERT_SQL` order."""
 
+_Rendered = tuple[AuditEvent, str, str]
+"""An event as a row stores it: (redacted event, canonical JSON, timestamp text); see `_render_one`."""
+
 
 @functools.lru_cache(maxsize=MAX_CONDITIONAL_ROWS)
 def _append_after_sql(count: int) -> str:
@@ -302,9 +305,9 @@ def _row_bytes(sequence: int, key_id: str, event_id: str, event_type: str, times
 
 @dataclass(slots=True)
 class _PendingAppend:
-    """One event waiting for the next group commit."""
+    """One event waiting for the next group commit, rendered by its caller (see `append_sync`)."""
 
-    event: AuditEvent
+    rendered: _Rendered
     sync: bool = True
     """The commit must reach the disk before this event is acknowledged (see `AuditLog.append`)."""
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -316,7 +319,7 @@ class _PendingAppend:
 class _SyncAppend:
     """One event of `append_sync` waiting for a group commit, or for its turn to lead one."""
 
-    event: AuditEvent
+    rendered: _Rendered
     wake: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
     record: AuditRecord | None = None
@@ -437,7 +440,7 @@ class AuditLog:
             record = self._append_unsynced_now(event)
             if record is not None:
                 return record
-        waiter = _PendingAppend(event, sync)
+        waiter = _PendingAppend(_render_one(event), sync)
         self._pending.append(waiter)
         if self._flushing:
             await waiter.done.wait()
@@ -456,7 +459,7 @@ class AuditLog:
     async def _flush(self, batch: list[_PendingAppend]) -> None:
         try:
             sync = any(w.sync for w in batch)  # one synced event makes the whole group commit synced
-            records = await anyio.to_thread.run_sync(self._append_group_sync, [w.event for w in batch], sync)
+            records = await anyio.to_thread.run_sync(self._append_group_sync, [w.rendered for w in batch], sync)
             for waiter, record in zip(batch, records, strict=True):
                 waiter.record = record
         except GatewayError as exc:
@@ -472,12 +475,13 @@ class AuditLog:
         Threads appending at once share one transaction (group commit, as `append` does for tasks): the
         first becomes the leader and commits every event waiting at that moment in one transaction under
         the chain's lock, then hands the lead to the next waiter; each caller returns only after the
-        commit that holds its own event.
+        commit that holds its own event. Each caller redacts and renders its own event before it queues, so
+        that work overlaps the leader's wait for the database instead of lengthening every group commit.
 
         Raises:
             GatewayError: `AUDIT_WRITE_FAILED` when nothing was written.
         """
-        waiter = _SyncAppend(event)
+        waiter = _SyncAppend(_render_one(event))
         with self._sync_queue:
             self._sync_pending.append(waiter)
             waiter.lead = not self._sync_leading
@@ -489,6 +493,7 @@ class AuditLog:
                 return self._acknowledged(waiter)
         try:
             while waiter.record is None and waiter.error is None:
+                time.sleep(0)  # let writers just woken by the last commit queue first: fewer, fuller commits
                 with self._sync_queue:
                     batch, self._sync_pending = self._sync_pending, []
                 self._commit_waiting(batch)
@@ -503,7 +508,7 @@ class AuditLog:
 
     def _commit_waiting(self, batch: list[_SyncAppend]) -> None:
         try:
-            records = self._append_group_sync([w.event for w in batch])
+            records = self._append_group_sync([w.rendered for w in batch])
             for waiter, record in zip(batch, records, strict=True):
                 waiter.record = record
         except GatewayError as exc:
@@ -523,9 +528,8 @@ class AuditLog:
             raise waiter.error or GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "The audit event was not written.")
         return waiter.record
 
-    def _append_group_sync(self, events: list[AuditEvent], sync: bool = True) -> list[AuditRecord]:
-        """Append `events` in one transaction, in order; all are written or none (`sync`: see `append`)."""
-        rendered = _render(events)
+    def _append_group_sync(self, rendered: list[_Rendered], sync: bool = True) -> list[AuditRecord]:
+        """Append rendered events in one transaction, in order; all are written or none (`sync`: see `append`)."""
         started = time.perf_counter()
         with self._thread_lock:
             records = self._commit(self._open_db(), rendered, sync=sync)
@@ -533,7 +537,7 @@ class AuditLog:
         AUDIT_EVENTS.inc(amount=len(records))
         return records
 
-    def _chain(self, rendered: list[tuple[AuditEvent, str, str]], head: tuple[int, bytes]) -> list[_Row]:
+    def _chain(self, rendered: list[_Rendered], head: tuple[int, bytes]) -> list[_Row]:
         """The rows of `rendered` (event, canonical payload, timestamp) chained after `head` (sequence, hash)."""
         sequence, previous = head
         rows: list[_Row] = []
@@ -556,7 +560,7 @@ class AuditLog:
         if not isinstance(db, sqlite3.Connection) or not self._thread_lock.acquire(blocking=False):
             return None
         try:
-            rendered = _render([event])
+            rendered = [_render_one(event)]
             started = time.perf_counter()
             db.execute("PRAGMA busy_timeout=0")
             try:
@@ -571,9 +575,7 @@ class AuditLog:
         AUDIT_EVENTS.inc()
         return records[0]
 
-    def _commit(
-        self, db: StateConnection, rendered: list[tuple[AuditEvent, str, str]], *, sync: bool
-    ) -> list[AuditRecord]:
+    def _commit(self, db: StateConnection, rendered: list[_Rendered], *, sync: bool) -> list[AuditRecord]:
         """Chain and insert rendered events in one write transaction; `_thread_lock` is held by the caller.
 
         When this log wrote the newest row itself and nobody else wrote in between last time, the rows are
@@ -620,9 +622,7 @@ class AuditLog:
                 sequence, previous = self._head_for_append(db)
                 rows: list[tuple[int, str, str, str, str, str, str]] = []
                 for event in events:
-                    clean = redact_event(event)
-                    payload = clean.canonical_bytes().decode("utf-8")
-                    timestamp = format_timestamp(clean.timestamp)
+                    clean, payload, timestamp = _render_one(event)
                     sequence += 1
                     previous = self._mac.digest(
                         previous,
@@ -924,10 +924,10 @@ class AuditLog:
         return self._db
 
 
-def _render(events: list[AuditEvent]) -> list[tuple[AuditEvent, str, str]]:
-    """(redacted event, canonical JSON, timestamp text) of each event, as a row stores them."""
-    cleaned = [redact_event(event) for event in events]
-    return [(e, e.canonical_bytes().decode("utf-8"), format_timestamp(e.timestamp)) for e in cleaned]
+def _render_one(event: AuditEvent) -> _Rendered:
+    """(redacted event, canonical JSON, timestamp text) of `event`, as a row stores them."""
+    clean = redact_event(event)
+    return clean, clean.canonical_bytes().decode("utf-8"), format_timestamp(clean.timestamp)
 
 
 def _record(row: tuple[object, ...]) -> AuditRecord:
