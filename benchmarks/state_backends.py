@@ -103,8 +103,9 @@ async def cycles(location: StateLocation, directory: Path, count: int) -> dict[s
     }
 
 
-def appends(location: StateLocation, per_writer: int, *, shared: bool) -> float:
-    """Appends per second with `WRITERS` writers at once: threads on one log, or each its own log and connection."""
+def appends(location: StateLocation, per_writer: int, *, shared: bool) -> tuple[float, float]:
+    """Appends per second with `WRITERS` writers at once (threads on one log, or each its own log and connection),
+    and this process's CPU time per append in microseconds (the writers share one interpreter lock)."""
     logs = (
         [AuditLog.open(location, KEY)] * WRITERS if shared else [AuditLog.open(location, KEY) for _ in range(WRITERS)]
     )
@@ -130,15 +131,15 @@ def appends(location: StateLocation, per_writer: int, *, shared: bool) -> float:
     for thread in threads:
         thread.start()
     barrier.wait()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     report = logs[0].verify_sync()
     for log in set(logs):
         log.close()
     assert report.chain_valid and report.events_scanned == WRITERS * per_writer, report
-    return WRITERS * per_writer / elapsed
+    return WRITERS * per_writer / elapsed, cpu / (WRITERS * per_writer) * 1e6
 
 
 def rounds_of_appends(
@@ -150,16 +151,18 @@ def rounds_of_appends(
     share of it. Returns each backend's median per figure, and each round's PostgreSQL / SQLite ratios.
     """
     figures: dict[str, dict[str, list[float]]] = {
-        name: {"appends_per_s": [], "appends_per_s_separate": []} for name in backends
+        name: {"appends_per_s": [], "appends_per_s_separate": [], "cpu_us_per_append": []} for name in backends
     }
     per_round: list[dict[str, float]] = []
     names = list(backends)
     for number in range(rounds):
         this_round: dict[str, dict[str, float]] = {}
         for name in names if number % 2 == 0 else names[::-1]:
+            rate, cpu = appends(backends[name](), per_writer, shared=True)
             this_round[name] = {
-                "appends_per_s": appends(backends[name](), per_writer, shared=True),
-                "appends_per_s_separate": appends(backends[name](), per_writer, shared=False),
+                "appends_per_s": rate,
+                "appends_per_s_separate": appends(backends[name](), per_writer, shared=False)[0],
+                "cpu_us_per_append": cpu,
             }
             for key, value in this_round[name].items():
                 figures[name][key].append(value)
@@ -199,6 +202,7 @@ def main() -> None:
         "cycle_p99": postgres["p99_ms"] / sqlite["p99_ms"],
         "appends_per_s": postgres["appends_per_s"] / sqlite["appends_per_s"],
         "appends_per_s_separate": postgres["appends_per_s_separate"] / sqlite["appends_per_s_separate"],
+        "cpu_us_per_append": postgres["cpu_us_per_append"] / sqlite["cpu_us_per_append"],
     }
     if options.json:
         report = {"sqlite": sqlite, "postgres": postgres, "ratio_postgres_to_sqlite": ratios}
@@ -220,6 +224,11 @@ def main() -> None:
     print(
         f"{'appends/s, 8 logs':28}{sqlite['appends_per_s_separate']:12.0f}"
         f"{postgres['appends_per_s_separate']:14.0f}{ratios['appends_per_s_separate']:9.2f}"
+    )
+    print(
+        f"{'CPU us/append, 8 threads':28}{sqlite['cpu_us_per_append']:12.0f}"
+        f"{postgres['cpu_us_per_append']:14.0f}{ratios['cpu_us_per_append']:9.2f}"
+        "  (this process; its threads share one interpreter lock: 1e6 / this bounds appends/s)"
     )
     for key, label in (("appends_per_s", "8 threads 1 log"), ("appends_per_s_separate", "8 logs")):
         print(f"ratio per round, {label}: " + ", ".join(f"{entry[key]:.2f}" for entry in per_round))

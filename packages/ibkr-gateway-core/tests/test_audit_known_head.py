@@ -169,3 +169,31 @@ def _wait_until_blocked(watcher: StateConnection, location: StateLocation) -> No
             return
         time.sleep(0.01)
     raise AssertionError("the append never waited for the lock")
+
+
+def test_a_group_on_the_known_head_stores_every_payload_byte_for_byte(
+    state_location: StateLocation, head_reads: list[str]
+) -> None:
+    """Quotes, backslashes, escaped control characters and non-ASCII text travel through the conditional insert
+    (one JSON parameter on PostgreSQL) unchanged, in a group larger than a statement of one value per parameter
+    could cache, and the chain verifies."""
+    log = AuditLog.open(state_location, KEY)
+    awkward = ['"quoted"', "back\\slash", "tab\tnew\nline\x00nul", "é中🙂", "{}[],:", "\\u0000", "'; DROP", "ok"]
+    try:
+        log.append_sync(_event("first"))  # the log now knows the head
+        events = [_event(text) for text in awkward * 2]  # 16 rows, 115 values
+        records = log._append_group_sync([_render(e) for e in events])  # pyright: ignore[reportPrivateUsage]
+        assert [r.sequence for r in records] == list(range(2, 2 + len(events)))
+        assert len(head_reads) == 1  # the group went through the conditional insert, not the locked fallback
+        tail = {r.sequence: r for r in log._tail_sync(len(events))}  # pyright: ignore[reportPrivateUsage]
+        for record in records:
+            assert tail[record.sequence].event == record.event
+            assert tail[record.sequence].chain_hash == record.chain_hash
+        assert log.verify_sync().events_scanned == 1 + len(events)
+    finally:
+        log.close()
+
+
+def _render(event: AuditEvent) -> tuple[AuditEvent, str, str]:
+    clean = redact_event(event)
+    return clean, clean.canonical_bytes().decode("utf-8"), format_timestamp(clean.timestamp)

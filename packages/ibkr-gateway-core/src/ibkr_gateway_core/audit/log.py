@@ -148,7 +148,7 @@ _Rendered = tuple[AuditEvent, str, str]
 
 @functools.lru_cache(maxsize=MAX_CONDITIONAL_ROWS)
 def _append_after_sql(count: int) -> str:
-    """Insert `count` rows only if the head is still the row they were chained on (same SQL on both backends).
+    """Insert `count` rows only if the head is still the row they were chained on (SQLite; see `_append_after`).
 
     Parameters: the rows in `_INSERT_SQL` order, then the head's sequence, its chain hash and its sequence
     again. It runs as a transaction of its own holding the audit lock (`execute_locked`: one round trip on
@@ -163,10 +163,31 @@ def _append_after_sql(count: int) -> str:
     )
 
 
-def _append_after_parameters(rows: list[_Row], head: tuple[int, bytes]) -> list[object]:
-    parameters: list[object] = [value for row in rows for value in row]
+_COLUMNS: Final = ("sequence", "key_id", "event_id", "event_type", "timestamp", "payload", "chain_hash")
+_APPEND_AFTER_JSON_SQL: Final = (
+    "INSERT INTO audit_events (sequence, key_id, event_id, event_type, timestamp, payload, chain_hash)"
+    " SELECT new_rows.* FROM json_to_recordset(?::json) AS new_rows(sequence bigint, key_id text, event_id text,"
+    " event_type text, timestamp text, payload text, chain_hash text), {held}"
+    " WHERE EXISTS (SELECT 1 FROM audit_events WHERE sequence = ? AND chain_hash = ?)"
+    " AND NOT EXISTS (SELECT 1 FROM audit_events WHERE sequence > ?)"
+)
+"""`_append_after_sql` on PostgreSQL: the rows as one JSON parameter, so one statement text (parsed and
+prepared once) serves every group size. With a parameter per value the driver would parse the statement
+again on every execution (it caches statements of at most 50 parameters; a group of eight rows has 59), and
+with an array per column it would escape every payload in Python."""
+
+
+def _append_after(db: StateConnection, rows: list[_Row], head: tuple[int, bytes]) -> tuple[str, list[object]]:
+    """The conditional insert of `rows` chained on `head`, and its parameters, for this database."""
+    parameters: list[object]
+    if isinstance(db, sqlite3.Connection):
+        parameters = [value for row in rows for value in row]
+        sql = _append_after_sql(len(rows))
+    else:
+        parameters = [json.dumps([dict(zip(_COLUMNS, row, strict=True)) for row in rows], ensure_ascii=False)]
+        sql = _APPEND_AFTER_JSON_SQL
     parameters += [head[0], head[1].hex(), head[0]]
-    return parameters
+    return sql, parameters
 
 
 class AuditRecord(BaseModel):
@@ -592,9 +613,7 @@ class AuditLog:
             known = self._written_head
             if known is not None and self._speculate and len(rendered) <= MAX_CONDITIONAL_ROWS:
                 rows = self._chain(rendered, known)
-                inserted = execute_locked(
-                    db, "audit", _append_after_sql(len(rows)), _append_after_parameters(rows, known)
-                )
+                inserted = execute_locked(db, "audit", *_append_after(db, rows, known))
                 if inserted != len(rows):  # 0: another writer appended; nothing was written
                     rows, self._speculate = None, False
             if rows is None:
