@@ -1,9 +1,10 @@
 """`CpapiBackend`: core's `Backend` over `CpapiClient`, and the two entry-point factories.
 
 Both backends are the same class over the same client: `client_portal_gateway` sends real HTTP to
-`broker.base_url`; `fake` sends it through `httpx2.ASGITransport` into the in-process simulator,
-so fake mode exercises the real client and mapping. Factories do no I/O; the simulator (and
-starlette with it) is imported on the first request of a fake backend only.
+`broker.base_url`; `fake` hands it to the simulator in the same process (`simulator.inprocess`: its
+handlers called directly, no server and no web framework), so fake mode exercises the real client and
+mapping. Factories do no I/O; the simulator is imported on the first request of a fake backend only,
+and Starlette only if a fake backend opens the websocket.
 
 In fake mode the simulator's book (orders, executions, positions, cash, `cOID`s seen) lives in the
 state directory (`simulator-book.json` and its history), so a later process sees what an earlier
@@ -808,19 +809,27 @@ def open_simulator_backend(
     does not pace; a test passes a `governor` to exercise pacing against the simulator's limits, and
     `questions` to share the order-question slot with other backends on the same simulator.
     """
+    simulators: list[SimulatorState] = []
     apps: list[Any] = []
 
-    def app() -> Any:
-        if not apps:  # one app for HTTP and the websocket, so both see the same simulator
-            from .simulator.app import create_simulator_app  # lazy: starlette only when fake mode is used
+    def simulator() -> SimulatorState:
+        if not simulators:  # one simulator for HTTP and the websocket
             from .simulator.state import SimulatorState
 
-            simulator = state if state is not None else SimulatorState(profile=profile, book_path=book_path)
-            apps.append(create_simulator_app(simulator))
+            simulators.append(state if state is not None else SimulatorState(profile=profile, book_path=book_path))
+        return simulators[0]
+
+    def app() -> Any:
+        if not apps:  # the websocket only: starlette loads when a stream is first opened
+            from .simulator.app import create_simulator_app
+
+            apps.append(create_simulator_app(simulator()))
         return apps[0]
 
     def transport() -> httpx2.AsyncBaseTransport:
-        return httpx2.ASGITransport(app=app())
+        from .simulator.inprocess import SimulatorTransport  # the simulator's handlers, called in process
+
+        return SimulatorTransport(simulator())
 
     client = CpapiClient(
         FAKE_BASE_URL,

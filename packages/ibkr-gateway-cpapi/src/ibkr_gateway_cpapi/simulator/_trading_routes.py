@@ -1,22 +1,22 @@
-"""Routes of the simulator's trading desk, and its websocket (`/ws`: `spl` P&L and `sbd` depth)."""
+"""Routes of the simulator's trading desk (its websocket, `/ws`, is served by the Starlette app)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Final
-
-from starlette.requests import Request
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from typing import TYPE_CHECKING, Any, Final
 
 from ._json import as_object
-from ._session import AuthState, SimHttpError, error_body
-from .state import SimulatorState
+from ._session import SimHttpError, error_body
 
-Handler = Callable[[Request, SimulatorState], Awaitable[object]]
+if TYPE_CHECKING:
+    from ._handlers import SimRequestView
+    from .state import SimulatorState
+
+Handler = Callable[[Any, "SimulatorState"], Awaitable[object]]
 
 
-async def _body(request: Request) -> dict[str, object]:
+async def _body(request: SimRequestView) -> dict[str, object]:
     raw = await request.body()
     if not raw.strip():
         return {}
@@ -29,7 +29,7 @@ async def _body(request: Request) -> dict[str, object]:
     return found
 
 
-def _conid(request: Request) -> int:
+def _conid(request: SimRequestView) -> int:
     value = request.query_params.get("conid", "")
     try:
         return int(value)
@@ -37,12 +37,12 @@ def _conid(request: Request) -> int:
         raise SimHttpError(400, error_body(f"Invalid conid: {value!r}")) from None
 
 
-async def _strikes(request: Request, state: SimulatorState) -> object:
+async def _strikes(request: SimRequestView, state: SimulatorState) -> object:
     query = request.query_params
     return state.trading.secdef_strikes(_conid(request), query.get("sectype", ""), query.get("month", "").upper())
 
 
-async def _secdef_info(request: Request, state: SimulatorState) -> object:
+async def _secdef_info(request: SimRequestView, state: SimulatorState) -> object:
     query = request.query_params
     return state.trading.secdef_info(
         _conid(request),
@@ -53,31 +53,31 @@ async def _secdef_info(request: Request, state: SimulatorState) -> object:
     )
 
 
-async def _scanner_params(request: Request, state: SimulatorState) -> object:
+async def _scanner_params(request: SimRequestView, state: SimulatorState) -> object:
     return state.trading.scanner_params()
 
 
-async def _scanner_run(request: Request, state: SimulatorState) -> object:
+async def _scanner_run(request: SimRequestView, state: SimulatorState) -> object:
     return state.trading.scanner_run(await _body(request))
 
 
-async def _schedule(request: Request, state: SimulatorState) -> object:
+async def _schedule(request: SimRequestView, state: SimulatorState) -> object:
     query = request.query_params
     return state.trading.schedule(query.get("assetClass", ""), query.get("symbol", ""), query.get("exchange"))
 
 
-async def _exchange_rate(request: Request, state: SimulatorState) -> object:
+async def _exchange_rate(request: SimRequestView, state: SimulatorState) -> object:
     query = request.query_params
     if not query.get("source") or not query.get("target"):
         raise SimHttpError(400, error_body("source and target are required"))
     return state.trading.exchange_rate(query["source"], query["target"])
 
 
-async def _pnl(request: Request, state: SimulatorState) -> object:
+async def _pnl(request: SimRequestView, state: SimulatorState) -> object:
     return state.trading.partitioned_pnl()
 
 
-async def _transactions(request: Request, state: SimulatorState) -> object:
+async def _transactions(request: SimRequestView, state: SimulatorState) -> object:
     return state.trading.transactions(await _body(request))
 
 
@@ -92,36 +92,3 @@ TRADING_ROUTES: Final[list[tuple[str, Handler, list[str]]]] = [
     ("/pa/transactions", _transactions, ["POST"]),
 ]
 """The trading-desk paths the simulator serves, with their methods."""
-
-
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    """`/v1/api/ws`: the first frame must carry the session of `/tickle`; then `spl` and `sbd` topics."""
-    state: SimulatorState = websocket.app.state.simulator
-    await websocket.accept()
-    try:
-        first = as_object(json.loads(await websocket.receive_text()))
-    except (ValueError, WebSocketDisconnect):
-        await websocket.close(code=1008)
-        return
-    if first is None or first.get("session") != state.session_id or state.auth_state != AuthState.AUTHENTICATED:
-        await websocket.send_text(json.dumps({"message": "waiting for session"}))
-        await websocket.close(code=1008)
-        return
-    profile = state.profile
-    await websocket.send_text(
-        json.dumps({"topic": "system", "success": profile.user_name, "isFT": False, "isPaper": profile.is_paper})
-    )
-    await websocket.send_text(json.dumps({"topic": "sts", "args": {"authenticated": True, "competing": False}}))
-    try:
-        while True:
-            message = (await websocket.receive_text()).strip()
-            if message.startswith("spl"):
-                await websocket.send_text(json.dumps(state.trading.stream_pnl()))
-            elif message.startswith("sbd+"):
-                await websocket.send_text(json.dumps(state.trading.book_frame(message)))
-            elif message == "tic":
-                await websocket.send_text(json.dumps({"topic": "tic", "alive": True, "id": "sim", "lastAccessed": 0}))
-            elif message == "ech+hb":
-                await websocket.send_text("ech+hb")
-    except WebSocketDisconnect:
-        return
