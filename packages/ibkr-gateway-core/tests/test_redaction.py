@@ -153,3 +153,18 @@ def test_the_fast_secret_scan_decides_as_the_full_pattern(text: str) -> None:
     full = _ANY_SECRET.search(text)
     reason = secret_reason(text)
     assert (reason is None) == (full is None)
+
+
+def test_each_fragment_of_the_pre_check_is_looked_for_only_where_its_rarest_character_is() -> None:
+    """The one-character look-up before each fragment is exact: the character is in the fragment, so a text without
+    it cannot hold the fragment; and a secret among many ordinary rows is still found whatever its case."""
+    from ibkr_gateway_core.redaction import _CANDIDATES, _SENTINELS  # pyright: ignore[reportPrivateUsage]
+
+    assert [fragment for fragment, _ in _SENTINELS] == list(_CANDIDATES)
+    assert all(sentinel in fragment for fragment, sentinel in _SENTINELS)
+    rows = ",".join(f'{{"symbol":"SIM{n:03d}","quantity":"{n}","currency":"USD"}}' for n in range(200))
+    assert secret_reason(f"[{rows}]") is None
+    secrets = ("Authorization: Basic abcdefgh1234", "REFRESH_TOKEN", "/home/alice", "C:\\USERS\\bob")
+    secrets += ("eyJhbGciOi.eyJzdWIiOi.c2ln",)
+    for secret in secrets:
+        assert secret_reason(f'[{rows},{{"note":"{secret}"}}]') is not None, secret

@@ -95,6 +95,13 @@ _CANDIDATES: Final = tuple(
 """`_FRAGMENTS` without those that hold a shorter one (`bearer ` holds `bearer`): a text holds one of
 these exactly when it holds one of those, with fewer passes over it."""
 _WHOLE_TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{16,}(?:\.[A-Za-z0-9_-]{16,}){2}$")
+_RARE_FIRST: Final = "\\=zjqxkw/yvbghpfmu:_crstlniaeod"
+"""Characters from rarest to commonest in JSON answers (a guess; any order gives the same verdict)."""
+_SENTINELS: Final = tuple(
+    (fragment, next(char for char in _RARE_FIRST if char in fragment)) for fragment in _CANDIDATES
+)
+"""Each candidate with its rarest character: a text without that character cannot hold the candidate, and
+looking for one character (memchr) costs a small fraction of looking for a word."""
 
 
 def secret_reason(text: str) -> str | None:
@@ -105,8 +112,8 @@ def secret_reason(text: str) -> str | None:
     one that is a single token, goes through the full pattern.
     """
     lowered = text.lower()
-    for fragment in _CANDIDATES:  # a loop, not `any(...)`: most texts are short, and a generator costs more
-        if fragment in lowered:
+    for fragment, sentinel in _SENTINELS:  # a loop, not `any(...)`: most texts are short, and a generator costs more
+        if sentinel in lowered and fragment in lowered:
             break
     else:
         if not _WHOLE_TOKEN.match(text):
