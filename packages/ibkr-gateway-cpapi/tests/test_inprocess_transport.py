@@ -67,6 +67,8 @@ SCRIPT: list[Step] = [
     ("GET", "/v1/api/portfolio/DU1234567/positions/1", {}),
     ("GET", "/v1/api/portfolio/DU1234567/positions/x", {}),
     ("GET", "/v1/api/portfolio/DU0000000/summary", {}),
+    ("GET", "/v1/api/portfolio/DU1%2F2/summary", {}),  # an encoded slash splits the segment, as in Starlette
+    ("GET", "/v1/api/portfolio//summary", {}),  # an empty path parameter matches no route
     ("POST", "/v1/api/portfolio/DU1234567/positions/invalidate", {}),
     ("GET", "/v1/api/iserver/secdef/search", {"params": {"symbol": "AAPL"}}),
     ("POST", "/v1/api/iserver/secdef/search", {"json": {"symbol": "Apple", "name": True}}),

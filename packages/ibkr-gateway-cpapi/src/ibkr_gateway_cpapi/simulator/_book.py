@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from importlib.resources import files
-from typing import Final, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Final, Literal, cast
 
 SEED_PACKAGE: Final = "ibkr_gateway_cpapi.simulator"
 SEED_DIRECTORY: Final = "data"
@@ -166,93 +164,132 @@ class SimBook:
         return (to_usd / base_to_usd).quantize(Decimal("0.000001"))
 
 
-class _Seed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class SeedError(ValueError):
+    """A seed file that does not have the shape the simulator reads (a packaging mistake)."""
 
 
-class _ProfileSeed(_Seed):
-    name: str
-    user_name: str
-    user_id: int
-    is_paper: bool
-    accounts: list[str]
-    advisor: bool = False
+_Kind = str
+"""`str`, `int`, `bool`, `decimal`, `side`, `age` (minutes, >= 0), `strs` (a list of str), `cash`
+(currency to decimal), `list` (records, checked by their reader); a trailing `?` also allows null."""
 
 
-class _AccountSeed(_Seed):
-    account_id: str
-    title: str
-    currency: str
-    type: str
-    cash: dict[str, Decimal]
+def _value(kind: _Kind, value: object, where: str) -> object:
+    if kind.endswith("?"):
+        return None if value is None else _value(kind[:-1], value, where)
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind in ("int", "age") and isinstance(value, int) and not isinstance(value, bool):
+        if kind == "age" and value < 0:
+            raise SeedError(f"{where}: an age is never negative")
+        return value
+    if kind == "decimal" and isinstance(value, str | int) and not isinstance(value, bool):
+        try:
+            return Decimal(value)
+        except ArithmeticError:
+            raise SeedError(f"{where}: not a number: {value!r}") from None
+    if kind == "side" and value in ("BUY", "SELL"):
+        return value
+    if kind == "list" and isinstance(value, list):
+        return cast(list[object], value)
+    if kind == "strs" and isinstance(value, list):
+        return [_value("str", item, where) for item in cast(list[object], value)]
+    if kind == "cash" and isinstance(value, dict):
+        items = cast(dict[object, object], value).items()
+        return {_value("str", key, where): _value("decimal", amount, where) for key, amount in items}
+    raise SeedError(f"{where}: expected {kind}, got {type(value).__name__}")
 
 
-class _AccountsFile(_Seed):
-    profiles: list[_ProfileSeed]
-    accounts: list[_AccountSeed]
-    fx_rates_to_usd: dict[str, Decimal]
+def _record(
+    raw: object, where: str, kinds: dict[str, _Kind], defaults: dict[str, object] | None = None
+) -> dict[str, Any]:
+    """`raw` checked against `kinds` (every name required unless it has a default, no other name allowed)."""
+    if not isinstance(raw, dict):
+        raise SeedError(f"{where}: expected an object")
+    given = cast(dict[str, object], raw)
+    unknown = sorted(set(given) - set(kinds))
+    if unknown:
+        raise SeedError(f"{where}: unknown field {unknown[0]!r}")
+    record = dict(defaults or {})
+    for name, kind in kinds.items():
+        if name in given:
+            record[name] = _value(kind, given[name], f"{where}.{name}")
+        elif name not in record:
+            raise SeedError(f"{where}: {name!r} is required")
+    return record
 
 
-class _ContractSeed(_Seed):
-    conid: int
-    symbol: str
-    company_name: str
-    sec_type: str
-    listing_exchange: str
-    currency: str
-    category: str | None
-    industry: str | None
-    stock_type: str
-    valid_exchanges: str
-    bid: Decimal | None
-    ask: Decimal | None
-    last: Decimal | None
-    prior_close: Decimal | None
-    bid_size: int | None
-    ask_size: int | None
-    volume: int | None
-    availability: str
-    last_is_prior_close: bool = False
+def _records(
+    raw: object, where: str, kinds: dict[str, _Kind], defaults: dict[str, object] | None = None
+) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise SeedError(f"{where}: expected a list")
+    return [_record(item, f"{where}[{index}]", kinds, defaults) for index, item in enumerate(cast(list[object], raw))]
 
 
-class _PositionSeed(_Seed):
-    account_id: str
-    conid: int
-    quantity: Decimal
-    avg_cost: Decimal
-
-
-class _OrderSeed(_Seed):
-    order_id: int
-    account_id: str
-    conid: int
-    side: Side
-    order_type: str
-    quantity: Decimal
-    price: Decimal | None = None
-    tif: str
-    c_oid: str | None = None
-    age_minutes: int = Field(ge=0)
-
-
-class _ExecutionSeed(_Seed):
-    execution_id: str
-    account_id: str
-    order_id: int | None
-    c_oid: str | None
-    conid: int
-    side: Side
-    quantity: Decimal
-    price: Decimal
-    commission: Decimal
-    exchange: str
-    age_minutes: int = Field(ge=0)
-
-
-class _BookFile(_Seed):
-    positions: list[_PositionSeed]
-    orders: list[_OrderSeed]
-    executions: list[_ExecutionSeed]
+_PROFILE: Final = {
+    "name": "str",
+    "user_name": "str",
+    "user_id": "int",
+    "is_paper": "bool",
+    "accounts": "strs",
+    "advisor": "bool",
+}
+_ACCOUNT: Final = {"account_id": "str", "title": "str", "currency": "str", "type": "str", "cash": "cash"}
+_CONTRACT: Final = {
+    "conid": "int",
+    "symbol": "str",
+    "company_name": "str",
+    "sec_type": "str",
+    "listing_exchange": "str",
+    "currency": "str",
+    "category": "str?",
+    "industry": "str?",
+    "stock_type": "str",
+    "valid_exchanges": "str",
+    "bid": "decimal?",
+    "ask": "decimal?",
+    "last": "decimal?",
+    "prior_close": "decimal?",
+    "bid_size": "int?",
+    "ask_size": "int?",
+    "volume": "int?",
+    "availability": "str",
+    "last_is_prior_close": "bool",
+}
+_POSITION: Final = {"account_id": "str", "conid": "int", "quantity": "decimal", "avg_cost": "decimal"}
+_ORDER: Final = {
+    "order_id": "int",
+    "account_id": "str",
+    "conid": "int",
+    "side": "side",
+    "order_type": "str",
+    "quantity": "decimal",
+    "price": "decimal?",
+    "tif": "str",
+    "c_oid": "str?",
+    "age_minutes": "age",
+}
+_EXECUTION: Final = {
+    "execution_id": "str",
+    "account_id": "str",
+    "order_id": "int?",
+    "c_oid": "str?",
+    "conid": "int",
+    "side": "side",
+    "quantity": "decimal",
+    "price": "decimal",
+    "commission": "decimal",
+    "exchange": "str",
+    "age_minutes": "age",
+}
+_FILES: Final = {
+    "accounts.json": {"profiles": "list", "accounts": "list", "fx_rates_to_usd": "cash"},
+    "book.json": {"positions": "list", "orders": "list", "executions": "list"},
+}
+"""The seed files and their records: plain JSON checked field by field (unknown names refused, every
+name without a default required), so starting the simulator builds no model."""
 
 
 def _read(name: str) -> str:
@@ -260,55 +297,67 @@ def _read(name: str) -> str:
 
 
 def load_seed_book(now: datetime) -> SimBook:
-    """A fresh book from the packaged seed files; ages in the seed count back from `now`."""
-    accounts_file = _AccountsFile.model_validate(json.loads(_read("accounts.json")))
-    contracts = [_ContractSeed.model_validate(item) for item in json.loads(_read("contracts.json"))]
-    book_file = _BookFile.model_validate(json.loads(_read("book.json")))
+    """A fresh book from the packaged seed files; ages in the seed count back from `now`.
+
+    Raises:
+        SeedError: a seed file without the expected shape (unknown or missing field, wrong type).
+    """
+    accounts_file = _record(json.loads(_read("accounts.json")), "accounts.json", _FILES["accounts.json"])
+    book_file = _record(json.loads(_read("book.json")), "book.json", _FILES["book.json"])
     book = SimBook(
         profiles={
-            p.name: SimProfile(p.name, p.user_name, p.user_id, p.is_paper, tuple(p.accounts), p.advisor)
-            for p in accounts_file.profiles
+            p["name"]: SimProfile(
+                p["name"], p["user_name"], p["user_id"], p["is_paper"], tuple(p["accounts"]), p["advisor"]
+            )
+            for p in _records(accounts_file["profiles"], "accounts.json profiles", _PROFILE, {"advisor": False})
         },
         accounts={
-            a.account_id: SimAccount(a.account_id, a.title, a.currency, a.type, dict(a.cash))
-            for a in accounts_file.accounts
+            a["account_id"]: SimAccount(a["account_id"], a["title"], a["currency"], a["type"], a["cash"])
+            for a in _records(accounts_file["accounts"], "accounts.json accounts", _ACCOUNT)
         },
-        contracts={c.conid: SimContract(**c.model_dump()) for c in contracts},
-        fx_rates_to_usd=dict(accounts_file.fx_rates_to_usd),
+        contracts={
+            c["conid"]: SimContract(**c)
+            for c in _records(
+                json.loads(_read("contracts.json")), "contracts.json", _CONTRACT, {"last_is_prior_close": False}
+            )
+        },
+        fx_rates_to_usd=accounts_file["fx_rates_to_usd"],
     )
-    for p in book_file.positions:
-        book.positions[(p.account_id, p.conid)] = SimPosition(p.account_id, p.conid, p.quantity, p.avg_cost)
-    for o in book_file.orders:
-        at = now - timedelta(minutes=o.age_minutes)
-        book.orders[o.order_id] = SimOrder(
-            order_id=o.order_id,
-            account_id=o.account_id,
-            conid=o.conid,
-            side=o.side,
-            order_type=o.order_type,
-            quantity=o.quantity,
-            price=o.price,
+    for p in _records(book_file["positions"], "book.json positions", _POSITION):
+        book.positions[(p["account_id"], p["conid"])] = SimPosition(
+            p["account_id"], p["conid"], p["quantity"], p["avg_cost"]
+        )
+    for o in _records(book_file["orders"], "book.json orders", _ORDER, {"price": None, "c_oid": None}):
+        at = now - timedelta(minutes=o["age_minutes"])
+        book.orders[o["order_id"]] = SimOrder(
+            order_id=o["order_id"],
+            account_id=o["account_id"],
+            conid=o["conid"],
+            side=o["side"],
+            order_type=o["order_type"],
+            quantity=o["quantity"],
+            price=o["price"],
             aux_price=None,
-            tif=o.tif,
-            c_oid=o.c_oid,
+            tif=o["tif"],
+            c_oid=o["c_oid"],
             status="Submitted",
             created_at=at,
             updated_at=at,
         )
-    for e in book_file.executions:
+    for e in _records(book_file["executions"], "book.json executions", _EXECUTION):
         book.executions.append(
             SimExecution(
-                execution_id=e.execution_id,
-                account_id=e.account_id,
-                order_id=e.order_id,
-                c_oid=e.c_oid,
-                conid=e.conid,
-                side=e.side,
-                quantity=e.quantity,
-                price=e.price,
-                commission=e.commission,
-                exchange=e.exchange,
-                executed_at=now - timedelta(minutes=e.age_minutes),
+                execution_id=e["execution_id"],
+                account_id=e["account_id"],
+                order_id=e["order_id"],
+                c_oid=e["c_oid"],
+                conid=e["conid"],
+                side=e["side"],
+                quantity=e["quantity"],
+                price=e["price"],
+                commission=e["commission"],
+                exchange=e["exchange"],
+                executed_at=now - timedelta(minutes=e["age_minutes"]),
             )
         )
     return book

@@ -21,6 +21,7 @@ snapshot (a torn last history line is cut off). A snapshot that cannot be read i
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import tempfile
@@ -51,7 +52,8 @@ _LOCK_RECORD_BYTES: Final = 42
 
 
 class _Saved(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: schemas are built when a book is first saved or read, not when fake mode starts
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class SavedBook(_Saved):
@@ -75,18 +77,24 @@ class HistoryEntry(_Saved):
     executions: list[SimExecution] = Field(default_factory=list[SimExecution])
 
 
-_BOOK: Final = TypeAdapter(SavedBook)
-_ENTRY: Final = TypeAdapter(HistoryEntry)
+@functools.cache
+def _book_adapter() -> TypeAdapter[SavedBook]:
+    return TypeAdapter(SavedBook)
+
+
+@functools.cache
+def _entry_adapter() -> TypeAdapter[HistoryEntry]:
+    return TypeAdapter(HistoryEntry)
 
 
 def book_bytes(saved: SavedBook) -> bytes:
     """The snapshot file's content."""
-    return _BOOK.dump_json(saved)
+    return _book_adapter().dump_json(saved)
 
 
 def history_bytes(entries: list[HistoryEntry]) -> bytes:
     """History lines (each ends with a newline); empty entries are left out."""
-    return b"".join(_ENTRY.dump_json(e) + b"\n" for e in entries if e.orders or e.executions)
+    return b"".join(_entry_adapter().dump_json(e) + b"\n" for e in entries if e.orders or e.executions)
 
 
 @dataclass(slots=True)
@@ -220,7 +228,7 @@ class BookStore:
         except FileNotFoundError:
             return None
         try:
-            return _BOOK.validate_json(raw)
+            return _book_adapter().validate_json(raw)
         except ValidationError:
             damaged = self.path.with_name(self.path.name + ".damaged")
             os.replace(self.path, damaged)
@@ -241,7 +249,7 @@ class BookStore:
         entries: list[HistoryEntry] = []
         for line in tail[:complete].splitlines():
             try:
-                entries.append(_ENTRY.validate_json(line))
+                entries.append(_entry_adapter().validate_json(line))
             except ValidationError:
                 logger.warning("Skipped a simulator history line that could not be read.")
         self._history_end += complete

@@ -15,7 +15,6 @@ first use over the same `SimulatorState`.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote
@@ -35,16 +34,27 @@ from ._handlers import (
 )
 from .state import SimulatorState
 
-_PARAM: Final = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)}")
+_Segments = tuple[str, ...]
 
 
-def _compile(path: str) -> re.Pattern[str]:
-    """Starlette's pattern for a route path: each `{name}` matches one segment (`[^/]+`)."""
-    pattern, end = "^", 0
-    for found in _PARAM.finditer(path):
-        pattern += re.escape(path[end : found.start()]) + f"(?P<{found.group(1)}>[^/]+)"
-        end = found.end()
-    return re.compile(pattern + re.escape(path[end:]) + "$")
+def _segments(path: str) -> _Segments:
+    """A route path as its segments; `{name}` segments match any one non-empty segment (Starlette's `[^/]+`)."""
+    return tuple(path.split("/"))
+
+
+def _params(template: _Segments, path: _Segments) -> dict[str, Any] | None:
+    """The `{name}` values when `path` fits `template`, else None (no regular expression to compile)."""
+    if len(template) != len(path):
+        return None
+    found: dict[str, Any] = {}
+    for want, given in zip(template, path, strict=True):
+        if want.startswith("{") and want.endswith("}"):
+            if not given:
+                return None
+            found[want[1:-1]] = given
+        elif want != given:
+            return None
+    return found
 
 
 def _methods(methods: list[str]) -> frozenset[str]:
@@ -54,9 +64,9 @@ def _methods(methods: list[str]) -> frozenset[str]:
 _Kind = Handler | str
 """A CPAPI handler, or `token` for the OAuth handshake, `control` for `/sim/control`."""
 
-_ROUTE_TABLE: Final[list[tuple[re.Pattern[str], _Kind, frozenset[str]]]] = [
-    *[(_compile(path), handler, _methods(methods)) for path, handler, methods in ROUTES],
-    (_compile(LIVE_SESSION_TOKEN_PATH), "token", frozenset({"POST"})),
+_ROUTE_TABLE: Final[list[tuple[_Segments, _Kind, frozenset[str]]]] = [
+    *[(_segments(path), handler, _methods(methods)) for path, handler, methods in ROUTES],
+    (_segments(LIVE_SESSION_TOKEN_PATH), "token", frozenset({"POST"})),
 ]
 """The routes under each prefix, in the app's matching order."""
 
@@ -121,14 +131,14 @@ def _match(path: str, method: str) -> tuple[str, Any, dict[str, Any]]:
         return "method", _CONTROL_METHODS, {}
     for prefix in PREFIXES:
         if path.startswith(prefix + "/"):
-            rest = path[len(prefix) :]
+            rest = _segments(path[len(prefix) :])
             allowed: frozenset[str] | None = None
-            for pattern, kind, methods in _ROUTE_TABLE:
-                found = pattern.match(rest)
+            for template, kind, methods in _ROUTE_TABLE:
+                found = _params(template, rest)
                 if found is None:
                     continue
                 if method in methods:
-                    return "found", kind, found.groupdict()
+                    return "found", kind, found
                 allowed = allowed or methods
             if allowed is not None:
                 return "method", allowed, {}
