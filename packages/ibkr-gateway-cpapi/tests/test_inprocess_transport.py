@@ -224,3 +224,34 @@ def test_the_fake_accounts_read_imports_no_web_framework(tmp_path: Any) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"account_id": "DU1234567"' in done.stdout
+
+
+async def test_a_later_process_that_only_reads_first_still_continues_ids_and_refuses_a_known_coid(
+    tmp_path: Any,
+) -> None:
+    """The order engine is made on the first order, after reads restored the saved book: nothing is lost.
+
+    Its counters (order ids, execution ids) and the cOIDs seen continue from the saved book.
+    """
+    first = SimulatorState(clock=frozen_clock, book_path=tmp_path / "simulator-book.json")
+    async with httpx2.AsyncClient(transport=SimulatorTransport(first), base_url=HOST) as http:
+        await http.get("/v1/api/iserver/accounts")
+        placed = await http.post(
+            "/v1/api/iserver/account/DU1234567/orders", json=[PLACE | {"price": 212.42, "cOID": "once"}]
+        )
+        [ack] = placed.json()
+    later = SimulatorState(clock=frozen_clock, book_path=tmp_path / "simulator-book.json")
+    async with httpx2.AsyncClient(transport=SimulatorTransport(later), base_url=HOST) as http:
+        await http.get("/v1/api/iserver/accounts")  # a read: restores the book, makes no engine
+        again = await http.post(
+            "/v1/api/iserver/account/DU1234567/orders", json=[PLACE | {"price": 212.42, "cOID": "once"}]
+        )
+        assert "Local order ID=once is already registered" in again.text  # the saved cOID is known
+        [fresh] = (
+            await http.post("/v1/api/iserver/account/DU1234567/orders", json=[PLACE | {"price": 212.42, "cOID": "new"}])
+        ).json()
+        trades = (await http.get("/v1/api/iserver/account/trades", params={"days": "7"})).json()
+    assert int(fresh["order_id"]) == int(ack["order_id"]) + 1
+    ids = [trade["execution_id"] for trade in trades]
+    assert len(ids) >= 2 and len(set(ids)) == len(ids)
+    assert later.engine.next_execution == first.engine.next_execution + 1  # it went on from the saved counter

@@ -20,6 +20,9 @@ SEED_DIRECTORY: Final = "data"
 
 Side = Literal["BUY", "SELL"]
 
+FIRST_ORDER_ID: Final = 1873266401
+"""The order id the engine starts from over a book without orders (ids continue after the book's highest)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SimProfile:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
-from ._book import SimBook, SimContract, SimExecution, SimOrder, SimPosition
+from ._book import FIRST_ORDER_ID, SimBook, SimContract, SimExecution, SimOrder, SimPosition
 from ._portfolio import figures
 from ._session import BrokerageSession, SimHttpError, error_body
 from ._tickets import DEFAULT_QUESTION_RULES, OrderTicket, QuestionRule, parse_ticket, ticket_list
@@ -59,7 +59,7 @@ class OrderEngine:
         self._pending: dict[str, _Pending] = {}
         self.client_ids: set[tuple[str, str]] = {(o.account_id, o.c_oid) for o in book.orders.values() if o.c_oid}
         """(account, cOID) pairs seen; IBKR refuses a known one."""
-        self.next_order_id = max(book.orders, default=1873266400) + 1
+        self.next_order_id = max(book.orders, default=FIRST_ORDER_ID - 1) + 1
         self.next_execution = 1
         self.accepted: list[int] = []
         """Ids of the orders this engine accepted, oldest first."""

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.to_thread
 
-from . import _market, _order_views, _portfolio
-from ._book import SimAccount, SimBook, SimContract, SimOrder, SimPosition, SimProfile, load_seed_book
+from . import _portfolio
+from ._book import FIRST_ORDER_ID, SimAccount, SimBook, SimContract, SimOrder, SimPosition, SimProfile, load_seed_book
 from ._clock import ScaledClock
 from ._json import as_array, as_object
-from ._orders import OrderEngine
 from ._pacing import DEFAULT_PACING_RULES, DEFAULT_PENALTY, GLOBAL_PER_SECOND, HISTORY_CONCURRENCY, Pacer, PacingRule
 from ._session import AuthState, SessionMachine, SimConnectionDropped, SimHttpError, SimRequest, error_body
 from ._store import (
@@ -35,11 +34,12 @@ from ._store import (
     book_bytes,
     history_bytes,
 )
-from ._tickets import QuestionRule
-from ._trading import TradingDesk
 
 if TYPE_CHECKING:
     from ._oauth import OAuthAuthority
+    from ._orders import OrderEngine
+    from ._tickets import QuestionRule
+    from ._trading import TradingDesk
 
 _MAC = "02:5C:51:4D:00:01"
 
@@ -98,7 +98,11 @@ class SimulatorState:
         self.oauth: OAuthAuthority | None = None
         """IBKR's Web API with OAuth 1.0a instead of a gateway's login (`use_oauth`)."""
         self._accounts_loading = 0
-        self.engine = OrderEngine(self.book, clock)
+        self._engine: OrderEngine | None = None
+        self._engine_counters = (max(self.book.orders, default=FIRST_ORDER_ID - 1) + 1, 1)
+        """(next order id, next execution) until the engine is made: what it would start from, raised by `_restore`."""
+        self._engine_client_ids: set[tuple[str, str]] | None = None
+        """The (account, cOID) pairs `_restore` found before the engine was made."""
         self.withheld_quotes: set[int] = set()
         """Conids whose snapshot never gets past the pre-flight answer (a stalled market-data stream)."""
         self._drops_after_accept = 0
@@ -115,8 +119,29 @@ class SimulatorState:
         """Further empty live-orders answers after each warm-up (IBKR's slow order subscription)."""
         self.history_latency_s = 0.0
         """Real seconds each history request takes (so concurrent requests overlap)."""
-        self.trading = TradingDesk(self)
-        """Options, scanner, schedules, FX, P&L, transactions and depth."""
+        self._trading: TradingDesk | None = None
+
+    @property
+    def engine(self) -> OrderEngine:
+        """The order engine, made (and its modules imported) on first use: a read never needs it."""
+        if self._engine is None:
+            from ._orders import OrderEngine
+
+            engine = OrderEngine(self.book, self._clock)
+            engine.next_order_id, engine.next_execution = self._engine_counters
+            if self._engine_client_ids is not None:
+                engine.client_ids = self._engine_client_ids
+            self._engine = engine
+        return self._engine
+
+    @property
+    def trading(self) -> TradingDesk:
+        """Options, scanner, schedules, FX, P&L, transactions and depth (made on first use)."""
+        if self._trading is None:
+            from ._trading import TradingDesk
+
+            self._trading = TradingDesk(self)
+        return self._trading
 
     # -- inspection ------------------------------------------------------------------------------
 
@@ -259,8 +284,15 @@ class SimulatorState:
             for account_id, cash in saved.cash.items():
                 if account_id in self.book.accounts:
                     self.book.accounts[account_id].cash = dict(cash)
-            self.engine.next_order_id = max(saved.next_order_id, self.engine.next_order_id)
-            self.engine.next_execution = max(saved.next_execution, self.engine.next_execution)
+            if self._engine is not None:
+                self._engine.next_order_id = max(saved.next_order_id, self._engine.next_order_id)
+                self._engine.next_execution = max(saved.next_execution, self._engine.next_execution)
+            else:  # a read: the engine (and its modules) wait until an order needs them
+                next_order_id, next_execution = self._engine_counters
+                self._engine_counters = (
+                    max(saved.next_order_id, next_order_id),
+                    max(saved.next_execution, next_execution),
+                )
             if self._clock() - _SHARED_LOGIN < saved.login_at < self.session.logged_in_at:
                 self.session.logged_in_at = saved.login_at  # one simulated login: earlier orders stay listed
         for order in loaded.finished:
@@ -271,7 +303,11 @@ class SimulatorState:
             if execution.executed_at >= cutoff and execution.execution_id not in self._archived_executions:
                 self.book.executions.append(execution)
                 self._archived_executions.add(execution.execution_id)
-        self.engine.client_ids = {(o.account_id, o.c_oid) for o in orders.values() if o.c_oid is not None}
+        client_ids = {(o.account_id, o.c_oid) for o in orders.values() if o.c_oid is not None}
+        if self._engine is not None:
+            self._engine.client_ids = client_ids
+        else:
+            self._engine_client_ids = client_ids
 
     # -- test hooks ------------------------------------------------------------------------------
 
@@ -754,6 +790,8 @@ class SimulatorState:
 
     def snapshot(self, conids: Sequence[int], fields: Sequence[str]) -> list[dict[str, object]]:
         """`/iserver/marketdata/snapshot`: the first request per conid only opens the stream."""
+        from . import _market  # loaded by the reads that use it
+
         brokerage = self.session.brokerage
         updated_ms = int(self._clock().timestamp() * 1000)
         rows: list[dict[str, object]] = []
@@ -812,6 +850,8 @@ class SimulatorState:
 
     def history(self, conid: int, *, period: str, bar: str, outside_rth: bool) -> dict[str, object]:
         """`/iserver/marketdata/history`."""
+        from . import _market  # loaded by the reads that use it
+
         contract = self.book.contracts.get(conid)
         return _market.history(contract, period=period, bar=bar, outside_rth=outside_rth, now=self._clock())
 
@@ -825,6 +865,8 @@ class SimulatorState:
 
         An advisor login lists the selected account's orders, whatever `accountId` says.
         """
+        from . import _order_views  # loaded by the reads that use it
+
         brokerage = self.session.brokerage
         if self._profile.advisor:
             account_id = self.selected_account
@@ -849,6 +891,8 @@ class SimulatorState:
 
     def order_status(self, order_id: int) -> dict[str, object]:
         """`/iserver/account/order/status/{id}`."""
+        from . import _order_views  # loaded by the reads that use it
+
         order = self.book.orders.get(order_id)
         if order is None or not self._visible_order(order):
             raise SimHttpError(400, error_body(f"OrderID {order_id} doesn't exist"))
@@ -856,6 +900,8 @@ class SimulatorState:
 
     def trades(self, *, days: int, account_id: str | None) -> list[dict[str, object]]:
         """`/iserver/account/trades`: executions of the last `days` days (1 to 7); an advisor's selected account's."""
+        from . import _order_views  # loaded by the reads that use it
+
         if self._profile.advisor:
             account_id = self.selected_account
         cutoff = self._clock() - timedelta(days=min(max(days, 1), 7))
