@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx2
+import sniffio
 from ibkr_gateway_core.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_SECONDS, BrokerConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from pydantic_core import from_json
@@ -414,6 +415,10 @@ class CpapiClient:
                 headers={"User-Agent": USER_AGENT},
                 follow_redirects=False,
             )
+            if transport is None and _on_asyncio():
+                from ._asyncio_net import use_asyncio_network  # with the first request: start-up stays lean
+
+                use_asyncio_network(self._http)  # asyncio's TLS transport: fewer, larger reads (`_asyncio_net`)
         return self._http
 
     def _tls_verification(self) -> bool | ssl.SSLContext:
@@ -647,6 +652,13 @@ def governor_from_config(broker: BrokerConfig) -> RateGovernor | None:
         max_wait=timedelta(seconds=broker.pacing_max_wait_seconds),
         penalty=timedelta(seconds=broker.pacing_penalty_seconds),
     )
+
+
+def _on_asyncio() -> bool:
+    try:
+        return sniffio.current_async_library() == "asyncio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
 
 
 def _decode(content: bytes) -> tuple[object, bool]:
