@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 import ibkr_gateway_cpapi
 import ibkr_gateway_cpapi.simulator as simulator
+import pytest
 from ibkr_gateway_core.backend import BACKEND_ENTRY_POINT_GROUP, load_backend_factory
-from ibkr_gateway_cpapi.backend import open_client_portal_backend, open_fake_backend
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_cpapi.backend import open_client_portal_backend, open_fake_backend, open_oauth_backend
 
 
 def test_all_is_sorted_and_every_name_resolves() -> None:
@@ -24,6 +26,28 @@ def test_entry_points_name_both_backends() -> None:
     assert {"fake", "client_portal_gateway"} <= names
     assert load_backend_factory("fake") is open_fake_backend
     assert load_backend_factory("client_portal_gateway") is open_client_portal_backend
+
+
+def test_a_built_in_backend_is_found_without_scanning_every_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fake` comes from ibkr-gateway-cpapi's own metadata; other names still come from any distribution."""
+    import ibkr_gateway_core.backend as backend_module
+
+    def scan_refused(**_: object) -> list[EntryPoint]:
+        raise AssertionError("scanned every distribution for a built-in backend")
+
+    monkeypatch.setattr(backend_module, "entry_points", scan_refused)
+    assert load_backend_factory("fake") is open_fake_backend
+    assert load_backend_factory("cpapi_oauth") is open_oauth_backend
+
+    third_party = EntryPoint(name="custom", value="ibkr_gateway_cpapi.backend:open_fake_backend", group="x")
+    def scan(**_: object) -> list[EntryPoint]:
+        return [third_party]
+
+    monkeypatch.setattr(backend_module, "entry_points", scan)
+    assert load_backend_factory("custom") is open_fake_backend
+    with pytest.raises(GatewayError) as missing:
+        load_backend_factory("nowhere")
+    assert missing.value.code is ErrorCode.CONFIG_BACKEND_NOT_INSTALLED
 
 
 def test_importing_the_backend_does_not_import_starlette_or_uvicorn() -> None:

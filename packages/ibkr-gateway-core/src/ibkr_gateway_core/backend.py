@@ -2,13 +2,14 @@
 
 Core never imports a backend implementation. `ibkr-gateway-cpapi` registers factories under the
 `ibkr_gateway.backends` entry-point group, one per `broker.backend` value, and the Gateway loads the
-one the config names, lazily, on the first broker call.
+one the config names, lazily, on the first broker call. A name is looked up first among the entry
+points of `ibkr-gateway-cpapi` itself (one metadata file), then among every installed distribution's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from importlib.metadata import entry_points
+from collections.abc import Callable, Iterator
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, entry_points
 from typing import TYPE_CHECKING, Final, Protocol
 
 from .errors import ErrorCode, GatewayError
@@ -115,7 +116,7 @@ def load_backend_factory(name: str) -> BackendFactory:
     Raises:
         GatewayError: `CONFIG_BACKEND_NOT_INSTALLED` when no installed distribution provides it.
     """
-    for entry_point in entry_points(group=BACKEND_ENTRY_POINT_GROUP):
+    for entry_point in _backend_entry_points():
         if entry_point.name == name:
             factory: BackendFactory = entry_point.load()
             return factory
@@ -123,3 +124,20 @@ def load_backend_factory(name: str) -> BackendFactory:
         ErrorCode.CONFIG_BACKEND_NOT_INSTALLED,
         f"No backend named {name!r} is installed.",
     )
+
+
+BUILT_IN_BACKENDS_DISTRIBUTION: Final = "ibkr-gateway-cpapi"
+"""The distribution that registers `fake`, `client_portal_gateway` and `cpapi_oauth`."""
+
+
+def _backend_entry_points() -> Iterator[EntryPoint]:
+    """The built-in backends first, read from their own distribution's metadata; then every distribution's.
+
+    Finding `fake` this way reads one small file instead of the entry points of every installed
+    distribution (a CLI start-up cost), and a third-party package cannot take a built-in name.
+    """
+    try:
+        yield from distribution(BUILT_IN_BACKENDS_DISTRIBUTION).entry_points.select(group=BACKEND_ENTRY_POINT_GROUP)
+    except PackageNotFoundError:
+        pass
+    yield from entry_points(group=BACKEND_ENTRY_POINT_GROUP)

@@ -8,6 +8,7 @@ with `"[REDACTED]"`, and says where it did so. A key whose own name would trip t
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -58,9 +59,17 @@ _SECRET_VALUE_PATTERN: Final = "|".join(
         "(?i:" + "|".join(re.escape(marker) for marker in SECRET_MARKERS) + ")",
     )
 )
-_LOCAL_PATH: Final = re.compile(_LOCAL_PATH_PATTERN)
-_ANY_SECRET: Final = re.compile(f"{_LOCAL_PATH_PATTERN}|{_SECRET_VALUE_PATTERN}")
-"""One pass over the text decides the common case: nothing to redact."""
+
+
+@functools.cache
+def _local_path() -> re.Pattern[str]:
+    return re.compile(_LOCAL_PATH_PATTERN)
+
+
+@functools.cache
+def _any_secret() -> re.Pattern[str]:
+    """One pass over the text decides: nothing to redact, or what (compiled on first need, not at start-up)."""
+    return re.compile(f"{_LOCAL_PATH_PATTERN}|{_SECRET_VALUE_PATTERN}")
 
 
 class Redaction(BaseModel):
@@ -118,29 +127,32 @@ def secret_reason(text: str) -> str | None:
     else:
         if not _WHOLE_TOKEN.match(text):
             return None
-    if not _ANY_SECRET.search(text):
+    if not _any_secret().search(text):
         return None
-    return REASON_LOCAL_PATH if _LOCAL_PATH.search(text) else REASON_SECRET_VALUE
+    return REASON_LOCAL_PATH if _local_path().search(text) else REASON_SECRET_VALUE
 
 
-_SCRUB: Final = re.compile(
-    "|".join(
-        (
-            r"(?i:\b(?:bearer|basic)\s+[^\s\"',;]+)",  # an Authorization value
-            r"(?i:\bauthorization\s*:\s*(?:\w+\s+)?[^\s\"',;]+)",
-            r"(?i:\b[\w-]*(?:cookie|password|passwd|token|secret|api[_-]?key|session)[\w-]*\s*[=:]\s*[^\s\"',;&]+)",
-            r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",  # a JWT
-            r"/home/[^\s\"',;]*|/Users/[^\s\"',;]*|(?<![\w.])/root(?:/[^\s\"',;]*)?|(?i:[a-z]:\\+users\\+[^\s\"',;]*)",
+@functools.cache
+def _scrub() -> re.Pattern[str]:
+    """Secret-looking spans of free text, each with the value that follows its marker (compiled on first need)."""
+    return re.compile(
+        "|".join(
+            (
+                r"(?i:\b(?:bearer|basic)\s+[^\s\"',;]+)",  # an Authorization value
+                r"(?i:\bauthorization\s*:\s*(?:\w+\s+)?[^\s\"',;]+)",
+                r"(?i:\b[\w-]*(?:cookie|password|passwd|token|secret|api[_-]?key|session)[\w-]*\s*[=:]\s*[^\s\"',;&]+)",
+                r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",  # a JWT
+                r"/home/[^\s\"',;]*|/Users/[^\s\"',;]*|(?<![\w.])/root(?:/[^\s\"',;]*)?|(?i:[a-z]:\\+users\\+[^\s\"',;]*)",
+            )
         )
     )
-)
-"""Secret-looking spans of free text, each with the value that follows its marker."""
 
 
 def scrub_text(text: str) -> str:
     """`text` with every secret-looking span (header value, `cookie=...`, token, local path) replaced."""
-    text = _SCRUB.sub(REDACTED, text)
-    return _ANY_SECRET.sub(REDACTED, text) if _ANY_SECRET.search(text) else text
+    text = _scrub().sub(REDACTED, text)
+    secret = _any_secret()
+    return secret.sub(REDACTED, text) if secret.search(text) else text
 
 
 def is_sensitive_key(key: str) -> bool:
