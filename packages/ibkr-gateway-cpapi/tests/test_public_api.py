@@ -40,6 +40,7 @@ def test_a_built_in_backend_is_found_without_scanning_every_distribution(monkeyp
     assert load_backend_factory("cpapi_oauth") is open_oauth_backend
 
     third_party = EntryPoint(name="custom", value="ibkr_gateway_cpapi.backend:open_fake_backend", group="x")
+
     def scan(**_: object) -> list[EntryPoint]:
         return [third_party]
 
