@@ -63,6 +63,7 @@ class _ModelField(Generic[M]):
 
 if TYPE_CHECKING:
     from .capabilities import Capabilities
+    from .input_base import NoInput, OperationInput
     from .market.models import (
         AccountMetadata,
         CurrencyRate,
@@ -143,8 +144,6 @@ if TYPE_CHECKING:
         ContractInput,
         ContractQueryInput,
         ExecutionsInput,
-        NoInput,
-        OperationInput,
         OrderLookupInput,
         PositionsInput,
     )
@@ -157,6 +156,7 @@ else:
     globals().update(
         _refs(
             {
+                ".input_base": ("NoInput", "OperationInput"),
                 ".capabilities": ("Capabilities",),
                 ".market.models": (
                     "AccountMetadata",
@@ -238,8 +238,6 @@ else:
                     "ContractInput",
                     "ContractQueryInput",
                     "ExecutionsInput",
-                    "NoInput",
-                    "OperationInput",
                     "OrderLookupInput",
                     "PositionsInput",
                 ),

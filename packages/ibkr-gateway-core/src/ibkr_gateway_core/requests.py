@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from .audit.checkpoint import Checkpoint
+from .input_base import NoInput as NoInput  # re-exported: every input model is importable from here
+from .input_base import OperationInput as OperationInput
 from .models import AccountId, AssetClass, ContractId, Currency
 
 
@@ -20,17 +22,6 @@ def _strip_numeric_string(value: object) -> object:
     if isinstance(value, str):
         return value.strip()
     return value
-
-
-class OperationInput(BaseModel):
-    """Base of every operation input: closed and immutable."""
-
-    # defer_build: a schema is built on first use, so importing the registry stays cheap (CLI start-up)
-    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid", str_strip_whitespace=True)
-
-
-class NoInput(OperationInput):
-    """An operation without arguments."""
 
 
 class AccountInput(OperationInput):
