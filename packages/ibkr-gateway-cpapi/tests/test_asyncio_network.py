@@ -170,3 +170,34 @@ async def test_a_connection_reset_before_any_answer_is_backend_unavailable_for_a
         with anyio.fail_after(10), pytest.raises(GatewayError) as caught:
             await client.get("/portfolio/accounts")
     assert caught.value.code == ErrorCode.BROKER_BACKEND_UNAVAILABLE
+
+
+async def test_a_body_larger_than_the_socket_buffers_is_sent_whole() -> None:
+    """A write past the transport's high-water mark waits for the socket, then the answer comes as usual."""
+    received: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            received.append(len(request))
+            writer.write(answer(b'{"ok": true}'))
+            await writer.drain()
+
+    big = {"notes": "x" * 4_000_000}
+    async with tls_server(handler) as (url, _), CpapiClient(url, verify_tls=False) as client:
+        with anyio.fail_after(20):
+            assert await client.post("/tickle", big) == {"ok": True}
+    assert received and received[-1] > 4_000_000
+
+
+async def test_a_server_that_stops_reading_makes_a_write_time_out() -> None:
+    """The server reads nothing: the write fills the socket buffers and times out; a write's outcome is unknown."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async with tls_server(handler) as (url, _), CpapiClient(url, verify_tls=False, timeout_s=0.5) as client:
+        with anyio.fail_after(20), pytest.raises(GatewayError) as caught:
+            await client.post("/tickle", {"notes": "x" * 50_000_000}, mutating=True)
+    assert caught.value.code == ErrorCode.BROKER_OUTCOME_UNKNOWN
+    assert "in time" in caught.value.message

@@ -52,8 +52,11 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         if not buffer:
             return
         try:
+            self._writer.write(buffer)
+            if not self._writer.transport.get_write_buffer_size():  # all handed to the socket: no wait to bound
+                await self._writer.drain()  # reports a lost connection; waits only while over the high-water mark
+                return
             with anyio.fail_after(timeout):
-                self._writer.write(buffer)
                 await self._writer.drain()
         except TimeoutError:
             raise httpcore2.WriteTimeout("The write timed out.") from None
