@@ -50,11 +50,11 @@ from ._market_reads import MarketReads
 from ._order_body import order_body
 from ._questions import QuestionSlot, broker_key
 from .client import BrokerHttpError, CpapiClient, Decoder, api_base_url
-from .pacing import RateGovernor
 from .supervisor import DEFAULT_TICKLE_INTERVAL, SessionSupervisor, Sleep
 from .ws import AsgiConnector, WebsocketConnector, WsConnector
 
 if TYPE_CHECKING:
+    from .pacing import RateGovernor
     from .simulator import SimulatorState
     from .writer import ClientPortalOrderWriter
 

@@ -29,19 +29,21 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Final, Literal, Self
+from typing import TYPE_CHECKING, Final, Literal, Self
 from urllib.parse import urlsplit
 
 import anyio
 import httpx2
 import sniffio
-from ibkr_gateway_core.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_SECONDS, BrokerConfig
+from ibkr_gateway_core.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_SECONDS, BrokerConfig, OAuthConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from pydantic_core import from_json
 
 from ._wire import error_text
-from .oauth import OAuthSession, UnauthorizedError, oauth_session_from_config
-from .pacing import DEFAULT_PENALTY, RateGovernor, parse_retry_after
+
+if TYPE_CHECKING:  # pacing and OAuth load when a governor or an OAuth session is used (fake mode needs neither)
+    from .oauth import OAuthSession
+    from .pacing import RateGovernor
 
 API_PREFIX: Final = "/v1/api"
 """CPAPI's path prefix; added to a base URL that does not already end with it."""
@@ -213,7 +215,7 @@ class CpapiClient:
             ca_file=broker.ca_file,
             http_client=http_client,
             governor=governor_from_config(broker),
-            oauth=oauth_session_from_config(broker.oauth) if broker.oauth is not None else None,
+            oauth=_oauth_session(broker.oauth) if broker.oauth is not None else None,
         )
 
     @property
@@ -457,7 +459,7 @@ class CpapiClient:
             try:
                 return await self._send_once(method, path, params, body, mutating=mutating, decoder=decoder)
             except _PacedError as exc:
-                wait = exc.retry_after_s if exc.retry_after_s is not None else DEFAULT_PENALTY.total_seconds()
+                wait = exc.retry_after_s if exc.retry_after_s is not None else _default_penalty_s()
                 raise GatewayError(
                     ErrorCode.BROKER_RATE_LIMITED,
                     f"The broker at {self._label} is pacing requests (429).",
@@ -507,6 +509,8 @@ class CpapiClient:
             try:
                 status = response.status_code
                 if status == 429:  # nothing was acted on; the body is undocumented
+                    from .pacing import parse_retry_after
+
                     retry_after = parse_retry_after(response.headers.get("retry-after"), now_epoch_s=time.time())
                     raise _PacedError(retry_after, whole_client=_boxes_whole_client(await self._read_capped(response)))
                 content = await self._read_capped(response)
@@ -601,6 +605,8 @@ class CpapiClient:
         decoded, is_json = _decode(content)
         broker_error = error_text(decoded) if is_json else None
         if status == 401:
+            from .oauth import UnauthorizedError
+
             raise UnauthorizedError(
                 ErrorCode.BROKER_SESSION_REQUIRED,
                 f"The Client Portal Gateway at {self._label} has no authenticated session.",
@@ -643,10 +649,24 @@ class CpapiClient:
         )
 
 
+def _oauth_session(settings: OAuthConfig) -> OAuthSession:
+    from .oauth import oauth_session_from_config
+
+    return oauth_session_from_config(settings)
+
+
+def _default_penalty_s() -> float:
+    from .pacing import DEFAULT_PENALTY
+
+    return DEFAULT_PENALTY.total_seconds()
+
+
 def governor_from_config(broker: BrokerConfig) -> RateGovernor | None:
     """The rate governor `broker` asks for, or None with pacing off."""
     if not broker.pacing_enabled:
         return None
+    from .pacing import RateGovernor
+
     return RateGovernor(
         requests_per_second=broker.pacing_requests_per_second,
         max_wait=timedelta(seconds=broker.pacing_max_wait_seconds),
