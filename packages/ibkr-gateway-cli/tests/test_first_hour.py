@@ -78,7 +78,6 @@ HEALTH_CORE_MODULES = {
     "ibkr_gateway_core.observability",
     "ibkr_gateway_core.orders",
     "ibkr_gateway_core.orders.risk",
-    "ibkr_gateway_core.orders.tickets",
     "ibkr_gateway_core.principal",
     "ibkr_gateway_core.read_desk",
     "ibkr_gateway_core.redaction",

@@ -24,6 +24,7 @@ ContractId = Annotated[int, Field(gt=0, lt=10**12)]
 AccountMode = Literal["paper", "live", "unknown"]
 AssetClass = Literal["stock", "etf", "option", "future", "forex", "index", "bond", "fund", "crypto", "other"]
 OrderSide = Literal["buy", "sell"]
+OrderType = Literal["limit", "market", "stop", "stop_limit", "trailing_stop"]
 OrderStatus = Literal["pending_submit", "submitted", "pending_cancel", "filled", "cancelled", "inactive", "unknown"]
 DataStatus = Literal["live", "delayed", "frozen", "unavailable"]
 

@@ -14,8 +14,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ..models import AssetClass, Currency
-from .tickets import OrderType
+from ..models import AssetClass, Currency, OrderType
 
 PolicyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 """A policy id: letters, digits, `.`, `_`, `-`; at most 64 characters."""

@@ -15,8 +15,8 @@ from typing import Literal, Protocol
 from pydantic import Field
 
 from ..models import AssetClass, Currency, DomainModel, Money, OrderRecord, OrderSide, OrderStatus
+from ..models import OrderType as OrderType  # defined with the other aliases: the config reads it without tickets
 
-OrderType = Literal["limit", "market", "stop", "stop_limit", "trailing_stop"]
 TimeInForce = Literal["day", "gtc"]
 LegRole = Literal["parent", "take_profit", "stop_loss"]
 """The legs of a bracket: the entry order and its two exits (one cancels the other)."""
