@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx2
@@ -40,7 +40,7 @@ from ibkr_gateway_core.orders import OrderTicket
 from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_core.scopes import WITH_LIVE
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -282,9 +282,45 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         web.quit()
 
 
+T = TypeVar("T")
+
+
+def _reloaded_under(exc: WebDriverException) -> bool:
+    """The page reloaded itself (it does on every change) between finding an element and using it.
+
+    Chromedriver says so as a stale element, or as an unknown error naming a node that left the document.
+    """
+    return isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in (exc.msg or "")
+
+
+def _again(action: Callable[[], T], timeout: float = 20) -> T:
+    """Run a find-and-use step, again from the find when the page reloaded under it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except WebDriverException as exc:
+            if not _reloaded_under(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _type(web: WebDriver, css: str, text: str) -> None:
+    """Type into a field, again from the find if the page reloaded first; once the field holds a value and has
+    the focus the page stops reloading itself (`assets.JS`), so the click that follows meets the same page."""
+    _again(lambda: web.find_element(By.CSS_SELECTOR, css).send_keys(text))
+
+
 def _wait(web: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 20) -> Any:
-    waiting = WebDriverWait(web, timeout, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException])
-    return waiting.until(condition)
+    def settled(driver: WebDriver) -> Any:
+        try:
+            return condition(driver)
+        except WebDriverException as exc:
+            if _reloaded_under(exc):
+                return False
+            raise
+
+    return WebDriverWait(web, timeout, poll_frequency=0.2).until(settled)
 
 
 def _shot(web: WebDriver, name: str) -> None:
@@ -328,16 +364,23 @@ def test_a_person_approves_denies_and_halts_in_the_browser(rig: DeskRig, browser
     """Sign in, see a pending preview with its context, approve, deny, close the kill switch."""
     first = rig.preview(10)
     _sign_in(browser, rig, APPROVER, shot=True)
-    card = _wait(browser, lambda w: w.find_element(By.ID, f"preview-{first.preview_id}"))
-    text = card.text.lower()
+    _wait(browser, lambda w: w.find_element(By.ID, f"preview-{first.preview_id}"))
+
+    def shown() -> tuple[str, str | None, str, int, str, str]:  # read in one go, from the page as it is now
+        card = browser.find_element(By.ID, f"preview-{first.preview_id}")
+        verdict = card.find_element(By.CSS_SELECTOR, ".verdict").get_attribute("class") or ""
+        failing = len(card.find_elements(By.CSS_SELECTOR, "table.checks tr.fail"))
+        who = browser.find_element(By.ID, "who").text
+        return card.text.lower(), card.get_attribute("data-fingerprint"), verdict, failing, who, browser.page_source
+
+    text, fingerprint, verdict, failing, who, source = _again(shown)
     assert "buy 10 aapl" in text and AGENT in text and "worst-case exposure" in text
     assert "fresh quote" in text and "commission" in text and "risk checks" in text
-    assert PAPER_ACCOUNT not in browser.page_source  # masked: only the last four characters
-    assert card.get_attribute("data-fingerprint") == first.fingerprint
-    verdict = card.find_element(By.CSS_SELECTOR, ".verdict")
-    assert "pass" in (verdict.get_attribute("class") or "")  # the core's policy passes on the fresh quote...
-    assert not card.find_elements(By.CSS_SELECTOR, "table.checks tr.fail")  # ...and so does every row shown
-    assert browser.find_element(By.ID, "who").text.startswith(APPROVER)
+    assert PAPER_ACCOUNT not in source  # masked: only the last four characters
+    assert fingerprint == first.fingerprint
+    assert "pass" in verdict  # the core's policy passes on the fresh quote...
+    assert failing == 0  # ...and so does every row shown
+    assert who.startswith(APPROVER)
 
     # a second preview arrives while the page is open: the page shows it by itself
     second = rig.preview(5, "189.5")
@@ -356,7 +399,7 @@ def test_a_person_approves_denies_and_halts_in_the_browser(rig: DeskRig, browser
     assert all(PAPER_ACCOUNT not in h["body"] for h in rig.hooks)
 
     # approve the first: the agent's paper submit goes through
-    browser.find_element(By.CSS_SELECTOR, f"#preview-{first.preview_id} select[name=ttl_seconds]").send_keys("15 min")
+    _type(browser, f"#preview-{first.preview_id} select[name=ttl_seconds]", "15 min")
     browser.find_element(By.ID, f"approve-{first.preview_id}").click()
     assert "Approved BUY 10 AAPL" in _flash(browser, "Approved BUY 10 AAPL")
     approvals = rig.agent("list_approvals", {"limit": 5})
@@ -369,9 +412,7 @@ def test_a_person_approves_denies_and_halts_in_the_browser(rig: DeskRig, browser
     assert submitted.mode == "paper" and submitted.approval_id == approval.approval_id
 
     # deny the second: it can never be approved
-    browser.find_element(By.CSS_SELECTOR, f"#preview-{second.preview_id} input[name=reason]").send_keys(
-        "Too close to the open"
-    )
+    _type(browser, f"#preview-{second.preview_id} input[name=reason]", "Too close to the open")
     browser.find_element(By.ID, f"deny-{second.preview_id}").click()
     assert "Denied preview" in _flash(browser, "Denied preview")
     with pytest.raises(GatewayError) as denied:
@@ -385,11 +426,11 @@ def test_a_person_approves_denies_and_halts_in_the_browser(rig: DeskRig, browser
     live = rig.preview(2)
     browser.get(rig.desk_url + "/")
     _wait(browser, lambda w: w.find_element(By.ID, "kill-switch-pill").text == "Live trading allowed")
-    browser.find_element(By.CSS_SELECTOR, f"#preview-{live.preview_id} select[name=mode]").send_keys("live")
+    _type(browser, f"#preview-{live.preview_id} select[name=mode]", "live")
     browser.find_element(By.ID, f"approve-{live.preview_id}").click()
     assert "Approved BUY 2 AAPL" in _flash(browser, "Approved BUY 2 AAPL")
     live_approval = next(a for a in rig.agent("list_approvals", {"limit": 5}) if a.preview_id == live.preview_id)
-    browser.find_element(By.CSS_SELECTOR, "#kill-switch input[name=reason]").send_keys("Agent misbehaving")
+    _type(browser, "#kill-switch input[name=reason]", "Agent misbehaving")
     browser.find_element(By.ID, "kill-switch-close").click()
     assert "kill switch is closed" in _flash(browser, "kill switch is closed")
     assert browser.find_element(By.ID, "kill-switch-pill").text == "Kill switch CLOSED"
