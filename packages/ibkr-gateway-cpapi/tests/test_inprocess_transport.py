@@ -208,7 +208,10 @@ async def test_a_dropped_answer_is_a_protocol_error_through_both(deterministic: 
 
 
 def test_the_fake_accounts_read_imports_no_web_framework(tmp_path: Any) -> None:
-    """`ibkr-agent accounts list` in fake mode serves the simulator in process: no Starlette, no ASGI app."""
+    """`ibkr-agent accounts list` in fake mode serves the simulator in process: no Starlette, no ASGI app.
+
+    Nor does it define the market and order wire models, which load with the reads that use them.
+    """
     code = (
         "import sys\n"
         "from ibkr_gateway_cli.fast import main\n"
@@ -217,6 +220,8 @@ def test_the_fake_accounts_read_imports_no_web_framework(tmp_path: Any) -> None:
         "loaded = sorted(name for name in sys.modules if name.split('.')[0] in ('starlette', 'uvicorn'))\n"
         "assert not loaded, loaded\n"
         "assert 'ibkr_gateway_cpapi.simulator.inprocess' in sys.modules\n"
+        "unused = sorted(name for name in sys.modules if name.endswith(('._wire_market', '._wire_orders')))\n"
+        "assert not unused, unused\n"
     )
     env = {"IBKR_AGENT_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONWARNDEFAULTENCODING": "1"}
     done = subprocess.run(
@@ -255,3 +260,19 @@ async def test_a_later_process_that_only_reads_first_still_continues_ids_and_ref
     ids = [trade["execution_id"] for trade in trades]
     assert len(ids) >= 2 and len(set(ids)) == len(ids)
     assert later.engine.next_execution == first.engine.next_execution + 1  # it went on from the saved counter
+
+
+def test_the_lazy_wire_names_resolve_to_their_home_modules() -> None:
+    """`_wire.WireTrade` and the rest: the very classes and parsers of `_wire_market` and `_wire_orders`."""
+    import importlib
+
+    from ibkr_gateway_cpapi import _wire as wire
+
+    lazy: dict[str, str] = dict(wire._LAZY)  # pyright: ignore[reportPrivateUsage]
+    assert len(lazy) == 19
+    for name, home in lazy.items():
+        module = importlib.import_module(home, "ibkr_gateway_cpapi")
+        assert getattr(wire, name) is getattr(module, name)
+    missing = "WireNothing"
+    with pytest.raises(AttributeError):
+        getattr(wire, missing)

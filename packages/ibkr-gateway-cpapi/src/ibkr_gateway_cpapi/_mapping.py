@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from ibkr_gateway_core.models import (
     AccountMode,
@@ -30,17 +30,16 @@ from ibkr_gateway_core.models import (
 from pydantic import ConfigDict, TypeAdapter
 
 from ._wire import (
-    WireContractInfo,
-    WireHistory,
     WireIserverAccounts,
     WireLedgerEntry,
     WireNumber,
     WirePortfolioAccount,
     WirePosition,
-    WireSearchResult,
-    WireSnapshotRow,
     WireSummaryValue,
 )
+
+if TYPE_CHECKING:  # the market models load with the market reads (`_wire`)
+    from ._wire_market import WireContractInfo, WireHistory, WireSearchResult, WireSnapshotRow
 
 _T = TypeVar("_T")
 

@@ -11,13 +11,16 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ibkr_gateway_core.models import Execution, Money, OrderRecord, OrderSide, OrderStatus
 from ibkr_gateway_core.orders import WhatIf
 
 from ._mapping import ms_to_datetime, required, text_or_none, to_decimal
-from ._wire import WireLiveOrder, WireNumber, WireOrderStatus, WireTrade, WireWhatIf, WireWhatIfChange
+from ._wire import WireNumber
+
+if TYPE_CHECKING:  # the order models load with the first order read or write (`_wire`)
+    from ._wire_orders import WireLiveOrder, WireOrderStatus, WireTrade, WireWhatIf, WireWhatIfChange
 
 ORDER_STATUSES: Final[Mapping[str, OrderStatus]] = {
     "pendingsubmit": "pending_submit",

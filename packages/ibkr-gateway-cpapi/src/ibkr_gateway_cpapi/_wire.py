@@ -7,7 +7,8 @@ into core's domain models.
 
 from __future__ import annotations
 
-from typing import Final, TypeVar
+import importlib
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -148,231 +149,13 @@ class WirePosition(WireModel):
     """`COMMON`, `ETF`, `ADR`… once the row is warm."""
 
 
-class WireSection(WireModel):
-    """One entry of `sections` in a secdef search result."""
-
-    sec_type: str | None = Field(default=None, alias="secType")
-
-
-class WireSearchResult(WireModel):
-    """One element of `/iserver/secdef/search`; `conid` arrives as a string here."""
-
-    conid: int | str
-    symbol: str | None = None
-    company_name: str | None = Field(default=None, alias="companyName")
-    company_header: str | None = Field(default=None, alias="companyHeader")
-    description: str | None = None
-    """The listing exchange, e.g. `NASDAQ`."""
-    sections: list[WireSection] = Field(default_factory=list[WireSection])
-
-
-class WireContractInfo(WireModel):
-    """`/iserver/contract/{conid}/info` (snake case)."""
-
-    con_id: int | str
-    symbol: str | None = None
-    company_name: str | None = None
-    instrument_type: str | None = None
-    exchange: str | None = None
-    listing_exchange: str | None = None
-    currency: str | None = None
-    local_symbol: str | None = None
-    category: str | None = None
-    industry: str | None = None
-
-
-class WireSnapshotRow(WireModel):
-    """One element of `/iserver/marketdata/snapshot`; field codes are the JSON keys."""
-
-    conid: int | str
-    updated_ms: int | None = Field(default=None, alias="_updated")
-    last: WireNumber | None = Field(default=None, alias="31")
-    bid: WireNumber | None = Field(default=None, alias="84")
-    ask_size: WireNumber | None = Field(default=None, alias="85")
-    ask: WireNumber | None = Field(default=None, alias="86")
-    volume_formatted: WireNumber | None = Field(default=None, alias="87")
-    bid_size: WireNumber | None = Field(default=None, alias="88")
-    symbol: str | None = Field(default=None, alias="55")
-    availability: str | None = Field(default=None, alias="6509")
-    last_size: WireNumber | None = Field(default=None, alias="7059")
-    volume: WireNumber | None = Field(default=None, alias="7762")
-
-    @property
-    def has_prices(self) -> bool:
-        """False for the pre-flight answer, which carries only `conid` and `conidEx`."""
-        return any(value is not None for value in (self.last, self.bid, self.ask))
-
-
-class WireBar(WireModel):
-    """One bar of `/iserver/marketdata/history`; `t` is milliseconds."""
-
-    o: WireNumber
-    h: WireNumber
-    low: WireNumber = Field(alias="l")
-    c: WireNumber
-    v: WireNumber = 0
-    t: int
-
-
-class WireHistory(WireModel):
-    """`/iserver/marketdata/history`."""
-
-    symbol: str | None = None
-    text: str | None = None
-    price_factor: WireNumber | None = Field(default=None, alias="priceFactor")
-    data: list[WireBar] = Field(default_factory=list[WireBar])
-
-
-class WireLiveOrder(WireModel):
-    """One order of `/iserver/account/orders`; prices are strings."""
-
-    acct: str | None = None
-    account: str | None = None
-    order_id: int | str = Field(alias="orderId")
-    conid: int | str | None = None
-    ticker: str | None = None
-    description1: str | None = None
-    side: str | None = None
-    order_type: str | None = Field(default=None, alias="orderType")
-    orig_order_type: str | None = Field(default=None, alias="origOrderType")
-    total_size: WireNumber | None = Field(default=None, alias="totalSize")
-    filled_quantity: WireNumber | None = Field(default=None, alias="filledQuantity")
-    remaining_quantity: WireNumber | None = Field(default=None, alias="remainingQuantity")
-    price: WireNumber | None = None
-    aux_price: WireNumber | None = Field(default=None, alias="auxPrice")
-    stop_price: WireNumber | None = None
-    avg_price: WireNumber | None = Field(default=None, alias="avgPrice")
-    time_in_force: str | None = Field(default=None, alias="timeInForce")
-    status: str | None = None
-    order_ref: str | None = None
-    last_execution_ms: int | None = Field(default=None, alias="lastExecutionTime_r")
-
-    @property
-    def account_id(self) -> str | None:
-        """The account, whichever field carries it."""
-        return self.acct or self.account
-
-
-class WireLiveOrders(WireModel):
-    """`/iserver/account/orders`."""
-
-    orders: list[WireLiveOrder] = Field(default_factory=list[WireLiveOrder])
-    snapshot: bool | None = None
-
-
-class WireOrderStatus(WireModel):
-    """`/iserver/account/order/status/{id}` (snake case)."""
-
-    order_id: int | str
-    account: str | None = None
-    conid: int | str | None = None
-    symbol: str | None = None
-    side: str | None = None
-    order_type: str | None = None
-    total_size: WireNumber | None = None
-    cum_fill: WireNumber | None = None
-    limit_price: WireNumber | None = None
-    stop_price: WireNumber | None = None
-    average_price: WireNumber | None = None
-    tif: str | None = None
-    order_status: str | None = None
-    order_ref: str | None = None
-    order_time: str | None = None
-    """`YYMMDDhhmmss`, UTC."""
-
-
-class WireTrade(WireModel):
-    """One execution of `/iserver/account/trades`."""
-
-    execution_id: str
-    account: str | None = None
-    account_code: str | None = Field(default=None, alias="accountCode")
-    order_id: int | str | None = None
-    order_ref: str | None = None
-    conid: int | str
-    symbol: str | None = None
-    side: str
-    size: WireNumber
-    price: WireNumber
-    commission: WireNumber | None = None
-    net_amount: WireNumber | None = None
-    exchange: str | None = None
-    trade_time: str | None = None
-    """`YYYYMMDD-hh:mm:ss`, UTC."""
-    trade_time_r: int | None = None
-    """Milliseconds since the epoch."""
-
-    @property
-    def account_id(self) -> str | None:
-        """The account, whichever field carries it."""
-        return self.account or self.account_code
-
-
-class WireWhatIfAmount(WireModel):
-    """The `amount` block of a what-if answer: formatted strings such as `"2,055.00 USD"`."""
-
-    amount: WireNumber | None = None
-    commission: WireNumber | None = None
-    total: WireNumber | None = None
-
-
-class WireWhatIfChange(WireModel):
-    """One `equity` / `initial` / `maintenance` / `position` block: formatted strings."""
-
-    current: WireNumber | None = None
-    change: WireNumber | None = None
-    after: WireNumber | None = None
-
-
-class WireWhatIf(WireModel):
-    """`/iserver/account/{acct}/orders/whatif`."""
-
-    amount: WireWhatIfAmount | None = None
-    equity: WireWhatIfChange | None = None
-    initial: WireWhatIfChange | None = None
-    maintenance: WireWhatIfChange | None = None
-    position: WireWhatIfChange | None = None
-    warn: str | None = None
-    error: str | None = None
-
-
-class WireOrderReply(WireModel):
-    """One element of a placement or reply answer: an acknowledgement, a question, or an error."""
-
-    order_id: int | str | None = None
-    order_status: str | None = None
-    local_order_id: str | None = None
-    id: str | None = None
-    """Reply id of a question."""
-    message: list[str] | str | None = None
-    message_ids: list[str] = Field(default_factory=list[str], alias="messageIds")
-    error: str | None = None
-    text: str | None = None
-    warning_message: str | None = None
-
-
-class WireCancelAck(WireModel):
-    """`DELETE /iserver/account/{acct}/order/{id}`: receipt of the request, not the cancellation."""
-
-    msg: str | None = None
-    order_id: int | str | None = None
-    order_status: str | None = None
-    conid: int | str | None = None
-    account: str | None = None
-    error: str | None = None
-
-
 WireModelT = TypeVar("WireModelT", bound=WireModel)
 
 _DEFERRED: Final = ConfigDict(defer_build=True)
 """Adapters, like the models, build their validators on first use."""
 _POSITIONS: Final = TypeAdapter(list[WirePosition], config=_DEFERRED)
-_SEARCH: Final = TypeAdapter(list[WireSearchResult], config=_DEFERRED)
-_SNAPSHOT: Final = TypeAdapter(list[WireSnapshotRow], config=_DEFERRED)
-_TRADES: Final = TypeAdapter(list[WireTrade], config=_DEFERRED)
 _PORTFOLIO_ACCOUNTS: Final = TypeAdapter(list[WirePortfolioAccount], config=_DEFERRED)
 _OBJECT_MAP: Final = TypeAdapter(dict[str, object], config=_DEFERRED)
-_ORDER_REPLIES: Final = TypeAdapter(list[WireOrderReply], config=_DEFERRED)
 
 
 def invalid_response(what: str) -> GatewayError:
@@ -414,29 +197,6 @@ def positions_from_json(content: bytes) -> list[WirePosition]:
     return _POSITIONS.validate_json(content)
 
 
-def parse_search(data: object) -> list[WireSearchResult]:
-    """Validate a secdef search answer."""
-    return _parse_list(_SEARCH, data, "contract search")
-
-
-def parse_snapshot(data: object) -> list[WireSnapshotRow]:
-    """Validate a market-data snapshot answer."""
-    return _parse_list(_SNAPSHOT, data, "market snapshot")
-
-
-def parse_trades(data: object) -> list[WireTrade]:
-    """Validate an executions answer."""
-    return _parse_list(_TRADES, data, "executions")
-
-
-def parse_order_replies(data: object) -> list[WireOrderReply]:
-    """Validate a placement or reply answer: an array, or one bare object (IBKR's docs show both)."""
-    items: object = data
-    if isinstance(data, dict):
-        items = [_OBJECT_MAP.validate_python(data)]
-    return _parse_list(_ORDER_REPLIES, items, "order")
-
-
 def parse_portfolio_accounts(data: object) -> list[WirePortfolioAccount]:
     """Validate `/portfolio/accounts`."""
     return _parse_list(_PORTFOLIO_ACCOUNTS, data, "portfolio accounts")
@@ -470,3 +230,60 @@ def error_text(data: object) -> str | None:
     except ValidationError:
         return None
     return value if isinstance(value, str) else None
+
+
+_LAZY: Final = {
+    **dict.fromkeys(
+        ("WireBar", "WireContractInfo", "WireHistory", "WireSearchResult", "WireSection", "WireSnapshotRow"),
+        "._wire_market",
+    ),
+    **dict.fromkeys(("parse_search", "parse_snapshot"), "._wire_market"),
+    **dict.fromkeys(
+        (
+            "WireCancelAck",
+            "WireLiveOrder",
+            "WireLiveOrders",
+            "WireOrderReply",
+            "WireOrderStatus",
+            "WireTrade",
+            "WireWhatIf",
+            "WireWhatIfAmount",
+            "WireWhatIfChange",
+            "parse_order_replies",
+            "parse_trades",
+        ),
+        "._wire_orders",
+    ),
+}
+"""The market and order models, and their parsers, live in modules of their own, imported on first use:
+each model class costs about as much to define as to import a small module, and an account read needs none."""
+
+if TYPE_CHECKING:
+    from ._wire_market import WireBar as WireBar
+    from ._wire_market import WireContractInfo as WireContractInfo
+    from ._wire_market import WireHistory as WireHistory
+    from ._wire_market import WireSearchResult as WireSearchResult
+    from ._wire_market import WireSection as WireSection
+    from ._wire_market import WireSnapshotRow as WireSnapshotRow
+    from ._wire_market import parse_search as parse_search
+    from ._wire_market import parse_snapshot as parse_snapshot
+    from ._wire_orders import WireCancelAck as WireCancelAck
+    from ._wire_orders import WireLiveOrder as WireLiveOrder
+    from ._wire_orders import WireLiveOrders as WireLiveOrders
+    from ._wire_orders import WireOrderReply as WireOrderReply
+    from ._wire_orders import WireOrderStatus as WireOrderStatus
+    from ._wire_orders import WireTrade as WireTrade
+    from ._wire_orders import WireWhatIf as WireWhatIf
+    from ._wire_orders import WireWhatIfAmount as WireWhatIfAmount
+    from ._wire_orders import WireWhatIfChange as WireWhatIfChange
+    from ._wire_orders import parse_order_replies as parse_order_replies
+    from ._wire_orders import parse_trades as parse_trades
+else:
+
+    def __getattr__(name: str) -> object:
+        home = _LAZY.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(home, __package__), name)
+        globals()[name] = value
+        return value
