@@ -52,7 +52,7 @@ def test_a_built_in_backend_is_found_without_scanning_every_distribution(monkeyp
 
 
 def test_importing_the_backend_does_not_import_starlette_or_uvicorn() -> None:
-    """`ibkr-agent health` loads the backend module; starlette comes only with fake mode's first call."""
+    """`ibkr-agent health` loads the backend module; starlette comes only with fake mode's websocket."""
     code = (
         "import sys\n"
         "from ibkr_gateway_core.config import GatewayConfig\n"

@@ -1,6 +1,7 @@
 """`SimulatorState`: everything the simulator knows, the CPAPI operations over it, and test hooks.
 
-The Starlette app (`simulator.app`) only parses requests and renders what these methods return;
+The endpoint handlers (`simulator._handlers`, carried by the Starlette app and by fake mode's in-process
+transport) only parse requests and render what these methods return;
 a `SimHttpError` becomes an HTTP error answer. Tests drive the simulator through the hooks here
 (`log_out`, `set_competing`, `expire_session`, `set_question_rules`, `set_position`…), never over HTTP.
 """
