@@ -14,7 +14,6 @@ so a new operation cannot drift from its command.
 import argparse
 import sys
 from collections.abc import Mapping
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Final, cast
@@ -223,7 +222,7 @@ def field_flags(operation: Operation) -> dict[str, Param]:
         default = flag.default if flag.default is not None else _model_default(info.default)
         if flag.kind == "bool":
             default = None
-        flags[name] = replace(flag, default=default, required=info.is_required())
+        flags[name] = flag._replace(default=default, required=info.is_required())
     return flags
 
 
@@ -243,7 +242,7 @@ def command_table() -> tuple[CommandSpec, ...]:
     for operation in OPERATIONS.values():
         if len(operation.cli) > 2:
             raise ValueError(f"{operation.cli_command!r}: commands are at most two words")
-        switches = tuple(replace(_SWITCH_FLAGS[name], role="switch") for name in _SWITCHES.get(operation.name, ()))
+        switches = tuple(_SWITCH_FLAGS[name]._replace(role="switch") for name in _SWITCHES.get(operation.name, ()))
         params = (*field_flags(operation).values(), *_EXTRA_FLAGS.get(operation.name, ()), *switches)
         specs.append(CommandSpec(operation.name, operation.cli, help_for(operation), params))
     return tuple(specs)
