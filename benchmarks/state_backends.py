@@ -6,10 +6,12 @@ installed) on loopback, then measures on each backend:
 
 - gated paper submit + cancel cycles through `Gateway.call` on the in-process simulator (approval and
   preview gates, idempotency record, approval consumption, audit events), median and p99 per cycle;
-- audit appends with 8 concurrent writers, in appends per second, two ways: 8 threads of one process
-  on one `AuditLog` (as the concurrent calls of one gateway replica: they share transactions, group
-  commit), and 8 writers each with its own `AuditLog` and connection (as 8 processes or replicas:
-  each commit alone under the chain's lock); the chain is verified afterwards. The appends run in
+- audit appends with 8 concurrent writers, in appends per second, three ways: 8 threads of one process
+  on one `AuditLog` through `append_sync` (they share transactions, group commit; with this process's
+  CPU time per append), 8 tasks of one event loop on one `AuditLog` through `append` (as the concurrent
+  calls of one gateway server, which appends from its event loop; group commit too), and 8 writers each
+  with its own `AuditLog` and connection (as 8 processes or replicas: each commit alone under the chain's
+  lock); the chain is verified afterwards. The appends run in
   `--rounds` rounds (default 3), the backends taking turns going first, and the medians are compared,
   so a change in the machine's load during the run falls on both alike; each round's ratio is printed too.
 
@@ -114,18 +116,7 @@ def appends(location: StateLocation, per_writer: int, *, shared: bool) -> tuple[
     def writer(log: AuditLog, n: int) -> None:
         barrier.wait()
         for i in range(per_writer):
-            log.append_sync(
-                AuditEvent(
-                    event_type="tool_completed",
-                    timestamp=datetime.now(UTC),
-                    principal_kind="local_agent",
-                    principal_subject=f"writer-{n}",
-                    scopes=[],
-                    decision="allow",
-                    result_status="completed",
-                    metadata={"i": i},
-                )
-            )
+            log.append_sync(_event(n, i))
 
     threads = [threading.Thread(target=writer, args=(log, n)) for n, log in enumerate(logs)]
     for thread in threads:
@@ -142,6 +133,42 @@ def appends(location: StateLocation, per_writer: int, *, shared: bool) -> tuple[
     return WRITERS * per_writer / elapsed, cpu / (WRITERS * per_writer) * 1e6
 
 
+def _event(writer: int, i: int) -> AuditEvent:
+    return AuditEvent(
+        event_type="tool_completed",
+        timestamp=datetime.now(UTC),
+        principal_kind="local_agent",
+        principal_subject=f"writer-{writer}",
+        scopes=[],
+        decision="allow",
+        result_status="completed",
+        metadata={"i": i},
+    )
+
+
+def task_appends(location: StateLocation, per_writer: int) -> float:
+    """Appends per second with `WRITERS` tasks appending at once to one log through `append` (as the concurrent
+    calls of one gateway server do: its events are appended from its event loop)."""
+    log = AuditLog.open(location, KEY)
+
+    async def writer(n: int) -> None:
+        for i in range(per_writer):
+            await log.append(_event(n, i))
+
+    async def run() -> float:
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tasks:
+            for n in range(WRITERS):
+                tasks.start_soon(writer, n)
+        return time.perf_counter() - started
+
+    elapsed = anyio.run(run)
+    report = log.verify_sync()
+    log.close()
+    assert report.chain_valid and report.events_scanned == WRITERS * per_writer, report
+    return WRITERS * per_writer / elapsed
+
+
 def rounds_of_appends(
     backends: dict[str, Callable[[], StateLocation]], per_writer: int, rounds: int
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, float]]]:
@@ -151,7 +178,8 @@ def rounds_of_appends(
     share of it. Returns each backend's median per figure, and each round's PostgreSQL / SQLite ratios.
     """
     figures: dict[str, dict[str, list[float]]] = {
-        name: {"appends_per_s": [], "appends_per_s_separate": [], "cpu_us_per_append": []} for name in backends
+        name: {"appends_per_s": [], "appends_per_s_separate": [], "cpu_us_per_append": [], "appends_per_s_tasks": []}
+        for name in backends
     }
     per_round: list[dict[str, float]] = []
     names = list(backends)
@@ -163,6 +191,7 @@ def rounds_of_appends(
                 "appends_per_s": rate,
                 "appends_per_s_separate": appends(backends[name](), per_writer, shared=False)[0],
                 "cpu_us_per_append": cpu,
+                "appends_per_s_tasks": task_appends(backends[name](), per_writer),
             }
             for key, value in this_round[name].items():
                 figures[name][key].append(value)
@@ -183,7 +212,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         sqlite = anyio.run(cycles, root / "cycles.sqlite3", root / "a", options.cycles)
-        files = iter(range(2 * options.rounds))
+        files = iter(range(3 * options.rounds))
         with running_postgres(durable=True) as server:
             postgres = anyio.run(cycles, PostgresLocation(server.new_database()), root / "b", options.cycles)
             medians, per_round = rounds_of_appends(
@@ -203,6 +232,7 @@ def main() -> None:
         "appends_per_s": postgres["appends_per_s"] / sqlite["appends_per_s"],
         "appends_per_s_separate": postgres["appends_per_s_separate"] / sqlite["appends_per_s_separate"],
         "cpu_us_per_append": postgres["cpu_us_per_append"] / sqlite["cpu_us_per_append"],
+        "appends_per_s_tasks": postgres["appends_per_s_tasks"] / sqlite["appends_per_s_tasks"],
     }
     if options.json:
         report = {"sqlite": sqlite, "postgres": postgres, "ratio_postgres_to_sqlite": ratios}
@@ -226,11 +256,19 @@ def main() -> None:
         f"{postgres['appends_per_s_separate']:14.0f}{ratios['appends_per_s_separate']:9.2f}"
     )
     print(
+        f"{'appends/s, 8 tasks 1 log':28}{sqlite['appends_per_s_tasks']:12.0f}"
+        f"{postgres['appends_per_s_tasks']:14.0f}{ratios['appends_per_s_tasks']:9.2f}"
+    )
+    print(
         f"{'CPU us/append, 8 threads':28}{sqlite['cpu_us_per_append']:12.0f}"
         f"{postgres['cpu_us_per_append']:14.0f}{ratios['cpu_us_per_append']:9.2f}"
         "  (this process; its threads share one interpreter lock: 1e6 / this bounds appends/s)"
     )
-    for key, label in (("appends_per_s", "8 threads 1 log"), ("appends_per_s_separate", "8 logs")):
+    for key, label in (
+        ("appends_per_s", "8 threads 1 log"),
+        ("appends_per_s_separate", "8 logs"),
+        ("appends_per_s_tasks", "8 tasks 1 log"),
+    ):
         print(f"ratio per round, {label}: " + ", ".join(f"{entry[key]:.2f}" for entry in per_round))
 
 

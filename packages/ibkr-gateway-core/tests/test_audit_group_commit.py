@@ -5,6 +5,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import pytest
 from ibkr_gateway_core.audit import AuditEvent, AuditLog, AuditRecord
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
@@ -92,5 +93,38 @@ def test_a_failed_group_commit_fails_every_caller_in_it_and_the_next_ones_go_on(
         failing.clear()
         assert log.append_sync(_event(0, 1)).sequence == 1  # the lead was put down: the next call leads
         assert log.verify_sync().events_scanned == 1
+    finally:
+        log.close()
+
+
+@pytest.mark.anyio
+async def test_tasks_appending_at_once_fill_each_group_commit(
+    state_location: StateLocation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's concurrent calls are tasks: those woken by one commit all join the next, so 8 tasks
+    appending in a loop commit in groups of 8 (without the flusher's yield they alternated 1 and 7)."""
+    log = AuditLog.open(state_location, KEY)
+    groups: list[int] = []
+    commit = AuditLog._append_group_sync
+
+    def counted(self: AuditLog, rendered: list[Any], sync: bool = True) -> list[AuditRecord]:
+        groups.append(len(rendered))
+        return commit(self, rendered, sync)
+
+    monkeypatch.setattr(AuditLog, "_append_group_sync", counted)
+    acknowledged: dict[int, list[int]] = {}
+
+    async def writer(number: int) -> None:
+        acknowledged[number] = [(await log.append(_event(number, n))).sequence for n in range(EACH)]
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            for number in range(THREADS):
+                tasks.start_soon(writer, number)
+        assert sum(groups) == THREADS * EACH
+        assert len(groups) <= EACH + 1, groups  # one commit per round of the 8 writers (the first may split)
+        assert all(seq == sorted(seq) for seq in acknowledged.values())
+        assert sorted(s for seq in acknowledged.values() for s in seq) == list(range(1, THREADS * EACH + 1))
+        assert log.verify_sync().events_scanned == THREADS * EACH
     finally:
         log.close()

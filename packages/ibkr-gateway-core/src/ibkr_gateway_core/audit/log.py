@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Final, Self
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -445,7 +446,9 @@ class AuditLog:
 
         Concurrent appends share one transaction (group commit): one disk sync covers every event
         waiting at that moment, so throughput grows with concurrency while each caller still returns
-        only after its own event is durable.
+        only after its own event is durable. The task that commits yields once before it takes a group,
+        so the tasks the last commit woke join it (8 tasks appending in a loop: one commit per 8 events,
+        where without the yield the groups alternated 1 and 7).
 
         `sync=False` (a completed read under `audit.read_sync: normal`) commits without a disk sync on
         SQLite (`synchronous=NORMAL` in WAL mode): the event is in the log, and survives a crash of this
@@ -469,6 +472,7 @@ class AuditLog:
             self._flushing = True
             try:
                 while self._pending:  # the HMAC chain stays linear: one flusher at a time, in arrival order
+                    await anyio.lowlevel.checkpoint()  # tasks woken by the last commit queue first: fuller groups
                     batch, self._pending = self._pending, []
                     await self._flush(batch)
             finally:
