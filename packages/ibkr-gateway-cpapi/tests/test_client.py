@@ -88,6 +88,10 @@ async def test_429_means_rate_limited() -> None:
     error = await expect_error(lambda request: httpx2.Response(429, text="Too Many Requests"))
     assert error.code == ErrorCode.BROKER_RATE_LIMITED
     assert error.retryable
+    assert error.details == {"retry_after_seconds": 600.0}  # no governor, no Retry-After: IBKR's 10 minutes
+    assert error.user_action == "Retry in 600 seconds."
+    told = await expect_error(lambda request: httpx2.Response(429, headers={"Retry-After": "7"}))
+    assert told.details == {"retry_after_seconds": 7.0} and told.user_action == "Retry in 7 seconds."
 
 
 async def test_other_http_errors_are_backend_unavailable_with_the_status() -> None:

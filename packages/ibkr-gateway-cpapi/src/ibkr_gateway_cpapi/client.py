@@ -459,13 +459,10 @@ class CpapiClient:
             try:
                 return await self._send_once(method, path, params, body, mutating=mutating, decoder=decoder)
             except _PacedError as exc:
+                from .pacing import rate_limited
+
                 wait = exc.retry_after_s if exc.retry_after_s is not None else _default_penalty_s()
-                raise GatewayError(
-                    ErrorCode.BROKER_RATE_LIMITED,
-                    f"The broker at {self._label} is pacing requests (429).",
-                    user_action=f"Retry in {wait:g} seconds.",
-                    details={"retry_after_seconds": wait},
-                ) from None
+                raise rate_limited(f"The broker at {self._label} is pacing requests (429).", wait) from None
         async with governor.slot(path, params):
             try:
                 data = await self._send_once(method, path, params, body, mutating=mutating, decoder=decoder)

@@ -408,15 +408,20 @@ class RateGovernor:
     def _limited(self, retry_after_s: float, *, boxed: bool = False) -> GatewayError:
         wait = max(round(retry_after_s, 1), 0.1)
         if boxed:
-            message = f"IBKR put this endpoint in its penalty box (429); it is not called again for {wait:g} s."
-        else:
-            message = f"IBKR's pacing limits allow this request again in {wait:g} s; it was not sent."
-        return GatewayError(
-            ErrorCode.BROKER_RATE_LIMITED,
-            message,
-            user_action=f"Retry in {wait:g} seconds.",
-            details={"retry_after_seconds": wait},
-        )
+            return rate_limited(
+                f"IBKR put this endpoint in its penalty box (429); it is not called again for {wait:g} s.", wait
+            )
+        return rate_limited(f"IBKR's pacing limits allow this request again in {wait:g} s; it was not sent.", wait)
+
+
+def rate_limited(message: str, wait_s: float) -> GatewayError:
+    """`BROKER_RATE_LIMITED`: `message`, and when to retry (also in `details`, for clients that back off)."""
+    return GatewayError(
+        ErrorCode.BROKER_RATE_LIMITED,
+        message,
+        user_action=f"Retry in {wait_s:g} seconds.",
+        details={"retry_after_seconds": wait_s},
+    )
 
 
 def _query(params: Mapping[str, str] | None, *, without: str | None = None) -> str:
