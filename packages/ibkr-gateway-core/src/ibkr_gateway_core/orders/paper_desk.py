@@ -9,8 +9,8 @@ from ._services import DeskServices, is_operator, raise_refusal
 from .gates import check_paper_account, check_paper_enabled, check_risk, is_resting, order_notional
 from .keyed_writes import KeyedWrites, PreviewCheck, RiskOutcome
 from .models import OrderLifecycle, PreviewKind
+from .previews import preview_policy
 from .requests import OrderCancelInput, OrderSubmitInput
-from .risk import DEFAULT_PREVIEW_POLICY
 from .tickets import OrderTicket, PlacedLeg
 
 PAPER_WRITER = "client-portal"
@@ -30,7 +30,7 @@ class PaperDesk:
         """Send the approved preview's order (bracket, modification) to a paper account through the broker's writer."""
         ctx = await self._gates(args.account_id)
         desk = self._desk
-        policy = desk.config.risk_policy(desk.config.orders.preview_policy_id) or DEFAULT_PREVIEW_POLICY
+        policy = preview_policy(desk)
 
         async def paper_check(ticket: OrderTicket) -> RiskOutcome:
             """The preview policy again, on a fresh quote: the price may have moved since the preview.
