@@ -10,7 +10,7 @@ import pytest
 from ibkr_gateway_core._timestamps import format_timestamp
 from ibkr_gateway_core.audit import AuditEvent, AuditLog, AuditRecord
 from ibkr_gateway_core.audit.events import redact_event
-from ibkr_gateway_core.audit.log import _HEAD_SQL, _INSERT_SQL  # pyright: ignore[reportPrivateUsage]
+from ibkr_gateway_core.audit.log import _HEAD_SQL, _INSERT_SQL, _render_one  # pyright: ignore[reportPrivateUsage]
 from ibkr_gateway_core.state import PostgresLocation, StateConnection, StateLocation, open_state, write_transaction
 
 KEY = b"k" * 32
@@ -182,7 +182,7 @@ def test_a_group_on_the_known_head_stores_every_payload_byte_for_byte(
     try:
         log.append_sync(_event("first"))  # the log now knows the head
         events = [_event(text) for text in awkward * 2]  # 16 rows, 115 values
-        records = log._append_group_sync([_render(e) for e in events])  # pyright: ignore[reportPrivateUsage]
+        records = log._append_group_sync([_render_one(e) for e in events])  # pyright: ignore[reportPrivateUsage]
         assert [r.sequence for r in records] == list(range(2, 2 + len(events)))
         assert len(head_reads) == 1  # the group went through the conditional insert, not the locked fallback
         tail = {r.sequence: r for r in log._tail_sync(len(events))}  # pyright: ignore[reportPrivateUsage]
@@ -192,8 +192,3 @@ def test_a_group_on_the_known_head_stores_every_payload_byte_for_byte(
         assert log.verify_sync().events_scanned == 1 + len(events)
     finally:
         log.close()
-
-
-def _render(event: AuditEvent) -> tuple[AuditEvent, str, str]:
-    clean = redact_event(event)
-    return clean, clean.canonical_bytes().decode("utf-8"), format_timestamp(clean.timestamp)

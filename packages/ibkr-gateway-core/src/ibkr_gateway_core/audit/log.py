@@ -460,11 +460,12 @@ class AuditLog:
         Raises:
             GatewayError: `AUDIT_WRITE_FAILED` when nothing was written.
         """
+        rendered = _render_one(event)
         if not sync and not self._flushing and not self._pending:
-            record = self._append_unsynced_now(event)
+            record = self._append_unsynced_now(rendered)
             if record is not None:
                 return record
-        waiter = _PendingAppend(_render_one(event), sync)
+        waiter = _PendingAppend(rendered, sync)
         self._pending.append(waiter)
         if self._flushing:
             await waiter.done.wait()
@@ -574,7 +575,7 @@ class AuditLog:
             rows.append((sequence, self.key_id, event.event_id, event.event_type, timestamp, payload, previous.hex()))
         return rows
 
-    def _append_unsynced_now(self, event: AuditEvent) -> AuditRecord | None:
+    def _append_unsynced_now(self, rendered: _Rendered) -> AuditRecord | None:
         """Commit one unsynced event on this thread, or return None when that could block.
 
         Without a disk sync a commit costs a few page writes into the OS cache, less than handing it to a
@@ -585,11 +586,10 @@ class AuditLog:
         if not isinstance(db, sqlite3.Connection) or not self._thread_lock.acquire(blocking=False):
             return None
         try:
-            rendered = [_render_one(event)]
             started = time.perf_counter()
             db.execute("PRAGMA busy_timeout=0")
             try:
-                records = self._commit(db, rendered, sync=False)
+                records = self._commit(db, [rendered], sync=False)
             except GatewayError:
                 return None  # busy (or failing, rolled back): the worker-thread path waits, or reports it
             finally:
