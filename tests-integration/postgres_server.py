@@ -54,6 +54,8 @@ class PostgresServer:
 
     port: int
     directory: Path
+    options: str = ""
+    """The server options it was started with (`pg_ctl -o`), kept for `crash_and_restart`."""
 
     def dsn(self, database: str = "postgres") -> str:
         """A libpq URL for `database` as the superuser (no password: loopback trust)."""
@@ -68,22 +70,59 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')  # pyright: ignore[reportArgumentType]
         return self.dsn(name)
 
+    def crash_and_restart(self) -> None:
+        """Stop the server as a crash would (`pg_ctl -m immediate`: no shutdown checkpoint, WAL buffers not
+        written), then start it again: it recovers from the WAL that reached the disk."""
+        _pg_ctl(self.directory, "-m", "immediate", "-w", "stop", check=True)
+        _pg_ctl(self.directory, "-o", self.options, "-l", str(self.directory / "log"), "-w", "-t", "60", "start")
+
+
+def _run_as() -> dict[str, object]:
+    """`subprocess.run` arguments that drop root to `nobody` (PostgreSQL refuses to run as root)."""
+    if os.geteuid() != 0:
+        return {}
+    user = pwd.getpwnam("nobody")
+    return {"user": user.pw_uid, "group": user.pw_gid}
+
+
+def _pg_ctl(root: Path, *arguments: str, check: bool = True) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(root)}
+    subprocess.run(
+        [str(postgres_bin() / "pg_ctl"), "-D", str(root / "data"), *arguments],
+        check=check,
+        capture_output=True,
+        env=env,
+        cwd=root,
+        timeout=90,
+        **_run_as(),  # type: ignore[arg-type]
+    )
+
 
 @contextmanager
-def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
-    """Start a throwaway cluster; `durable=False` turns fsync off (tests), `True` keeps the defaults (benchmarks)."""
+def running_postgres(*, durable: bool = False, settings: dict[str, str] | None = None) -> Iterator[PostgresServer]:
+    """Start a throwaway cluster; `durable=False` turns fsync off (tests), `True` keeps the defaults (benchmarks).
+
+    `settings` adds server settings (`-c name=value`), e.g. to hold back the WAL writer in a crash test.
+    """
     bindir = postgres_bin()
-    as_root = os.geteuid() == 0
-    user = pwd.getpwnam("nobody") if as_root else None
-    run_as: dict[str, object] = {"user": user.pw_uid, "group": user.pw_gid} if user is not None else {}
+    run_as = _run_as()
     root = Path(tempfile.mkdtemp(prefix="ibkr-pg-"))
-    data = root / "data"
-    if user is not None:
-        os.chown(root, user.pw_uid, user.pw_gid)
+    if run_as:
+        os.chown(root, run_as["user"], run_as["group"])  # type: ignore[arg-type]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(root)}
     port = _free_port()
     subprocess.run(
-        [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--locale=C", "-E", "UTF8"],
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(root / "data"),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--locale=C",
+            "-E",
+            "UTF8",
+        ],
         check=True,
         capture_output=True,
         env=env,
@@ -94,25 +133,11 @@ def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
     options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c max_connections=200"
     if not durable:
         options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    subprocess.run(
-        [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "-t", "60", "start"],
-        check=True,
-        capture_output=True,
-        env=env,
-        cwd=root,
-        timeout=90,
-        **run_as,  # type: ignore[arg-type]
-    )
+    for name, value in (settings or {}).items():
+        options += f" -c {name}={value}"
+    _pg_ctl(root, "-o", options, "-l", str(root / "log"), "-w", "-t", "60", "start")
     try:
-        yield PostgresServer(port=port, directory=root)
+        yield PostgresServer(port=port, directory=root, options=options)
     finally:
-        subprocess.run(
-            [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-            check=False,
-            capture_output=True,
-            env=env,
-            cwd=root,
-            timeout=60,
-            **run_as,  # type: ignore[arg-type]
-        )
+        _pg_ctl(root, "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(root, ignore_errors=True)

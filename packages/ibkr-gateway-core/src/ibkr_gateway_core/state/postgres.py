@@ -20,6 +20,14 @@ the chain head is two round trips: BEGIN, lock and the head; the inserts and COM
 the server, each seeing the effects of the ones before; an error in a deferred insert surfaces at the
 statement that sends it, inside the transaction, which is then rolled back.
 
+An audit append under the lock (the chain's head moved: another replica appended) commits without
+waiting for the WAL flush, so the audit lock is free as soon as the commit is recorded and the next
+replica's append does not queue behind this one's disk sync, then waits for the flush before it
+returns (`_FLUSH_SQL`, in the same round trip): the event is acknowledged only once it is on disk, as
+with a synchronous commit. A crash before the flush loses the newest appends together: the WAL is a
+sequence, so any append that chained on them is flushed after them and is lost as well.
+`tests-integration/test_postgres_audit_durability.py` crashes a real cluster to check it.
+
 `execute_locked` runs one `INSERT ... SELECT` as a transaction of its own in a single round trip: in
 autocommit mode, with the advisory lock taken by a subquery in its `FROM` list before any row is
 inserted (an audit append on a head the log knows). Its snapshot may predate the lock, so a conflicting
@@ -61,6 +69,12 @@ _LOCK_KEYS: Final[dict[str, int]] = {
     domain: zlib.crc32(f"ibkr-agent-gateway/{domain}".encode()) for domain in ("state", "audit")
 }
 """Advisory lock key per lock domain (stable across versions: replicas of two versions must agree)."""
+
+_FLUSH_SQL: Final = "SELECT pg_logical_emit_message(true, 'ibkr-agent-gateway/audit', '')"
+"""Wait until the WAL is on disk up to here: a transactional message (a few bytes of WAL, allowed to every
+role, read by nothing unless a logical decoder is attached) gives its implicit transaction an id and a
+WAL record, so it commits synchronously and flushes every commit before it. A transaction that only reads,
+or only takes an id (`pg_current_xact_id()`), writes no WAL and commits without a flush."""
 
 _TIMESTAMP: Final = 'TEXT COLLATE "C" NOT NULL'
 """ISO timestamps compare as text; the C collation makes that byte order whatever the database locale."""
@@ -287,7 +301,11 @@ class PostgresConnection:
 
     @contextmanager
     def transaction(self, *, write: bool, lock: LockDomain | None) -> Generator[None]:
-        """Pin a connection for the block: a locked write transaction, or a read-only snapshot."""
+        """Pin a connection for the block: a locked write transaction, or a read-only snapshot.
+
+        A write under the `audit` lock commits without waiting for the WAL flush and then waits for it
+        (`_FLUSH_SQL`), so other replicas' appends need not wait for this one's disk sync.
+        """
         if self._pinned is not None:
             raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "A state transaction is already open.")
         conn = self._pool.getconn(timeout=self._timeout_s)
@@ -297,6 +315,8 @@ class PostgresConnection:
                 self._deferred.append(("BEGIN", (), False))
                 if lock is not None:  # None: row locks only (`claim_clause`)
                     self._deferred.append(("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],), False))
+                if lock == "audit":  # the lock is released at COMMIT; the flush is waited for after it
+                    self._deferred.append(("SET LOCAL synchronous_commit TO off", (), False))
                 self._begun = True
             else:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -306,6 +326,8 @@ class PostgresConnection:
                     with conn.pipeline():  # deferred inserts and COMMIT: one round trip
                         self._send_deferred(conn)
                         conn.execute("COMMIT")
+                        if lock == "audit":
+                            conn.execute(_FLUSH_SQL)
                 else:
                     conn.execute("ROLLBACK")
             except BaseException:
