@@ -61,6 +61,7 @@ HEALTH_CORE_MODULES = {
     "ibkr_gateway_core",
     "ibkr_gateway_core._lazy",
     "ibkr_gateway_core._operation_methods",
+    "ibkr_gateway_core._result_json",
     "ibkr_gateway_core._timestamps",
     "ibkr_gateway_core.audit",
     "ibkr_gateway_core.audit.checkpoint",

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from ibkr_gateway_core._result_json import to_jsonable
 from ibkr_gateway_core.audit import AuditLog
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.gateway import Gateway, to_jsonable
+from ibkr_gateway_core.gateway import Gateway
 from ibkr_gateway_core.models import (
     AccountSummary,
     BrokerAccount,

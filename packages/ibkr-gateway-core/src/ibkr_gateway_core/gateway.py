@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Self, TypeVar, c
 
 import anyio
 import anyio.to_thread
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._operation_methods import ReadMethods, WriteMethods
+from ._result_json import canonical_text, to_jsonable
 from .audit.events import canonical_json_of_jsonable
 from .audit.log import (
     AuditEvent,
@@ -97,31 +98,11 @@ class CallResult(Generic[T]):
     value: T
     audit_event_id: str
     jsonable: Any = None
-    """The value as JSON-compatible data, computed once by `Gateway.call` (None: compute on demand)."""
+    """The value as JSON-compatible data, when `Gateway.call` needed it (None: computed on demand)."""
 
     def to_jsonable(self) -> Any:
         """The value as JSON-compatible data (Decimals as strings)."""
         return self.jsonable if self.jsonable is not None else to_jsonable(self.value)
-
-
-def to_jsonable(value: object) -> Any:
-    """JSON-compatible form of a model, a list of models or plain data."""
-    if value is None:
-        return None
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    shape: type[object] = type(value)
-    if shape is list:  # a list of one model (positions, orders): its own serialiser, no inference per item
-        items = cast(list[object], value)
-        kind = type(items[0]) if items else object
-        if issubclass(kind, BaseModel) and all(type(item) is kind for item in items):
-            return _adapter(list[kind]).dump_python(items, mode="json")
-    return _adapter(shape).dump_python(value, mode="json")
-
-
-@functools.cache
-def _adapter(kind: type) -> TypeAdapter[Any]:
-    return TypeAdapter(kind)
 
 
 class Gateway(ReadMethods):
@@ -324,9 +305,11 @@ class Gateway(ReadMethods):
             if isinstance(value, AuditExportStream):  # rendered, checked and hashed as it was spooled
                 output_hash = value.output_hash
             else:
-                data = to_jsonable(value)  # once: for the output guard, the output hash and every surface
-                text = canonical_json_of_jsonable(data)  # once: the output hash hashes it, the output guard scans it
-                _refuse_unsafe_output(op, data, text)
+                text = canonical_text(value)  # once: the output hash hashes it, the output guard scans it
+                if text is None:  # not flat models: through the JSON data, kept for every surface
+                    data = to_jsonable(value)
+                    text = canonical_json_of_jsonable(data)
+                data = _refuse_unsafe_output(op, value, data, text)
         except GatewayError as exc:
             failure = exc
             failure.message = scrub_text(failure.message)
@@ -531,22 +514,28 @@ class GatewayView(WriteMethods):
         return (await self.gateway.call(name, args, principal=self.principal, switches=self.switches)).value
 
 
-def _refuse_unsafe_output(op: Operation, data: object, canonical: str) -> None:
+def _refuse_unsafe_output(op: Operation, value: object, data: Any, canonical: str) -> Any:
     """The last guard before any surface: output (as JSON data) that looks like it holds a secret is withheld.
 
-    The guard reads the JSON text of `data` as `json.dumps` writes it (ASCII, non-ASCII escaped). The
-    canonical text already made for the output hash is that same text when it holds only printable
-    ASCII (the separators differ, and no pattern can match across one), so it is scanned instead of a
-    second serialisation; anything else is serialised again, so the verdict never changes.
+    The guard reads the JSON text of the result's JSON data as `json.dumps` writes it (ASCII, non-ASCII
+    escaped). The canonical text already made for the output hash is that same text when it holds only
+    printable ASCII (the separators differ, and no pattern can match across one), so it is scanned instead
+    of a second serialisation; anything else is serialised again, so the verdict never changes. Returns the
+    JSON data when it had to make it (`data` as given otherwise).
     """
     if not op.open_world:
-        return  # local data (audit rows, health) is redacted when it is written
-    text = canonical if canonical.isascii() and "\x7f" not in canonical else json.dumps(data)
+        return data  # local data (audit rows, health) is redacted when it is written
+    if canonical.isascii() and "\x7f" not in canonical:
+        text = canonical
+    else:
+        data = to_jsonable(value) if data is None else data
+        text = json.dumps(data)
     reason = secret_reason(text)
     if reason is not None:
         raise GatewayError(
             ErrorCode.OUTPUT_UNSAFE, f"The broker's answer to {op.cli_command!r} was withheld: it contains a {reason}."
         )
+    return data
 
 
 @functools.lru_cache(maxsize=64)
