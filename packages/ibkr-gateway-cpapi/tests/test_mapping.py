@@ -4,6 +4,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ibkr_gateway_core.models import Money
 from ibkr_gateway_cpapi import _mapping as mapping
 from ibkr_gateway_cpapi import _order_mapping as order_mapping
@@ -274,6 +276,75 @@ def test_a_page_of_positions_maps_as_each_row_does_and_a_bad_row_fails_the_page(
         mapping.to_positions([*rows, *no_currency], "DU9")
     with pytest.raises(ValueError):
         mapping.to_position(no_currency[0], "DU9")
+
+
+_TEXTS = st.none() | st.sampled_from(["", " ", "AAPL", " SPY ", "APPLE INC", "\t"]) | st.text(max_size=6)
+_NUMBERS = (
+    st.none()
+    | st.floats()
+    | st.integers(-(10**20), 10**20)
+    | st.sampled_from(["1,300", "+2.37", "41.2M", "N/A", "", "-", "C12.5", "0.30000000000000004", "nan"])
+)
+
+
+@st.composite
+def _position_rows(draw: st.DrawFn) -> dict[str, object]:
+    row: dict[str, object] = {
+        "conid": draw(st.integers(1, 10**9) | st.integers(1, 10**9).map(str)),
+        "position": draw(_NUMBERS.filter(lambda number: number is not None)),
+    }
+    optional = {
+        "acctId": st.none() | st.sampled_from(["", "DU1", "U7"]),
+        "contractDesc": _TEXTS,
+        "ticker": _TEXTS,
+        "name": _TEXTS,
+        "currency": st.none() | st.sampled_from(["USD", "", "usd"]),
+        "assetClass": st.none() | st.sampled_from(["STK", "stk", "OPT", "CASH", "FUT", "XYZ", ""]),
+        "type": st.none() | st.sampled_from(["COMMON", "ETF", "etf fund", "ADR", "", "ETFS"]),
+        **dict.fromkeys(["mktPrice", "mktValue", "avgCost", "avgPrice", "realizedPnl", "unrealizedPnl"], _NUMBERS),
+    }
+    for key, values in optional.items():
+        if draw(st.booleans()):
+            row[key] = draw(values)
+    return row
+
+
+def _reference_position_fields(row: wire.WirePosition, account_id: str) -> dict[str, object]:
+    """The mapping of one row spelled with the general helpers, field by field."""
+    contract_desc = mapping.text_or_none(row.contract_desc)
+    kind = mapping.asset_class(row.asset_class)
+    if kind == "stock" and mapping.info_says_etf(row.stock_type):
+        kind = "etf"
+    return {
+        "account_id": row.acct_id or account_id,
+        "contract_id": int(row.conid),
+        "symbol": mapping.text_or_none(row.ticker) or contract_desc or str(row.conid),
+        "description": mapping.text_or_none(row.name) or contract_desc,
+        "asset_class": kind,
+        "quantity": mapping.required(mapping.to_decimal(row.position), "position size"),
+        "currency": row.currency or "",
+        "market_price": mapping.to_decimal(row.mkt_price),
+        "market_value": mapping.to_decimal(row.mkt_value),
+        "average_cost": mapping.to_decimal(row.avg_cost if row.avg_cost is not None else row.avg_price),
+        "unrealized_pnl": mapping.to_decimal(row.unrealized_pnl),
+        "realized_pnl": mapping.to_decimal(row.realized_pnl),
+    }
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=_position_rows())
+def test_a_position_row_maps_as_the_general_helpers_spell_it(raw: dict[str, object]) -> None:
+    """Fall-backs for cold rows, the ETF flag, every spelling of a number: the same fields, the same Decimals."""
+    row = wire.parse_positions([raw])[0]
+    try:
+        expected: dict[str, object] | None = _reference_position_fields(row, "DU9")
+    except ValueError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValueError):
+            mapping._position_fields(row, "DU9")  # pyright: ignore[reportPrivateUsage]
+    else:
+        assert repr(mapping._position_fields(row, "DU9")) == repr(expected)  # pyright: ignore[reportPrivateUsage]
 
 
 def test_search_result_with_string_conid_and_info_becomes_a_candidate() -> None:

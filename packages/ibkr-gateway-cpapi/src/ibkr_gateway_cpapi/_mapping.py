@@ -269,23 +269,28 @@ _POSITIONS: Final = TypeAdapter(list[Position], config=ConfigDict(defer_build=Tr
 
 def _position_fields(row: WirePosition, account_id: str) -> dict[str, object]:
     contract_desc = text_or_none(row.contract_desc)
-    kind = asset_class(row.asset_class)
-    if kind == "stock" and info_says_etf(row.stock_type):  # the ETF flag matters only for a stock
-        kind = "etf"
-    return {
+    ticker, name, avg_cost = row.ticker, row.name, row.avg_cost
+    return {  # text_or_none inline for the ticker and name: an empty text falls back as None would
         "account_id": row.acct_id or account_id,
         "contract_id": int(row.conid),
-        "symbol": text_or_none(row.ticker) or contract_desc or str(row.conid),
-        "description": text_or_none(row.name) or contract_desc,
-        "asset_class": kind,
+        "symbol": (ticker.strip() if ticker is not None else "") or contract_desc or str(row.conid),
+        "description": (name.strip() if name is not None else "") or contract_desc,
+        "asset_class": _position_kind(row.asset_class, row.stock_type),
         "quantity": required(to_decimal(row.position), "position size"),
         "currency": row.currency or "",
         "market_price": to_decimal(row.mkt_price),
         "market_value": to_decimal(row.mkt_value),
-        "average_cost": to_decimal(row.avg_cost if row.avg_cost is not None else row.avg_price),
+        "average_cost": to_decimal(avg_cost if avg_cost is not None else row.avg_price),
         "unrealized_pnl": to_decimal(row.unrealized_pnl),
         "realized_pnl": to_decimal(row.realized_pnl),
     }
+
+
+@functools.lru_cache(maxsize=256)
+def _position_kind(sec_type: str | None, stock_type: str | None) -> AssetClass:
+    """A position's asset class; the ETF flag matters only for a stock. Remembered: every row of a page asks."""
+    kind = asset_class(sec_type)
+    return "etf" if kind == "stock" and info_says_etf(stock_type) else kind
 
 
 def primary_sec_type(result: WireSearchResult) -> str | None:
