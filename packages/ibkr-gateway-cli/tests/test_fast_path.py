@@ -6,6 +6,7 @@ its required options, human and `--json`, each path on its own copy of one state
 console script as a process.
 """
 
+import gc
 import os
 import re
 import shutil
@@ -357,3 +358,52 @@ def test_the_console_script_hands_help_and_usage_errors_to_typer(state_env: dict
     assert proc.returncode == 0 and "accounts" in proc.stdout
     proc = subprocess.run([script, "health"], capture_output=True, encoding="utf-8", timeout=120, check=False)
     assert proc.returncode == 0 and proc.stdout.startswith("gateway: ok") and proc.stderr == ""
+
+
+# ----------------------------------------------------------------------------- collections
+
+
+def test_a_table_command_runs_without_collections_and_gives_the_thresholds_back(
+    state_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Start-up allocates what lives until exit: no collection runs during a command, Python's thresholds are
+    back after it, and what it made does not wait for the next allocation to be collected all at once (ours)."""
+    monkeypatch.setattr(fast, "_completion_requested", _no_completion)
+    monkeypatch.setattr(sys, "argv", ["ibkr-agent", "health", "--json"])
+    thresholds = gc.get_threshold()
+    collected: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collected.append(info["generation"])
+
+    gc.callbacks.append(record)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            fast.main()
+        count = gc.get_count()[0]
+    finally:
+        gc.callbacks.remove(record)
+    assert exited.value.code == 0
+    assert '"gateway": "ok"' in capsys.readouterr().out
+    assert collected == []
+    assert gc.get_threshold() == thresholds
+    assert count < thresholds[0]
+
+
+def test_the_console_script_leaves_its_objects_out_of_the_exit_collections(state_env: dict[str, str]) -> None:
+    """The interpreter's collections at exit would scan every object of the process only to free memory the
+    OS takes back: by the time they run, the objects are frozen (ours; `gc.freeze`)."""
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: sys.stderr.write(f'frozen {gc.get_freeze_count()}'))\n"  # runs after the CLI's
+        "sys.argv = ['ibkr-agent', 'health', '--json']\nfrom ibkr_gateway_cli.fast import main\nmain()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, encoding="utf-8", timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"gateway": "ok"' in proc.stdout
+    frozen = re.fullmatch(r"frozen (\d+)", proc.stderr)
+    assert frozen is not None, proc.stderr
+    assert int(frozen.group(1)) > 10_000
