@@ -19,6 +19,7 @@ from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_core.registry import OPERATIONS
 from ibkr_gateway_core.scopes import Scope
 from ibkr_gateway_core.state import open_database
+from ibkr_gateway_core.state.database import BUSY_TIMEOUT_MS
 
 pytestmark = pytest.mark.anyio
 
@@ -150,6 +151,39 @@ async def test_an_unsynced_append_waits_for_another_writer_off_the_event_loop(tm
         assert _synchronous(log) == NORMAL
         synced = await log.append(_event())
         assert synced.sequence == 2 and _synchronous(log) == FULL
+        assert log.verify_sync().chain_valid
+    finally:
+        other.close()
+        log.close()
+
+
+def _busy_timeout(log: AuditLog) -> int:
+    db = log._db  # pyright: ignore[reportPrivateUsage]
+    assert isinstance(db, sqlite3.Connection)
+    return int(db.execute("PRAGMA busy_timeout").fetchone()[0])
+
+
+async def test_a_worker_thread_waits_for_another_writer_again_after_unsynced_appends(tmp_path: Path) -> None:
+    """Unsynced appends leave the connection failing fast on a locked file; the next worker-thread use waits again."""
+    path = tmp_path / "state.sqlite3"
+    log = AuditLog.open(path, KEY)
+    other = open_database(path)
+
+    async def release() -> None:
+        await anyio.sleep(0.3)
+        other.execute("COMMIT")
+
+    try:
+        await log.append(_event(), sync=False)
+        await log.append(_event(), sync=False)
+        assert _busy_timeout(log) == 0  # set once, kept while reads follow reads
+        other.execute("BEGIN IMMEDIATE")
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(release)
+            with anyio.fail_after(8):
+                synced = await log.append(_event())  # a worker thread: waits for the lock instead of failing
+        assert synced.sequence == 3
+        assert _busy_timeout(log) == BUSY_TIMEOUT_MS
         assert log.verify_sync().chain_valid
     finally:
         other.close()

@@ -380,6 +380,10 @@ class AuditLog:
         """Whether the next append assumes `_written_head` is still the head (see `_append_group_sync`)."""
         self._synchronous_full = True
         """The SQLite connection's `synchronous` setting: FULL (as `open_database` sets it) or NORMAL."""
+        self._busy_waits = True
+        """Whether the connection waits `BUSY_TIMEOUT_MS` for another process's write lock (as `open_database` sets
+        it); an unsynced commit on the caller's thread sets 0 and leaves it so until a worker thread needs the
+        connection (`_open_db`): no setting is switched per call while reads follow reads."""
         self.page_rows = VERIFY_BATCH_ROWS
         """Rows per page when `verify` and `export` read the chain."""
 
@@ -587,13 +591,13 @@ class AuditLog:
             return None
         try:
             started = time.perf_counter()
-            db.execute("PRAGMA busy_timeout=0")
+            if self._busy_waits:
+                db.execute("PRAGMA busy_timeout=0")  # a locked file fails at once here; `_open_db` restores the wait
+                self._busy_waits = False
             try:
                 records = self._commit(db, [rendered], sync=False)
             except GatewayError:
                 return None  # busy (or failing, rolled back): the worker-thread path waits, or reports it
-            finally:
-                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         finally:
             self._thread_lock.release()
         AUDIT_APPEND.observe(time.perf_counter() - started)
@@ -942,8 +946,12 @@ class AuditLog:
         )
 
     def _open_db(self) -> StateConnection:
+        """The connection for a worker thread (`_thread_lock` held), waiting for other processes' locks again."""
         if self._db is None:
             raise GatewayError(ErrorCode.AUDIT_WRITE_FAILED, "The audit log is closed.", retryable=False)
+        if not self._busy_waits:
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._busy_waits = True
         return self._db
 
 
