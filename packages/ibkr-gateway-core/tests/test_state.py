@@ -5,8 +5,10 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Final
 
 import pytest
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
@@ -18,6 +20,7 @@ from ibkr_gateway_core.state import (
     schema_version,
     write_transaction,
 )
+from ibkr_gateway_core.state.database import BUSY_TIMEOUT_MS, execute_locked
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 """`packages/`: every source tree of the workspace."""
@@ -134,6 +137,42 @@ def test_write_transaction_holds_the_write_lock_from_the_start(tmp_path: Path) -
         with write_transaction(second):
             second.execute("INSERT INTO t VALUES (2)")
         assert first.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,)]
+    finally:
+        first.close()
+        second.close()
+
+
+_INSERT_UNLESS_ONE: Final = "INSERT INTO t SELECT 2 FROM {held} WHERE NOT EXISTS (SELECT 1 FROM t WHERE x = 1)"
+
+
+def test_execute_locked_decides_on_what_the_last_writer_committed(tmp_path: Path) -> None:
+    """The statement alone is its own transaction and takes the write lock before it reads: it never decides on
+    a snapshot older than another writer's commit. Locked with no wait: it fails; waiting: it sees the new row."""
+    path = tmp_path / "state.sqlite3"
+    first, second = open_database(path), open_database(path)
+    first.execute("CREATE TABLE t (x INTEGER)")
+    try:
+        second.execute("PRAGMA busy_timeout=0")
+        with write_transaction(first):
+            first.execute("INSERT INTO t VALUES (1)")
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                execute_locked(second, "state", _INSERT_UNLESS_ONE)
+        first.execute("DELETE FROM t")
+        second.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        inserted: list[int] = []
+        with write_transaction(first):
+            first.execute("INSERT INTO t VALUES (1)")
+            waiting = threading.Thread(
+                target=lambda: inserted.append(execute_locked(second, "state", _INSERT_UNLESS_ONE))
+            )
+            waiting.start()
+            time.sleep(0.3)  # the statement waits for the lock meanwhile
+        waiting.join(timeout=30)
+        assert inserted == [0] and not second.in_transaction
+        assert execute_locked(second, "state", _INSERT_UNLESS_ONE.replace("x = 1", "x = 9")) == 1
+        assert first.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,)]
+        with pytest.raises(sqlite3.OperationalError), write_transaction(second):
+            execute_locked(second, "state", _INSERT_UNLESS_ONE)
     finally:
         first.close()
         second.close()

@@ -360,15 +360,18 @@ def write_transaction(db: _C, lock: LockDomain | None = "state") -> Generator[_C
 def execute_locked(db: StateConnection, lock: LockDomain, sql: str, parameters: Sequence[Any] = (), /) -> int:
     """Run one `INSERT ... SELECT` as a transaction of its own, as the only writer of `lock`; rows inserted.
 
-    The statement names `{held}` in its `FROM` list (one row, no columns it uses). SQLite: `BEGIN IMMEDIATE`,
-    the statement, `COMMIT`. PostgreSQL: the statement alone in autocommit mode, `{held}` being a subquery
+    The statement names `{held}` in its `FROM` list (one row, no columns it uses). SQLite: the statement alone
+    in autocommit mode, its own transaction: a writing statement takes the write lock before it reads a row
+    (as `BEGIN IMMEDIATE` would, waiting `busy_timeout` for it) and commits as it ends, in one call instead of
+    three. PostgreSQL: the statement alone in autocommit mode, `{held}` being a subquery
     that takes the advisory lock before any row is inserted, so the whole transaction is one round trip;
     its snapshot may predate the lock, so a unique violation there (a conflicting row committed meanwhile)
     counts as nothing inserted. On both, 0 means nothing was written.
     """
     if isinstance(db, sqlite3.Connection):
-        with write_transaction(db, lock):
-            return db.execute(sql.replace("{held}", "(SELECT 1) AS held"), parameters).rowcount
+        if db.in_transaction:  # inside another transaction it would neither lock nor commit on its own
+            raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+        return db.execute(sql.replace("{held}", "(SELECT 1) AS held"), parameters).rowcount
     return cast("PostgresConnection", db).execute_locked(lock, sql, parameters)
 
 
