@@ -54,7 +54,7 @@ def canonical_text(value: object) -> str | None:
     items: list[object] = cast(list[object], value) if type(value) is list else [value]
     kind = type(items[0]) if items else object
     writer = _sorted_writer(kind) if issubclass(kind, BaseModel) else None
-    if writer is None or any(type(item) is not kind for item in items):
+    if writer is None or set(map(type, items)) != {kind}:
         return None
     serializer, names, values, integers = writer
     rows = [dict(zip(names, values(item.__dict__), strict=True)) for item in items]
@@ -117,12 +117,11 @@ def _integers_print(rows: list[dict[str, object]], integers: tuple[str, ...]) ->
     if not limit:
         return True
     bound = _power_of_ten(limit)
-    return all(
-        not isinstance(number, int) or -bound < number < bound
-        for row in rows
-        for name in integers
-        if (number := row[name]) is not None
-    )
+    for name in integers:
+        numbers = [number for row in rows if isinstance(number := row[name], int)]  # None prints as null
+        if numbers and not (-bound < min(numbers) and max(numbers) < bound):
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=4)
