@@ -7,11 +7,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ibkr_gateway_core.audit import AuditLog
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.gateway import Gateway
-from ibkr_gateway_core.observability import CALLS_LOGGER, JsonLogFormatter, render_prometheus
+from ibkr_gateway_core.observability import (
+    CALLS_LOGGER,
+    LATENCY_BUCKETS,
+    JsonLogFormatter,
+    _Histogram,  # pyright: ignore[reportPrivateUsage]
+    _number,  # pyright: ignore[reportPrivateUsage]
+    render_prometheus,
+)
 from ibkr_gateway_core.state import StateLocation
 
 pytestmark = pytest.mark.anyio
@@ -112,3 +121,23 @@ async def test_the_json_formatter_scrubs_messages_and_drops_tracebacks() -> None
     entry = json.loads(line)
     assert "sk-live-canary" not in line
     assert entry["exception"] == "ValueError" and entry["level"] == "error"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seconds=st.lists(
+        st.floats(min_value=0, max_value=100, allow_nan=False) | st.sampled_from(LATENCY_BUCKETS), max_size=40
+    )
+)
+def test_a_histogram_bucket_counts_every_observation_up_to_its_bound(seconds: list[float]) -> None:
+    """Prometheus buckets are cumulative: `le="0.01"` counts each observation of at most 0.01 s, `+Inf` all."""
+    histogram = _Histogram("h", "help", ("operation",))
+    for value in seconds:
+        histogram.observe(value, "op")
+    text = "\n".join(histogram.render())
+    for bound in LATENCY_BUCKETS:
+        expected = sum(1 for value in seconds if value <= bound)
+        assert f'h_bucket{{operation="op",le="{_number(bound)}"}} {expected}' in text or not seconds
+    if seconds:
+        assert f'h_bucket{{operation="op",le="+Inf"}} {len(seconds)}' in text
+        assert f'h_count{{operation="op"}} {len(seconds)}' in text

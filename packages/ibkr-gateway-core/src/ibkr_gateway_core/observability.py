@@ -22,6 +22,8 @@ one JSON object per line (`observability.log_format: json`).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import logging
 import threading
@@ -33,6 +35,8 @@ from .redaction import scrub_text
 
 CALLS_LOGGER: Final = "ibkr_gateway.calls"
 """The logger of the one-line-per-call records."""
+
+_calls_log: Final = logging.getLogger(CALLS_LOGGER)
 
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds (seconds) of the latency histograms."""
@@ -63,20 +67,19 @@ class _Histogram:
     def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
         self.name, self.help, self.labels = name, help_text, labels
         self.series: dict[tuple[str, ...], tuple[list[int], float, int]] = {}
+        """Per label values: (observations in each bucket alone, the last past every bound; sum; count)."""
 
     def observe(self, seconds: float, *label_values: str) -> None:
         with _lock:
-            counts, total, count = self.series.get(label_values, ([0] * len(LATENCY_BUCKETS), 0.0, 0))
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    counts[i] += 1
+            counts, total, count = self.series.get(label_values, ([0] * (len(LATENCY_BUCKETS) + 1), 0.0, 0))
+            counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bound it does not exceed
             self.series[label_values] = (counts, total + seconds, count + 1)
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} histogram"
         for key, (counts, total, count) in sorted(self.series.items()):
-            for bound, n in zip(LATENCY_BUCKETS, counts, strict=True):
+            for bound, n in zip(LATENCY_BUCKETS, itertools.accumulate(counts), strict=False):  # cumulative
                 yield f"{self.name}_bucket{_labels((*self.labels, 'le'), (*key, _number(bound)))} {n}"
             yield f"{self.name}_bucket{_labels((*self.labels, 'le'), (*key, '+Inf'))} {count}"
             yield f"{self.name}_sum{_labels(self.labels, key)} {_number(total)}"
@@ -108,7 +111,9 @@ def observe_call(
     CALL_SECONDS.observe(seconds, operation)
     if error_code is not None:
         REFUSALS.inc(error_code)
-    logging.getLogger(CALLS_LOGGER).info(
+    if not _calls_log.isEnabledFor(logging.INFO):
+        return
+    _calls_log.info(
         "call %s %s",
         operation,
         outcome,
