@@ -82,12 +82,16 @@ def canonical_json(value: object) -> str:
     return canonical_json_of_jsonable(to_jsonable_python(value))
 
 
+_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""The encoder `json.dumps` would build on each call with these options, built once (`encode` keeps no state)."""
+
+
 def canonical_json_of_jsonable(data: object) -> str:
     """`canonical_json` of data that is already JSON-compatible, without a conversion pass.
 
     For dicts with string keys, lists, str, int, float, bool and None, such as `model_dump(mode="json")` output.
     """
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(data)
 
 
 class AuditEvent(BaseModel):
@@ -140,8 +144,7 @@ class AuditEvent(BaseModel):
 
     def canonical_bytes(self) -> bytes:
         """The bytes that are stored and chained: canonical JSON of every field, UTF-8."""
-        data = self.model_dump(mode="json")  # already JSON types: no second conversion pass
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return canonical_json_of_jsonable(self.model_dump(mode="json")).encode()  # already JSON types
 
 
 def redact_event(event: AuditEvent) -> AuditEvent:
@@ -172,7 +175,7 @@ def redact_event(event: AuditEvent) -> AuditEvent:
 
 
 def _size(value: JsonValue) -> tuple[int, str]:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = canonical_json_of_jsonable(value)
     return len(text.encode("utf-8", "replace")), text
 
 
