@@ -210,7 +210,8 @@ async def test_a_dropped_answer_is_a_protocol_error_through_both(deterministic: 
 def test_the_fake_accounts_read_imports_no_web_framework(tmp_path: Any) -> None:
     """`ibkr-agent accounts list` in fake mode serves the simulator in process: no Starlette, no ASGI app.
 
-    Nor does it define the market and order wire models, which load with the reads that use them.
+    Nor does it define the market and order wire models, which load with the reads that use them, or the
+    order tickets, which load with the first preview or order.
     """
     code = (
         "import sys\n"
@@ -221,6 +222,7 @@ def test_the_fake_accounts_read_imports_no_web_framework(tmp_path: Any) -> None:
         "assert not loaded, loaded\n"
         "assert 'ibkr_gateway_cpapi.simulator.inprocess' in sys.modules\n"
         "unused = sorted(name for name in sys.modules if name.endswith(('._wire_market', '._wire_orders')))\n"
+        "unused += [name for name in sys.modules if name == 'ibkr_gateway_core.orders.tickets']\n"
         "assert not unused, unused\n"
     )
     env = {"IBKR_AGENT_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONWARNDEFAULTENCODING": "1"}

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.orders import OrderTicket, OrderType
+
+if TYPE_CHECKING:  # annotations only: an accounts read loads no order ticket
+    from ibkr_gateway_core.orders import OrderTicket, OrderType
 
 CPAPI_ORDER_TYPES: Final[Mapping[OrderType, str]] = {
     "limit": "LMT",

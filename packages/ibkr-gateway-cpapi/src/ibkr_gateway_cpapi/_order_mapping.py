@@ -14,12 +14,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 from ibkr_gateway_core.models import Execution, Money, OrderRecord, OrderSide, OrderStatus
-from ibkr_gateway_core.orders import WhatIf
 
 from ._mapping import ms_to_datetime, required, text_or_none, to_decimal
 from ._wire import WireNumber
 
 if TYPE_CHECKING:  # the order models load with the first order read or write (`_wire`)
+    from ibkr_gateway_core.orders import WhatIf
+
     from ._wire_orders import WireLiveOrder, WireOrderStatus, WireTrade, WireWhatIf, WireWhatIfChange
 
 ORDER_STATUSES: Final[Mapping[str, OrderStatus]] = {
@@ -211,6 +212,8 @@ def _change(block: WireWhatIfChange | None) -> Decimal | None:
 
 def to_what_if(answer: WireWhatIf, currency: str) -> WhatIf:
     """The broker's estimate; amounts without a currency of their own are in `currency` (the ticket's)."""
+    from ibkr_gateway_core.orders import WhatIf  # with the first preview: reads define no order ticket
+
     amounts = answer.amount
     warning = text_or_none(answer.warn)
     return WhatIf(

@@ -40,7 +40,6 @@ from ibkr_gateway_core.models import (
     PacingBudget,
     Position,
 )
-from ibkr_gateway_core.orders import OrderTicket, OrderWriter, WhatIf
 
 from . import _mapping as mapping
 from . import _order_mapping as order_mapping
@@ -53,7 +52,9 @@ from .client import BrokerHttpError, CpapiClient, Decoder, api_base_url
 from .supervisor import DEFAULT_TICKLE_INTERVAL, SessionSupervisor, Sleep
 from .ws import AsgiConnector, WebsocketConnector, WsConnector
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the order tickets load with the first preview or order (`orders.tickets`)
+    from ibkr_gateway_core.orders import OrderTicket, OrderWriter, WhatIf
+
     from .pacing import RateGovernor
     from .simulator import SimulatorState
     from .writer import ClientPortalOrderWriter
@@ -700,6 +701,8 @@ class CpapiBackend(MarketReads):
                 data = await self._client.post(f"/iserver/account/{ticket.account_id}/orders/whatif", body)
         except BrokerHttpError as exc:
             if 400 <= exc.status_code < 500 and exc.broker_message:
+                from ibkr_gateway_core.orders import WhatIf
+
                 return WhatIf(error=exc.broker_message)
             raise
         answer = wire.parse(wire.WireWhatIf, data, "what-if")
