@@ -4,8 +4,8 @@ Unknown keys are refused at every level, risky switches default to off, and a se
 the environment variable that holds it, never written in the file.
 """
 
-from __future__ import annotations
-
+# Field types are objects, not text (no `from __future__ import annotations`): pydantic would compile each
+# from its text when the class is made, about 60,000 instructions a field at every start-up.
 import os
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self, cast
@@ -270,7 +270,7 @@ class StateConfig(_Section):
     """With `backend: postgres`: most connections each store of one process opens."""
 
     @model_validator(mode="after")
-    def _postgres_needs_dsn(self) -> StateConfig:
+    def _postgres_needs_dsn(self) -> "StateConfig":
         if self.backend == "postgres" and not self.postgres_dsn_env:
             raise ValueError("state.backend postgres needs state.postgres_dsn_env")
         return self
@@ -736,12 +736,12 @@ class GatewayConfig(_Section):
         return WITH_LIVE if self.is_fake else self.auth.scopes()
 
     @classmethod
-    def fake_local(cls, *, state_dir: Path | None = None) -> GatewayConfig:
+    def fake_local(cls, *, state_dir: Path | None = None) -> "GatewayConfig":
         """The embedded CPAPI simulator, deterministic fixtures, no broker session needed."""
         return cls.model_validate({"state": {"directory": state_dir}})
 
     @classmethod
-    def client_portal(cls, url: str, *, verify_tls: bool = True, state_dir: Path | None = None) -> GatewayConfig:
+    def client_portal(cls, url: str, *, verify_tls: bool = True, state_dir: Path | None = None) -> "GatewayConfig":
         """A running, already authenticated Client Portal Gateway at `url`."""
         return cls.from_mapping(
             {
@@ -750,14 +750,14 @@ class GatewayConfig(_Section):
             }
         )
 
-    def with_verify_tls(self, verify_tls: bool) -> GatewayConfig:
+    def with_verify_tls(self, verify_tls: bool) -> "GatewayConfig":
         """A copy with TLS verification switched; off is allowed only for localhost."""
         data = self.model_dump(mode="json")
         data["broker"]["verify_tls"] = verify_tls
         return GatewayConfig.from_mapping(data)
 
     @classmethod
-    def from_mapping(cls, data: object) -> GatewayConfig:
+    def from_mapping(cls, data: object) -> "GatewayConfig":
         """Validate a mapping, turning every problem into `CONFIG_INVALID` with its location.
 
         Raises:
@@ -775,7 +775,7 @@ class GatewayConfig(_Section):
             raise _config_error(exc) from None
 
     @classmethod
-    def load(cls, path: Path) -> GatewayConfig:
+    def load(cls, path: Path) -> "GatewayConfig":
         """Load and validate a YAML file; a missing file is an error, never a silent fallback.
 
         Raises:
@@ -806,7 +806,7 @@ class GatewayConfig(_Section):
         config = cls.from_mapping(data)
         return config._anchored(path.parent)
 
-    def _anchored(self, base: Path) -> GatewayConfig:
+    def _anchored(self, base: Path) -> "GatewayConfig":
         """Resolve relative paths in the file against the file's own directory."""
         data = self.model_dump(mode="python")
         if self.state.directory is not None and not self.state.directory.is_absolute():

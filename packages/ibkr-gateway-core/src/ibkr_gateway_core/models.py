@@ -4,8 +4,8 @@ Models are frozen and refuse unknown fields. Money and quantities are `Decimal` 
 strings, so no float rounding reaches an agent; currencies are ISO 4217 codes.
 """
 
-from __future__ import annotations
-
+# Field types are objects, not text (no `from __future__ import annotations`): pydantic would compile each
+# from its text when the class is made, about 60,000 instructions a field at every start-up.
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -89,6 +89,14 @@ class BrokerSessionStatus(DomainModel):
     """Each pacing budget with its queue (empty when the backend does not pace: fake mode, or pacing off)."""
 
 
+class SessionCheck(DomainModel):
+    """One precondition of a usable broker session."""
+
+    name: str
+    satisfied: bool
+    detail: str
+
+
 class SessionRequirements(DomainModel):
     """What must be true before broker calls work, and what a person must do now."""
 
@@ -96,14 +104,6 @@ class SessionRequirements(DomainModel):
     manual_action: str
     """`none` when the session is usable; otherwise the one step a person must take."""
     checks: list[SessionCheck]
-
-
-class SessionCheck(DomainModel):
-    """One precondition of a usable broker session."""
-
-    name: str
-    satisfied: bool
-    detail: str
 
 
 class BrokerAccount(DomainModel):
