@@ -23,9 +23,8 @@ import re
 import sys
 from collections.abc import Generator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ._command_table import COMMANDS
 from .runner import CliOptions
@@ -40,9 +39,11 @@ _INT: Final = re.compile(r"[0-9]{1,18}")
 _BY_WORDS: Final[Mapping[tuple[str, ...], CommandSpec]] = {spec.words: spec for spec in COMMANDS}
 
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """A command line the fast path accepted: the command, its global options and its parameter values."""
+class Parsed(NamedTuple):
+    """A command line the fast path accepted: the command, its global options and its parameter values.
+
+    A named tuple, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
 
     spec: CommandSpec
     options: CliOptions

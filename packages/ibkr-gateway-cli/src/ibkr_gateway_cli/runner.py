@@ -6,9 +6,8 @@ The only place where the CLI turns a `GatewayError` into stderr output and an ex
 import json
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 if TYPE_CHECKING:
     from ibkr_gateway_core.config import GatewayConfig
@@ -19,9 +18,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class CliOptions:
-    """Global options, settable before or after the command words."""
+class CliOptions(NamedTuple):
+    """Global options, settable before or after the command words.
+
+    A named tuple, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
 
     config: Path | None = None
     json: bool = False
