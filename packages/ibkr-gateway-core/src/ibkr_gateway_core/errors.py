@@ -19,9 +19,8 @@ from `ERROR_CATALOGUE`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 Family = Literal["input", "broker", "auth", "upstream", "output", "config", "refusal"]
 
@@ -158,9 +157,11 @@ class ErrorCode(StrEnum):
     OPERATOR_ONLY = "OPERATOR_ONLY"
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """What the catalogue says about one code."""
+class ErrorInfo(NamedTuple):
+    """What the catalogue says about one code.
+
+    A named tuple, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
 
     family: Family
     retryable: bool

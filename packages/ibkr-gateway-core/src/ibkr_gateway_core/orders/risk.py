@@ -8,9 +8,8 @@ the live policy of fake mode (the simulator), where no real money can move.
 
 # Field types are objects, not text (no `from __future__ import annotations`): pydantic would compile each
 # from its text when the class is made, about 60,000 instructions a field at every start-up.
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -94,9 +93,11 @@ FAKE_LIVE_POLICY: Final = RiskPolicy(
 """Fake mode only (the simulator, no real money): the live policy when the config names none."""
 
 
-@dataclass(frozen=True, slots=True)
-class LiveUsage:
-    """What one account has already used of a live policy's budgets."""
+class LiveUsage(NamedTuple):
+    """What one account has already used of a live policy's budgets.
+
+    A named tuple, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
 
     orders_in_window: int = 0
     orders_today: int = 0

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol, TypeVar, cast
 
 from ..errors import ErrorCode, GatewayError
 
@@ -166,9 +166,11 @@ def unavailable_error(exc: BaseException) -> GatewayError | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One step of the schema, applied once, in order, inside a write transaction."""
+class Migration(NamedTuple):
+    """One step of the schema, applied once, in order, inside a write transaction.
+
+    A named tuple, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
 
     version: int
     """Position in `MIGRATIONS`, starting at 1; stored in `schema_migrations`."""

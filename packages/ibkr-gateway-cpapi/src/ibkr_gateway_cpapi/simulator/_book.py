@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from importlib.resources import files
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, NamedTuple, cast
 
 SEED_PACKAGE: Final = "ibkr_gateway_cpapi.simulator"
 SEED_DIRECTORY: Final = "data"
@@ -24,9 +24,11 @@ FIRST_ORDER_ID: Final = 1873266401
 """The order id the engine starts from over a book without orders (ids continue after the book's highest)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SimProfile:
-    """One login of the simulator: a paper or a live user and the accounts it sees."""
+class SimProfile(NamedTuple):
+    """One login of the simulator: a paper or a live user and the accounts it sees.
+
+    A named tuple, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
 
     name: str
     user_name: str

@@ -19,18 +19,19 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 from ._session import SimHttpError
 
 HISTORY_PATH: Final = "/iserver/marketdata/history"
 
 
-@dataclass(frozen=True, slots=True)
-class PacingRule:
-    """At most `limit` requests to `path` per `window`."""
+class PacingRule(NamedTuple):
+    """At most `limit` requests to `path` per `window`.
+
+    A named tuple, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
 
     path: str
     limit: int

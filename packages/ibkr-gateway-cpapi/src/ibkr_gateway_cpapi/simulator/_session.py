@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 MAX_SESSION_LIFETIME: Final = timedelta(hours=24)
 """CPAPI's hard cap on one login (opt-in here: a long-running fake backend should not expire)."""
@@ -85,9 +85,11 @@ class BrokerageSession:
     """The account `POST /iserver/account` selected; None: the login's first account."""
 
 
-@dataclass(frozen=True, slots=True)
-class SimRequest:
-    """One request the simulator saw (path below `/v1/api`, no body)."""
+class SimRequest(NamedTuple):
+    """One request the simulator saw (path below `/v1/api`, no body).
+
+    A named tuple, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
 
     method: str
     path: str
