@@ -22,7 +22,6 @@ from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.models import BrokerSessionStatus, DataStatus, OrderRecord
 
 from . import _mapping as mapping
-from . import _order_mapping as order_mapping
 from . import _wire as wire
 from ._accounts import AccountSelection
 from .client import BrokerHttpError, CpapiClient
@@ -737,6 +736,8 @@ class MarketReads:
             )
         orders = wire.parse(wire.WireLiveOrders, data, "orders")
         rows = [row for row in orders.orders if row.account_id in (None, account_id)]
+        from . import _order_mapping as order_mapping  # with the first order read: account reads never need it
+
         try:
             return [order_mapping.to_order_record(row, account_id) for row in rows]
         except ValueError:

@@ -42,11 +42,9 @@ from ibkr_gateway_core.models import (
 )
 
 from . import _mapping as mapping
-from . import _order_mapping as order_mapping
 from . import _wire as wire
 from ._accounts import AccountSelection, read_iserver_accounts
 from ._market_reads import MarketReads
-from ._order_body import order_body
 from ._questions import QuestionSlot, broker_key
 from .client import BrokerHttpError, CpapiClient, Decoder, api_base_url
 from .supervisor import DEFAULT_TICKLE_INTERVAL, SessionSupervisor, Sleep
@@ -652,6 +650,8 @@ class CpapiBackend(MarketReads):
                 break
         orders = wire.parse(wire.WireLiveOrders, data, "orders")
         rows = [row for row in orders.orders if row.account_id in (None, account_id)]
+        from . import _order_mapping as order_mapping  # with the first order read: account reads never need it
+
         return _mapped(lambda: [order_mapping.to_order_record(row, account_id) for row in rows])
 
     async def order_status(self, account_id: str, broker_order_id: str) -> OrderRecord:
@@ -672,6 +672,8 @@ class CpapiBackend(MarketReads):
         status = wire.parse(wire.WireOrderStatus, data, "order status")
         if status.account not in (None, account_id):
             raise unknown
+        from . import _order_mapping as order_mapping
+
         return _mapped(lambda: order_mapping.to_order_record_from_status(status, account_id))
 
     async def executions(self, account_id: str, days: int) -> list[Execution]:
@@ -681,6 +683,8 @@ class CpapiBackend(MarketReads):
         async with self._selection.holding(account_id):
             data = await self._client.get("/iserver/account/trades", {"days": str(days), "accountId": account_id})
         trades = [t for t in wire.parse_trades(data) if t.account_id in (None, account_id)]
+        from . import _order_mapping as order_mapping
+
         return _mapped(lambda: [order_mapping.to_execution(t, account_id) for t in trades])
 
     # -- order preview and writing ---------------------------------------------------------------
@@ -694,6 +698,8 @@ class CpapiBackend(MarketReads):
             GatewayError: `ORDER_VALIDATION_FAILED` for a ticket whose prices do not fit its type;
                 `BROKER_*` when the broker cannot be asked.
         """
+        from ._order_body import order_body
+
         body = order_body(ticket, None)
         await self._open_stream(ticket.contract_id)
         try:
@@ -706,6 +712,8 @@ class CpapiBackend(MarketReads):
                 return WhatIf(error=exc.broker_message)
             raise
         answer = wire.parse(wire.WireWhatIf, data, "what-if")
+        from . import _order_mapping as order_mapping
+
         return _mapped(lambda: order_mapping.to_what_if(answer, ticket.currency))
 
     def order_writer(self) -> OrderWriter:

@@ -96,8 +96,7 @@ class SimRequest(NamedTuple):
     query: str
 
 
-@dataclass(slots=True)
-class _Failure:
+class _Failure(NamedTuple):
     status: int
     body: object
     path_contains: str | None = None
