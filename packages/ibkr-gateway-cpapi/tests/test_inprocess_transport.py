@@ -211,7 +211,8 @@ def test_the_fake_accounts_read_imports_no_web_framework(tmp_path: Any) -> None:
     """`ibkr-agent accounts list` in fake mode serves the simulator in process: no Starlette, no ASGI app.
 
     Nor does it define the market and order wire models, which load with the reads that use them, or the
-    order tickets, order mapping and order body, which load with the first order read, preview or order.
+    order tickets, order mapping and order body, which load with the first order read, preview or order,
+    or the saved-book models, which load with the first book saved or read.
     """
     code = (
         "import sys\n"
@@ -222,7 +223,7 @@ def test_the_fake_accounts_read_imports_no_web_framework(tmp_path: Any) -> None:
         "assert not loaded, loaded\n"
         "assert 'ibkr_gateway_cpapi.simulator.inprocess' in sys.modules\n"
         "unused = sorted(name for name in sys.modules if name.endswith(('._wire_market', '._wire_orders')))\n"
-        "unused += [name for name in sys.modules if name.endswith(('._order_mapping', '._order_body'))]\n"
+        "unused += [name for name in sys.modules if name.endswith(('._order_mapping', '._order_body', '._saved'))]\n"
         "unused += [name for name in sys.modules if name == 'ibkr_gateway_core.orders.tickets']\n"
         "assert not unused, unused\n"
     )

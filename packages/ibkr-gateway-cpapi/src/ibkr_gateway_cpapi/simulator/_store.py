@@ -21,19 +21,20 @@ snapshot (a torn last history line is cut off). A snapshot that cannot be read i
 from __future__ import annotations
 
 import fcntl
-import functools
 import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from ._book import SimExecution, SimOrder, SimPosition
+from ._book import SimExecution, SimOrder
+
+if TYPE_CHECKING:  # the saved-book models load with the first book read or save (`_saved`)
+    from ._saved import HistoryEntry, SavedBook
 
 logger = logging.getLogger(__name__)
 
@@ -49,52 +50,6 @@ COMPACT_HISTORY_BYTES: Final = 4 * 1024 * 1024
 
 _LOCK_RECORD: Final = "{revision:020d} {generation:020d}\n"
 _LOCK_RECORD_BYTES: Final = 42
-
-
-class _Saved(BaseModel):
-    # defer_build: schemas are built when a book is first saved or read, not when fake mode starts
-    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
-
-
-class SavedBook(_Saved):
-    """`simulator-book.json`: the parts of the book that still change."""
-
-    version: Literal[2] = 2
-    login_at: datetime
-    """When the simulated gateway login began; processes within 24 h share it (live orders since then)."""
-    next_order_id: int
-    next_execution: int
-    cash: dict[str, dict[str, Decimal]]
-    positions: list[SimPosition]
-    orders: list[SimOrder]
-    """Working orders; finished ones move to the history."""
-
-
-class HistoryEntry(_Saved):
-    """One line of `simulator-book.history.jsonl`: orders that finished and fills that happened in one change."""
-
-    orders: list[SimOrder] = Field(default_factory=list[SimOrder])
-    executions: list[SimExecution] = Field(default_factory=list[SimExecution])
-
-
-@functools.cache
-def _book_adapter() -> TypeAdapter[SavedBook]:
-    return TypeAdapter(SavedBook)
-
-
-@functools.cache
-def _entry_adapter() -> TypeAdapter[HistoryEntry]:
-    return TypeAdapter(HistoryEntry)
-
-
-def book_bytes(saved: SavedBook) -> bytes:
-    """The snapshot file's content."""
-    return _book_adapter().dump_json(saved)
-
-
-def history_bytes(entries: list[HistoryEntry]) -> bytes:
-    """History lines (each ends with a newline); empty entries are left out."""
-    return b"".join(_entry_adapter().dump_json(e) + b"\n" for e in entries if e.orders or e.executions)
 
 
 @dataclass(slots=True)
@@ -227,8 +182,10 @@ class BookStore:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        from ._saved import book_adapter
+
         try:
-            return _book_adapter().validate_json(raw)
+            return book_adapter().validate_json(raw)
         except ValidationError:
             damaged = self.path.with_name(self.path.name + ".damaged")
             os.replace(self.path, damaged)
@@ -246,10 +203,12 @@ class BookStore:
         complete = tail.rfind(b"\n") + 1
         if complete < len(tail):  # a line torn by a crash: cut it off so appends start clean
             os.truncate(self.history_path, self._history_end + complete)
+        from ._saved import entry_adapter
+
         entries: list[HistoryEntry] = []
         for line in tail[:complete].splitlines():
             try:
-                entries.append(_entry_adapter().validate_json(line))
+                entries.append(entry_adapter().validate_json(line))
             except ValidationError:
                 logger.warning("Skipped a simulator history line that could not be read.")
         self._history_end += complete

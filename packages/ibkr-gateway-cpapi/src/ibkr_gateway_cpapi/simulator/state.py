@@ -24,17 +24,7 @@ from ._clock import ScaledClock
 from ._json import as_array, as_object
 from ._pacing import DEFAULT_PACING_RULES, DEFAULT_PENALTY, GLOBAL_PER_SECOND, HISTORY_CONCURRENCY, Pacer, PacingRule
 from ._session import AuthState, SessionMachine, SimConnectionDropped, SimHttpError, SimRequest, error_body
-from ._store import (
-    COMPACT_HISTORY_BYTES,
-    RETENTION,
-    BookStore,
-    HistoryEntry,
-    Lease,
-    Loaded,
-    SavedBook,
-    book_bytes,
-    history_bytes,
-)
+from ._store import COMPACT_HISTORY_BYTES, RETENTION, BookStore, Lease, Loaded
 
 if TYPE_CHECKING:
     from ._oauth import OAuthAuthority
@@ -225,6 +215,8 @@ class SimulatorState:
                 store.release(lease)
 
     async def _save(self, store: BookStore, lease: Lease) -> None:
+        from ._saved import HistoryEntry, SavedBook, book_bytes, history_bytes  # with the first save
+
         now = self._clock()
         finished = [
             o for o in self.book.orders.values() if not o.is_working and o.order_id not in self._archived_orders
