@@ -25,7 +25,6 @@ import json
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -111,14 +110,19 @@ def _boxes_whole_client(content: bytes) -> bool:
     return any(marker in text for marker in _WHOLE_CLIENT_MARKERS)
 
 
-@dataclass(slots=True)
 class _Flight:
-    """One upstream read that identical concurrent reads wait for."""
+    """One upstream read that identical concurrent reads wait for.
 
-    done: anyio.Event = field(default_factory=anyio.Event)
-    answer: object = None
-    error: GatewayError | None = None
-    abandoned: bool = False
+    A plain slotted class, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
+
+    __slots__ = ("abandoned", "answer", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.answer: object = None
+        self.error: GatewayError | None = None
+        self.abandoned = False
 
 
 def api_base_url(base_url: str) -> str:

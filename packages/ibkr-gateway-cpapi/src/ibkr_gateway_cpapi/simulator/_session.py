@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, NamedTuple
@@ -65,24 +64,39 @@ def error_body(message: str, status: int | None = None) -> dict[str, object]:
     return {"error": message} if status is None else {"error": message, "statusCode": status}
 
 
-@dataclass(slots=True)
 class BrokerageSession:
-    """What CPAPI remembers for one brokerage session."""
+    """What CPAPI remembers for one brokerage session.
 
-    iserver_primed: bool = False
-    portfolio_primed: bool = False
-    preflighted: set[int] = field(default_factory=set[int])
-    """Conids whose snapshot stream has been opened (the first request only opens it)."""
-    snapshot_fields: dict[int, list[str]] = field(default_factory=dict[int, list[str]])
-    live_orders_warmed: bool = False
-    live_orders_empty_left: int = 0
-    """Further empty live-orders answers still to come after the warm-up (a slow subscription)."""
-    positions_cache: dict[str, list[SimPositionRow]] = field(default_factory=dict[str, list[SimPositionRow]])
-    """Account → the positions rows served until `/positions/invalidate` (when the cache is on)."""
-    suppressed: set[str] = field(default_factory=set[str])
-    """Question message ids suppressed with `/iserver/questions/suppress`."""
-    selected_account: str | None = None
-    """The account `POST /iserver/account` selected; None: the login's first account."""
+    A plain slotted class, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
+
+    __slots__ = (
+        "iserver_primed",
+        "live_orders_empty_left",
+        "live_orders_warmed",
+        "portfolio_primed",
+        "positions_cache",
+        "preflighted",
+        "selected_account",
+        "snapshot_fields",
+        "suppressed",
+    )
+
+    def __init__(self) -> None:
+        self.iserver_primed = False
+        self.portfolio_primed = False
+        self.preflighted: set[int] = set()
+        """Conids whose snapshot stream has been opened (the first request only opens it)."""
+        self.snapshot_fields: dict[int, list[str]] = {}
+        self.live_orders_warmed = False
+        self.live_orders_empty_left = 0
+        """Further empty live-orders answers still to come after the warm-up (a slow subscription)."""
+        self.positions_cache: dict[str, list[SimPositionRow]] = {}
+        """Account → the positions rows served until `/positions/invalidate` (when the cache is on)."""
+        self.suppressed: set[str] = set()
+        """Question message ids suppressed with `/iserver/questions/suppress`."""
+        self.selected_account: str | None = None
+        """The account `POST /iserver/account` selected; None: the login's first account."""
 
 
 class SimRequest(NamedTuple):

@@ -24,7 +24,6 @@ import fcntl
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -52,25 +51,35 @@ _LOCK_RECORD: Final = "{revision:020d} {generation:020d}\n"
 _LOCK_RECORD_BYTES: Final = 42
 
 
-@dataclass(slots=True)
 class Loaded:
-    """What changed on disk since this process last looked."""
+    """What changed on disk since this process last looked.
 
-    full: bool
-    """True: `finished` and `executions` are the whole history; False: only lines added since."""
-    book: SavedBook | None
-    finished: list[SimOrder] = field(default_factory=list[SimOrder])
-    executions: list[SimExecution] = field(default_factory=list[SimExecution])
+    A plain slotted class, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
+
+    __slots__ = ("book", "executions", "finished", "full")
+
+    def __init__(self, *, full: bool, book: SavedBook | None) -> None:
+        self.full = full
+        """True: `finished` and `executions` are the whole history; False: only lines added since."""
+        self.book = book
+        self.finished: list[SimOrder] = []
+        self.executions: list[SimExecution] = []
 
 
-@dataclass(slots=True)
 class Lease:
-    """An exclusive hold on the book files; `loaded` is set when another process changed them."""
+    """An exclusive hold on the book files; `loaded` is set when another process changed them.
 
-    fd: int
-    revision: int
-    generation: int
-    loaded: Loaded | None
+    A plain slotted class, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
+
+    __slots__ = ("fd", "generation", "loaded", "revision")
+
+    def __init__(self, fd: int, revision: int, generation: int, *, loaded: Loaded | None) -> None:
+        self.fd = fd
+        self.revision = revision
+        self.generation = generation
+        self.loaded = loaded
 
 
 class BookStore:
