@@ -8,8 +8,7 @@ travelling through every input model.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from .principal import Principal
 
@@ -30,9 +29,11 @@ class Switch:
     handler returns it as a stream instead of one value in memory; MCP callers always get the value."""
 
 
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    """One call, as its handler sees it."""
+class CallContext(NamedTuple):
+    """One call, as its handler sees it.
+
+    A named tuple, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
 
     principal: Principal
     switches: frozenset[str]

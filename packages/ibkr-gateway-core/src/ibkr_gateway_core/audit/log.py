@@ -33,7 +33,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -329,27 +328,37 @@ def _row_bytes(sequence: int, key_id: str, event_id: str, event_type: str, times
     return f"{sequence}\n{key_id}\n{event_id}\n{event_type}\n{timestamp}\n{payload}".encode()
 
 
-@dataclass(slots=True)
 class _PendingAppend:
-    """One event waiting for the next group commit, rendered by its caller (see `append_sync`)."""
+    """One event waiting for the next group commit, rendered by its caller (see `append_sync`).
 
-    rendered: _Rendered
-    sync: bool = True
-    """The commit must reach the disk before this event is acknowledged (see `AuditLog.append`)."""
-    done: anyio.Event = field(default_factory=anyio.Event)
-    record: AuditRecord | None = None
-    error: GatewayError | None = None
+    A plain slotted class, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
+
+    __slots__ = ("done", "error", "record", "rendered", "sync")
+
+    def __init__(self, rendered: _Rendered, sync: bool = True) -> None:
+        self.rendered = rendered
+        self.sync = sync
+        """The commit must reach the disk before this event is acknowledged (see `AuditLog.append`)."""
+        self.done = anyio.Event()
+        self.record: AuditRecord | None = None
+        self.error: GatewayError | None = None
 
 
-@dataclass(slots=True)
 class _SyncAppend:
-    """One event of `append_sync` waiting for a group commit, or for its turn to lead one."""
+    """One event of `append_sync` waiting for a group commit, or for its turn to lead one.
 
-    rendered: _Rendered
-    wake: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False
-    record: AuditRecord | None = None
-    error: GatewayError | None = None
+    A plain slotted class, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
+
+    __slots__ = ("error", "lead", "record", "rendered", "wake")
+
+    def __init__(self, rendered: _Rendered) -> None:
+        self.rendered = rendered
+        self.wake = threading.Event()
+        self.lead = False
+        self.record: AuditRecord | None = None
+        self.error: GatewayError | None = None
 
 
 class AuditLog:
