@@ -204,6 +204,102 @@ async def test_a_full_last_page_is_followed_by_an_empty_one(backend: CpapiBacken
     assert [p for p in sim.paths() if "/positions/" in p][-1] == "GET /portfolio/DU1234567/positions/1"
 
 
+def _many_positions(sim: SimulatorState, account_id: str, count: int) -> None:
+    """`count` synthetic stock positions in `account_id` (conids from 92,000,000)."""
+    for n in range(count):
+        conid = 92_000_000 + n
+        sim.add_contract(
+            SimContract(
+                conid=conid,
+                symbol=f"P{n:03d}",
+                company_name=f"PAGED {n}",
+                sec_type="STK",
+                listing_exchange="NYSE",
+                currency="USD",
+                category=None,
+                industry=None,
+                stock_type="COMMON",
+                valid_exchanges="SMART",
+                bid=None,
+                ask=None,
+                last=Decimal(10),
+                prior_close=None,
+                bid_size=None,
+                ask_size=None,
+                volume=None,
+                availability="RpB",
+            )
+        )
+        sim.set_position(account_id, conid, Decimal(n + 1), Decimal(9))
+
+
+def _in_flight(backend: CpapiBackend, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Most position-page requests in flight at once, per read (a new entry after each `append(0)`)."""
+    client = backend._client  # pyright: ignore[reportPrivateUsage]
+    get = client.get
+    now = [0]
+    most: list[int] = [0]
+
+    async def counted(path: str, *args: object, **kwargs: object) -> object:
+        if "/positions/" not in path:
+            return await get(path, *args, **kwargs)  # pyright: ignore[reportArgumentType]
+        now[0] += 1
+        most[-1] = max(most[-1], now[0])
+        try:
+            await anyio.sleep(0.01)  # as a broker takes time: the reader's other requests go out meanwhile
+            return await get(path, *args, **kwargs)  # pyright: ignore[reportArgumentType]
+        finally:
+            now[0] -= 1
+
+    monkeypatch.setattr(client, "get", counted)
+    return most
+
+
+async def test_a_paged_account_is_read_with_its_pages_in_flight_at_once(
+    backend: CpapiBackend, sim: SimulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first read learns that the account takes three pages, one after the other; the next asks for the
+    three at once and gets the same positions in the same order."""
+    _many_positions(sim, "DU7654321", 250)
+    most = _in_flight(backend, monkeypatch)
+    first = await backend.positions("DU7654321")
+    most.append(0)
+    second = await backend.positions("DU7654321")
+    assert most == [1, 3]
+    assert len(first) == 251 and second == first
+    pages = [p.rsplit("/", 1)[1] for p in sim.paths() if p.startswith("GET /portfolio/DU7654321/positions/")]
+    assert sorted(pages[3:]) == ["0", "1", "2"]
+
+
+async def test_after_the_account_shrank_the_read_stops_at_its_short_page(
+    backend: CpapiBackend, sim: SimulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages asked for ahead are dropped after a short page, failures included, and the next read asks for one."""
+    _many_positions(sim, "DU7654321", 250)
+    assert len(await backend.positions("DU7654321")) == 251
+    for conid in range(92_000_050, 92_000_250):
+        del sim.book.positions[("DU7654321", conid)]
+    sim.fail_next(500, {"error": "internal"}, path_contains="/positions/2")
+    most = _in_flight(backend, monkeypatch)
+    assert len(await backend.positions("DU7654321")) == 51  # page 0 is short: pages 1 and 2 do not count
+    assert most == [3]
+    most.append(0)
+    before = len(sim.paths())
+    assert len(await backend.positions("DU7654321")) == 51
+    assert most[-1] == 1
+    assert [p for p in sim.paths()[before:] if "/positions/" in p] == ["GET /portfolio/DU7654321/positions/0"]
+
+
+async def test_a_failed_page_before_the_short_one_fails_the_read(backend: CpapiBackend, sim: SimulatorState) -> None:
+    """A page the reader needs is never skipped: its failure is the read's, as when pages were asked one by one."""
+    _many_positions(sim, "DU7654321", 250)
+    assert len(await backend.positions("DU7654321")) == 251
+    sim.fail_next(500, {"error": "internal"}, path_contains="/positions/1")
+    with pytest.raises(GatewayError):
+        await backend.positions("DU7654321")
+    assert len(await backend.positions("DU7654321")) == 251
+
+
 async def test_search_returns_every_candidate_of_an_ambiguous_symbol(backend: CpapiBackend) -> None:
     """ABC is two companies in two currencies; the Gateway, not the backend, decides uniqueness."""
     candidates = await backend.search_contracts("ABC")

@@ -15,7 +15,7 @@ hook, read by `open_fake_backend`) logs in as the live profile instead.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -168,6 +168,8 @@ class CpapiBackend(MarketReads):
         self._quote_flights: dict[int, anyio.Event] = {}
         self._positions_dirty: set[str] = set()
         """Accounts whose positions this gateway's own orders may have changed since the broker cached them."""
+        self._position_pages: dict[str, int] = {}
+        """Pages the last positions read of each account took: the next read asks for that many at once."""
         self._orders_working: dict[str, tuple[int, int]] = {}
         """Account → (brokerage generation, working orders in the last non-empty live-orders answer)."""
         client.on_write = self._order_written
@@ -417,13 +419,60 @@ class CpapiBackend(MarketReads):
             if not self._orders_still_working(account_id):
                 self._positions_dirty.discard(account_id)
         rows: list[wire.WirePosition] = []
-        for page in range(MAX_POSITION_PAGES):
-            path = f"/portfolio/{account_id}/positions/{page}"
-            batch = wire.parse_positions(await self._account_get(account_id, path, decoder=wire.positions_from_json))
-            rows.extend(batch)
-            if len(batch) < POSITIONS_PAGE_SIZE:
-                break
+        page = 0
+        while page < MAX_POSITION_PAGES:
+            ahead = max(1, min(self._position_pages.get(account_id, 1) - page, MAX_POSITION_PAGES - page))
+            for batch in await self._position_batches(account_id, range(page, page + ahead)):
+                rows.extend(batch)
+                page += 1
+                if len(batch) < POSITIONS_PAGE_SIZE:
+                    self._position_pages[account_id] = page
+                    return _mapped(lambda: mapping.to_positions(rows, account_id))
+        self._position_pages[account_id] = page
         return _mapped(lambda: mapping.to_positions(rows, account_id))
+
+    async def _position_batches(self, account_id: str, pages: range) -> Iterator[list[wire.WirePosition]]:
+        """The rows of `pages`, requested at once and given in page order, each as its request ends.
+
+        An account that took several pages last time is read with that many requests in flight, so the broker
+        prepares the next page while this one is decoded instead of after it. The reader stops at the first
+        short page: the pages after it, and their failures, are never looked at, as if never asked for.
+        """
+        if len(pages) == 1:
+            path = f"/portfolio/{account_id}/positions/{pages[0]}"
+            return iter(
+                [wire.parse_positions(await self._account_get(account_id, path, decoder=wire.positions_from_json))]
+            )
+        done = [anyio.Event() for _ in pages]
+        bodies: list[object] = [None] * len(pages)
+        failures: list[BaseException | None] = [None] * len(pages)
+
+        async def fetch(index: int) -> None:
+            try:
+                path = f"/portfolio/{account_id}/positions/{pages[index]}"
+                bodies[index] = await self._account_get(account_id, path, decoder=wire.positions_from_json)
+            except Exception as exc:  # reported only if the reader gets as far as this page
+                failures[index] = exc
+            finally:
+                done[index].set()
+
+        batches: list[list[wire.WirePosition]] = []
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as tasks:
+            for index in range(len(pages)):
+                tasks.start_soon(fetch, index)
+            for index in range(len(pages)):
+                await done[index].wait()
+                failure = failures[index]
+                if failure is not None:
+                    break
+                batches.append(wire.parse_positions(bodies[index]))
+                if len(batches[-1]) < POSITIONS_PAGE_SIZE:
+                    break
+            tasks.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return iter(batches)
 
     def _order_written(self, path: str) -> None:
         """The client sent an order write: positions of its account (every account, for a reply) may change."""
