@@ -290,6 +290,17 @@ async def test_after_the_account_shrank_the_read_stops_at_its_short_page(
     assert [p for p in sim.paths()[before:] if "/positions/" in p] == ["GET /portfolio/DU7654321/positions/0"]
 
 
+async def test_a_large_account_has_at_most_four_pages_in_flight(
+    backend: CpapiBackend, sim: SimulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """650 positions take seven pages; the next read asks for four at a time, then the remaining three."""
+    _many_positions(sim, "DU7654321", 650)
+    first = await backend.positions("DU7654321")
+    most = _in_flight(backend, monkeypatch)
+    assert await backend.positions("DU7654321") == first and len(first) == 651
+    assert most == [4]
+
+
 async def test_a_failed_page_before_the_short_one_fails_the_read(backend: CpapiBackend, sim: SimulatorState) -> None:
     """A page the reader needs is never skipped: its failure is the read's, as when pages were asked one by one."""
     _many_positions(sim, "DU7654321", 250)

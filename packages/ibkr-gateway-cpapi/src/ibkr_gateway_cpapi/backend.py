@@ -68,6 +68,9 @@ POSITIONS_PAGE_SIZE: Final = 100
 MAX_POSITION_PAGES: Final = 500
 """Upper bound on pages read, so a misbehaving broker cannot loop us forever."""
 
+MAX_PAGES_IN_FLIGHT: Final = 4
+"""Most positions pages asked for at once (an account of 400 positions and more reads four at a time)."""
+
 ACCOUNTS_REUSE_S: Final = 5.0
 """How long an accounts answer is reused within one brokerage session (IBKR paces `/portfolio/accounts` at 1/5 s)."""
 
@@ -421,7 +424,8 @@ class CpapiBackend(MarketReads):
         rows: list[wire.WirePosition] = []
         page = 0
         while page < MAX_POSITION_PAGES:
-            ahead = max(1, min(self._position_pages.get(account_id, 1) - page, MAX_POSITION_PAGES - page))
+            remembered = self._position_pages.get(account_id, 1) - page
+            ahead = max(1, min(remembered, MAX_PAGES_IN_FLIGHT, MAX_POSITION_PAGES - page))
             for batch in await self._position_batches(account_id, range(page, page + ahead)):
                 rows.extend(batch)
                 page += 1
