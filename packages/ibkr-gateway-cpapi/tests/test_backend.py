@@ -306,8 +306,9 @@ async def test_a_failed_page_before_the_short_one_fails_the_read(backend: CpapiB
     _many_positions(sim, "DU7654321", 250)
     assert len(await backend.positions("DU7654321")) == 251
     sim.fail_next(500, {"error": "internal"}, path_contains="/positions/1")
-    with pytest.raises(GatewayError):
+    with pytest.raises(GatewayError) as caught:
         await backend.positions("DU7654321")
+    assert caught.value.code == ErrorCode.BROKER_BACKEND_UNAVAILABLE
     assert len(await backend.positions("DU7654321")) == 251
 
 
