@@ -290,6 +290,23 @@ async def test_after_the_account_shrank_the_read_stops_at_its_short_page(
     assert [p for p in sim.paths()[before:] if "/positions/" in p] == ["GET /portfolio/DU7654321/positions/0"]
 
 
+async def test_a_malformed_page_among_pages_in_flight_fails_the_read_with_its_own_code(
+    backend: CpapiBackend, sim: SimulatorState
+) -> None:
+    """A page the reader needs that is not a positions page is refused as it is when pages are read one by one,
+    not as a group of errors from the requests in flight."""
+    _many_positions(sim, "DU7654321", 250)
+    assert len(await backend.positions("DU7654321")) == 251
+    for in_flight in (False, True):
+        if not in_flight:
+            backend._position_pages.clear()  # pyright: ignore[reportPrivateUsage]
+        sim.fail_next(200, {"unexpected": "shape"}, path_contains="/positions/0")
+        with pytest.raises(GatewayError) as caught:
+            await backend.positions("DU7654321")
+        assert caught.value.code == ErrorCode.BROKER_RESPONSE_INVALID, in_flight
+        assert len(await backend.positions("DU7654321")) == 251
+
+
 async def test_a_large_account_has_at_most_four_pages_in_flight(
     backend: CpapiBackend, sim: SimulatorState, monkeypatch: pytest.MonkeyPatch
 ) -> None:

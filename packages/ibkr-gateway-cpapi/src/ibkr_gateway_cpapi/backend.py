@@ -468,10 +468,12 @@ class CpapiBackend(MarketReads):
             for index in range(len(pages)):
                 await done[index].wait()
                 failure = failures[index]
-                if failure is not None:
-                    break
-                batches.append(wire.parse_positions(bodies[index]))
-                if len(batches[-1]) < POSITIONS_PAGE_SIZE:
+                if failure is None:
+                    try:
+                        batches.append(wire.parse_positions(bodies[index]))
+                    except Exception as exc:  # raised below, outside the task group, which would wrap it in a group
+                        failure = exc
+                if failure is not None or len(batches[-1]) < POSITIONS_PAGE_SIZE:
                     break
             tasks.cancel_scope.cancel()
         if failure is not None:
