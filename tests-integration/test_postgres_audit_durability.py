@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import anyio
 import psycopg
 from ibkr_gateway_core.audit import AuditEvent, AuditLog
 from ibkr_gateway_core.state import PostgresLocation
@@ -64,3 +65,45 @@ def test_acknowledged_appends_survive_a_crash_of_postgres() -> None:
             log.close()
         assert report.chain_valid, report.reason
         assert report.events_scanned == 40
+
+
+def _flushed(dsn: str) -> bool:
+    """Whether the WAL on disk reaches everything inserted so far."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()").fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+def test_unsynced_appends_do_not_wait_for_the_flush_and_the_next_synced_one_flushes_them() -> None:
+    """`audit.read_sync: normal` on PostgreSQL: a completed read's event is committed without waiting for the WAL
+    flush; a crash of the server can cut off such events at the end of the chain, never one in the middle, and
+    the next synced append makes every one before it durable."""
+    with running_postgres(durable=True, settings=HELD_BACK) as server:
+        dsn = server.new_database()
+        log = AuditLog.open(PostgresLocation(dsn), KEY)
+
+        async def append(first: int, count: int, *, sync: bool) -> None:
+            for i in range(first, first + count):
+                await log.append(_event(i), sync=sync)
+
+        try:
+            anyio.run(lambda: append(0, 3, sync=True))
+            assert _flushed(dsn)
+            anyio.run(lambda: append(3, 5, sync=False))
+            assert not _flushed(dsn)  # committed, not waited for
+            anyio.run(lambda: append(8, 1, sync=True))
+            assert _flushed(dsn)
+            anyio.run(lambda: append(9, 4, sync=False))
+        finally:
+            log.close()
+
+        server.crash_and_restart()
+
+        log = AuditLog.open(PostgresLocation(dsn), KEY)
+        try:
+            report = log.verify_sync()
+        finally:
+            log.close()
+        assert report.chain_valid, report.reason
+        assert 9 <= report.events_scanned <= 13  # every event up to the synced ninth; of the last four, a prefix

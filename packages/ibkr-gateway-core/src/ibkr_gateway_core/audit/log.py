@@ -472,7 +472,9 @@ class AuditLog:
         process, when this returns; a crash of the machine or a power cut can lose it until the next
         synced commit on the same file (any process's), which syncs every earlier event with its own.
         Such a commit runs on the calling thread when it cannot block (no other appender, the write lock
-        free), else on a worker thread like any other. PostgreSQL always commits synchronously.
+        free), else on a worker thread like any other. On PostgreSQL such a commit returns without waiting for
+        the WAL flush: the event is committed, seen by every replica and survives a crash of this process; a
+        crash of the database server can lose it until the next synced commit, which flushes it with its own.
 
         Raises:
             GatewayError: `AUDIT_WRITE_FAILED` when nothing was written.
@@ -634,11 +636,11 @@ class AuditLog:
             known = self._written_head
             if known is not None and self._speculate and len(rendered) <= MAX_CONDITIONAL_ROWS:
                 rows = self._chain(rendered, known)
-                inserted = execute_locked(db, "audit", *_append_after(db, rows, known))
+                inserted = execute_locked(db, "audit", *_append_after(db, rows, known), durable=sync)
                 if inserted != len(rows):  # 0: another writer appended; nothing was written
                     rows, self._speculate = None, False
             if rows is None:
-                with write_transaction(db, "audit"):  # re-read the head under the lock: other processes append too
+                with write_transaction(db, "audit", durable=sync):  # re-read the head under the lock: others append too
                     head = self._head_for_append(db)
                     rows = self._chain(rendered, head)
                     db.executemany(_INSERT_SQL, rows)

@@ -339,14 +339,16 @@ def open_database(path: Path, *, migrations: tuple[Migration, ...] = MIGRATIONS)
 
 
 @contextmanager
-def write_transaction(db: _C, lock: LockDomain | None = "state") -> Generator[_C]:
+def write_transaction(db: _C, lock: LockDomain | None = "state", *, durable: bool = True) -> Generator[_C]:
     """Run the block as the only writer of its lock domain: commit on success, roll back on any error.
 
     SQLite: `BEGIN IMMEDIATE`. PostgreSQL: `BEGIN` and a transaction-scoped advisory lock for `lock`;
     `lock=None` takes no advisory lock, for a block that only claims rows (`claim_clause`).
+    `durable=False` (PostgreSQL) returns once the commit is recorded, without waiting for the WAL flush, as
+    SQLite's `synchronous=NORMAL` returns without a sync (on SQLite the connection's setting decides).
     """
     if not isinstance(db, sqlite3.Connection):
-        with cast("PostgresConnection", db).transaction(write=True, lock=lock):
+        with cast("PostgresConnection", db).transaction(write=True, lock=lock, durable=durable):
             yield db
         return
     db.execute("BEGIN IMMEDIATE")  # take the write lock now; a deferred BEGIN cannot wait for it later
@@ -359,7 +361,9 @@ def write_transaction(db: _C, lock: LockDomain | None = "state") -> Generator[_C
         raise
 
 
-def execute_locked(db: StateConnection, lock: LockDomain, sql: str, parameters: Sequence[Any] = (), /) -> int:
+def execute_locked(
+    db: StateConnection, lock: LockDomain, sql: str, parameters: Sequence[Any] = (), /, *, durable: bool = True
+) -> int:
     """Run one `INSERT ... SELECT` as a transaction of its own, as the only writer of `lock`; rows inserted.
 
     The statement names `{held}` in its `FROM` list (one row, no columns it uses). SQLite: the statement alone
@@ -368,13 +372,13 @@ def execute_locked(db: StateConnection, lock: LockDomain, sql: str, parameters: 
     three. PostgreSQL: the statement alone in autocommit mode, `{held}` being a subquery
     that takes the advisory lock before any row is inserted, so the whole transaction is one round trip;
     its snapshot may predate the lock, so a unique violation there (a conflicting row committed meanwhile)
-    counts as nothing inserted. On both, 0 means nothing was written.
+    counts as nothing inserted. On both, 0 means nothing was written. `durable`: as for `write_transaction`.
     """
     if isinstance(db, sqlite3.Connection):
         if db.in_transaction:  # inside another transaction it would neither lock nor commit on its own
             raise sqlite3.OperationalError("cannot start a transaction within a transaction")
         return db.execute(sql.replace("{held}", "(SELECT 1) AS held"), parameters).rowcount
-    return cast("PostgresConnection", db).execute_locked(lock, sql, parameters)
+    return cast("PostgresConnection", db).execute_locked(lock, sql, parameters, durable=durable)
 
 
 def claim_clause(db: StateConnection) -> str:

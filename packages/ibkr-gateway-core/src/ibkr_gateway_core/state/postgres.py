@@ -278,20 +278,24 @@ class PostgresConnection:
         with self._pool.connection(timeout=self._timeout_s) as conn, conn.cursor() as cursor:
             cursor.executemany(query, parameters)  # pyright: ignore[reportArgumentType]
 
-    def execute_locked(self, lock: LockDomain, sql: str, parameters: Sequence[Any] = (), /) -> int:
+    def execute_locked(
+        self, lock: LockDomain, sql: str, parameters: Sequence[Any] = (), /, *, durable: bool = True
+    ) -> int:
         """Run one `INSERT ... SELECT` as its own transaction holding `lock`: one round trip; rows inserted.
 
         `{held}` in the statement's `FROM` list becomes a subquery taking the transaction-scoped advisory
         lock, so no row is inserted before the lock is held; the implicit commit releases it. A unique
         violation (a conflicting row committed while the statement waited for the lock) inserts nothing
-        and returns 0.
+        and returns 0. `durable=False` commits without waiting for the WAL flush (`set_config(...,
+        true)` lasts as long as the statement's own transaction).
         """
         import psycopg
 
         if self._pinned is not None:
             raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "A state transaction is already open.")
+        unsynced = "" if durable else ", set_config('synchronous_commit', 'off', true)"
         query = _driver_sql(
-            sql.replace("{held}", f"(SELECT pg_advisory_xact_lock({_LOCK_KEYS[lock]}) OFFSET 0) AS held")
+            sql.replace("{held}", f"(SELECT pg_advisory_xact_lock({_LOCK_KEYS[lock]}){unsynced} OFFSET 0) AS held")
         )
         with self._pool.connection(timeout=self._timeout_s) as conn:
             try:
@@ -300,11 +304,11 @@ class PostgresConnection:
                 return 0
 
     @contextmanager
-    def transaction(self, *, write: bool, lock: LockDomain | None) -> Generator[None]:
+    def transaction(self, *, write: bool, lock: LockDomain | None, durable: bool = True) -> Generator[None]:
         """Pin a connection for the block: a locked write transaction, or a read-only snapshot.
 
-        A write under the `audit` lock commits without waiting for the WAL flush and then waits for it
-        (`_FLUSH_SQL`), so other replicas' appends need not wait for this one's disk sync.
+        A write under the `audit` lock commits without waiting for the WAL flush and then, when `durable`,
+        waits for it (`_FLUSH_SQL`), so other replicas' appends need not wait for this one's disk sync.
         """
         if self._pinned is not None:
             raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "A state transaction is already open.")
@@ -315,7 +319,7 @@ class PostgresConnection:
                 self._deferred.append(("BEGIN", (), False))
                 if lock is not None:  # None: row locks only (`claim_clause`)
                     self._deferred.append(("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],), False))
-                if lock == "audit":  # the lock is released at COMMIT; the flush is waited for after it
+                if lock == "audit" or not durable:  # the lock goes at COMMIT; the flush is waited for after it
                     self._deferred.append(("SET LOCAL synchronous_commit TO off", (), False))
                 self._begun = True
             else:
@@ -326,7 +330,7 @@ class PostgresConnection:
                     with conn.pipeline():  # deferred inserts and COMMIT: one round trip
                         self._send_deferred(conn)
                         conn.execute("COMMIT")
-                        if lock == "audit":
+                        if lock == "audit" and durable:
                             conn.execute(_FLUSH_SQL)
                 else:
                     conn.execute("ROLLBACK")
