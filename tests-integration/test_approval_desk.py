@@ -388,8 +388,10 @@ def test_a_person_approves_denies_and_halts_in_the_browser(rig: DeskRig, browser
     _shot(browser, "pending")
 
     # the person was told, with a link and without the account id
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not any(second.preview_id in h["body"] for h in rig.hooks):
+    deadline = time.monotonic() + 30  # both notifications (the webhook and ntfy), however loaded the machine
+    while time.monotonic() < deadline and {"/hook", "/ntfy/desk-topic"} - {
+        h["path"] for h in rig.hooks if second.preview_id in h["body"]
+    }:
         time.sleep(0.2)
     hooks = [h for h in rig.hooks if second.preview_id in h["body"]]
     webhook = next(json.loads(h["body"]) for h in hooks if h["path"] == "/hook")

@@ -156,11 +156,12 @@ async def test_a_process_whose_claim_expired_never_confirms_its_superseded_quest
     sim: SimulatorState, state_location: StateLocation
 ) -> None:
     """A stalls between the question and its confirmation past its lease; B places meanwhile; A refuses."""
-    slow = process(sim, QuestionSlot(lambda: state_location, KEY, ttl=timedelta(milliseconds=50)))
+    slow = process(sim, QuestionSlot(lambda: state_location, KEY, ttl=timedelta(milliseconds=300)))
     placed_by_other: list[str] = []
 
     def stalling_policy(question: BrokerQuestion) -> bool:
-        time.sleep(0.2)  # past the 50 ms lease
+        time.sleep(0.9)  # past the 300 ms lease (a lease short enough to lapse before the question is asked on a
+        # loaded machine would fail the test for the wrong reason)
         other_process(sim, QuestionSlot(lambda: state_location, KEY), "other-1", placed_by_other)
         return True
 
