@@ -34,6 +34,17 @@ def _event(i: int) -> AuditEvent:
     )
 
 
+def _verified_events(dsn: str) -> int:
+    """How many events `audit verify` finds in the chain after the restart; the chain must be valid."""
+    log = AuditLog.open(PostgresLocation(dsn), KEY)
+    try:
+        report = log.verify_sync()
+    finally:
+        log.close()
+    assert report.chain_valid, report.reason
+    return report.events_scanned
+
+
 def test_acknowledged_appends_survive_a_crash_of_postgres() -> None:
     with running_postgres(durable=True, settings=HELD_BACK) as server:
         dsn = server.new_database()
@@ -58,13 +69,7 @@ def test_acknowledged_appends_survive_a_crash_of_postgres() -> None:
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             assert conn.execute("SELECT count(*) FROM crash_probe").fetchone() == (0,)
-        log = AuditLog.open(PostgresLocation(dsn), KEY)
-        try:
-            report = log.verify_sync()
-        finally:
-            log.close()
-        assert report.chain_valid, report.reason
-        assert report.events_scanned == 40
+        assert _verified_events(dsn) == 40
 
 
 def _flushed(dsn: str) -> bool:
@@ -100,10 +105,4 @@ def test_unsynced_appends_do_not_wait_for_the_flush_and_the_next_synced_one_flus
 
         server.crash_and_restart()
 
-        log = AuditLog.open(PostgresLocation(dsn), KEY)
-        try:
-            report = log.verify_sync()
-        finally:
-            log.close()
-        assert report.chain_valid, report.reason
-        assert 9 <= report.events_scanned <= 13  # every event up to the synced ninth; of the last four, a prefix
+        assert 9 <= _verified_events(dsn) <= 13  # every event up to the synced ninth; of the last four, a prefix

@@ -204,33 +204,12 @@ async def test_a_full_last_page_is_followed_by_an_empty_one(backend: CpapiBacken
     assert [p for p in sim.paths() if "/positions/" in p][-1] == "GET /portfolio/DU1234567/positions/1"
 
 
-def _many_positions(sim: SimulatorState, account_id: str, count: int) -> None:
-    """`count` synthetic stock positions in `account_id` (conids from 92,000,000)."""
-    for n in range(count):
-        conid = 92_000_000 + n
-        sim.add_contract(
-            SimContract(
-                conid=conid,
-                symbol=f"P{n:03d}",
-                company_name=f"PAGED {n}",
-                sec_type="STK",
-                listing_exchange="NYSE",
-                currency="USD",
-                category=None,
-                industry=None,
-                stock_type="COMMON",
-                valid_exchanges="SMART",
-                bid=None,
-                ask=None,
-                last=Decimal(10),
-                prior_close=None,
-                bid_size=None,
-                ask_size=None,
-                volume=None,
-                availability="RpB",
-            )
-        )
-        sim.set_position(account_id, conid, Decimal(n + 1), Decimal(9))
+def _many_positions(sim: SimulatorState, account_id: str, count: int) -> list[int]:
+    """`count` positions in `account_id`, one in each of the simulator's made-up stocks; returns their conids."""
+    conids = sim.add_stock_contracts(count)
+    for n, conid in enumerate(conids, start=1):
+        sim.set_position(account_id, conid, Decimal(n), Decimal(9))
+    return conids
 
 
 def _in_flight(backend: CpapiBackend, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -275,9 +254,9 @@ async def test_after_the_account_shrank_the_read_stops_at_its_short_page(
     backend: CpapiBackend, sim: SimulatorState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pages asked for ahead are dropped after a short page, failures included, and the next read asks for one."""
-    _many_positions(sim, "DU7654321", 250)
+    conids = _many_positions(sim, "DU7654321", 250)
     assert len(await backend.positions("DU7654321")) == 251
-    for conid in range(92_000_050, 92_000_250):
+    for conid in conids[50:]:
         del sim.book.positions[("DU7654321", conid)]
     sim.fail_next(500, {"error": "internal"}, path_contains="/positions/2")
     most = _in_flight(backend, monkeypatch)
