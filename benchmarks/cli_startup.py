@@ -17,7 +17,9 @@ Measures, in one run and interleaved so machine load hits all of them alike:
 Prints each median and the ratios of the commands to the floor. Goals (issue "the first hour"):
 `health --json` ≤ 1.5× the floor, `accounts list --json` ≤ 300 ms on the reference machine. Each
 run uses one fresh state directory, warmed by one untimed run (the audit key and database exist,
-as they do for anyone past their first command).
+as they do for anyone past their first command; the modules' compiled `.pyc` files exist, as an
+installer writes them, even where `PYTHONDONTWRITEBYTECODE` is set: without them each start-up would
+compile every module it imports again, and the figures would measure the compiler).
 
 Wall-clock medians move with the load of a shared machine. `--instructions` counts the instructions
 each case executes instead (`valgrind --tool=cachegrind --cache-sim=no`, one run each): the same
@@ -92,6 +94,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ibkr-agent-startup-") as state:
         env = {**os.environ, "IBKR_AGENT_STATE_DIR": state}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # the warm-up run writes the .pyc files an installed tool has
         env.pop("IBKR_AGENT_CONFIG", None)
         cases = {
             "floor: python -c 'import typer, pydantic'": [sys.executable, "-c", FLOOR],

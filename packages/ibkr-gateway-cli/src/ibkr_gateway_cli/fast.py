@@ -218,8 +218,20 @@ def rare_collections() -> Generator[None]:
         gc.set_threshold(*thresholds)
 
 
+PYDANTIC_PLUGINS_VARIABLE: Final = "PYDANTIC_DISABLE_PLUGINS"
+"""pydantic loads no plugin when this is `__all__`; `ibkr-agent` sets it so when it is unset (see `main`)."""
+
+
 def main() -> None:
-    """Console-script entry point (`ibkr-agent`): the fast path, or the typer app for everything else."""
+    """Console-script entry point (`ibkr-agent`): the fast path, or the typer app for everything else.
+
+    No pydantic plugin runs in an `ibkr-agent` process unless its operator asks for one: a plugin (any
+    installed distribution declaring a `pydantic` entry point) is handed every value each model validates,
+    which here means account ids, orders, approvals and the claims of OAuth tokens, and could send them
+    anywhere. Looking the plugins up also reads the metadata of every installed distribution, about a
+    twentieth of a command's start-up. Setting the variable yourself, even to an empty value, keeps yours.
+    """
+    os.environ.setdefault(PYDANTIC_PLUGINS_VARIABLE, "__all__")
     parsed = parse(sys.argv[1:])
     if parsed is None:
         from .app import main as typer_main
