@@ -637,6 +637,10 @@ class ObservabilityConfig(_Section):
     """Server logs on stderr: text lines, or one JSON object per line with the request id and audit event id."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     """Lowest level logged; `INFO` adds one record per gateway call."""
+    otel_enabled: bool = False
+    """Export OpenTelemetry traces (a span per gateway call, with its broker requests and audit append) and the
+    metrics over OTLP/HTTP to the collector the standard `OTEL_EXPORTER_OTLP_*` variables name, from the MCP
+    and desk servers. Needs the `ibkr-gateway-core[otel]` extra; without it the server refuses to start."""
 
 
 SECTIONS: Final = (

@@ -39,7 +39,7 @@ from .call_context import CURRENT_CALL, CallContext, Switch
 from .config import GatewayConfig
 from .errors import ErrorCode, GatewayError
 from .input_limits import safe_jsonable, screen_arguments
-from .observability import observe_call
+from .observability import call_span, observe_call, traced
 from .principal import Principal
 from .read_desk import ReadDesk
 from .redaction import redact, scrub_text, secret_reason
@@ -48,6 +48,8 @@ from .scopes import Scope
 from .state.database import unavailable_error
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from .orders.desk import OrderDesk
     from .requests import OperationInput
 
@@ -272,6 +274,19 @@ class Gateway(ReadMethods):
         Raises:
             GatewayError: with a stable code; its `audit_event_id` names the event that recorded it.
         """
+        with call_span() as span:  # OpenTelemetry's, when it is on: the call's broker requests nest under it
+            return await self._call(name, arguments, principal, request_id, tool_names_only, switches, span)
+
+    async def _call(
+        self,
+        name: str,
+        arguments: Mapping[str, object] | BaseModel | None,
+        principal: Principal | None,
+        request_id: str | None,
+        tool_names_only: bool,
+        switches: frozenset[str],
+        span: Span | None,
+    ) -> CallResult[Any]:
         caller = principal or self.default_principal
         event_id = new_event_id()
         started = time.perf_counter()
@@ -322,9 +337,10 @@ class Gateway(ReadMethods):
                 logger.exception("operation %s failed unexpectedly", name)
                 failure = GatewayError(ErrorCode.INTERNAL_ERROR, f"Internal error ({type(exc).__name__}).")
         try:
-            await self._record(
-                event_id, name, op, caller, args, arguments, text, failure, started, request_id, output_hash
-            )
+            with traced("audit_append"):
+                await self._record(
+                    event_id, name, op, caller, args, arguments, text, failure, started, request_id, output_hash
+                )
         except BaseException:
             if isinstance(value, AuditExportStream):
                 value.close()  # never shown: its call could not be audited
@@ -336,6 +352,7 @@ class Gateway(ReadMethods):
             seconds=time.perf_counter() - started,
             request_id=request_id,
             audit_event_id=event_id,
+            span=span,
         )
         if failure is not None:
             failure.audit_event_id = event_id

@@ -18,6 +18,13 @@ outcome, error codes from the catalogue), never an argument, a subject, an accou
 Every gateway call also logs one record on the `ibkr_gateway.calls` logger (INFO) with the operation,
 outcome, error code, duration, request id and audit event id; `JsonLogFormatter` renders records as
 one JSON object per line (`observability.log_format: json`).
+
+With `observability.otel_enabled` a server also exports OpenTelemetry traces and metrics over OTLP/HTTP
+(`enable_opentelemetry`): one span per gateway call with its broker requests and its audit append as
+children, and every metric above as an OpenTelemetry instrument of the same name (counters without the
+`_total` suffix, which exporters add back). Spans carry the same closed sets as the metrics plus the audit
+event id and the request id; never an argument, a principal, an account id or a URL with one in it.
+The OpenTelemetry packages (the `ibkr-gateway-core[otel]` extra) are imported only then.
 """
 
 from __future__ import annotations
@@ -26,12 +33,21 @@ import bisect
 import itertools
 import json
 import logging
+import os
+import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
+from .errors import ErrorCode, GatewayError
 from .redaction import scrub_text
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Span, Tracer
 
 CALLS_LOGGER: Final = "ibkr_gateway.calls"
 """The logger of the one-line-per-call records."""
@@ -51,10 +67,14 @@ class _Counter:
     def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
         self.name, self.help, self.labels = name, help_text, labels
         self.values: dict[tuple[str, ...], float] = {}
+        self.otel: Any = None
+        """The OpenTelemetry counter fed alongside, once `enable_opentelemetry` ran."""
 
     def inc(self, *label_values: str, amount: float = 1.0) -> None:
         with _lock:
             self.values[label_values] = self.values.get(label_values, 0.0) + amount
+        if self.otel is not None:
+            self.otel.add(amount, dict(zip(self.labels, label_values, strict=True)))
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
@@ -68,12 +88,16 @@ class _Histogram:
         self.name, self.help, self.labels = name, help_text, labels
         self.series: dict[tuple[str, ...], tuple[list[int], float, int]] = {}
         """Per label values: (observations in each bucket alone, the last past every bound; sum; count)."""
+        self.otel: Any = None
+        """The OpenTelemetry histogram fed alongside, once `enable_opentelemetry` ran."""
 
     def observe(self, seconds: float, *label_values: str) -> None:
         with _lock:
             counts, total, count = self.series.get(label_values, ([0] * (len(LATENCY_BUCKETS) + 1), 0.0, 0))
             counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bound it does not exceed
             self.series[label_values] = (counts, total + seconds, count + 1)
+        if self.otel is not None:
+            self.otel.record(seconds, dict(zip(self.labels, label_values, strict=True)))
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
@@ -104,13 +128,16 @@ def observe_call(
     seconds: float,
     request_id: str | None,
     audit_event_id: str,
+    span: Span | None = None,
 ) -> None:
-    """Count one finished gateway call and log its one-line record."""
+    """Count one finished gateway call, log its one-line record, and name and describe its span (`call_span`)."""
     outcome = "ok" if error_code is None else ("refused" if refusal else "failed")
     CALLS.inc(operation, outcome)
     CALL_SECONDS.observe(seconds, operation)
     if error_code is not None:
         REFUSALS.inc(error_code)
+    if span is not None:
+        _describe_call_span(span, operation, outcome, error_code, request_id, audit_event_id)
     if not _calls_log.isEnabledFor(logging.INFO):
         return
     _calls_log.info(
@@ -202,3 +229,144 @@ def _escape(value: str) -> str:
 
 def _number(value: float) -> str:
     return repr(float(value)) if value != int(value) else str(int(value)) if abs(value) < 1e15 else repr(value)
+
+
+# ------------------------------------------------------------------------------------------- OpenTelemetry
+
+SPAN_PREFIX: Final = "ibkr_gateway"
+"""Span names and attribute keys start with it: `ibkr_gateway.call list_positions`, `ibkr_gateway.operation`."""
+
+_tracer: Tracer | None = None
+"""The tracer once `enable_opentelemetry` ran; None while OpenTelemetry is off (no span is made)."""
+
+_providers: tuple[Any, ...] = ()
+"""The tracer and meter providers `enable_opentelemetry` made, for `disable_opentelemetry`."""
+
+
+def enable_opentelemetry(
+    *, span_exporter: SpanExporter | None = None, metric_reader: MetricReader | None = None
+) -> None:
+    """Export spans and metrics from now on; servers call it at start when `observability.otel_enabled` is on.
+
+    By default both go over OTLP/HTTP to the collector the standard `OTEL_EXPORTER_OTLP_*` variables name
+    (`http://localhost:4318` when none is set), spans in batches and metrics every
+    `OTEL_METRIC_EXPORT_INTERVAL` ms (60 s by default); the service is `ibkr-agent-gateway` unless
+    `OTEL_SERVICE_NAME` says otherwise. Both providers flush at interpreter exit. A second call changes nothing.
+
+    Raises:
+        GatewayError: `CONFIG_INVALID` when the OpenTelemetry packages are not installed.
+    """
+    global _tracer, _providers
+    if _tracer is not None:
+        return
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        raise GatewayError(
+            ErrorCode.CONFIG_INVALID,
+            "observability.otel_enabled is on, but the OpenTelemetry packages are not installed.",
+            user_action="Install the extra (pip install 'ibkr-gateway-core[otel]'), or turn otel_enabled off.",
+        ) from None
+    if span_exporter is None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        span_exporter = OTLPSpanExporter()
+    if metric_reader is None:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        metric_reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    resource = Resource.create({} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "ibkr-agent-gateway"})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    meter_provider = MeterProvider(resource=resource, metric_readers=[metric_reader])
+    meter = meter_provider.get_meter(SPAN_PREFIX)
+    for metric in _ALL:
+        if isinstance(metric, _Counter):
+            metric.otel = meter.create_counter(metric.name.removesuffix("_total"), description=metric.help)
+        else:
+            metric.otel = meter.create_histogram(
+                metric.name, unit="s", description=metric.help, explicit_bucket_boundaries_advisory=LATENCY_BUCKETS
+            )
+    _providers = (tracer_provider, meter_provider)
+    _tracer = tracer_provider.get_tracer(SPAN_PREFIX)
+
+
+def disable_opentelemetry() -> None:
+    """Flush what is pending and stop exporting (tests; a server's providers flush at exit by themselves)."""
+    global _tracer, _providers
+    providers, _providers, _tracer = _providers, (), None
+    for metric in _ALL:
+        metric.otel = None
+    for provider in providers:
+        provider.shutdown()
+
+
+def call_span() -> AbstractContextManager[Span | None]:
+    """The span of one gateway call, current while the call runs; does nothing while OpenTelemetry is off.
+
+    Its broker requests and its audit append become its children; `observe_call` names and describes it.
+    """
+    if _tracer is None:
+        return nullcontext()
+    return _tracer.start_as_current_span(f"{SPAN_PREFIX}.call", record_exception=False, set_status_on_exception=False)
+
+
+@contextmanager
+def traced(name: str, attributes: Mapping[str, str | float] | None = None) -> Generator[None]:
+    """A child span of the current one around the block (a broker request, an audit append).
+
+    A failure marks it as an error with the `GatewayError` code, or the exception's type: never its message.
+    """
+    if _tracer is None:
+        yield
+        return
+    with _tracer.start_as_current_span(
+        f"{SPAN_PREFIX}.{name}", attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield
+        except BaseException as exc:
+            _mark_failed(span, exc.code.value if isinstance(exc, GatewayError) else type(exc).__name__)
+            raise
+
+
+def span_event(name: str, attributes: Mapping[str, str | float]) -> None:
+    """Add an event to the current span (a pacing wait), when OpenTelemetry is on."""
+    if _tracer is None:
+        return
+    from opentelemetry import trace
+
+    trace.get_current_span().add_event(f"{SPAN_PREFIX}.{name}", attributes)
+
+
+_ID_SEGMENT: Final = re.compile(r"[^/]*[0-9][^/]*")
+"""A path segment with a digit in it: an account id, a contract id, an order id, a page number."""
+
+
+def route_template(path: str) -> str:
+    """`path` without its query and with every segment holding a digit as `{}`: no account id in a span."""
+    return _ID_SEGMENT.sub("{}", path.split("?", 1)[0])
+
+
+def _describe_call_span(
+    span: Span, operation: str, outcome: str, error_code: str | None, request_id: str | None, event_id: str
+) -> None:
+    span.update_name(f"{SPAN_PREFIX}.call {operation}")
+    span.set_attribute(f"{SPAN_PREFIX}.operation", operation)
+    span.set_attribute(f"{SPAN_PREFIX}.outcome", outcome)
+    span.set_attribute(f"{SPAN_PREFIX}.audit_event_id", event_id)
+    if request_id is not None:
+        span.set_attribute(f"{SPAN_PREFIX}.request_id", scrub_text(request_id)[:256])
+    if error_code is not None:
+        span.set_attribute(f"{SPAN_PREFIX}.error_code", error_code)
+        _mark_failed(span, error_code)
+
+
+def _mark_failed(span: Span, code: str) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_status(Status(StatusCode.ERROR, code))

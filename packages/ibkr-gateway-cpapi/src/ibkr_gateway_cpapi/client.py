@@ -36,6 +36,7 @@ import httpx2
 import sniffio
 from ibkr_gateway_core.config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_SECONDS, BrokerConfig, OAuthConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_core.observability import route_template, traced
 from pydantic_core import from_json
 
 from ._wire import error_text
@@ -457,25 +458,30 @@ class CpapiClient:
         mutating: bool = False,
         decoder: Decoder | None = None,
     ) -> object:
-        """`_send_once` in a governor slot; a 429 boxes the endpoint (or everything) and is never retried."""
-        governor = self._governor
-        if governor is None:
-            try:
-                return await self._send_once(method, path, params, body, mutating=mutating, decoder=decoder)
-            except _PacedError as exc:
-                from .pacing import rate_limited
+        """`_send_once` in a governor slot; a 429 boxes the endpoint (or everything) and is never retried.
 
-                wait = exc.retry_after_s if exc.retry_after_s is not None else _default_penalty_s()
-                raise rate_limited(f"The broker at {self._label} is pacing requests (429).", wait) from None
-        async with governor.slot(path, params):
-            try:
-                data = await self._send_once(method, path, params, body, mutating=mutating, decoder=decoder)
-            except _PacedError as exc:
-                held = governor.penalize(path, whole_client=exc.whole_client, seconds=exc.retry_after_s)
-                raise governor.limited_error(held, boxed=True) from None  # never resend, never probe the box
-        if method == "GET":
-            governor.remember_answer(path, params, data)
-        return data
+        Traced as one `broker_request` span (pacing wait included) when OpenTelemetry is on: the method and
+        the path with its ids blanked, never the path itself (it holds the account id) nor the query.
+        """
+        with traced("broker_request", {"http.request.method": method, "url.template": route_template(path)}):
+            governor = self._governor
+            if governor is None:
+                try:
+                    return await self._send_once(method, path, params, body, mutating=mutating, decoder=decoder)
+                except _PacedError as exc:
+                    from .pacing import rate_limited
+
+                    wait = exc.retry_after_s if exc.retry_after_s is not None else _default_penalty_s()
+                    raise rate_limited(f"The broker at {self._label} is pacing requests (429).", wait) from None
+            async with governor.slot(path, params):
+                try:
+                    data = await self._send_once(method, path, params, body, mutating=mutating, decoder=decoder)
+                except _PacedError as exc:
+                    held = governor.penalize(path, whole_client=exc.whole_client, seconds=exc.retry_after_s)
+                    raise governor.limited_error(held, boxed=True) from None  # never resend, never probe the box
+            if method == "GET":
+                governor.remember_answer(path, params, data)
+            return data
 
     async def _send_once(
         self,

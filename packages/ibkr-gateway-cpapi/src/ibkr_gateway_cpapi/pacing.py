@@ -31,7 +31,7 @@ from typing import Final
 
 import anyio
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.observability import BROKER_REQUESTS, PACING_WAIT
+from ibkr_gateway_core.observability import BROKER_REQUESTS, PACING_WAIT, span_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +309,7 @@ class RateGovernor:
                     raise self._limited(free_at - now)
                 self.waited_s += free_at - now
                 PACING_WAIT.observe(free_at - now)
+                span_event("pacing_wait", {"seconds": free_at - now})
                 await self._sleep(free_at - now)
         finally:
             self._queued[key] -= 1

@@ -73,6 +73,10 @@ def run_stdio(config: GatewayConfig) -> None:
     import anyio
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format=LOG_FORMAT)
+    if config.observability.otel_enabled:
+        from ibkr_gateway_core.observability import enable_opentelemetry
+
+        enable_opentelemetry()
     anyio.run(serve_stdio, config)
 
 

@@ -121,6 +121,10 @@ def run_desk(config: GatewayConfig, *, bind: str | None, on_ready: Callable[[str
     import anyio
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format=LOG_FORMAT)
+    if config.observability.otel_enabled:
+        from ibkr_gateway_core.observability import enable_opentelemetry
+
+        enable_opentelemetry()
 
     async def main() -> None:
         await serve_desk(config, bind=bind, on_ready=on_ready)

@@ -1,0 +1,216 @@
+"""OpenTelemetry: one span per gateway call with its broker requests and audit append as children, and the
+metrics as instruments of the same names; never an account id, an argument or a secret in what is exported."""
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ibkr_gateway_core import observability
+from ibkr_gateway_core.audit import AuditLog
+from ibkr_gateway_core.config import GatewayConfig
+from ibkr_gateway_core.errors import ErrorCode, GatewayError
+from ibkr_gateway_core.gateway import Gateway
+from ibkr_gateway_core.observability import (
+    LATENCY_BUCKETS,
+    call_span,
+    disable_opentelemetry,
+    enable_opentelemetry,
+    route_template,
+)
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+pytestmark = pytest.mark.anyio
+
+ACCOUNT = "DU1234567"
+INVISIBLE = "DU9999999"
+CANARY = "Bearer sk-live-canary-0123456789abcdef"
+
+
+class Exported:
+    """What one test's calls exported: the finished spans and one collection of the metrics."""
+
+    def __init__(self) -> None:
+        self.span_exporter = InMemorySpanExporter()
+        self.metric_reader = InMemoryMetricReader()
+        self.spans: list[ReadableSpan] = []
+        self.metrics: MetricsData | None = None
+
+    def finish(self) -> None:
+        """Collect the metrics, then flush and stop the exporters (spans leave in batches)."""
+        self.metrics = self.metric_reader.get_metrics_data()
+        disable_opentelemetry()
+        self.spans = list(self.span_exporter.get_finished_spans())
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [span for span in self.spans if span.name == name]
+
+    def metric_points(self, name: str) -> list[object]:
+        assert self.metrics is not None
+        return [
+            point
+            for resource in self.metrics.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+        ]
+
+    def text(self) -> str:
+        """Everything exported, as the JSON the SDK renders it to."""
+        assert self.metrics is not None
+        return "\n".join([*(span.to_json() for span in self.spans), self.metrics.to_json()])
+
+
+@pytest.fixture
+def exported() -> Iterator[Exported]:
+    found = Exported()
+    enable_opentelemetry(span_exporter=found.span_exporter, metric_reader=found.metric_reader)
+    try:
+        yield found
+    finally:
+        disable_opentelemetry()
+
+
+def _gateway(tmp_path: Path) -> Gateway:
+    return Gateway(GatewayConfig.fake_local(state_dir=tmp_path), AuditLog.open(tmp_path / "state.sqlite3", b"o" * 32))
+
+
+async def test_a_call_is_one_span_with_its_broker_requests_and_its_audit_append_as_children(
+    tmp_path: Path, exported: Exported
+) -> None:
+    async with _gateway(tmp_path) as gateway:
+        result = await gateway.call("list_positions", {"account_id": ACCOUNT}, request_id="ticket-42")
+    exported.finish()
+    [call] = exported.named("ibkr_gateway.call list_positions")
+    assert call.attributes is not None and call.context is not None
+    assert dict(call.attributes) == {
+        "ibkr_gateway.operation": "list_positions",
+        "ibkr_gateway.outcome": "ok",
+        "ibkr_gateway.audit_event_id": result.audit_event_id,
+        "ibkr_gateway.request_id": "ticket-42",
+    }
+    assert call.status.status_code is StatusCode.UNSET
+    children = [
+        span for span in exported.spans if span.parent is not None and span.parent.span_id == call.context.span_id
+    ]
+    names = {span.name for span in children}
+    assert names == {"ibkr_gateway.broker_request", "ibkr_gateway.audit_append"}
+    requests = exported.named("ibkr_gateway.broker_request")
+    assert all(span.attributes is not None for span in requests)
+    templates = {str(span.attributes["url.template"]) for span in requests if span.attributes is not None}
+    assert "/portfolio/{}/positions/{}" in templates
+    assert all(span.context is not None and span.context.trace_id == call.context.trace_id for span in children)
+
+
+async def test_a_refusal_marks_its_span_with_the_code_only(tmp_path: Path, exported: Exported) -> None:
+    async with _gateway(tmp_path) as gateway:
+        with pytest.raises(GatewayError) as refused:
+            await gateway.call("list_positions", {"account_id": INVISIBLE})
+        with pytest.raises(GatewayError) as unknown:
+            await gateway.call(CANARY)
+    exported.finish()
+    assert refused.value.code is ErrorCode.INPUT_UNAUTHORIZED_ACCOUNT
+    assert unknown.value.code is ErrorCode.INPUT_UNKNOWN_OPERATION
+    [call] = exported.named("ibkr_gateway.call list_positions")
+    assert call.attributes is not None
+    assert call.attributes["ibkr_gateway.outcome"] == "refused"
+    assert call.attributes["ibkr_gateway.error_code"] == "INPUT_UNAUTHORIZED_ACCOUNT"
+    assert call.attributes["ibkr_gateway.audit_event_id"] == refused.value.audit_event_id
+    assert (call.status.status_code, call.status.description) == (StatusCode.ERROR, "INPUT_UNAUTHORIZED_ACCOUNT")
+    [stranger] = exported.named("ibkr_gateway.call unknown")
+    assert stranger.status.description == "INPUT_UNKNOWN_OPERATION"
+
+
+async def test_nothing_exported_holds_an_account_id_an_argument_or_a_secret(tmp_path: Path, exported: Exported) -> None:
+    async with _gateway(tmp_path) as gateway:
+        await gateway.call("list_accounts")
+        await gateway.call("list_positions", {"account_id": ACCOUNT})
+        await gateway.call("portfolio_snapshot", {"account_id": ACCOUNT})
+        with pytest.raises(GatewayError) as invisible:
+            await gateway.call("list_positions", {"account_id": INVISIBLE})
+        with pytest.raises(GatewayError) as unknown:
+            await gateway.call(CANARY, request_id=CANARY)
+        with pytest.raises(GatewayError) as hostile:
+            await gateway.call("list_positions", {"account_id": ACCOUNT, "note": CANARY}, request_id=CANARY)
+    exported.finish()
+    assert invisible.value.code is ErrorCode.INPUT_UNAUTHORIZED_ACCOUNT
+    assert unknown.value.code is ErrorCode.INPUT_UNKNOWN_OPERATION
+    assert hostile.value.code is not None
+    text = exported.text()
+    assert len(exported.spans) >= 10 and "ibkr_gateway_calls" in text
+    for forbidden in (ACCOUNT, INVISIBLE, "sk-live-canary", str(tmp_path)):
+        assert forbidden not in text
+
+
+def _counter_values() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Every Prometheus counter's value per label set, as the process holds them now."""
+    return {
+        metric.name.removesuffix("_total"): {
+            tuple(zip(metric.labels, key, strict=True)): value for key, value in metric.values.items()
+        }
+        for metric in observability._ALL  # pyright: ignore[reportPrivateUsage]
+        if isinstance(metric, observability._Counter)  # pyright: ignore[reportPrivateUsage]
+    }
+
+
+async def test_the_metrics_are_the_prometheus_metrics_as_instruments(tmp_path: Path, exported: Exported) -> None:
+    before = _counter_values()
+    async with _gateway(tmp_path) as gateway:
+        for _ in range(3):
+            await gateway.call("list_positions", {"account_id": ACCOUNT})
+        with pytest.raises(GatewayError) as refused:
+            await gateway.call("list_positions", {"account_id": INVISIBLE})
+    after = _counter_values()
+    exported.finish()
+    assert refused.value.code is ErrorCode.INPUT_UNAUTHORIZED_ACCOUNT
+    for name, values in after.items():  # every counter moved in OpenTelemetry exactly as in Prometheus
+        moved = {key: value - before[name].get(key, 0.0) for key, value in values.items()}
+        exported_values = {
+            tuple(sorted(dict(point.attributes or {}).items())): point.value  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownArgumentType]
+            for point in exported.metric_points(name)
+        }
+        assert exported_values == {tuple(sorted(key)): value for key, value in moved.items() if value}, name
+    assert after["ibkr_gateway_calls"][(("operation", "list_positions"), ("outcome", "ok"))] >= 3
+    [latency] = exported.metric_points("ibkr_gateway_call_duration_seconds")
+    assert tuple(latency.explicit_bounds) == LATENCY_BUCKETS  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownArgumentType]
+    assert latency.count == 4  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType]
+    [appends] = exported.metric_points("ibkr_gateway_audit_append_seconds")
+    assert appends.count >= 1  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType]
+
+
+async def test_off_by_default_no_span_is_made(tmp_path: Path) -> None:
+    assert observability._tracer is None  # pyright: ignore[reportPrivateUsage]
+    with call_span() as span:
+        assert span is None
+    async with _gateway(tmp_path) as gateway:
+        await gateway.call("list_accounts")
+
+
+def test_turning_it_on_without_the_packages_refuses_with_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.metrics", None)  # as if the extra were not installed
+    with pytest.raises(GatewayError) as caught:
+        enable_opentelemetry(span_exporter=InMemorySpanExporter(), metric_reader=InMemoryMetricReader())
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert "ibkr-gateway-core[otel]" in (caught.value.user_action or "")
+    assert observability._tracer is None  # pyright: ignore[reportPrivateUsage]
+
+
+@given(st.lists(st.text(alphabet="abcDU0123456789-_.", min_size=1, max_size=12), min_size=1, max_size=6))
+def test_a_route_template_keeps_no_digit_of_the_path(segments: list[str]) -> None:
+    path = "/" + "/".join(segments)
+    template = route_template(path + "?conids=265598")
+    assert not any(character.isdigit() for character in template)
+    assert template.count("/") == path.count("/")
+
+
+def test_route_templates_of_real_paths() -> None:
+    assert route_template("/portfolio/DU1234567/positions/0") == "/portfolio/{}/positions/{}"
+    assert route_template("/iserver/marketdata/snapshot?conids=265598&fields=31") == "/iserver/marketdata/snapshot"
+    assert route_template("/iserver/account/DU1234567/order/1234") == "/iserver/account/{}/order/{}"
+    assert route_template("/iserver/accounts") == "/iserver/accounts"

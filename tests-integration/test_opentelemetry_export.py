@@ -1,0 +1,177 @@
+"""`ibkr-agent mcp serve` with `observability.otel_enabled` exports its traces and metrics over OTLP/HTTP.
+
+The collector is a real HTTP server on loopback that decodes what arrives with the OTLP protobuf
+definitions; the MCP client is the SDK's, over stdio, as an agent's would be.
+"""
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import anyio
+import pytest
+from cli_harness import ibkr_agent
+from mcp import Client, StdioServerParameters
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+pytestmark = pytest.mark.anyio
+
+ACCOUNT = "DU1234567"
+
+
+class Collector(ThreadingHTTPServer):
+    """An OTLP/HTTP receiver: keeps every request body by path and answers each with an empty success."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Receive)
+        self.bodies: dict[str, list[bytes]] = {}
+        self.content_types: set[str] = set()
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def spans(self) -> list[tuple[dict[str, str], object]]:
+        """Every span received, with its resource's attributes."""
+        found: list[tuple[dict[str, str], object]] = []
+        with self.lock:
+            bodies = list(self.bodies.get("/v1/traces", []))
+        for body in bodies:
+            for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+                resource = _attributes(resource_spans.resource.attributes)
+                found.extend((resource, span) for scope in resource_spans.scope_spans for span in scope.spans)
+        return found
+
+    def metric_names(self) -> set[str]:
+        with self.lock:
+            bodies = list(self.bodies.get("/v1/metrics", []))
+        return {
+            metric.name
+            for body in bodies
+            for resource_metrics in ExportMetricsServiceRequest.FromString(body).resource_metrics
+            for scope in resource_metrics.scope_metrics
+            for metric in scope.metrics
+        }
+
+    def everything(self) -> bytes:
+        with self.lock:
+            return b"".join(body for bodies in self.bodies.values() for body in bodies)
+
+
+class _Receive(BaseHTTPRequestHandler):
+    server: Collector
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        with self.server.lock:
+            self.server.bodies.setdefault(self.path, []).append(body)
+            self.server.content_types.add(self.headers.get("content-type", ""))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def _attributes(pairs: "list[KeyValue] | object") -> dict[str, str]:
+    return {pair.key: pair.value.string_value for pair in pairs}  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType,reportAttributeAccessIssue,reportGeneralTypeIssues]
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    server = Collector()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_mcp_serve_exports_a_span_per_call_and_the_metrics_without_account_ids(
+    collector: Collector, tmp_path: Path
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("observability:\n  otel_enabled: true\n", encoding="utf-8")
+    state = tmp_path / "state"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "IBKR_AGENT_STATE_DIR": str(state),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+    }
+    command, *prefix = ibkr_agent()
+    params = StdioServerParameters(command=command, args=[*prefix, "--config", str(config), "mcp", "serve"], env=env)
+    with anyio.fail_after(60):
+        async with Client(params) as client:
+            accounts = await client.call_tool("ibkr_accounts_list", {})
+            positions = await client.call_tool("ibkr_positions_list", {"account_id": ACCOUNT})
+            refused = await client.call_tool("ibkr_positions_list", {"account_id": "DU9999999"})
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # batches leave every 50 ms, metrics every 200 ms
+                names = {span.name for _, span in collector.spans()}  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType]
+                if "ibkr_gateway.call list_positions" in names and "ibkr_gateway_calls" in collector.metric_names():
+                    break
+                await anyio.sleep(0.1)
+    assert not accounts.is_error and not positions.is_error and refused.is_error
+    spans = collector.spans()
+    by_name: dict[str, list[object]] = {}
+    for _, span in spans:
+        by_name.setdefault(span.name, []).append(span)  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownArgumentType]
+    assert {"ibkr_gateway.call list_accounts", "ibkr_gateway.call list_positions"} <= set(by_name)
+    calls = {
+        _attributes(span.attributes)["ibkr_gateway.outcome"] for span in by_name["ibkr_gateway.call list_positions"]
+    }  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownArgumentType]
+    assert calls == {"ok", "refused"}
+    call_ids = {span.span_id for span in by_name["ibkr_gateway.call list_positions"]}  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownVariableType]
+    children = [span for span in by_name.get("ibkr_gateway.broker_request", []) if span.parent_span_id in call_ids]  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType]
+    assert children, "the positions read's broker requests nest under its call span"
+    assert {resource.get("service.name") for resource, _ in spans} == {"ibkr-agent-gateway"}
+    assert {"ibkr_gateway_calls", "ibkr_gateway_call_duration_seconds"} <= collector.metric_names()
+    assert collector.content_types == {"application/x-protobuf"}
+    sent = collector.everything()
+    for forbidden in (ACCOUNT, "DU9999999", str(tmp_path)):
+        assert forbidden.encode() not in sent
+
+
+def test_turning_it_on_where_the_packages_are_missing_is_refused_at_start(tmp_path: Path) -> None:
+    """Where the extra is missing the server does not start untraced: it refuses with a config error."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("observability:\n  otel_enabled: true\n", encoding="utf-8")
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['opentelemetry.sdk.metrics'] = None  # as if the extra were not installed\n",
+        encoding="utf-8",
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "IBKR_AGENT_STATE_DIR": str(tmp_path / "state"),
+        "PYTHONPATH": str(hide),
+    }
+    proc = subprocess.run(
+        [*ibkr_agent(), "--json", "--config", str(config), "mcp", "serve"],
+        input="",
+        capture_output=True,
+        encoding="utf-8",
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "CONFIG_INVALID" in proc.stdout + proc.stderr
+    assert "ibkr-gateway-core[otel]" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
