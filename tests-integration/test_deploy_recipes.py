@@ -95,7 +95,7 @@ def test_the_container_and_compose_recipes_agree(tmp_path: Path) -> None:
     containerfile = CONTAINERFILE.read_text(encoding="utf-8")
     assert re.search(r"^USER 10001$", containerfile, re.MULTILINE), "the image must not run as root"
     assert "HEALTHCHECK" in containerfile and "/healthz" in containerfile
-    assert '"ibkr-gateway-core[postgres]"' in containerfile
+    assert '"ibkr-gateway-core[postgres,otel]"' in containerfile  # OpenTelemetry is then a switch in the config
     entry = _entrypoint()
     compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
     services = compose["services"]
