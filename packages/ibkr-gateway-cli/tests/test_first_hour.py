@@ -166,6 +166,17 @@ def test_help_marks_required_options_and_shows_defaults() -> None:
     assert "[default: local-candidate]" in _help("orders", "live-cancel")
 
 
+def test_a_reason_names_what_keeps_it() -> None:
+    """`--reason` is shared by several commands; only the kill switch's speaks of the switch."""
+    reasons = {
+        command.words: param.help for command in COMMANDS for param in command.params if param.flag == "--reason"
+    }
+    assert len(reasons) >= 4
+    wrong = [words for words, text in reasons.items() if ("switch" in text) != (words[0] == "kill-switch")]
+    assert wrong == []
+    assert "approval" in reasons[("approvals", "revoke")]
+
+
 def test_version() -> None:
     from importlib.metadata import version
 

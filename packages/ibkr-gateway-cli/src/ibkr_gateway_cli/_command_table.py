@@ -601,7 +601,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
             Param(
                 "reason",
                 "--reason",
-                "Why; kept with the switch and audited.",
+                "Why; kept with the approval (`revoke_reason`) and audited.",
                 "str",
                 "revoked",
                 False,

@@ -115,6 +115,9 @@ _OPERATION_FLAGS: Final[Mapping[tuple[str, str], Param | None]] = {
     ),
     ("deny_preview", "preview_id"): Param("preview_id", "--preview-id", "Preview to deny."),
     ("deny_preview", "reason"): Param("reason", "--reason", "Why; shown to the agent and audited.", default="denied"),
+    ("revoke_approval", "reason"): Param(
+        "reason", "--reason", "Why; kept with the approval (`revoke_reason`) and audited.", default="revoked"
+    ),
     ("preview_bracket_order", "limit_price"): Param(
         "limit_price", "--limit-price", "Limit price of the entry (parent) order.", "decimal"
     ),
