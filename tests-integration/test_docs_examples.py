@@ -3,10 +3,13 @@
 Each example under docs_src/ runs as its own process (`sys.executable`), in an empty directory, with
 the state directory pointed at a temporary one, as a reader would run it after copying it from the
 page. The guide pages' `console` samples run through `scripts/docs_samples.py`: every `$ ` line, in
-page order, compared with the output shown under it.
+page order, compared with the output shown under it. Error samples outside them (`text` and `json`
+blocks that nothing runs) must at least give an action the product gives.
 """
 
+import ast
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -15,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from ibkr_gateway_core.errors import ERROR_CATALOGUE
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_SRC = ROOT / "docs_src"
@@ -111,3 +115,60 @@ def test_the_sample_matcher_masks_only_what_changes_between_runs() -> None:
     assert align(["AAPL: 24 bars"], ["AAPL: 23 bars"]) is None
     bar = "2026-11-24T12:00:00+00:00  215.68  216.45  213.47  214.24  47222"
     assert align([bar], ["2026-12-05T06:00:00+00:00  214.37  215.72  210.42  211.77  31020"]) is not None
+
+
+_SHOWN_TEXT_ERROR = re.compile(
+    r"^\s*(?:\[(?P<bracketed>[A-Z][A-Z_]+)\]|(?P<plain>[A-Z][A-Z_]+):) .*\n\s*(?:User action|Action): (?P<action>.+)$",
+    re.M,
+)
+_SHOWN_JSON_ERROR = re.compile(r'"code": "(?P<code>[A-Z][A-Z_]+)",[^{}]*?"user_action": "(?P<action>(?:[^"\\]|\\.)*)"')
+ERROR_SAMPLE_PAGES = sorted(
+    [*(ROOT / "docs").rglob("*.md"), ROOT / "README.md", *(ROOT / "packages").glob("*/README.md")]
+)
+
+
+def _shown_error_actions() -> list[tuple[str, str, str]]:
+    """(page, code, user action) of every error sample the docs show, as text or as JSON."""
+    shown: list[tuple[str, str, str]] = []
+    for path in ERROR_SAMPLE_PAGES:
+        text = path.read_text(encoding="utf-8")
+        page = path.relative_to(ROOT).as_posix()
+        shown.extend(
+            (page, match["bracketed"] or match["plain"], match["action"].strip())
+            for match in _SHOWN_TEXT_ERROR.finditer(text)
+        )
+        shown.extend(
+            (page, match["code"], json.loads(f'"{match["action"]}"')) for match in _SHOWN_JSON_ERROR.finditer(text)
+        )
+    return shown
+
+
+def _source_strings() -> set[str]:
+    """Every string literal of the packages' sources: the actions a call sets of its own are among them."""
+    strings: set[str] = set()
+    for path in ROOT.glob("packages/*/src/**/*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                strings.add(node.value)
+    return strings
+
+
+def test_every_error_sample_gives_an_action_the_product_gives() -> None:
+    """A shown error's code exists, and its user action is the code's catalogue action or one a call sets itself.
+
+    Console samples also run (the slow test above); `text` and `json` samples, such as the MCP tool
+    error on docs/mcp.md, run nowhere, so a changed action would stay stale on the page without this.
+    """
+    shown = _shown_error_actions()
+    assert len(shown) >= 10, "no error samples found: a broken pattern finds none"
+    catalogue = {str(code): info.user_action for code, info in ERROR_CATALOGUE.items()}
+    known = _source_strings()
+    stale: list[str] = []
+    for page, code, action in shown:
+        if code not in catalogue:
+            stale.append(f"{page}: {code} is no error code")
+            continue
+        pattern = re.compile(".*?".join(map(re.escape, action.split("…"))), re.S)
+        if not any(pattern.fullmatch(candidate) for candidate in (catalogue[code], *known)):
+            stale.append(f"{page}: {code}: {action}")
+    assert stale == []
