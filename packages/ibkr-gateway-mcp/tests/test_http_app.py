@@ -584,3 +584,40 @@ async def test_in_flight_requests_are_capped_per_subject(remote_factory: RemoteF
         assert second.status_code == 429
         assert second.json()["error"] == "too_many_requests_in_flight"
         assert other.status_code == 200
+
+
+async def test_a_callers_traceparent_is_continued_and_cannot_switch_the_calls_spans_off(remote: Remote) -> None:
+    """With OpenTelemetry on, a call's span joins the trace of the caller's W3C `traceparent`, sampled even when
+    the caller's flags say not to; its `tracestate` text is not taken; a malformed header starts a new trace."""
+    from ibkr_gateway_core.observability import disable_opentelemetry, enable_opentelemetry
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    token = remote.mint(scope="ibkr:accounts:read")
+    sent = {
+        "continued": {"traceparent": f"00-{trace_id}-{parent}-00", "tracestate": "leak=DU1234567"},
+        "malformed": {"traceparent": f"00-{trace_id}-{parent}-zz"},
+    }
+    spans = InMemorySpanExporter()
+    enable_opentelemetry(span_exporter=spans, metric_reader=InMemoryMetricReader())
+    try:
+        for headers in sent.values():
+            async with (
+                httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}", **headers}, timeout=10) as http,
+                Client(streamable_http_client(remote.resource, http_client=http)) as client,
+            ):
+                with anyio.fail_after(10):
+                    assert not (await client.call_tool("ibkr_accounts_list", {})).is_error
+    finally:
+        disable_opentelemetry()
+    continued, malformed = [
+        span for span in spans.get_finished_spans() if span.name == "ibkr_gateway.call list_accounts"
+    ]
+    assert continued.context is not None and continued.parent is not None
+    assert (f"{continued.context.trace_id:032x}", f"{continued.parent.span_id:016x}") == (trace_id, parent)
+    assert continued.parent.is_remote
+    assert continued.context.trace_flags.sampled
+    assert "DU1234567" not in continued.to_json()
+    assert malformed.context is not None and malformed.parent is None
+    assert f"{malformed.context.trace_id:032x}" != trace_id

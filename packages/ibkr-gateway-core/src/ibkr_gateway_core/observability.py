@@ -265,6 +265,7 @@ def enable_opentelemetry(
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
     except ImportError:
         raise GatewayError(
             ErrorCode.CONFIG_INVALID,
@@ -280,7 +281,7 @@ def enable_opentelemetry(
 
         metric_reader = PeriodicExportingMetricReader(OTLPMetricExporter())
     resource = Resource.create({} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "ibkr-agent-gateway"})
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)  # see `continuing_trace`
     tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=[metric_reader])
     meter = meter_provider.get_meter(SPAN_PREFIX)
@@ -313,6 +314,27 @@ def call_span() -> AbstractContextManager[Span | None]:
     if _tracer is None:
         return nullcontext()
     return _tracer.start_as_current_span(f"{SPAN_PREFIX}.call", record_exception=False, set_status_on_exception=False)
+
+
+@contextmanager
+def continuing_trace(traceparent: str | None) -> Generator[None]:
+    """While the block runs, the calls' spans continue the caller's trace named by a W3C `traceparent` header.
+
+    Only `traceparent` is read: no `tracestate` or baggage text of the caller's reaches what is exported.
+    The caller's sampled flag is not obeyed (the tracer samples every call), so a caller cannot switch the
+    spans of its own calls off. A malformed header is ignored: the calls start traces of their own.
+    """
+    if _tracer is None or traceparent is None:
+        yield
+        return
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    token = context.attach(TraceContextTextMapPropagator().extract({"traceparent": traceparent}))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 @contextmanager

@@ -39,7 +39,7 @@ from ibkr_gateway_core.audit import AuditEvent
 from ibkr_gateway_core.config import GatewayConfig, RemoteMcpConfig
 from ibkr_gateway_core.errors import ErrorCode
 from ibkr_gateway_core.gateway import Gateway
-from ibkr_gateway_core.observability import CONTENT_TYPE, render_prometheus
+from ibkr_gateway_core.observability import CONTENT_TYPE, continuing_trace, render_prometheus
 from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_core.scopes import Scope
 from mcp.server.transport_security import TransportSecuritySettings
@@ -311,13 +311,15 @@ class RemoteMcpApp:
             return
         self._inflight[owner] = self._inflight.get(owner, 0) + 1
         token = _CALLER.set(outcome)
+        traceparents = headers.get("traceparent", [])
         try:
             if scope["method"] == "POST":
                 screened = await self._screened_body(receive, send)
                 if screened is None:
                     return  # answered here: too large, or refused and audited
                 receive = screened
-            await self._inner(scope, receive, send)
+            with continuing_trace(traceparents[0] if len(traceparents) == 1 else None):
+                await self._inner(scope, receive, send)
         finally:
             _CALLER.reset(token)
             left = self._inflight.get(owner, 1) - 1
