@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ibkr_gateway_core import observability
 from ibkr_gateway_core.audit import AuditLog
@@ -16,6 +16,7 @@ from ibkr_gateway_core.gateway import Gateway
 from ibkr_gateway_core.observability import (
     LATENCY_BUCKETS,
     call_span,
+    continuing_trace,
     disable_opentelemetry,
     enable_opentelemetry,
     route_template,
@@ -214,3 +215,31 @@ def test_route_templates_of_real_paths() -> None:
     assert route_template("/iserver/marketdata/snapshot?conids=265598&fields=31") == "/iserver/marketdata/snapshot"
     assert route_template("/iserver/account/DU1234567/order/1234") == "/iserver/account/{}/order/{}"
     assert route_template("/iserver/accounts") == "/iserver/accounts"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.builds(
+            "{}-{}-{}-{}".format,
+            st.text(alphabet="0123456789abcdefxyz", min_size=0, max_size=3),
+            st.text(alphabet="0123456789abcdef", min_size=30, max_size=34),
+            st.text(alphabet="0123456789abcdef", min_size=14, max_size=18),
+            st.text(alphabet="0123456789abcdefz", min_size=1, max_size=3),
+        ),
+    )
+)
+def test_any_traceparent_a_caller_sends_leaves_the_call_working_and_traced(text: str) -> None:
+    """Whatever arrives as `traceparent`, the call runs and has its span: in the caller's trace or a new one."""
+    found = Exported()
+    enable_opentelemetry(span_exporter=found.span_exporter, metric_reader=found.metric_reader)
+    try:
+        with continuing_trace(text), call_span() as span:
+            assert span is not None and span.get_span_context().is_valid
+    finally:
+        found.finish()
+    [recorded] = found.spans
+    assert recorded.context is not None and recorded.context.trace_flags.sampled
+    if recorded.parent is not None:  # accepted: exactly the ids the header holds
+        assert f"{recorded.parent.trace_id:032x}-{recorded.parent.span_id:016x}" in text
