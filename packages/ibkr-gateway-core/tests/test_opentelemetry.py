@@ -1,6 +1,8 @@
 """OpenTelemetry: one span per gateway call with its broker requests and audit append as children, and the
 metrics as instruments of the same names; never an account id, an argument or a secret in what is exported."""
 
+import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,9 @@ from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.gateway import Gateway
 from ibkr_gateway_core.observability import (
+    CALLS_LOGGER,
     LATENCY_BUCKETS,
+    JsonLogFormatter,
     call_span,
     continuing_trace,
     disable_opentelemetry,
@@ -243,3 +247,30 @@ def test_any_traceparent_a_caller_sends_leaves_the_call_working_and_traced(text:
     assert recorded.context is not None and recorded.context.trace_flags.sampled
     if recorded.parent is not None:  # accepted: exactly the ids the header holds
         assert f"{recorded.parent.trace_id:032x}-{recorded.parent.span_id:016x}" in text
+
+
+async def test_the_call_log_record_names_the_calls_trace_and_span(tmp_path: Path, exported: Exported) -> None:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect(logging.INFO)
+    handler.setFormatter(JsonLogFormatter())
+    logger = logging.getLogger(CALLS_LOGGER)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        async with _gateway(tmp_path) as gateway:
+            await gateway.call("list_accounts")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    exported.finish()
+    [line] = lines
+    record = json.loads(line)
+    [call] = exported.named("ibkr_gateway.call list_accounts")
+    assert call.context is not None
+    assert (record["trace_id"], record["span_id"]) == (f"{call.context.trace_id:032x}", f"{call.context.span_id:016x}")

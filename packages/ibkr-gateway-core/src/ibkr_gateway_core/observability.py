@@ -140,19 +140,18 @@ def observe_call(
         _describe_call_span(span, operation, outcome, error_code, request_id, audit_event_id)
     if not _calls_log.isEnabledFor(logging.INFO):
         return
-    _calls_log.info(
-        "call %s %s",
-        operation,
-        outcome,
-        extra={
-            "operation": operation,
-            "outcome": outcome,
-            "error_code": error_code,
-            "duration_ms": round(seconds * 1000, 3),
-            "request_id": request_id,
-            "audit_event_id": audit_event_id,
-        },
-    )
+    extra: dict[str, object] = {
+        "operation": operation,
+        "outcome": outcome,
+        "error_code": error_code,
+        "duration_ms": round(seconds * 1000, 3),
+        "request_id": request_id,
+        "audit_event_id": audit_event_id,
+    }
+    if span is not None:  # the record finds its trace, and the trace its record
+        context = span.get_span_context()
+        extra["trace_id"], extra["span_id"] = f"{context.trace_id:032x}", f"{context.span_id:016x}"
+    _calls_log.info("call %s %s", operation, outcome, extra=extra)
 
 
 def render_prometheus() -> str:
@@ -162,7 +161,16 @@ def render_prometheus() -> str:
     return "\n".join(lines) + "\n"
 
 
-_RECORD_FIELDS: Final = ("operation", "outcome", "error_code", "duration_ms", "request_id", "audit_event_id")
+_RECORD_FIELDS: Final = (
+    "operation",
+    "outcome",
+    "error_code",
+    "duration_ms",
+    "request_id",
+    "audit_event_id",
+    "trace_id",
+    "span_id",
+)
 
 
 class JsonLogFormatter(logging.Formatter):
