@@ -139,6 +139,7 @@ async def test_mcp_serve_exports_a_span_per_call_and_the_metrics_without_account
     children = [span for span in by_name.get("ibkr_gateway.broker_request", []) if span.parent_span_id in call_ids]  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType]
     assert children, "the positions read's broker requests nest under its call span"
     assert {resource.get("service.name") for resource, _ in spans} == {"ibkr-agent-gateway"}
+    assert len({resource.get("service.instance.id") for resource, _ in spans}) == 1  # one process, one instance
     assert {"ibkr_gateway_calls", "ibkr_gateway_call_duration_seconds"} <= collector.metric_names()
     assert collector.content_types == {"application/x-protobuf"}
     sent = collector.everything()

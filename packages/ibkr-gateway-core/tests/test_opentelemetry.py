@@ -1,6 +1,7 @@
 """OpenTelemetry: one span per gateway call with its broker requests and audit append as children, and the
 metrics as instruments of the same names; never an account id, an argument or a secret in what is exported."""
 
+import importlib.metadata
 import json
 import logging
 import sys
@@ -274,3 +275,35 @@ async def test_the_call_log_record_names_the_calls_trace_and_span(tmp_path: Path
     [call] = exported.named("ibkr_gateway.call list_accounts")
     assert call.context is not None
     assert (record["trace_id"], record["span_id"]) == (f"{call.context.trace_id:032x}", f"{call.context.span_id:016x}")
+
+
+def _resource_of_one_span(monkeypatch: pytest.MonkeyPatch, **environ: str) -> dict[str, object]:
+    for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    found = Exported()
+    enable_opentelemetry(span_exporter=found.span_exporter, metric_reader=found.metric_reader)
+    try:
+        with call_span():
+            pass
+    finally:
+        found.finish()
+    [span] = found.spans
+    return dict(span.resource.attributes)
+
+
+def test_each_process_is_its_own_service_instance_and_the_standard_variables_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = _resource_of_one_span(monkeypatch), _resource_of_one_span(monkeypatch)
+    assert first["service.name"] == second["service.name"] == "ibkr-agent-gateway"
+    assert first["service.instance.id"] != second["service.instance.id"]
+    assert str(first["service.version"]) == importlib.metadata.version("ibkr-gateway-core")
+    named = _resource_of_one_span(
+        monkeypatch,
+        OTEL_SERVICE_NAME="trading-gateway",
+        OTEL_RESOURCE_ATTRIBUTES="service.instance.id=replica-a,deployment.environment=prod",
+    )
+    assert (named["service.name"], named["service.instance.id"]) == ("trading-gateway", "replica-a")
+    assert named["deployment.environment"] == "prod"

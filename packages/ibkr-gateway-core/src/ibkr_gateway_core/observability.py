@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 from collections.abc import Generator, Iterable, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -258,8 +259,9 @@ def enable_opentelemetry(
 
     By default both go over OTLP/HTTP to the collector the standard `OTEL_EXPORTER_OTLP_*` variables name
     (`http://localhost:4318` when none is set), spans in batches and metrics every
-    `OTEL_METRIC_EXPORT_INTERVAL` ms (60 s by default); the service is `ibkr-agent-gateway` unless
-    `OTEL_SERVICE_NAME` says otherwise. Both providers flush at interpreter exit. A second call changes nothing.
+    `OTEL_METRIC_EXPORT_INTERVAL` ms (60 s by default); the resource is `_resource_defaults` under what
+    `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` set. Both providers flush at interpreter exit. A
+    second call changes nothing.
 
     Raises:
         GatewayError: `CONFIG_INVALID` when the OpenTelemetry packages are not installed.
@@ -288,7 +290,7 @@ def enable_opentelemetry(
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         metric_reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-    resource = Resource.create({} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "ibkr-agent-gateway"})
+    resource = Resource.create(_resource_defaults(os.environ))
     tracer_provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)  # see `continuing_trace`
     tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=[metric_reader])
@@ -302,6 +304,27 @@ def enable_opentelemetry(
             )
     _providers = (tracer_provider, meter_provider)
     _tracer = tracer_provider.get_tracer(SPAN_PREFIX)
+
+
+def _resource_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+    """What the exported resource says unless the standard variables say otherwise (they win).
+
+    Each process is its own `service.instance.id` (a random UUID), so two replicas behind one proxy are
+    told apart; `service.version` is the installed `ibkr-gateway-core`.
+    """
+    from importlib.metadata import version
+
+    given = {
+        pair.split("=", 1)[0].strip() for pair in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",") if "=" in pair
+    }
+    defaults = {
+        "service.name": "ibkr-agent-gateway",
+        "service.instance.id": str(uuid.uuid4()),
+        "service.version": version("ibkr-gateway-core"),
+    }
+    if environ.get("OTEL_SERVICE_NAME"):
+        given.add("service.name")
+    return {key: value for key, value in defaults.items() if key not in given}
 
 
 def disable_opentelemetry() -> None:
