@@ -6,6 +6,7 @@ definitions; the MCP client is the SDK's, over stdio, as an agent's would be.
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -176,3 +177,19 @@ def test_turning_it_on_where_the_packages_are_missing_is_refused_at_start(tmp_pa
     assert "CONFIG_INVALID" in proc.stdout + proc.stderr
     assert "ibkr-gateway-core[otel]" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_telemetry_benchmark_runs_and_reaches_its_collector() -> None:
+    """`benchmarks/telemetry.py` with a few calls: both modes timed, and the collector got the exports."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "telemetry.py"), "--calls", "40", "--blocks", "2"],
+        capture_output=True,
+        encoding="utf-8",
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ratio on / off" in proc.stdout
+    received = int(proc.stdout.rsplit("requests the collector received: ", 1)[1].split()[0])
+    assert received > 0
