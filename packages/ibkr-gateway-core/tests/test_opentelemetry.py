@@ -307,3 +307,35 @@ def test_each_process_is_its_own_service_instance_and_the_standard_variables_win
     )
     assert (named["service.name"], named["service.instance.id"]) == ("trading-gateway", "replica-a")
     assert named["deployment.environment"] == "prod"
+
+
+async def test_a_program_using_the_library_can_send_the_gateways_telemetry_through_its_own_providers(
+    tmp_path: Path,
+) -> None:
+    """Its providers receive the spans and metrics, and stay running after `disable_opentelemetry`."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    spans, metrics = InMemorySpanExporter(), InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    meter_provider = MeterProvider(metric_readers=[metrics])
+    enable_opentelemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    try:
+        with tracer_provider.get_tracer("the program").start_as_current_span("the program's work") as work:
+            async with _gateway(tmp_path) as gateway:
+                await gateway.call("list_accounts")
+    finally:
+        disable_opentelemetry()
+    [call] = [span for span in spans.get_finished_spans() if span.name == "ibkr_gateway.call list_accounts"]
+    assert call.parent is not None and call.parent.span_id == work.get_span_context().span_id
+    data = metrics.get_metrics_data()
+    assert data is not None
+    names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    assert "ibkr_gateway_calls" in names
+    with tracer_provider.get_tracer("the program").start_as_current_span("after"):
+        pass  # still running: not shut down by disable_opentelemetry
+    assert spans.get_finished_spans()[-1].name == "after"
+    tracer_provider.shutdown()
+    meter_provider.shutdown()

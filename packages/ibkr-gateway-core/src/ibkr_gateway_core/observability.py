@@ -46,9 +46,10 @@ from .errors import ErrorCode, GatewayError
 from .redaction import scrub_text
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Span, Tracer, TracerProvider
 
 CALLS_LOGGER: Final = "ibkr_gateway.calls"
 """The logger of the one-line-per-call records."""
@@ -253,15 +254,24 @@ _providers: tuple[Any, ...] = ()
 
 
 def enable_opentelemetry(
-    *, span_exporter: SpanExporter | None = None, metric_reader: MetricReader | None = None
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    span_exporter: SpanExporter | None = None,
+    metric_reader: MetricReader | None = None,
 ) -> None:
     """Export spans and metrics from now on; servers call it at start when `observability.otel_enabled` is on.
 
     By default both go over OTLP/HTTP to the collector the standard `OTEL_EXPORTER_OTLP_*` variables name
     (`http://localhost:4318` when none is set), spans in batches and metrics every
     `OTEL_METRIC_EXPORT_INTERVAL` ms (60 s by default); the resource is `_resource_defaults` under what
-    `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` set. Both providers flush at interpreter exit. A
-    second call changes nothing.
+    `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` set. The providers made here flush at interpreter
+    exit. A second call changes nothing.
+
+    A program that uses the library (`Gateway`) in a process of its own passes its own `tracer_provider` and
+    `meter_provider`: the gateway's spans and metrics then go wherever the program's go, sampled by its
+    sampler, and `disable_opentelemetry` leaves them running. `span_exporter` and `metric_reader` replace the
+    OTLP exporters of the providers made here (tests).
 
     Raises:
         GatewayError: `CONFIG_INVALID` when the OpenTelemetry packages are not installed.
@@ -270,10 +280,10 @@ def enable_opentelemetry(
     if _tracer is not None:
         return
     try:
-        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
     except ImportError:
@@ -282,18 +292,25 @@ def enable_opentelemetry(
             "observability.otel_enabled is on, but the OpenTelemetry packages are not installed.",
             user_action="Install the extra (pip install 'ibkr-gateway-core[otel]'), or turn otel_enabled off.",
         ) from None
-    if span_exporter is None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        span_exporter = OTLPSpanExporter()
-    if metric_reader is None:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-        metric_reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    owned: list[SdkTracerProvider | SdkMeterProvider] = []
     resource = Resource.create(_resource_defaults(os.environ))
-    tracer_provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)  # see `continuing_trace`
-    tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    meter_provider = MeterProvider(resource=resource, metric_readers=[metric_reader])
+    if tracer_provider is None:
+        if span_exporter is None:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            span_exporter = OTLPSpanExporter()
+        made = SdkTracerProvider(resource=resource, sampler=ALWAYS_ON)  # see `continuing_trace`
+        made.add_span_processor(BatchSpanProcessor(span_exporter))
+        tracer_provider = made
+        owned.append(made)
+    if meter_provider is None:
+        if metric_reader is None:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            metric_reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+        made_meters = SdkMeterProvider(resource=resource, metric_readers=[metric_reader])
+        meter_provider = made_meters
+        owned.append(made_meters)
     meter = meter_provider.get_meter(SPAN_PREFIX)
     for metric in _ALL:
         if isinstance(metric, _Counter):
@@ -302,7 +319,7 @@ def enable_opentelemetry(
             metric.otel = meter.create_histogram(
                 metric.name, unit="s", description=metric.help, explicit_bucket_boundaries_advisory=LATENCY_BUCKETS
             )
-    _providers = (tracer_provider, meter_provider)
+    _providers = tuple(owned)
     _tracer = tracer_provider.get_tracer(SPAN_PREFIX)
 
 
@@ -328,7 +345,10 @@ def _resource_defaults(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def disable_opentelemetry() -> None:
-    """Flush what is pending and stop exporting (tests; a server's providers flush at exit by themselves)."""
+    """Stop making spans and metrics, and flush and shut down the providers `enable_opentelemetry` made.
+
+    For tests: a server's providers flush at exit by themselves. A program's own providers are left running.
+    """
     global _tracer, _providers
     providers, _providers, _tracer = _providers, (), None
     for metric in _ALL:
