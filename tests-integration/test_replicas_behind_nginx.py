@@ -14,7 +14,7 @@ import signal
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from ibkr_gateway_core.state import PostgresLocation, open_state
 from ibkr_gateway_mcp.testing import FakeIssuer
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from otlp_collector import Collector, attributes_of, running_collector
 from postgres_server import PostgresServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -73,6 +74,8 @@ class Stack:
     dsn: str
     env: dict[str, str]
     config: Path
+    collector: Collector
+    """The OpenTelemetry collector both replicas export to."""
 
     def token(self, subject: str, scopes: str) -> str:
         return self.issuer.mint(audience=self.resource, subject=subject, scope=scopes, lifetime_s=600)
@@ -121,7 +124,7 @@ def _config(tmp_path: Path, resource: str, issuer: str, simulator: str) -> Path:
         "  rate_limit_max_requests: 100000\n"
         "  max_sessions_per_subject: 200\n"  # one subject opens many sessions here, on purpose
         "  max_inflight_per_subject: 200\n"
-        "observability:\n  metrics_enabled: true\n  log_format: json\n  log_level: INFO\n",
+        "observability:\n  metrics_enabled: true\n  log_format: json\n  log_level: INFO\n  otel_enabled: true\n",
         encoding="utf-8",
     )
     return path
@@ -223,8 +226,15 @@ def tls_ca() -> trustme.CA:
 
 
 @pytest.fixture
+def collector() -> Iterator[Collector]:
+    """The OpenTelemetry collector of the deployment; it outlives the replicas, which flush to it as they stop."""
+    with running_collector() as running:
+        yield running
+
+
+@pytest.fixture
 async def stack(
-    tmp_path: Path, postgres_server: PostgresServer, https_simulator: str, tls_ca: trustme.CA
+    tmp_path: Path, postgres_server: PostgresServer, https_simulator: str, tls_ca: trustme.CA, collector: Collector
 ) -> AsyncIterator[Stack]:
     dsn = postgres_server.new_database()
     listen = _free_port()
@@ -243,6 +253,8 @@ async def stack(
             TOKEN_KEY_ENV: "integration-token-id-key-0123456789abcdef",
             DSN_ENV: dsn,
             "PYTHONWARNDEFAULTENCODING": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
         }
         ports = [_free_port(), _free_port()]
         logs = [tmp_path / f"replica-{n}.log" for n in range(2)]
@@ -266,6 +278,7 @@ async def stack(
                 dsn=dsn,
                 env=env,
                 config=config,
+                collector=collector,
             )
         finally:
             if nginx is not None:
@@ -345,6 +358,37 @@ async def test_each_replica_serves_metrics_and_json_logs_without_account_ids(sta
     assert len(calls) == 1 and calls[0]["audit_event_id"] == listed["event"] and calls[0]["request_id"]
     for text in (joined, *lines):
         assert ACCOUNT not in text and "Bearer" not in text and stack.dsn not in text
+
+
+async def test_a_callers_trace_goes_through_the_proxy_into_the_replicas_spans(stack: Stack) -> None:
+    """The agent's `traceparent` passes nginx unchanged: the replica's call span continues that trace and is
+    exported to the deployment's collector, and the call's JSON log record names it; no account id is sent."""
+    trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    token = stack.token("agent-1", AGENT_SCOPES)
+    headers = {"Authorization": f"Bearer {token}", "traceparent": f"00-{trace_id}-{parent}-01"}
+    async with (
+        httpx2.AsyncClient(headers=headers, verify=stack.tls, timeout=30) as http,
+        Client(streamable_http_client(stack.resource, http_client=http)) as client,
+    ):
+        listed = await _call(client, "ibkr_positions_list", {"account_id": ACCOUNT})
+    assert "value" in listed, listed
+    found: list[Any] = []
+    with anyio.fail_after(20):
+        while not found:  # the replica's batch leaves within 50 ms
+            found = [
+                span
+                for _, span in stack.collector.spans()
+                if span.name == "ibkr_gateway.call list_positions"  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType]
+            ]
+            await anyio.sleep(0.05)
+    [call] = found
+    assert (call.trace_id.hex(), call.parent_span_id.hex()) == (trace_id, parent)
+    assert attributes_of(call.attributes)["ibkr_gateway.audit_event_id"] == listed["event"]
+    lines = [line for log in stack.replica_logs for line in log.read_text(encoding="utf-8").splitlines()]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    [record] = [r for r in records if r.get("audit_event_id") == listed["event"]]
+    assert (record["trace_id"], record["span_id"]) == (trace_id, call.span_id.hex())
+    assert ACCOUNT.encode() not in stack.collector.everything()
 
 
 async def test_fifty_submits_with_one_key_over_both_replicas_place_one_order(stack: Stack) -> None:
