@@ -77,7 +77,8 @@ async def test_mcp_serve_exports_a_span_per_call_and_the_metrics_without_account
         assert forbidden.encode() not in sent
 
 
-def test_turning_it_on_where_the_packages_are_missing_is_refused_at_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", [["mcp", "serve"], ["desk", "serve"]], ids=["mcp", "desk"])
+def test_turning_it_on_where_the_packages_are_missing_is_refused_at_start(tmp_path: Path, server: list[str]) -> None:
     """Where the extra is missing the server does not start untraced: it refuses with a config error."""
     config = tmp_path / "gateway.yaml"
     config.write_text("observability:\n  otel_enabled: true\n", encoding="utf-8")
@@ -94,7 +95,7 @@ def test_turning_it_on_where_the_packages_are_missing_is_refused_at_start(tmp_pa
         "PYTHONPATH": str(hide),
     }
     proc = subprocess.run(
-        [*ibkr_agent(), "--json", "--config", str(config), "mcp", "serve"],
+        [*ibkr_agent(), "--json", "--config", str(config), *server],
         input="",
         capture_output=True,
         encoding="utf-8",
