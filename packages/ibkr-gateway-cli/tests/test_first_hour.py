@@ -105,7 +105,8 @@ def test_health_imports_only_the_gateway_the_registry_the_config_and_the_audit_l
     core = {m for m in modules if m.startswith("ibkr_gateway_core")}
     assert core <= HEALTH_CORE_MODULES, f"health now also imports {sorted(core - HEALTH_CORE_MODULES)}"
     heavy = {m.split(".")[0] for m in modules} & {
-        "cryptography", "ibkr_gateway_cpapi", "ibkr_gateway_mcp", "mcp", "starlette", "uvicorn", "httpx2", "rich"
+        "cryptography", "ibkr_gateway_cpapi", "ibkr_gateway_mcp", "mcp", "starlette", "uvicorn", "httpx2", "rich",
+        "opentelemetry", "google",  # OpenTelemetry and its protobuf load only with observability.otel_enabled
     }  # fmt: skip
     assert heavy == set()
     assert not {m for m in modules if m.startswith("ibkr_gateway_cli.render")}, "--json needs no renderer"

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
+    from .config import ObservabilityConfig
+
 CALLS_LOGGER: Final = "ibkr_gateway.calls"
 """The logger of the one-line-per-call records."""
 
@@ -251,6 +253,16 @@ _tracer: Tracer | None = None
 
 _providers: tuple[Any, ...] = ()
 """The tracer and meter providers `enable_opentelemetry` made, for `disable_opentelemetry`."""
+
+
+def start_server_telemetry(settings: ObservabilityConfig) -> None:
+    """What a server does at start with its `observability` settings beyond logging: OpenTelemetry, when on.
+
+    Raises:
+        GatewayError: `CONFIG_INVALID` when `otel_enabled` is on and the OpenTelemetry packages are not installed.
+    """
+    if settings.otel_enabled:
+        enable_opentelemetry()
 
 
 def enable_opentelemetry(

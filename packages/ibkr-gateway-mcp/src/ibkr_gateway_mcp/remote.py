@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from ibkr_gateway_core.config import GatewayConfig
 from ibkr_gateway_core.errors import ErrorCode, GatewayError
-from ibkr_gateway_core.observability import configure_logging, enable_opentelemetry
+from ibkr_gateway_core.observability import configure_logging, start_server_telemetry
 
 from .catalog import SERVER_NAME, visible_tools
 
@@ -149,8 +149,7 @@ def run_http(
     import anyio
 
     configure_logging(config.observability.log_format, config.observability.log_level)
-    if config.observability.otel_enabled:
-        enable_opentelemetry()
+    start_server_telemetry(config.observability)
 
     async def main() -> None:
         await serve_http(config, enable_remote_mcp=enable_remote_mcp, bind=bind, on_ready=on_ready)

@@ -73,10 +73,9 @@ def run_stdio(config: GatewayConfig) -> None:
     import anyio
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format=LOG_FORMAT)
-    if config.observability.otel_enabled:
-        from ibkr_gateway_core.observability import enable_opentelemetry
+    from ibkr_gateway_core.observability import start_server_telemetry
 
-        enable_opentelemetry()
+    start_server_telemetry(config.observability)
     anyio.run(serve_stdio, config)
 
 

@@ -121,10 +121,9 @@ def run_desk(config: GatewayConfig, *, bind: str | None, on_ready: Callable[[str
     import anyio
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format=LOG_FORMAT)
-    if config.observability.otel_enabled:
-        from ibkr_gateway_core.observability import enable_opentelemetry
+    from ibkr_gateway_core.observability import start_server_telemetry
 
-        enable_opentelemetry()
+    start_server_telemetry(config.observability)
 
     async def main() -> None:
         await serve_desk(config, bind=bind, on_ready=on_ready)
