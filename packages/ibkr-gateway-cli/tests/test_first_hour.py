@@ -229,6 +229,7 @@ EXPECTED_REFUSALS = {
     "news_list": "BACKEND_UNSUPPORTED",  # news and transfers: not served through this backend
     "news_article": "BACKEND_UNSUPPORTED",
     "transfer_history": "BACKEND_UNSUPPORTED",
+    "import_state": "INPUT_INVALID_ARGUMENT",  # the sample value names no state file
 }
 """Operations that, given only their required options, stop at their first check: the switch nobody gave."""
 

@@ -375,6 +375,22 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ),
     ),
     CommandSpec(
+        "import_state",
+        ("state", "import"),
+        "Copy a single host's SQLite state file (audit chain, verified with the configured key, and order workflow state) into the configured state database, which must be new; only the operator at the CLI may.",
+        (
+            Param(
+                "source",
+                "--from",
+                "The SQLite state file to import: state.sqlite3 of the old state directory.",
+                "str",
+                None,
+                True,
+                "field",
+            ),
+        ),
+    ),
+    CommandSpec(
         "preview_order",
         ("orders", "preview"),
         "Resolve the contract, run the risk policy and the broker's what-if, and keep the exact order for approval; nothing is placed. Returns the preview id, costs, margin impact, warnings and expiry.",

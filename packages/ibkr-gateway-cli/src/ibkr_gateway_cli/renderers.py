@@ -116,6 +116,17 @@ def _checkpoint(value: Any) -> str:
     return f"checkpoint at sequence {value.sequence}: {value.chain_hash} (key {value.key_id})"
 
 
+def _state_import(value: Any) -> str:
+    head = f"head {value.head_sequence}: {value.head_chain_hash}" if value.head_chain_hash else "empty chain"
+    rows = ", ".join(f"{table} {count}" for table, count in value.tables.items())
+    lines = [f"imported {value.audit_events} audit events, verified ({head})", f"order state rows: {rows}"]
+    if value.kill_switch is not None:
+        lines.append(f"kill switch: {value.kill_switch}")
+    if value.earlier_attempts:
+        lines.append(f"earlier refused import attempts chained after the import: {value.earlier_attempts}")
+    return "\n".join(lines)
+
+
 def _money(value: Any) -> str:
     """`100000 USD`: a `Money` as people write it, the amount as a plain decimal."""
     return f"{cell(value.amount)} {value.currency}" if value is not None else "-"
@@ -250,6 +261,7 @@ RENDERERS: Final[Mapping[str, Renderer]] = {
     "kill_switch_status": _kill_switch,
     "open_kill_switch": _kill_switch,
     "close_kill_switch": _kill_switch,
+    "import_state": _state_import,
     "limits_status": block,
     "preview_bracket_order": _preview,
     "submit_paper_bracket_order": _lifecycle,

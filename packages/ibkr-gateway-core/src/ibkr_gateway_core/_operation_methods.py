@@ -63,6 +63,7 @@ if TYPE_CHECKING:  # annotations only: importing the library does not load every
         ReconcileReport,
     )
     from .registry import AuditTail
+    from .state.transfer import StateImport
 
 
 class _Caller:
@@ -656,6 +657,19 @@ class ReadMethods(_Caller):
 
 class WriteMethods(ReadMethods):
     """Every operation, writes included, as a typed method."""
+
+    async def import_state(self, source: str) -> StateImport:
+        """Import state.
+
+        Copy a single host's SQLite state file (audit chain, verified with the configured key, and order
+        workflow state) into the configured state database, which must be new; only the operator at the CLI
+        may.
+
+        Operation `import_state`, tool `ibkr_state_import`, CLI `ibkr-agent state import`, scope
+        `ibkr:state:import`.
+        """
+        arguments: dict[str, Any] = {"source": source}
+        return await self._invoke("import_state", arguments)
 
     async def preview_order(
         self,

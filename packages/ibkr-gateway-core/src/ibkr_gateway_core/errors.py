@@ -91,6 +91,7 @@ class ErrorCode(StrEnum):
     OUTPUT_UNSAFE = "OUTPUT_UNSAFE"
     AUDIT_WRITE_FAILED = "AUDIT_WRITE_FAILED"
     STATE_DATABASE_UNAVAILABLE = "STATE_DATABASE_UNAVAILABLE"
+    STATE_IMPORT_TARGET_NOT_EMPTY = "STATE_IMPORT_TARGET_NOT_EMPTY"
     READONLY_WRITE_FORBIDDEN = "READONLY_WRITE_FORBIDDEN"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     ORDER_PREVIEW_DISABLED = "ORDER_PREVIEW_DISABLED"
@@ -341,6 +342,12 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         False,
         "Check that the state directory is a writable local directory holding a database from this or an older "
         "version.",
+    ),
+    ErrorCode.STATE_IMPORT_TARGET_NOT_EMPTY: ErrorInfo(
+        "refusal",
+        False,
+        "Import into a new, empty state database before any server or command uses it: create a new PostgreSQL "
+        "database (or point state.directory at an empty directory) and run the import first.",
     ),
     ErrorCode.READONLY_WRITE_FORBIDDEN: ErrorInfo(
         "refusal", False, "Use the gated commands: orders preview, approvals create, orders submit."

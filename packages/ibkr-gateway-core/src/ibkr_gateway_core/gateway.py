@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Self, TypeVar, cast
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
     from .orders.desk import OrderDesk
     from .requests import OperationInput
+    from .state.transfer import StateImport, StateImportInput
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +145,7 @@ class Gateway(ReadMethods):
             kill_switch=self.kill_switch_position,
         )
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = self._reads.handlers()
+        self._handlers["import_state"] = self._import_state
         self._desk: OrderDesk | None = None
         self._market_handlers_added = False
         self._order_handlers_added = False
@@ -213,6 +216,16 @@ class Gateway(ReadMethods):
         if handler is None:
             raise KeyError(name)
         return handler
+
+    async def _import_state(self, args: StateImportInput) -> StateImport:
+        from .state.transfer import import_state
+
+        ctx = CURRENT_CALL.get()
+        if ctx is None or ctx.principal.kind != "local_operator":
+            raise GatewayError(
+                ErrorCode.OPERATOR_ONLY, "Only the operator at the CLI may import state into the state database."
+            )
+        return await anyio.to_thread.run_sync(import_state, self.audit, Path(args.source).expanduser())
 
     @property
     def verify_progress(self) -> Callable[[int, int], None] | None:

@@ -147,6 +147,7 @@ if TYPE_CHECKING:
         OrderLookupInput,
         PositionsInput,
     )
+    from .state.transfer import StateImport, StateImportInput
 else:
 
     def _refs(homes: Mapping[str, tuple[str, ...]]) -> dict[str, ModelRef]:
@@ -158,6 +159,7 @@ else:
             {
                 ".input_base": ("NoInput", "OperationInput"),
                 ".capabilities": ("Capabilities",),
+                ".state.transfer": ("StateImport", "StateImportInput"),
                 ".market.models": (
                     "AccountMetadata",
                     "CurrencyRate",
@@ -500,6 +502,23 @@ _AUDIT: Final = (
         input_model=NoInput,
         output_model=Checkpoint,
         open_world=False,
+    ),
+    Operation(
+        name="import_state",
+        tool="ibkr_state_import",
+        cli=("state", "import"),
+        scope=Scope.STATE_IMPORT,
+        title="Import state",
+        description="Copy a single host's SQLite state file (audit chain, verified with the configured key, and "
+        "order workflow state) into the configured state database, which must be new; only the operator at "
+        "the CLI may.",
+        input_model=StateImportInput,
+        output_model=StateImport,
+        read_only=False,
+        idempotent=False,
+        open_world=False,
+        event_type="state_imported",
+        operator_only=True,
     ),
 )
 

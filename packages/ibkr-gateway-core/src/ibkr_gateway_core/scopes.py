@@ -44,6 +44,7 @@ class Scope(StrEnum):
     APPROVALS_READ = "ibkr:approvals:read"
     KILLSWITCH_CLOSE = "ibkr:killswitch:close"
     KILLSWITCH_MANAGE = "ibkr:killswitch:manage"
+    STATE_IMPORT = "ibkr:state:import"
 
 
 READ_ONLY: Final = frozenset(

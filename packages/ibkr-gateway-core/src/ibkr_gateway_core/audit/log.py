@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Final, Self
+from typing import IO, TYPE_CHECKING, Final, NamedTuple, Self
 
 import anyio
 import anyio.lowlevel
@@ -304,6 +304,26 @@ class VerifyReport(BaseModel):
             details={"first_break_sequence": self.first_break_sequence, "event_id": self.first_break_event_id},
         )
         raise error
+
+
+MOVABLE_EVENTS: Final = 1_000
+"""Most events a state import finds in its target and chains again after the imported chain (`import_chain_sync`)."""
+
+
+class ChainImport(NamedTuple):
+    """What `AuditLog.import_chain_sync` found and did; the caller commits only a complete, valid copy.
+
+    A named tuple, not a dataclass: a dataclass compiles its generated methods at import (start-up).
+    """
+
+    source: VerifyReport | None
+    """The verification of the copied chain (None: the target refused the import before any copy)."""
+    target: VerifyReport | None
+    """The verification of the events the target held (None: it held none, or too many to move)."""
+    moved: int
+    """Events the target held: chained again after the copy when `movable`."""
+    movable: bool
+    """False when the target holds events other than earlier attempts of the import, or too many."""
 
 
 class _ChainMac:
@@ -584,14 +604,20 @@ class AuditLog:
 
     def _chain(self, rendered: list[_Rendered], head: tuple[int, bytes]) -> list[_Row]:
         """The rows of `rendered` (event, canonical payload, timestamp) chained after `head` (sequence, hash)."""
+        return self._chain_fields(
+            [(event.event_id, event.event_type, timestamp, payload) for event, payload, timestamp in rendered], head
+        )
+
+    def _chain_fields(self, fields: list[tuple[str, str, str, str]], head: tuple[int, bytes]) -> list[_Row]:
+        """Rows of stored events (event id, event type, timestamp, canonical payload) chained after `head`."""
         sequence, previous = head
         rows: list[_Row] = []
-        for event, payload, timestamp in rendered:
+        for event_id, event_type, timestamp, payload in fields:
             sequence += 1
             previous = self._mac.digest(
-                previous, _row_bytes(sequence, self.key_id, event.event_id, event.event_type, timestamp, payload)
+                previous, _row_bytes(sequence, self.key_id, event_id, event_type, timestamp, payload)
             )
-            rows.append((sequence, self.key_id, event.event_id, event.event_type, timestamp, payload, previous.hex()))
+            rows.append((sequence, self.key_id, event_id, event_type, timestamp, payload, previous.hex()))
         return rows
 
     def _append_unsynced_now(self, rendered: _Rendered) -> AuditRecord | None:
@@ -699,6 +725,39 @@ class AuditLog:
             raise GatewayError(
                 ErrorCode.AUDIT_CHAIN_INVALID, "The newest audit record is damaged; run `ibkr-agent audit verify`."
             ) from None
+
+    def import_chain_sync(
+        self, source: StateConnection, target: StateConnection, *, movable: Callable[[str], bool]
+    ) -> ChainImport:
+        """Copy the whole audit chain of `source` into `target`, whose chain must hold only movable events.
+
+        Runs inside the caller's read snapshot of `source` and write transaction on `target` (both databases
+        at this version's schema). Every source row is verified with this log's key, page by page, and a page
+        is written only once each of its rows checked out; the caller rolls back when a report is invalid, so
+        a broken or foreign chain writes nothing. The events already in `target` (at most
+        `MOVABLE_EVENTS`, each one's canonical payload passing `movable`: the records of earlier, refused
+        attempts of the same import) are verified too, then chained again after the copied ones, unchanged
+        but for their sequence and chain hash.
+        """
+        present = target.execute("SELECT count(*) FROM audit_events").fetchone()
+        count = int(present[0]) if present is not None and present[0] is not None else 0
+        held: list[tuple[object, ...]] = []
+        if count > MOVABLE_EVENTS:
+            return ChainImport(source=None, target=None, moved=count, movable=False)
+        own = self._scan(target, None, None, None, verified=held.extend) if count else None
+        if own is not None and not own.chain_valid:
+            return ChainImport(source=None, target=own, moved=0, movable=True)
+        if not all(isinstance(row[5], str) and movable(row[5]) for row in held):
+            return ChainImport(source=None, target=own, moved=len(held), movable=False)
+        if held:
+            target.execute("DELETE FROM audit_events")
+        report = self._scan(source, None, None, None, verified=lambda rows: target.executemany(_INSERT_SQL, rows))
+        if report.chain_valid and held:
+            head = bytes.fromhex(report.head_chain_hash) if report.head_chain_hash else GENESIS_HASH
+            fields = [(str(row[2]), str(row[3]), str(row[4]), str(row[5])) for row in held]
+            target.executemany(_INSERT_SQL, self._chain_fields(fields, (report.head_sequence, head)))
+        self._written_head = None  # the head moved under this log: its next append reads it
+        return ChainImport(source=report, target=own, moved=len(held), movable=True)
 
     # --------------------------------------------------------------------- read
 
@@ -877,7 +936,9 @@ class AuditLog:
         checkpoint: Checkpoint | None,
         checkpoint_key: Ed25519PublicKey | None,
         progress: Callable[[int, int], None] | None,
+        verified: Callable[[list[tuple[object, ...]]], object] | None = None,
     ) -> VerifyReport:
+        """Check the chain in `db` page by page; `verified` receives each page once every row of it checked out."""
         top = db.execute("SELECT max(sequence) FROM audit_events").fetchone()
         expected_total = top[0] if top is not None and isinstance(top[0], int) else 0
         signed = checkpoint is not None and checkpoint_key is not None and checkpoint.is_signed_by(checkpoint_key)
@@ -932,6 +993,8 @@ class AuditLog:
                         head_chain_hash=head_hash,
                     )
                 expected += 1
+            if verified is not None:
+                verified(batch)
             if progress is not None:
                 progress(expected - 1, max(expected_total, expected - 1))
         scanned = expected - 1

@@ -361,6 +361,17 @@ def write_transaction(db: _C, lock: LockDomain | None = "state", *, durable: boo
         raise
 
 
+def hold_lock(db: StateConnection, lock: LockDomain) -> None:
+    """Inside `write_transaction`, hold the lock of a second domain too, until the transaction ends.
+
+    For a block that writes in both domains (a state import). PostgreSQL: that domain's advisory lock as
+    well (taken in the order audit, then state; no other transaction holds both). SQLite: nothing, as
+    `BEGIN IMMEDIATE` already holds the one write lock of the whole file.
+    """
+    if not isinstance(db, sqlite3.Connection):
+        cast("PostgresConnection", db).hold(lock)
+
+
 def execute_locked(
     db: StateConnection, lock: LockDomain, sql: str, parameters: Sequence[Any] = (), /, *, durable: bool = True
 ) -> int:

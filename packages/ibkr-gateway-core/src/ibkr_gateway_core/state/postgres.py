@@ -303,6 +303,15 @@ class PostgresConnection:
             except psycopg.errors.UniqueViolation:
                 return 0
 
+    def hold(self, lock: LockDomain) -> None:
+        """Inside a write `transaction`, also hold the advisory lock of `lock` until it ends.
+
+        Sent with the next statement, after the transaction's own lock.
+        """
+        if self._pinned is None or not self._begun:
+            raise GatewayError(ErrorCode.STATE_DATABASE_UNAVAILABLE, "No write transaction is open.")
+        self._deferred.append(("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEYS[lock],), False))
+
     @contextmanager
     def transaction(self, *, write: bool, lock: LockDomain | None, durable: bool = True) -> Generator[None]:
         """Pin a connection for the block: a locked write transaction, or a read-only snapshot.
