@@ -21,7 +21,7 @@ from ibkr_gateway_core.errors import ErrorCode, GatewayError
 from ibkr_gateway_core.gateway import Gateway
 from ibkr_gateway_core.principal import Principal
 from ibkr_gateway_core.scopes import WITH_LIVE
-from ibkr_gateway_core.state import MIGRATIONS, PostgresLocation, StateLocation, open_database, open_state
+from ibkr_gateway_core.state import MIGRATIONS, PostgresLocation, StateLocation, open_database, open_state, transfer
 from ibkr_gateway_core.state.postgres import POSTGRES_MIGRATIONS
 from ibkr_gateway_core.state.transfer import STATE_TABLES
 
@@ -65,6 +65,18 @@ async def _old_host(source: Path, tmp_path: Path, key: bytes = KEY) -> dict[str,
         report = await gateway.audit.verify()
     assert report.chain_valid
     return {"unused": unused, "used": used, "order": placed.value.broker_order_id, "head": report}
+
+
+def _bulk_event(n: int) -> AuditEvent:
+    return AuditEvent(
+        event_type="tool_completed",
+        timestamp=datetime.now(UTC),
+        principal_kind="local_agent",
+        principal_subject="bulk",
+        decision="allow",
+        result_status="completed",
+        metadata={"n": n},
+    )
 
 
 async def _import(gateway: Gateway, source: Path) -> Any:
@@ -293,18 +305,7 @@ async def test_a_long_chain_is_copied_in_pages(state_location: StateLocation, tm
     log = AuditLog.open(source, KEY)
     try:
         log.page_rows = 64  # many pages, so a page boundary falls inside the chain
-        head = log._append_batch_sync(  # pyright: ignore[reportPrivateUsage]
-            AuditEvent(
-                event_type="tool_completed",
-                timestamp=datetime.now(UTC),
-                principal_kind="local_agent",
-                principal_subject="bulk",
-                decision="allow",
-                result_status="completed",
-                metadata={"n": n},
-            )
-            for n in range(3_000)
-        )
+        head = log._append_batch_sync(_bulk_event(n) for n in range(3_000))  # pyright: ignore[reportPrivateUsage]
     finally:
         log.close()
     async with _gateway(state_location, tmp_path) as gateway:
@@ -330,3 +331,49 @@ def test_every_postgres_table_is_copied(postgres_dsn: str) -> None:
     finally:
         db.close()
     assert {row[0] for row in rows} - {"audit_events", "schema_migrations"} == set(STATE_TABLES)
+
+
+async def test_a_source_written_during_the_import_imports_nothing(
+    state_location: StateLocation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old server was not stopped: an event appended while the copy runs makes the import refuse."""
+    source = tmp_path / "old" / "state.sqlite3"
+    await _old_host(source, tmp_path)
+    copy_table = transfer._copy_table  # pyright: ignore[reportPrivateUsage]
+    writes: list[int] = []
+
+    def copy_while_the_old_host_writes(source_db: Any, target: Any, table: str) -> int:
+        if not writes:  # the old host appends one more event, committed while the import's snapshot is open
+            old = AuditLog.open(source, KEY)
+            try:
+                writes.append(old.append_sync(_bulk_event(0)).sequence)
+            finally:
+                old.close()
+        return copy_table(source_db, target, table)
+
+    monkeypatch.setattr(transfer, "_copy_table", copy_while_the_old_host_writes)
+    async with _gateway(state_location, tmp_path) as gateway:
+        with pytest.raises(GatewayError) as caught:
+            await _import(gateway, source)
+        assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
+        assert "changed during the import" in caught.value.message
+    assert writes
+    assert _count(state_location, "audit_events") == 1  # the refusal only
+    assert _count(state_location, "order_previews") == 0
+
+
+async def test_a_row_the_target_cannot_hold_imports_nothing(postgres_dsn: str, tmp_path: Path) -> None:
+    """Order tables are not chained: a row edited to hold a NUL (PostgreSQL text cannot) fails cleanly, whole."""
+    source = tmp_path / "old" / "state.sqlite3"
+    await _old_host(source, tmp_path)
+    with sqlite3.connect(source) as db:
+        db.execute("UPDATE order_approvals SET payload = payload || char(0)")
+    target = PostgresLocation(postgres_dsn)
+    async with _gateway(target, tmp_path) as gateway:
+        with pytest.raises(GatewayError) as caught:
+            await _import(gateway, source)
+        assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
+        assert "cannot be written to the configured state database" in caught.value.message
+        assert (await gateway.audit.verify()).chain_valid
+    assert _count(target, "audit_events") == 1
+    assert _count(target, "order_previews") == 0

@@ -15,6 +15,7 @@ chain. Anything else is `STATE_IMPORT_TARGET_NOT_EMPTY`, and nothing is written.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 
@@ -117,14 +118,15 @@ def import_state(audit: AuditLog, source: Path) -> StateImport:
     try:
         target = open_state(target_location)
         try:
-            return _copy(audit, source_db, target, name)
+            return _copy(audit, source_db, target, source)
         finally:
             target.close()
     finally:
         source_db.close()
 
 
-def _copy(audit: AuditLog, source: StateConnection, target: StateConnection, name: str) -> StateImport:
+def _copy(audit: AuditLog, source: StateConnection, target: StateConnection, path: Path) -> StateImport:
+    name = path.name
     try:
         with write_transaction(target, "audit"):
             hold_lock(target, "state")
@@ -154,6 +156,13 @@ def _copy(audit: AuditLog, source: StateConnection, target: StateConnection, nam
                     )
                 tables = {table: _copy_table(source, target, table) for table in STATE_TABLES}
                 switch = source.execute("SELECT state FROM kill_switch WHERE id = 1").fetchone()
+            if _newest_sequence(path) != report.head_sequence:  # the file as it is now, not the snapshot
+                raise GatewayError(
+                    ErrorCode.INPUT_INVALID_ARGUMENT,
+                    f"The state file {path.name!r} changed during the import (a server still writes it); "
+                    "nothing was imported.",
+                    user_action="Stop every server and command that uses the old state directory, then import again.",
+                )
     except database_errors() as exc:
         raise unavailable_error(exc) or GatewayError(
             ErrorCode.INPUT_INVALID_ARGUMENT,
@@ -181,6 +190,16 @@ def _copy_table(source: StateConnection, target: StateConnection, table: str) ->
         target.executemany(insert, rows)
         count += len(rows)
     return count
+
+
+def _newest_sequence(path: Path) -> int:
+    """The newest audit sequence in the file now, read on a connection of its own (read-only)."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT max(sequence) FROM audit_events").fetchone()
+    finally:
+        db.close()
+    return int(row[0]) if row is not None and row[0] is not None else 0
 
 
 def _an_import_attempt(payload: str) -> bool:
