@@ -42,6 +42,7 @@ SAMPLES = {
     "base": "EUR",
     "quote": "USD",
     "expiry": "20270115",
+    "to": "no-such-folder/backup.sqlite3",  # refused alike on both paths; never a file in the working folder
 }
 
 

@@ -291,6 +291,7 @@ def test_every_command_runs_with_only_its_required_options(state_env: dict[str, 
         "approval_id": approval["approval_id"],
         "broker_order_id": orders[0]["broker_order_id"] if orders else "1",
         "fingerprint": preview["fingerprint"],
+        "to": str(Path(state_env["IBKR_AGENT_STATE_DIR"]) / "backup.sqlite3"),  # a new file, never the working folder
     }
     outcomes: dict[str, str] = {}
     for command in COMMANDS:

@@ -119,7 +119,7 @@ def invocation(seed: int, commands: dict[tuple[str, ...], click.Command] = COMMA
             if rng.randrange(10) > 0:
                 argv.append(value(rng))
             continue
-        if not isinstance(param, click.Option) or param.name in ("config", "output", "checkpoint"):
+        if not isinstance(param, click.Option) or param.name in ("config", "output", "checkpoint", "to"):
             continue
         if rng.random() < 0.5:
             continue

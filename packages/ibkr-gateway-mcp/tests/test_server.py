@@ -168,7 +168,7 @@ async def test_tools_carry_registry_title_scope_annotations_and_schemas(gateways
     gateway = await gateways(["with_live"])
     async with Client(build_server(gateway), mode=mode) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert OPERATOR_ONLY == {"ibkr_session_renew", "ibkr_kill_switch_open", "ibkr_state_import"}
+    assert OPERATOR_ONLY == {"ibkr_session_renew", "ibkr_kill_switch_open", "ibkr_state_import", "ibkr_state_backup"}
     assert not OPERATOR_ONLY & set(tools)  # even the with_live tier is never offered the operator's tools
     for name, op in OPERATIONS_BY_TOOL.items():
         if op.operator_only:

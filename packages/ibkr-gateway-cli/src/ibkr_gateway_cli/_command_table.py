@@ -375,6 +375,22 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ),
     ),
     CommandSpec(
+        "backup_state",
+        ("state", "backup"),
+        "Write a consistent copy of the SQLite state database to a new file while servers keep running, its audit chain verified with the configured key; restore it with `state import`. Only the operator at the CLI may.",
+        (
+            Param(
+                "to",
+                "--to",
+                "The new file to write the backup to; it must not exist yet.",
+                "str",
+                None,
+                True,
+                "field",
+            ),
+        ),
+    ),
+    CommandSpec(
         "import_state",
         ("state", "import"),
         "Copy a single host's SQLite state file (audit chain, verified with the configured key, and order workflow state) into the configured state database, which must be new; only the operator at the CLI may.",

@@ -79,7 +79,7 @@ _GROUP_HELP = {
     "executions": "Executions (fills).",
     "simulator": "The embedded CPAPI simulator.",
     "audit": "The tamper-evident audit log.",
-    "state": "The state database: move a single host's state into a new one.",
+    "state": "The state database: back it up, or move a single host's state into a new one.",
     "mcp": "The MCP server.",
     "previews": "Order previews and a person's decision on them.",
     "approvals": "Approvals of order previews.",

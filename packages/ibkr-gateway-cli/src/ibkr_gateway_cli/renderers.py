@@ -127,6 +127,11 @@ def _state_import(value: Any) -> str:
     return "\n".join(lines)
 
 
+def _state_backup(value: Any) -> str:
+    head = f"head {value.head_sequence}: {value.head_chain_hash}" if value.head_chain_hash else "empty chain"
+    return f"backed up {value.audit_events} audit events, verified ({head})\n{value.bytes} bytes, sha256 {value.sha256}"
+
+
 def _money(value: Any) -> str:
     """`100000 USD`: a `Money` as people write it, the amount as a plain decimal."""
     return f"{cell(value.amount)} {value.currency}" if value is not None else "-"
@@ -262,6 +267,7 @@ RENDERERS: Final[Mapping[str, Renderer]] = {
     "open_kill_switch": _kill_switch,
     "close_kill_switch": _kill_switch,
     "import_state": _state_import,
+    "backup_state": _state_backup,
     "limits_status": block,
     "preview_bracket_order": _preview,
     "submit_paper_bracket_order": _lifecycle,

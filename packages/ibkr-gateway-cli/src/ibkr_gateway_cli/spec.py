@@ -41,6 +41,7 @@ _FIELD_FLAGS: Final[Mapping[str, Param]] = {
     "days": Param("days", "--days", "Days back, 1 to 7.", "int"),
     "checkpoint": Param("checkpoint", "--checkpoint", "A checkpoint file from `audit checkpoint`.", "path"),
     "source": Param("source", "--from", "The SQLite state file to import: state.sqlite3 of the old state directory."),
+    "to": Param("to", "--to", "The new file to write the backup to; it must not exist yet."),
     "symbol": Param("symbol", "--symbol", "Symbol, e.g. AAPL (or give --contract-id)."),
     "side": Param("side", "--side", "buy or sell."),
     "quantity": Param("quantity", "--quantity", "Quantity, e.g. 1.", "decimal"),

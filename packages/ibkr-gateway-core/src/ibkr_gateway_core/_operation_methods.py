@@ -63,7 +63,7 @@ if TYPE_CHECKING:  # annotations only: importing the library does not load every
         ReconcileReport,
     )
     from .registry import AuditTail
-    from .state.transfer import StateImport
+    from .state.transfer import StateBackup, StateImport
 
 
 class _Caller:
@@ -657,6 +657,19 @@ class ReadMethods(_Caller):
 
 class WriteMethods(ReadMethods):
     """Every operation, writes included, as a typed method."""
+
+    async def backup_state(self, to: str) -> StateBackup:
+        """Back up state.
+
+        Write a consistent copy of the SQLite state database to a new file while servers keep running, its
+        audit chain verified with the configured key; restore it with `state import`. Only the operator at
+        the CLI may.
+
+        Operation `backup_state`, tool `ibkr_state_backup`, CLI `ibkr-agent state backup`, scope
+        `ibkr:state:backup`.
+        """
+        arguments: dict[str, Any] = {"to": to}
+        return await self._invoke("backup_state", arguments)
 
     async def import_state(self, source: str) -> StateImport:
         """Import state.

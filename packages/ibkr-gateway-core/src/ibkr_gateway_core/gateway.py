@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from .orders.desk import OrderDesk
     from .requests import OperationInput
-    from .state.transfer import StateImport, StateImportInput
+    from .state.transfer import StateBackup, StateBackupInput, StateImport, StateImportInput
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,13 @@ Outcome = tuple[Literal["allow", "deny", "refuse"], ResultStatus, str]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _operator_only(what: str) -> None:
+    """Refuse the call unless the operator at the CLI makes it (`OPERATOR_ONLY`)."""
+    ctx = CURRENT_CALL.get()
+    if ctx is None or ctx.principal.kind != "local_operator":
+        raise GatewayError(ErrorCode.OPERATOR_ONLY, f"Only the operator at the CLI may {what}.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +153,7 @@ class Gateway(ReadMethods):
         )
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = self._reads.handlers()
         self._handlers["import_state"] = self._import_state
+        self._handlers["backup_state"] = self._backup_state
         self._desk: OrderDesk | None = None
         self._market_handlers_added = False
         self._order_handlers_added = False
@@ -220,12 +228,14 @@ class Gateway(ReadMethods):
     async def _import_state(self, args: StateImportInput) -> StateImport:
         from .state.transfer import import_state
 
-        ctx = CURRENT_CALL.get()
-        if ctx is None or ctx.principal.kind != "local_operator":
-            raise GatewayError(
-                ErrorCode.OPERATOR_ONLY, "Only the operator at the CLI may import state into the state database."
-            )
+        _operator_only("import state into the state database")
         return await anyio.to_thread.run_sync(import_state, self.audit, Path(args.source).expanduser())
+
+    async def _backup_state(self, args: StateBackupInput) -> StateBackup:
+        from .state.transfer import backup_state
+
+        _operator_only("back up the state database")
+        return await anyio.to_thread.run_sync(backup_state, self.audit, Path(args.to).expanduser())
 
     @property
     def verify_progress(self) -> Callable[[int, int], None] | None:

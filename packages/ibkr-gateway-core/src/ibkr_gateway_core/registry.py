@@ -147,7 +147,7 @@ if TYPE_CHECKING:
         OrderLookupInput,
         PositionsInput,
     )
-    from .state.transfer import StateImport, StateImportInput
+    from .state.transfer import StateBackup, StateBackupInput, StateImport, StateImportInput
 else:
 
     def _refs(homes: Mapping[str, tuple[str, ...]]) -> dict[str, ModelRef]:
@@ -159,7 +159,7 @@ else:
             {
                 ".input_base": ("NoInput", "OperationInput"),
                 ".capabilities": ("Capabilities",),
-                ".state.transfer": ("StateImport", "StateImportInput"),
+                ".state.transfer": ("StateBackup", "StateBackupInput", "StateImport", "StateImportInput"),
                 ".market.models": (
                     "AccountMetadata",
                     "CurrencyRate",
@@ -502,6 +502,22 @@ _AUDIT: Final = (
         input_model=NoInput,
         output_model=Checkpoint,
         open_world=False,
+    ),
+    Operation(
+        name="backup_state",
+        tool="ibkr_state_backup",
+        cli=("state", "backup"),
+        scope=Scope.STATE_BACKUP,
+        title="Back up state",
+        description="Write a consistent copy of the SQLite state database to a new file while servers keep "
+        "running, its audit chain verified with the configured key; restore it with `state import`. Only the "
+        "operator at the CLI may.",
+        input_model=StateBackupInput,
+        output_model=StateBackup,
+        read_only=False,  # it writes a file, though it changes no state
+        idempotent=False,
+        open_world=False,
+        operator_only=True,
     ),
     Operation(
         name="import_state",

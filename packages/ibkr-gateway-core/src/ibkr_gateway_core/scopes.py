@@ -45,6 +45,7 @@ class Scope(StrEnum):
     KILLSWITCH_CLOSE = "ibkr:killswitch:close"
     KILLSWITCH_MANAGE = "ibkr:killswitch:manage"
     STATE_IMPORT = "ibkr:state:import"
+    STATE_BACKUP = "ibkr:state:backup"
 
 
 READ_ONLY: Final = frozenset(

@@ -930,6 +930,11 @@ class AuditLog:
         finally:
             db.close()
 
+    def verify_database_sync(self, db: StateConnection) -> VerifyReport:
+        """Check the whole chain in another state database (a backup, an import's source) with this log's key."""
+        with read_transaction(db):
+            return self._scan(db, None, None, None)
+
     def _scan(
         self,
         db: StateConnection,

@@ -338,6 +338,46 @@ def open_database(path: Path, *, migrations: tuple[Migration, ...] = MIGRATIONS)
     return db
 
 
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the SQLite state file `path`, which it never creates, migrates or writes.
+
+    For reading another state file (a backup, an import's source): the file stays byte for byte as it was.
+    Raises `sqlite3.Error` when the file is missing or not a database (the caller names it in its own words).
+    """
+    return sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+
+
+def backup_database(path: Path, destination: Path) -> None:
+    """Copy the SQLite state file `path` into the new file `destination` (mode 0600) with SQLite's online backup.
+
+    One consistent snapshot, taken while other connections keep reading and writing; the copy is left as one
+    self-contained file (rollback-journal mode, no `-wal` beside it) whose pages are on disk.
+
+    Raises:
+        FileExistsError: `destination` exists.
+        sqlite3.Error, OSError: the copy failed; `destination` may hold a partial file the caller removes.
+    """
+    fd = os.open(destination, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+    os.close(fd)
+    source = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        copy = sqlite3.connect(destination, isolation_level=None)
+        try:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    fd = os.open(destination, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def write_transaction(db: _C, lock: LockDomain | None = "state", *, durable: bool = True) -> Generator[_C]:
     """Run the block as the only writer of its lock domain: commit on success, roll back on any error.

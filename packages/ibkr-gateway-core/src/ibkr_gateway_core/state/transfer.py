@@ -1,4 +1,8 @@
-"""Moving a single host's state into a new state database: `ibkr-agent state import`.
+"""Backing up a single host's state and moving it into a new state database: `ibkr-agent state backup|import`.
+
+`backup_state` writes a consistent copy of the SQLite state database while servers keep writing (SQLite's
+online backup), checks the copy's audit chain with the configured key, and only then puts it in place, as a
+self-contained file (no `-wal`) readable by its owner alone. A backup is restored with `state import`.
 
 A deployment that grows from one host (a SQLite file) to replicas (PostgreSQL) keeps its audit chain and
 its order workflow state by importing the old `state.sqlite3` into the new database before any replica
@@ -14,7 +18,9 @@ chain. Anything else is `STATE_IMPORT_TARGET_NOT_EMPTY`, and nothing is written.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
@@ -24,12 +30,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ErrorCode, GatewayError
 from ..input_base import OperationInput
 from .database import (
+    MIGRATIONS,
     StateConnection,
+    backup_database,
     database_errors,
     hold_lock,
     open_database,
+    open_read_only,
     open_state,
     read_transaction,
+    schema_version,
     unavailable_error,
     write_transaction,
 )
@@ -108,7 +118,7 @@ def import_state(audit: AuditLog, source: Path) -> StateImport:
             user_action="Point state at the new database (state.backend and its settings), then import the old file.",
         )
     try:
-        source_db = open_database(source)
+        source_db = _open_source(source)
     except GatewayError as error:
         raise GatewayError(
             ErrorCode.INPUT_INVALID_ARGUMENT,
@@ -123,6 +133,25 @@ def import_state(audit: AuditLog, source: Path) -> StateImport:
             target.close()
     finally:
         source_db.close()
+
+
+def _open_source(path: Path) -> StateConnection:
+    """The source file: read-only when it holds this version's schema, else opened as any command opens it.
+
+    Read-only, a backup stays byte for byte as it was (its digest still matches); an older schema is migrated
+    first, which only a writing connection can do.
+    """
+    try:
+        db = open_read_only(path)
+    except sqlite3.Error:
+        return open_database(path)
+    try:
+        if schema_version(db) == MIGRATIONS[-1].version:
+            return db
+    except sqlite3.Error:
+        pass  # not a database, or unreadable: `open_database` says which
+    db.close()
+    return open_database(path)
 
 
 def _copy(audit: AuditLog, source: StateConnection, target: StateConnection, path: Path) -> StateImport:
@@ -192,9 +221,122 @@ def _copy_table(source: StateConnection, target: StateConnection, table: str) ->
     return count
 
 
+class StateBackupInput(OperationInput):
+    """Where to write a backup of the SQLite state database."""
+
+    to: str = Field(
+        min_length=1,
+        max_length=4096,
+        exclude=True,  # a local path: kept out of the audit event (its keyed hash is in the input hash)
+        description="The new file to write the backup to; it must not exist yet.",
+    )
+
+
+class StateBackup(BaseModel):
+    """A backup written and checked: its audit chain (as `audit verify` reports it), its size and digest."""
+
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
+
+    audit_events: int
+    """Audit events in the backup, each verified with the configured key."""
+    head_sequence: int
+    """Sequence of the newest event in the backup."""
+    head_chain_hash: str | None
+    """Its chain hash: keep it with the file, and compare after a restore (`state import` reports it too)."""
+    bytes: int
+    """Size of the backup file."""
+    sha256: str
+    """SHA-256 (hex) of the backup file, to check a copy of it later."""
+
+
+def backup_state(audit: AuditLog, destination: Path) -> StateBackup:
+    """Write a checked backup of the SQLite state database of `audit` to the new file `destination`.
+
+    Raises:
+        GatewayError: `INPUT_INVALID_ARGUMENT` when the state is on PostgreSQL, or the file exists or cannot be
+            written; `AUDIT_CHAIN_INVALID` when the copy's chain does not verify (nothing is left behind);
+            `STATE_DATABASE_UNAVAILABLE`.
+    """
+    location = audit.location
+    name = destination.name
+    if not isinstance(location, Path):
+        raise GatewayError(
+            ErrorCode.INPUT_INVALID_ARGUMENT,
+            "state backup copies a SQLite state database; this one is on PostgreSQL.",
+            user_action="Back up the PostgreSQL database with its own tools: pg_dump, or base backups and WAL "
+            "archiving.",
+        )
+    if destination.exists() or destination.is_symlink():
+        raise GatewayError(
+            ErrorCode.INPUT_INVALID_ARGUMENT,
+            f"The backup file {name!r} exists already; a backup never overwrites a file.",
+            user_action="Give --to a new file name.",
+        )
+    folder = destination.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise GatewayError(
+            ErrorCode.INPUT_INVALID_ARGUMENT,
+            f"The backup file {name!r} cannot be written: its folder is missing or not writable.",
+            user_action="Give --to a file in an existing folder you can write to.",
+        )
+    partial = folder / f".{name}.partial-{os.getpid()}"
+    try:
+        backup_database(location, partial)
+        copy = open_read_only(partial)
+        try:
+            report = audit.verify_database_sync(copy)
+        finally:
+            copy.close()
+        if not report.chain_valid:
+            raise GatewayError(
+                ErrorCode.AUDIT_CHAIN_INVALID,
+                f"The backup's audit chain does not verify at sequence {report.first_break_sequence}: {report.reason}; "
+                "no backup was written.",
+                user_action="Run `ibkr-agent audit verify` and follow the audit-incident runbook.",
+            )
+        digest, size = _digest(partial)
+        os.link(partial, destination)  # never replaces a file that appeared meanwhile
+    except FileExistsError:
+        raise GatewayError(
+            ErrorCode.INPUT_INVALID_ARGUMENT,
+            f"The backup file {name!r} appeared while the backup was written; it was left alone.",
+            user_action="Give --to a new file name.",
+        ) from None
+    except OSError as exc:
+        raise GatewayError(
+            ErrorCode.INPUT_INVALID_ARGUMENT,
+            f"The backup file {name!r} cannot be written ({exc.strerror or type(exc).__name__}).",
+            user_action="Give --to a file in an existing folder you can write to, on a disk with room for the copy.",
+        ) from None
+    except database_errors() as exc:
+        raise unavailable_error(exc) or GatewayError(
+            ErrorCode.STATE_DATABASE_UNAVAILABLE, f"The state database cannot be copied ({type(exc).__name__})."
+        ) from None
+    finally:
+        for leftover in (partial, partial.with_name(partial.name + "-wal"), partial.with_name(partial.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+    return StateBackup(
+        audit_events=report.events_scanned,
+        head_sequence=report.head_sequence,
+        head_chain_hash=report.head_chain_hash,
+        bytes=size,
+        sha256=digest,
+    )
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
 def _newest_sequence(path: Path) -> int:
     """The newest audit sequence in the file now, read on a connection of its own (read-only)."""
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    db = open_read_only(path)
     try:
         row = db.execute("SELECT max(sequence) FROM audit_events").fetchone()
     finally:

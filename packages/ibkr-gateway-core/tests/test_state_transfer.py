@@ -1,4 +1,5 @@
-"""`state import`: a single host's SQLite state copied into a new state database, on both target backends.
+"""`state import` and `state backup`: a single host's SQLite state copied into a new state database (on both
+target backends), and backed up while it is written.
 
 Every test that takes `state_location` runs with a SQLite file and with a fresh PostgreSQL database as the
 target; the source is always a SQLite file written by a real gateway on the simulator. What an attacker or
@@ -6,7 +7,9 @@ a hurried operator would try: another key, an edited row, a target in use, the t
 text file, two imports at once. Each must import nothing and say why with a stable code.
 """
 
+import hashlib
 import sqlite3
+import stat
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -377,3 +380,103 @@ async def test_a_row_the_target_cannot_hold_imports_nothing(postgres_dsn: str, t
         assert (await gateway.audit.verify()).chain_valid
     assert _count(target, "audit_events") == 1
     assert _count(target, "order_previews") == 0
+
+
+async def _backup(gateway: Gateway, destination: Path) -> Any:
+    return (await gateway.call("backup_state", {"to": str(destination)})).value
+
+
+async def test_a_backup_taken_while_writers_append_restores_into_either_backend(
+    state_location: StateLocation, tmp_path: Path
+) -> None:
+    live = tmp_path / "live" / "state.sqlite3"
+    await _old_host(live, tmp_path)
+    stop = threading.Event()
+    appended: list[int] = []
+
+    def writer() -> None:  # another process's server, as far as the file is concerned: its own connection
+        log = AuditLog.open(live, KEY)
+        try:
+            n = 0
+            while not stop.is_set():
+                appended.append(log.append_sync(_bulk_event(n)).sequence)
+                n += 1
+        finally:
+            log.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        while len(appended) < 50:
+            await anyio.sleep(0.01)
+        async with _gateway(live, tmp_path / "backup-side") as gateway:
+            backup = await _backup(gateway, tmp_path / "backup.sqlite3")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    copy = tmp_path / "backup.sqlite3"
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    assert backup.bytes == copy.stat().st_size
+    assert backup.sha256 == hashlib.sha256(copy.read_bytes()).hexdigest()
+    assert 50 <= backup.head_sequence <= max(appended) + 1
+    assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name or p.name.startswith("backup.sqlite3-")]
+    async with _gateway(state_location, tmp_path / "restored") as gateway:
+        restored = await _import(gateway, copy)
+        assert (restored.head_sequence, restored.head_chain_hash) == (backup.head_sequence, backup.head_chain_hash)
+        assert (await gateway.audit.verify()).chain_valid
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == backup.sha256  # the restore left the backup as it was
+
+
+async def test_a_backup_never_overwrites_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    live = tmp_path / "live" / "state.sqlite3"
+    await _old_host(live, tmp_path)
+    existing = tmp_path / "existing.sqlite3"
+    existing.write_text("keep me\n")
+    (tmp_path / "link.sqlite3").symlink_to(tmp_path / "nowhere")
+    async with _gateway(live, tmp_path / "backup-side") as gateway:
+        for destination, words in (
+            (existing, "exists already"),
+            (tmp_path / "link.sqlite3", "exists already"),
+            (tmp_path / "missing-folder" / "backup.sqlite3", "folder is missing"),
+        ):
+            with pytest.raises(GatewayError) as caught:
+                await _backup(gateway, destination)
+            assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
+            assert words in caught.value.message
+            assert str(tmp_path) not in caught.value.message
+    assert existing.read_text() == "keep me\n"
+    assert not (tmp_path / "nowhere").exists()
+
+
+async def test_a_backup_of_a_broken_chain_is_not_written(tmp_path: Path) -> None:
+    live = tmp_path / "live" / "state.sqlite3"
+    await _old_host(live, tmp_path)
+    with sqlite3.connect(live) as db:
+        db.execute("UPDATE audit_events SET payload = replace(payload, 'completed', 'refused') WHERE sequence = 2")
+    async with _gateway(live, tmp_path / "backup-side") as gateway:
+        with pytest.raises(GatewayError) as caught:
+            await _backup(gateway, tmp_path / "backup.sqlite3")
+        assert caught.value.code is ErrorCode.AUDIT_CHAIN_INVALID
+        assert "sequence 2" in caught.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "old"]  # no backup, no partial file
+
+
+async def test_a_postgres_state_is_backed_up_with_its_own_tools(postgres_dsn: str, tmp_path: Path) -> None:
+    async with _gateway(PostgresLocation(postgres_dsn), tmp_path) as gateway:
+        with pytest.raises(GatewayError) as caught:
+            await _backup(gateway, tmp_path / "backup.sqlite3")
+        assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
+        assert "pg_dump" in caught.value.user_action
+    assert not (tmp_path / "backup.sqlite3").exists()
+
+
+async def test_an_agent_cannot_take_a_backup(tmp_path: Path) -> None:
+    live = tmp_path / "live" / "state.sqlite3"
+    agent = Principal(kind="remote", subject="agent", scopes=WITH_LIVE)
+    async with _gateway(live, tmp_path) as gateway:
+        with pytest.raises(GatewayError) as caught:
+            await gateway.call("backup_state", {"to": str(tmp_path / "stolen.sqlite3")}, principal=agent)
+        assert caught.value.code is ErrorCode.OPERATOR_ONLY
+    assert not (tmp_path / "stolen.sqlite3").exists()

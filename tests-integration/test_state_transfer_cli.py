@@ -7,6 +7,7 @@ target, and an import killed half-way must leave the target new, so that it can 
 """
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -154,3 +155,26 @@ def test_an_import_killed_half_way_leaves_the_target_new(tmp_path: Path, postgre
     assert json.loads(done.stdout)["head_sequence"] == head
     verified = run_cli(["--config", str(new), "audit", "verify", "--json"], env, timeout=300)
     assert json.loads(verified.stdout)["chain_valid"] is True
+
+
+def test_a_backup_taken_by_the_cli_restores_into_postgresql(tmp_path: Path, postgres_dsn: str) -> None:
+    env = _env(tmp_path, postgres_dsn)
+    old, new = _configs(tmp_path)
+    host = ["--config", str(old)]
+    _ok([*host, "kill-switch", "close", "--reason", "before the backup"], env)
+    backup = tmp_path / "backups" / "state-2026-12-06.sqlite3"
+    backup.parent.mkdir()
+    taken = _ok([*host, "state", "backup", "--to", str(backup)], env)
+    assert taken["sha256"] == hashlib.sha256(backup.read_bytes()).hexdigest()
+    assert oct(backup.stat().st_mode & 0o777) == "0o600"
+    again = run_cli([*host, "state", "backup", "--to", str(backup)], env)
+    assert again.returncode == 2 and "exists already" in again.stderr
+
+    restored = _ok(["--config", str(new), "state", "import", "--from", str(backup)], env)
+    assert (restored["head_sequence"], restored["head_chain_hash"]) == (
+        taken["head_sequence"],
+        taken["head_chain_hash"],
+    )
+    assert restored["kill_switch"] == "closed"
+    assert hashlib.sha256(backup.read_bytes()).hexdigest() == taken["sha256"]  # the restore only read it
+    assert sorted(p.name for p in backup.parent.iterdir()) == [backup.name]  # no -wal, -shm or partial file
