@@ -91,7 +91,8 @@ def test_an_operator_moves_a_single_host_to_postgresql(tmp_path: Path, postgres_
     assert imported["earlier_attempts"] == 1
     assert imported["head_sequence"] == signed["sequence"] + 1  # the checkpoint's own event came after it
     assert imported["tables"]["order_idempotency"] == 1
-    assert imported["kill_switch"] == "closed"
+    assert (imported["kill_switch"], imported["kill_switch_was"]) == ("closed", "closed")
+    assert imported["approvals_revoked"] == 0  # the one approval was used before the move
 
     verified = _ok([*replicas, "audit", "verify", "--checkpoint", str(checkpoint)], env)
     assert verified["chain_valid"] and verified["checkpoint_checked"]

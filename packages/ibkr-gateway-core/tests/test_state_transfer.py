@@ -110,7 +110,8 @@ async def test_an_import_keeps_the_chain_and_the_order_state_working(
         assert imported.tables["order_previews"] == 2
         assert imported.tables["order_approvals"] == 2
         assert imported.tables["order_idempotency"] == 1
-        assert imported.kill_switch == "closed"
+        assert (imported.kill_switch, imported.kill_switch_was) == ("closed", "closed")
+        assert imported.approvals_revoked == 1  # the unused one: its use after the copy cannot be known
         assert imported.earlier_attempts == 0
         # The chain verifies with the same head; the import's own event follows it.
         report = await gateway.audit.verify()
@@ -135,12 +136,20 @@ async def test_an_import_keeps_the_chain_and_the_order_state_working(
                 switches=PAPER,
             )
         assert caught.value.code is ErrorCode.APPROVAL_CONSUMED
+        with pytest.raises(GatewayError) as caught:
+            await gateway.call(
+                "submit_paper_order",
+                {"account_id": ACCOUNT, "approval_id": old["unused"], "idempotency_key": "new-host-2"},
+                switches=PAPER,
+            )
+        assert caught.value.code is ErrorCode.APPROVAL_REVOKED
+        fresh = await _approve(gateway)  # a person approves again on the new database
         placed = await gateway.call(
             "submit_paper_order",
-            {"account_id": ACCOUNT, "approval_id": old["unused"], "idempotency_key": "new-host-2"},
+            {"account_id": ACCOUNT, "approval_id": fresh, "idempotency_key": "new-host-3"},
             switches=PAPER,
         )
-        assert not placed.value.replayed  # a new order (each gateway here has a simulator of its own)
+        assert not placed.value.replayed
         assert (await gateway.audit.verify()).chain_valid
 
 
@@ -480,3 +489,24 @@ async def test_an_agent_cannot_take_a_backup(tmp_path: Path) -> None:
             await gateway.call("backup_state", {"to": str(tmp_path / "stolen.sqlite3")}, principal=agent)
         assert caught.value.code is ErrorCode.OPERATOR_ONLY
     assert not (tmp_path / "stolen.sqlite3").exists()
+
+
+async def test_an_import_leaves_the_kill_switch_closed_until_the_operator_opens_it(
+    state_location: StateLocation, tmp_path: Path
+) -> None:
+    """A copy may be older than its source's last state (a restored backup): nothing it held armed stays armed."""
+    source = tmp_path / "old" / "state.sqlite3"
+    async with _gateway(source, tmp_path / "old") as gateway:
+        await gateway.call("open_kill_switch", {"reason": "trading"}, switches=frozenset({Switch.OPEN_KILL_SWITCH}))
+        assert (await gateway.call("kill_switch_status", {})).value.state == "open"
+    async with _gateway(state_location, tmp_path) as gateway:
+        imported = await _import(gateway, source)
+        assert (imported.kill_switch, imported.kill_switch_was, imported.approvals_revoked) == ("closed", "open", 0)
+        status = (await gateway.call("kill_switch_status", {})).value
+        assert status.state == "closed"
+        assert status.changed_by == "state import"
+        assert "until the operator opens it" in (status.reason or "")
+        reopened = await gateway.call(
+            "open_kill_switch", {"reason": "checked after the move"}, switches=frozenset({Switch.OPEN_KILL_SWITCH})
+        )
+        assert reopened.value.state == "open"

@@ -120,8 +120,8 @@ def _state_import(value: Any) -> str:
     head = f"head {value.head_sequence}: {value.head_chain_hash}" if value.head_chain_hash else "empty chain"
     rows = ", ".join(f"{table} {count}" for table, count in value.tables.items())
     lines = [f"imported {value.audit_events} audit events, verified ({head})", f"order state rows: {rows}"]
-    if value.kill_switch is not None:
-        lines.append(f"kill switch: {value.kill_switch}")
+    lines.append(f"approvals revoked (unused in the copy): {value.approvals_revoked}")
+    lines.append(f"kill switch: closed (it was {value.kill_switch_was or 'never set'}); open it when ready")
     if value.earlier_attempts:
         lines.append(f"earlier refused import attempts chained after the import: {value.earlier_attempts}")
     return "\n".join(lines)

@@ -314,12 +314,7 @@ class OrderStore:
             current = _approval(row)
             if current.status != "approved":
                 return current
-            revoked = current.model_copy(update={"status": "revoked", "revoked_at": now, "revoke_reason": reason})
-            db.execute(
-                "UPDATE order_approvals SET status = 'revoked', payload = ? WHERE approval_id = ?",
-                (revoked.model_dump_json(), approval_id),
-            )
-            return revoked
+            return _revoke(db, current, reason, now)
 
     # --------------------------------------------------------------- idempotency
 
@@ -570,11 +565,7 @@ class OrderStore:
         """Persist a new position; returns the previous one."""
         with self._lock, write_transaction(self._conn()) as db:
             row = db.execute("SELECT payload FROM kill_switch WHERE id = 1").fetchone()
-            db.execute(
-                "INSERT INTO kill_switch VALUES (1, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, payload = excluded.payload",
-                (state.state, state.model_dump_json()),
-            )
+            store_kill_switch(db, state)
         if row is None:
             return KillSwitchState(state="closed", reason="closed by default")
         return KillSwitchState.model_validate_json(row[0])
@@ -739,6 +730,32 @@ def _live_usage(
             today += 1
             notional += Decimal(str(amount)) if amount is not None else Decimal(0)
     return window, today, notional
+
+
+def revoke_open_approvals(db: StateConnection, reason: str, now: datetime) -> int:
+    """Revoke every approval still `approved`, inside the caller's write transaction; how many were."""
+    rows = db.execute("SELECT payload, status FROM order_approvals WHERE status = 'approved'").fetchall()
+    for row in rows:
+        _revoke(db, _approval(row), reason, now)
+    return len(rows)
+
+
+def store_kill_switch(db: StateConnection, state: KillSwitchState) -> None:
+    """Write the kill switch's position, inside the caller's write transaction."""
+    db.execute(
+        "INSERT INTO kill_switch VALUES (1, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET state = excluded.state, payload = excluded.payload",
+        (state.state, state.model_dump_json()),
+    )
+
+
+def _revoke(db: StateConnection, current: ApprovalRecord, reason: str, now: datetime) -> ApprovalRecord:
+    revoked = current.model_copy(update={"status": "revoked", "revoked_at": now, "revoke_reason": reason})
+    db.execute(
+        "UPDATE order_approvals SET status = 'revoked', payload = ? WHERE approval_id = ?",
+        (revoked.model_dump_json(), current.approval_id),
+    )
+    return revoked
 
 
 def _kill_switch_state(db: StateConnection) -> str:

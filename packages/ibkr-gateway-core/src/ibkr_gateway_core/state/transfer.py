@@ -22,8 +22,9 @@ import hashlib
 import json
 import os
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,8 +92,12 @@ class StateImport(BaseModel):
     """Records of earlier, refused attempts of this import found in the target, chained again after the copy."""
     tables: dict[str, int]
     """Rows copied per order table (previews, approvals, denials, idempotency records, kill switch, ...)."""
-    kill_switch: str | None
-    """The copied kill switch: `open` or `closed`, None when the source never changed it."""
+    kill_switch: Literal["closed"] = "closed"
+    """The live kill switch after the import: closed, whatever it was, until the operator opens it."""
+    kill_switch_was: str | None
+    """The copied kill switch: `open` or `closed`; None when the source never set it (closed by default)."""
+    approvals_revoked: int
+    """Approvals still unused in the copy, revoked: whether they were used after it cannot be known."""
 
 
 def import_state(audit: AuditLog, source: Path) -> StateImport:
@@ -185,6 +190,7 @@ def _copy(audit: AuditLog, source: StateConnection, target: StateConnection, pat
                     )
                 tables = {table: _copy_table(source, target, table) for table in STATE_TABLES}
                 switch = source.execute("SELECT state FROM kill_switch WHERE id = 1").fetchone()
+            revoked = _disarm(target, was_closed=switch is not None and switch[0] == "closed")
             if _newest_sequence(path) != report.head_sequence:  # the file as it is now, not the snapshot
                 raise GatewayError(
                     ErrorCode.INPUT_INVALID_ARGUMENT,
@@ -205,8 +211,35 @@ def _copy(audit: AuditLog, source: StateConnection, target: StateConnection, pat
         head_chain_hash=report.head_chain_hash,
         earlier_attempts=chain.moved,
         tables=tables,
-        kill_switch=str(switch[0]) if switch is not None else None,
+        kill_switch_was=str(switch[0]) if switch is not None else None,
+        approvals_revoked=revoked,
     )
+
+
+DISARM_REASON: Final = "state import: closed until the operator opens it (ibkr-agent kill-switch open)"
+"""Why an import leaves the kill switch closed."""
+
+REVOKE_REASON: Final = "state import: whether it was used after the copy cannot be known"
+"""Why an import revokes the approvals it copied unused."""
+
+
+def _disarm(target: StateConnection, *, was_closed: bool) -> int:
+    """Leave nothing armed by the copy: unused approvals revoked, the live kill switch closed; how many revoked.
+
+    The copy may be older than the last state of its source (a backup restored, or a file copied while its
+    server still ran before it stopped): an approval unused in the copy may have been used since, and the
+    switch may have been closed since. A person re-approves and opens the switch once they have looked.
+    """
+    from ..orders.models import KillSwitchState
+    from ..orders.store import revoke_open_approvals, store_kill_switch
+
+    now = datetime.now(UTC)
+    revoked = revoke_open_approvals(target, REVOKE_REASON, now)
+    if not was_closed:
+        store_kill_switch(
+            target, KillSwitchState(state="closed", changed_by="state import", changed_at=now, reason=DISARM_REASON)
+        )
+    return revoked
 
 
 def _copy_table(source: StateConnection, target: StateConnection, table: str) -> int:
