@@ -50,14 +50,15 @@ def _configs(tmp_path: Path) -> tuple[Path, Path]:
                 "state": {"directory": str(tmp_path / "old-state")},
                 "audit": {"hmac_secret_env": "IBKR_AUDIT_HMAC_SECRET", "checkpoint_key_env": "IBKR_CHECKPOINT_KEY"},
             }
-        )
+        ),
+        encoding="utf-8",
     )
-    replicas = yaml.safe_load((ROOT / "deploy" / "config" / "gateway.yaml").read_text())
+    replicas = yaml.safe_load((ROOT / "deploy" / "config" / "gateway.yaml").read_text(encoding="utf-8"))
     replicas["state"]["directory"] = str(tmp_path / "replica-state")
     replicas["audit"]["checkpoint_key_env"] = "IBKR_CHECKPOINT_KEY"
     replicas["orders"]["operator_scopes"] = ["with_paper", "ibkr:state:import"]
     new = tmp_path / "replicas.yaml"
-    new.write_text(yaml.safe_dump(replicas))
+    new.write_text(yaml.safe_dump(replicas), encoding="utf-8")
     return old, new
 
 

@@ -231,7 +231,7 @@ async def test_source_problems_are_input_errors_that_change_no_file(
     state_location: StateLocation, tmp_path: Path
 ) -> None:
     text = tmp_path / "notes.txt"
-    text.write_text("not a database\n")
+    text.write_text("not a database\n", encoding="utf-8")
     async with _gateway(state_location, tmp_path) as gateway:
         for wrong, words in (
             (tmp_path / "missing.sqlite3", "does not exist"),
@@ -243,7 +243,7 @@ async def test_source_problems_are_input_errors_that_change_no_file(
             assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
             assert words in caught.value.message
             assert str(tmp_path) not in caught.value.message  # the file's name, never its folder
-    assert text.read_text() == "not a database\n"
+    assert text.read_text(encoding="utf-8") == "not a database\n"
     assert not (tmp_path / "missing.sqlite3").exists()
 
 
@@ -442,7 +442,7 @@ async def test_a_backup_never_overwrites_and_leaves_nothing_behind(tmp_path: Pat
     live = tmp_path / "live" / "state.sqlite3"
     await _old_host(live, tmp_path)
     existing = tmp_path / "existing.sqlite3"
-    existing.write_text("keep me\n")
+    existing.write_text("keep me\n", encoding="utf-8")
     (tmp_path / "link.sqlite3").symlink_to(tmp_path / "nowhere")
     async with _gateway(live, tmp_path / "backup-side") as gateway:
         for destination, words in (
@@ -455,7 +455,7 @@ async def test_a_backup_never_overwrites_and_leaves_nothing_behind(tmp_path: Pat
             assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
             assert words in caught.value.message
             assert str(tmp_path) not in caught.value.message
-    assert existing.read_text() == "keep me\n"
+    assert existing.read_text(encoding="utf-8") == "keep me\n"
     assert not (tmp_path / "nowhere").exists()
 
 
