@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,3 +181,17 @@ def test_a_backup_taken_by_the_cli_restores_into_postgresql(tmp_path: Path, post
     assert restored["kill_switch"] == "closed"
     assert hashlib.sha256(backup.read_bytes()).hexdigest() == taken["sha256"]  # the restore only read it
     assert sorted(p.name for p in backup.parent.iterdir()) == [backup.name]  # no -wal, -shm or partial file
+
+
+def test_the_state_transfer_benchmark_runs() -> None:
+    """benchmarks/state_transfer.py measures verify, backup and both imports in one run and prints the ratios."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "state_transfer.py"), "--events", "200"],
+        capture_output=True,
+        encoding="utf-8",
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for step in ("audit verify (baseline)", "state backup", "state import into SQLite", "state import into PostgreSQL"):
+        assert step in proc.stdout
