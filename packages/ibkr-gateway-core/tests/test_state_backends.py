@@ -5,6 +5,8 @@ database. The race tests open several independent stores on the same location (a
 would) and let threads collide on one idempotency key, one approval, one kill switch and one audit chain.
 """
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -446,6 +448,43 @@ def test_an_unreachable_postgres_is_state_unavailable_without_the_password() -> 
             open_state(PostgresLocation(f"postgresql://u:pw-canary-77@127.0.0.1:{port}/db", connect_timeout_s=1.0))
     assert caught.value.code is ErrorCode.STATE_DATABASE_UNAVAILABLE
     assert "pw-canary-77" not in f"{caught.value.message} {caught.value.details} {caught.value.user_action}"
+
+
+def test_the_pools_own_log_lines_never_reach_a_terminal() -> None:
+    """Without logging set up (a CLI command), psycopg's pool would print each failed attempt, host, port and
+    database included, through Python's last-resort handler; the command's own error is all a person sees."""
+    with socket_that_refuses() as port:
+        script = (
+            "from ibkr_gateway_core.state import PostgresLocation, open_state\n"
+            "from ibkr_gateway_core.errors import GatewayError\n"
+            "try:\n"
+            f"    open_state(PostgresLocation('postgresql://u@127.0.0.1:{port}/db_canary', connect_timeout_s=1.0))\n"
+            "except GatewayError as error:\n"
+            "    print(error.code)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, encoding="utf-8", timeout=60, check=False
+        )
+    assert (done.stdout, done.stderr) == ("STATE_DATABASE_UNAVAILABLE\n", "")
+
+
+def test_a_refused_postgres_connection_says_why_without_the_dsn(postgres_dsn: str) -> None:
+    """The pool only times out; the gateway says what the server refused: a missing database, an unknown role."""
+    server, _ = postgres_dsn.rsplit("/", 1)
+    for dsn, meaning in (
+        (f"{server}/no_such_db_canary", "the database does not exist"),
+        (dsn_with_role(postgres_dsn, "no_such_role_canary"), "the server knows no such role"),
+    ):
+        with pytest.raises(GatewayError) as caught:
+            open_state(PostgresLocation(dsn, connect_timeout_s=2.0))
+        assert caught.value.code is ErrorCode.STATE_DATABASE_UNAVAILABLE
+        assert caught.value.message == f"The PostgreSQL state database cannot be used: {meaning}."
+        assert "canary" not in f"{caught.value.message} {caught.value.user_action}"
+
+
+def dsn_with_role(dsn: str, role: str) -> str:
+    scheme, rest = dsn.split("://", 1)
+    return f"{scheme}://{role}@{rest.split('@', 1)[1]}"
 
 
 class socket_that_refuses:

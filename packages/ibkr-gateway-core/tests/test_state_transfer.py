@@ -510,3 +510,50 @@ async def test_an_import_leaves_the_kill_switch_closed_until_the_operator_opens_
             "open_kill_switch", {"reason": "checked after the move"}, switches=frozenset({Switch.OPEN_KILL_SWITCH})
         )
         assert reopened.value.state == "open"
+
+
+async def test_an_attempt_with_another_key_needs_a_new_database(state_location: StateLocation, tmp_path: Path) -> None:
+    """A refused attempt is recorded with the key configured then: with the right key that record cannot be
+    verified or chained on, so the target is refused as it is, with the action that helps."""
+    source = tmp_path / "old" / "state.sqlite3"
+    await _old_host(source, tmp_path)
+    async with _gateway(state_location, tmp_path, key=OTHER_KEY) as gateway:
+        with pytest.raises(GatewayError) as caught:
+            await _import(gateway, source)
+        assert caught.value.code is ErrorCode.AUDIT_CHAIN_INVALID
+    async with _gateway(state_location, tmp_path) as gateway:
+        with pytest.raises(GatewayError) as caught:
+            await _import(gateway, source)
+        assert caught.value.code is ErrorCode.AUDIT_WRITE_FAILED
+        assert "different key" in caught.value.message
+        assert "a new PostgreSQL database" in caught.value.user_action
+    assert _count(state_location, "audit_events") == 1  # only the first attempt's record
+    assert _count(state_location, "order_previews") == 0
+
+
+async def test_a_restored_backup_is_reported_as_rolled_back_by_a_later_checkpoint(
+    state_location: StateLocation, tmp_path: Path
+) -> None:
+    """Restoring loses what happened after the backup; a checkpoint signed after it says so, in those words."""
+    live = tmp_path / "live" / "state.sqlite3"
+    async with _gateway(live, tmp_path) as gateway:  # one checkpoint key for both hosts: the same config folder
+        await gateway.call("close_kill_switch", {"reason": "before the backup"})
+        await _backup(gateway, tmp_path / "backup.sqlite3")
+        await gateway.call("health", {})
+        checkpoint = (await gateway.call("audit_checkpoint", {})).value
+    async with _gateway(state_location, tmp_path) as gateway:
+        await _import(gateway, tmp_path / "backup.sqlite3")
+        with pytest.raises(GatewayError) as caught:
+            await gateway.call("audit_verify", {"checkpoint": checkpoint.model_dump(mode="json")})
+        assert caught.value.code is ErrorCode.AUDIT_CHAIN_INVALID
+        assert caught.value.message.startswith("The audit log does not match the signed checkpoint: ")
+        assert "rolled back" in caught.value.message
+        assert (await gateway.audit.verify()).chain_valid  # the rows themselves are intact
+
+
+async def test_a_backup_to_a_folder_asks_for_a_file_name(tmp_path: Path) -> None:
+    async with _gateway(tmp_path / "live" / "state.sqlite3", tmp_path) as gateway:
+        with pytest.raises(GatewayError) as caught:
+            await _backup(gateway, tmp_path)
+        assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
+        assert "names the folder" in caught.value.message

@@ -383,7 +383,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 "to",
                 "--to",
                 "The new file to write the backup to; it must not exist yet.",
-                "str",
+                "path",
                 None,
                 True,
                 "field",
@@ -393,13 +393,13 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "import_state",
         ("state", "import"),
-        "Copy a single host's SQLite state file (audit chain, verified with the configured key, and order workflow state) into the configured state database, which must be new; only the operator at the CLI may.",
+        "Copy a single host's SQLite state file (audit chain, verified with the configured key, and order workflow state) into the configured state database, which must be new. Approvals still unused in the copy are revoked and the live kill switch is left closed. Only the operator at the CLI may.",
         (
             Param(
                 "source",
                 "--from",
-                "The SQLite state file to import: state.sqlite3 of the old state directory.",
-                "str",
+                "The SQLite state file to import: a backup, or state.sqlite3 of the old state directory.",
+                "path",
                 None,
                 True,
                 "field",

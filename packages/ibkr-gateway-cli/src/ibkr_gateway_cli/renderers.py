@@ -121,9 +121,11 @@ def _state_import(value: Any) -> str:
     rows = ", ".join(f"{table} {count}" for table, count in value.tables.items())
     lines = [f"imported {value.audit_events} audit events, verified ({head})", f"order state rows: {rows}"]
     lines.append(f"approvals revoked (unused in the copy): {value.approvals_revoked}")
-    lines.append(f"kill switch: closed (it was {value.kill_switch_was or 'never set'}); open it when ready")
     if value.earlier_attempts:
-        lines.append(f"earlier refused import attempts chained after the import: {value.earlier_attempts}")
+        lines.append(
+            f"records of earlier refused attempts, chained after the imported events: {value.earlier_attempts}"
+        )
+    lines.append(f"kill switch: closed (it was {value.kill_switch_was or 'never set'}); open it when ready")
     return "\n".join(lines)
 
 

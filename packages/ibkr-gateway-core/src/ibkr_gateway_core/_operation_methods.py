@@ -675,8 +675,8 @@ class WriteMethods(ReadMethods):
         """Import state.
 
         Copy a single host's SQLite state file (audit chain, verified with the configured key, and order
-        workflow state) into the configured state database, which must be new; only the operator at the CLI
-        may.
+        workflow state) into the configured state database, which must be new. Approvals still unused in the
+        copy are revoked and the live kill switch is left closed. Only the operator at the CLI may.
 
         Operation `import_state`, tool `ibkr_state_import`, CLI `ibkr-agent state import`, scope
         `ibkr:state:import`.

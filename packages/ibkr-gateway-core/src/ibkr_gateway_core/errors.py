@@ -341,7 +341,7 @@ ERROR_CATALOGUE: Final[Mapping[ErrorCode, ErrorInfo]] = {
         "config",
         False,
         "Check that the state directory is a writable local directory holding a database from this or an older "
-        "version.",
+        "version; with state on PostgreSQL, that the server is up and the DSN in state.postgres_dsn_env is right.",
     ),
     ErrorCode.STATE_IMPORT_TARGET_NOT_EMPTY: ErrorInfo(
         "refusal",

@@ -526,8 +526,8 @@ _AUDIT: Final = (
         scope=Scope.STATE_IMPORT,
         title="Import state",
         description="Copy a single host's SQLite state file (audit chain, verified with the configured key, and "
-        "order workflow state) into the configured state database, which must be new; only the operator at "
-        "the CLI may.",
+        "order workflow state) into the configured state database, which must be new. Approvals still unused in "
+        "the copy are revoked and the live kill switch is left closed. Only the operator at the CLI may.",
         input_model=StateImportInput,
         output_model=StateImport,
         read_only=False,

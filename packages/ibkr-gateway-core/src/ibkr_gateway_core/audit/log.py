@@ -717,7 +717,7 @@ class AuditLog:
                 "The audit log was chained with a different key than the one configured.",
                 retryable=False,
                 user_action="Configure the audit key this log was created with (audit.hmac_secret_env), or start a new "
-                "log in another state directory (state.directory or IBKR_AGENT_STATE_DIR).",
+                "log: another state directory (state.directory or IBKR_AGENT_STATE_DIR), or a new PostgreSQL database.",
             )
         try:
             return int(sequence), bytes.fromhex(chain_hash)

@@ -44,6 +44,7 @@ stores has a `?` or `%` inside a literal).
 from __future__ import annotations
 
 import functools
+import logging
 import zlib
 from collections.abc import Generator, Iterable, Sequence
 from contextlib import contextmanager
@@ -69,6 +70,10 @@ _LOCK_KEYS: Final[dict[str, int]] = {
     domain: zlib.crc32(f"ibkr-agent-gateway/{domain}".encode()) for domain in ("state", "audit")
 }
 """Advisory lock key per lock domain (stable across versions: replicas of two versions must agree)."""
+
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
+"""The pool logs each failed connection attempt with the server's host, port and database: never on the
+terminal of a command (Python's last-resort handler); a server's own log handlers still receive them."""
 
 _FLUSH_SQL: Final = "SELECT pg_logical_emit_message(true, 'ibkr-agent-gateway/audit', '')"
 """Wait until the WAL is on disk up to here: a transactional message (a few bytes of WAL, allowed to every
@@ -408,7 +413,7 @@ def open_postgres(
         pool.open(wait=True, timeout=location.connect_timeout_s)
     except (psycopg.Error, OSError) as exc:
         pool.close()
-        raise unavailable(exc) from None
+        raise unavailable(_connection_error(location) or exc) from None
     db = PostgresConnection(pool, location.connect_timeout_s)
     try:
         apply_migrations(
@@ -426,9 +431,59 @@ def open_postgres(
     return db
 
 
+_REFUSALS: Final = (
+    (
+        ("database", "does not exist"),
+        "the database does not exist",
+        "Create the database, or correct its name in the DSN (in the variable state.postgres_dsn_env names).",
+    ),
+    (
+        ("password authentication failed",),
+        "the server refused the password",
+        "Correct the password in the DSN (in the variable state.postgres_dsn_env names).",
+    ),
+    (
+        ("role", "does not exist"),
+        "the server knows no such role",
+        "Check the role (user) in the DSN (in the variable state.postgres_dsn_env names).",
+    ),
+    (
+        ("no pg_hba.conf entry",),
+        "the server does not let this host or role in",
+        "Add an entry for this host and role to the server's pg_hba.conf, or use a role it lets in.",
+    ),
+    (
+        ("permission denied for database",),
+        "the role may not connect to the database",
+        "Grant the role CONNECT on the database, or use a role that has it.",
+    ),
+)
+"""What the server said when it refused a connection, in words without the DSN, and what to do. psycopg gives
+no SQLSTATE for a refused connection, only libpq's message (the server's, in English by default)."""
+
+
+def _connection_error(location: PostgresLocation) -> BaseException | None:
+    """Why a connection fails, from one direct attempt: the pool only reports that it timed out."""
+    import psycopg
+
+    try:
+        psycopg.connect(location.dsn, connect_timeout=max(1, int(location.connect_timeout_s))).close()
+    except (psycopg.Error, OSError) as exc:
+        return exc
+    return None
+
+
 def unavailable(exc: BaseException) -> GatewayError:
     """`STATE_DATABASE_UNAVAILABLE` for a psycopg error, naming only its class."""
     # psycopg messages can quote the DSN's host and user but never its password; keep only the class name.
+    text = str(exc)
+    for words, meaning, action in _REFUSALS:
+        if all(word in text for word in words):
+            return GatewayError(
+                ErrorCode.STATE_DATABASE_UNAVAILABLE,
+                f"The PostgreSQL state database cannot be used: {meaning}.",
+                user_action=action,
+            )
     return GatewayError(
         ErrorCode.STATE_DATABASE_UNAVAILABLE,
         f"The PostgreSQL state database cannot be reached ({type(exc).__name__}).",

@@ -24,9 +24,9 @@ import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Final, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import ErrorCode, GatewayError
 from ..input_base import OperationInput
@@ -66,10 +66,19 @@ IMPORT_OPERATION: Final = "import_state"
 """The registry name of the import: its own earlier records may be in the target."""
 
 
+def _path_text(value: object) -> object:
+    """A path given as a `Path` (the CLI's path options) is read as its text."""
+    return str(value) if isinstance(value, Path) else value
+
+
+PathText = Annotated[str, BeforeValidator(_path_text)]
+"""A local file path, as text."""
+
+
 class StateImportInput(OperationInput):
     """A SQLite state file to copy into the configured (new) state database."""
 
-    source: str = Field(
+    source: PathText = Field(
         min_length=1,
         max_length=4096,
         exclude=True,  # a local path: kept out of the audit event (its keyed hash is in the input hash)
@@ -113,7 +122,7 @@ def import_state(audit: AuditLog, source: Path) -> StateImport:
         raise GatewayError(
             ErrorCode.INPUT_INVALID_ARGUMENT,
             f"The state file {name!r} does not exist or is not a file.",
-            user_action="Give the path of state.sqlite3 in the old state directory.",
+            user_action="Give the path of a backup (state backup), or of state.sqlite3 in the old state directory.",
         )
     target_location = audit.location
     if isinstance(target_location, Path) and target_location.exists() and source.samefile(target_location):
@@ -125,10 +134,12 @@ def import_state(audit: AuditLog, source: Path) -> StateImport:
     try:
         source_db = _open_source(source)
     except GatewayError as error:
+        detail = error.message.removeprefix(f"The state database {name!r} cannot be opened: ")
         raise GatewayError(
             ErrorCode.INPUT_INVALID_ARGUMENT,
-            f"The state file {name!r} cannot be imported: {error.message}",
-            user_action="Give the state.sqlite3 file of the old state directory, opened once by this version.",
+            f"The file {name!r} cannot be imported: {detail[:1].lower()}{detail[1:]}",
+            user_action="Give a backup from `state backup`, or state.sqlite3 of the old state directory, written by "
+            "this or an older version.",
         ) from None
     try:
         target = open_state(target_location)
@@ -174,7 +185,7 @@ def _copy(audit: AuditLog, source: StateConnection, target: StateConnection, pat
                 if chain.target is not None and not chain.target.chain_valid:
                     raise GatewayError(
                         ErrorCode.AUDIT_CHAIN_INVALID,
-                        f"The configured state database's audit chain is broken: {chain.target.reason}; "
+                        f"The configured state database's audit chain does not verify: {chain.target.reason}; "
                         "nothing was imported.",
                         user_action="Create a new, empty state database and import into it.",
                     )
@@ -190,7 +201,7 @@ def _copy(audit: AuditLog, source: StateConnection, target: StateConnection, pat
                     )
                 tables = {table: _copy_table(source, target, table) for table in STATE_TABLES}
                 switch = source.execute("SELECT state FROM kill_switch WHERE id = 1").fetchone()
-            revoked = _disarm(target, was_closed=switch is not None and switch[0] == "closed")
+            revoked = _disarm(target)
             if _newest_sequence(path) != report.head_sequence:  # the file as it is now, not the snapshot
                 raise GatewayError(
                     ErrorCode.INPUT_INVALID_ARGUMENT,
@@ -216,14 +227,14 @@ def _copy(audit: AuditLog, source: StateConnection, target: StateConnection, pat
     )
 
 
-DISARM_REASON: Final = "state import: closed until the operator opens it (ibkr-agent kill-switch open)"
+DISARM_REASON: Final = "closed by a state import until the operator opens it (ibkr-agent kill-switch open)"
 """Why an import leaves the kill switch closed."""
 
 REVOKE_REASON: Final = "state import: whether it was used after the copy cannot be known"
 """Why an import revokes the approvals it copied unused."""
 
 
-def _disarm(target: StateConnection, *, was_closed: bool) -> int:
+def _disarm(target: StateConnection) -> int:
     """Leave nothing armed by the copy: unused approvals revoked, the live kill switch closed; how many revoked.
 
     The copy may be older than the last state of its source (a backup restored, or a file copied while its
@@ -235,10 +246,9 @@ def _disarm(target: StateConnection, *, was_closed: bool) -> int:
 
     now = datetime.now(UTC)
     revoked = revoke_open_approvals(target, REVOKE_REASON, now)
-    if not was_closed:
-        store_kill_switch(
-            target, KillSwitchState(state="closed", changed_by="state import", changed_at=now, reason=DISARM_REASON)
-        )
+    store_kill_switch(
+        target, KillSwitchState(state="closed", changed_by="state import", changed_at=now, reason=DISARM_REASON)
+    )
     return revoked
 
 
@@ -257,7 +267,7 @@ def _copy_table(source: StateConnection, target: StateConnection, table: str) ->
 class StateBackupInput(OperationInput):
     """Where to write a backup of the SQLite state database."""
 
-    to: str = Field(
+    to: PathText = Field(
         min_length=1,
         max_length=4096,
         exclude=True,  # a local path: kept out of the audit event (its keyed hash is in the input hash)
@@ -298,6 +308,12 @@ def backup_state(audit: AuditLog, destination: Path) -> StateBackup:
             "state backup copies a SQLite state database; this one is on PostgreSQL.",
             user_action="Back up the PostgreSQL database with its own tools: pg_dump, or base backups and WAL "
             "archiving.",
+        )
+    if destination.is_dir():
+        raise GatewayError(
+            ErrorCode.INPUT_INVALID_ARGUMENT,
+            f"--to names the folder {name!r}; a backup is written to a new file.",
+            user_action="Give --to a new file name, e.g. a file inside that folder.",
         )
     if destination.exists() or destination.is_symlink():
         raise GatewayError(
