@@ -128,6 +128,28 @@ async def test_every_call_appends_exactly_one_audit_event(gateway: Gateway) -> N
     assert [r.event.result_status for r in reversed(records)] == ["completed", "completed", "failed"]
 
 
+@pytest.mark.parametrize("name", sorted(op.name for op in OPERATIONS.values() if op.operator_only))
+@pytest.mark.parametrize("kind", ["local_agent", "remote"])
+async def test_an_operator_only_operation_refuses_anyone_else_whatever_their_scopes(
+    gateway: Gateway, backend: StubBackend, name: str, kind: str
+) -> None:
+    """The door refuses it before the input is read or a handler runs, and audits the refusal: a new operator-only
+    operation needs no check of its own to be safe."""
+    caller = Principal(kind=kind, subject="someone-else", scopes=frozenset(Scope))
+    with pytest.raises(GatewayError) as caught:
+        await gateway.call(name, {"not": "even valid input"}, principal=caller)
+    expected = ErrorCode.KILL_SWITCH_OPERATOR_ONLY if name == "open_kill_switch" else ErrorCode.OPERATOR_ONLY
+    assert caught.value.code is expected
+    assert caught.value.message.startswith("Only the operator at the CLI may ")
+    assert backend.calls == []
+    record = (await gateway.audit.tail(1))[0]
+    assert (record.event.event_id, record.event.operation, record.event.decision) == (
+        caught.value.audit_event_id,
+        name,
+        "deny",  # an auth refusal: the caller is not allowed
+    )
+
+
 async def test_health_makes_no_broker_call(gateway: Gateway, backend: StubBackend) -> None:
     health = await gateway.health()
     assert health.gateway == "ok"

@@ -36,8 +36,9 @@ class Capabilities(BaseModel):
     withheld_tools: dict[str, str]
     """Tools this server has that this caller may not call, each with the scope it would need.
 
-    Operator-only tools (`ibkr_session_renew`, `ibkr_kill_switch_open`) are in neither list for any
-    caller but the operator: no scope would let another caller call them."""
+    Operator-only tools (`ibkr_session_renew`, `ibkr_kill_switch_open`, `ibkr_state_backup`,
+    `ibkr_state_import`) are in neither list for any caller but the operator: no scope would let another
+    caller call them."""
     backend: str
     """`fake` (the embedded CPAPI simulator) or `client_portal_gateway` (a real broker session)."""
     simulated: bool

@@ -94,11 +94,16 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _operator_only(what: str) -> None:
-    """Refuse the call unless the operator at the CLI makes it (`OPERATOR_ONLY`)."""
-    ctx = CURRENT_CALL.get()
-    if ctx is None or ctx.principal.kind != "local_operator":
-        raise GatewayError(ErrorCode.OPERATOR_ONLY, f"Only the operator at the CLI may {what}.")
+_OPERATOR_ONLY_CODES: Final = {"open_kill_switch": ErrorCode.KILL_SWITCH_OPERATOR_ONLY}
+"""Operator-only operations whose refusal had a code of its own before `call` checked them all (codes stay)."""
+
+
+def _operator_only_refusal(op: Operation) -> GatewayError:
+    """The refusal of an operator-only operation called by anyone but the operator at the CLI."""
+    verb = op.title[:1].lower() + op.title[1:]
+    return GatewayError(
+        _OPERATOR_ONLY_CODES.get(op.name, ErrorCode.OPERATOR_ONLY), f"Only the operator at the CLI may {verb}."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,13 +233,11 @@ class Gateway(ReadMethods):
     async def _import_state(self, args: StateImportInput) -> StateImport:
         from .state.transfer import import_state
 
-        _operator_only("import state into the state database")
         return await anyio.to_thread.run_sync(import_state, self.audit, Path(args.source).expanduser())
 
     async def _backup_state(self, args: StateBackupInput) -> StateBackup:
         from .state.transfer import backup_state
 
-        _operator_only("back up the state database")
         return await anyio.to_thread.run_sync(backup_state, self.audit, Path(args.to).expanduser())
 
     @property
@@ -331,6 +334,8 @@ class Gateway(ReadMethods):
                     f"{op.cli_command!r} needs the scope {op.scope.value!r}, which this caller does not hold.",
                     details={"required_scope": op.scope.value},
                 )
+            if op.operator_only and caller.kind != "local_operator":  # whatever scopes the caller holds
+                raise _operator_only_refusal(op)
             args = self._validate(op, arguments)
             account_id = getattr(args, "account_id", None)
             if isinstance(account_id, str):

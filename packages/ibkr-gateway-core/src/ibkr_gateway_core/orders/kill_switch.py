@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 
 from ..call_context import CallContext, Switch
-from ..errors import ErrorCode, GatewayError
 from ..redaction import scrub_text
 from ..requests import NoInput
 from ._services import DeskServices, is_operator, raise_refusal
@@ -30,12 +29,8 @@ class KillSwitch:
         return await self._desk.run(self._desk.store.kill_switch)
 
     async def open(self, args: KillSwitchChangeInput) -> KillSwitchState:
-        """Open the kill switch: the operator only."""
+        """Open the kill switch: the operator only (`Gateway.call` refuses anyone else)."""
         ctx = self._desk.call_context()
-        if not is_operator(ctx):
-            raise GatewayError(
-                ErrorCode.KILL_SWITCH_OPERATOR_ONLY, "Only the operator at the CLI may open the kill switch."
-            )
         return await self._set(ctx, "open", args.reason, audit=False)
 
     async def close(self, args: KillSwitchChangeInput) -> KillSwitchState:
