@@ -282,16 +282,7 @@ class ReadDesk:
         report = await self.audit.verify(
             checkpoint=args.checkpoint, checkpoint_key=public_key, progress=self.verify_progress
         )
-        if not report.chain_valid:
-            rows_verified = report.events_scanned == report.head_sequence  # the rows check out, the checkpoint not
-            raise GatewayError(
-                ErrorCode.AUDIT_CHAIN_INVALID,
-                f"The audit log does not match the signed checkpoint: {report.reason}"
-                if rows_verified
-                else f"The audit chain is broken at sequence {report.first_break_sequence}"
-                f" (event {report.first_break_event_id or 'unknown'}): {report.reason}",
-                details={"report": report.model_dump(mode="json")},
-            )
+        report.raise_if_invalid()
         return report
 
     async def _audit_checkpoint(self, _: NoInput) -> Checkpoint:

@@ -297,13 +297,22 @@ class VerifyReport(BaseModel):
         """
         if self.chain_valid:
             return
-        where = f" at sequence {self.first_break_sequence}" if self.first_break_sequence is not None else ""
-        error = GatewayError(
+        if self.events_scanned == self.head_sequence:  # every row checked out: the checkpoint did not
+            message = f"The audit log does not match the signed checkpoint: {self.reason}"
+        else:
+            event = self.first_break_event_id or "unknown"
+            message = (
+                f"The audit chain is broken at sequence {self.first_break_sequence} (event {event}): {self.reason}"
+            )
+        raise GatewayError(
             ErrorCode.AUDIT_CHAIN_INVALID,
-            f"The audit chain is broken{where}: {self.reason}",
-            details={"first_break_sequence": self.first_break_sequence, "event_id": self.first_break_event_id},
+            message,
+            details={
+                "first_break_sequence": self.first_break_sequence,
+                "event_id": self.first_break_event_id,
+                "report": self.model_dump(mode="json"),
+            },
         )
-        raise error
 
 
 MOVABLE_EVENTS: Final = 1_000
