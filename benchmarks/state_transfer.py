@@ -3,8 +3,8 @@
     uv run python benchmarks/state_transfer.py                   # 10,000 and 100,000 events
     uv run python benchmarks/state_transfer.py --events 20000 200000
 
-For each chain length it writes a single host's state file (the audit chain, padded events), then measures,
-in one run and against baselines of the same run:
+For each chain length it writes a single host's state file (the audit chain of `benchmarks/audit.py`), then
+measures, in one run and against baselines of the same run:
 
 - `audit verify` of that file (the baseline: reading and checking every row is the least an import does);
 - `state backup --to FILE` of it, and `state import --from` that backup into a new SQLite file and into a new
@@ -23,32 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
-from ibkr_gateway_core.audit import AuditEvent, AuditLog
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests-integration"))
+from audit import build_large_log
 from postgres_server import running_postgres
 
 KEY = "benchmark-state-transfer-key-0123456789abcdef"
 AGENT = str(Path(sys.executable).with_name("ibkr-agent"))
-
-
-def _events(count: int) -> Iterator[AuditEvent]:
-    return (
-        AuditEvent(
-            event_type="tool_completed",
-            timestamp=datetime.now(UTC),
-            principal_kind="local_agent",
-            principal_subject="bulk",
-            decision="allow",
-            result_status="completed",
-            metadata={"n": n, "padding": "x" * 200},
-        )
-        for n in range(count)
-    )
 
 
 def _config(folder: Path, name: str, *, postgres: bool) -> Path:
@@ -88,11 +71,9 @@ def main() -> None:
             folder = root / str(count)
             folder.mkdir()
             old = _config(folder, "old", postgres=False)
-            log = AuditLog.open(folder / "old" / "state.sqlite3", KEY.encode())
-            try:
-                log._append_batch_sync(_events(count))  # pyright: ignore[reportPrivateUsage]
-            finally:
-                log.close()
+            build_large_log(folder / "old" / "state.sqlite3", KEY.encode(), count)
+            size_mb = (folder / "old" / "state.sqlite3").stat().st_size / 1e6
+            print(f"{count:>8}  state file of {size_mb:.0f} MB")
             env = {**os.environ, "BENCH_KEY": KEY, "BENCH_DSN": server.new_database()}
             backup = folder / "backup.sqlite3"
             steps = {
