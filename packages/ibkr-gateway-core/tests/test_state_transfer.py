@@ -7,6 +7,7 @@ a hurried operator would try: another key, an edited row, a target in use, the t
 text file, two imports at once. Each must import nothing and say why with a stable code.
 """
 
+import errno
 import hashlib
 import sqlite3
 import stat
@@ -557,3 +558,34 @@ async def test_a_backup_to_a_folder_asks_for_a_file_name(tmp_path: Path) -> None
             await _backup(gateway, tmp_path)
         assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
         assert "names the folder" in caught.value.message
+
+
+async def test_a_backup_that_cannot_finish_leaves_what_was_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that appears at --to while the copy runs is left alone; a full disk leaves no partial file."""
+    live = tmp_path / "live" / "state.sqlite3"
+    destination = tmp_path / "backup.sqlite3"
+    copy_database = transfer.backup_database
+
+    def someone_writes_the_file_meanwhile(path: Path, partial: Path) -> None:
+        copy_database(path, partial)
+        destination.write_text("another program's file\n", encoding="utf-8")
+
+    def the_disk_fills_up(path: Path, partial: Path) -> None:
+        partial.write_bytes(b"half a copy")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async with _gateway(live, tmp_path / "backup-side") as gateway:
+        monkeypatch.setattr(transfer, "backup_database", someone_writes_the_file_meanwhile)
+        with pytest.raises(GatewayError) as caught:
+            await _backup(gateway, destination)
+        assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
+        assert "appeared while the backup was written" in caught.value.message
+        assert destination.read_text(encoding="utf-8") == "another program's file\n"
+        monkeypatch.setattr(transfer, "backup_database", the_disk_fills_up)
+        with pytest.raises(GatewayError) as caught:
+            await _backup(gateway, tmp_path / "second.sqlite3")
+        assert caught.value.code is ErrorCode.INPUT_INVALID_ARGUMENT
+        assert "No space left on device" in caught.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backup.sqlite3", "live"]  # no partial file
